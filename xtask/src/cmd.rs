@@ -1,0 +1,317 @@
+//! Command lines as data, run in one place.
+//!
+//! Every external program the tasks use is described by a [`Cmd`] (program, arguments,
+//! directory, environment, stdin) built by a pure function, so `--dry-run` can print it and
+//! unit tests can assert the exact argument vector. [`Runner`] is the only place that starts
+//! processes. Arguments are passed as an argument vector: nothing goes through a shell.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::interrupt;
+
+/// One external command, as data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cmd {
+    pub program: String,
+    pub args: Vec<String>,
+    pub dir: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+    /// Bytes fed to the child's stdin (e.g. a rendered compose file for `-f -`).
+    pub stdin: Option<Vec<u8>>,
+}
+
+impl Cmd {
+    pub fn new(program: impl Into<String>) -> Cmd {
+        Cmd {
+            program: program.into(),
+            args: Vec::new(),
+            dir: None,
+            env: Vec::new(),
+            stdin: None,
+        }
+    }
+
+    pub fn arg(mut self, arg: impl Into<String>) -> Cmd {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn dir(mut self, dir: impl AsRef<Path>) -> Cmd {
+        self.dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Cmd {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Cmd {
+        self.stdin = Some(bytes.into());
+        self
+    }
+
+    /// Program and arguments, for assertions.
+    pub fn argv(&self) -> Vec<&str> {
+        std::iter::once(self.program.as_str())
+            .chain(self.args.iter().map(String::as_str))
+            .collect()
+    }
+
+    fn expression(&self) -> duct::Expression {
+        let mut expr = duct::cmd(&self.program, &self.args);
+        if let Some(dir) = &self.dir {
+            expr = expr.dir(dir);
+        }
+        for (key, value) in &self.env {
+            expr = expr.env(key, value);
+        }
+        match &self.stdin {
+            Some(bytes) => expr.stdin_bytes(bytes.clone()),
+            // Children never read the terminal: a prompt would hang CI.
+            None => expr.stdin_null(),
+        }
+    }
+}
+
+/// Shell-quoted, copy-pasteable form: `(cd DIR && KEY=value program 'arg with space')`.
+impl fmt::Display for Cmd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut line = String::new();
+        for (key, value) in &self.env {
+            line.push_str(&format!("{key}={} ", quote(value)));
+        }
+        line.push_str(&quote(&self.program));
+        for arg in &self.args {
+            line.push(' ');
+            line.push_str(&quote(arg));
+        }
+        if self.stdin.is_some() {
+            line.push_str(" <<stdin");
+        }
+        match &self.dir {
+            Some(dir) => write!(f, "(cd {} && {line})", quote(&dir.display().to_string())),
+            None => f.write_str(&line),
+        }
+    }
+}
+
+/// Quotes for a POSIX shell only when needed, for display; never used to run anything.
+pub fn quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@,+%^".contains(&b));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// How much the runner prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+/// Runs [`Cmd`]s, or only prints them under `--dry-run`.
+///
+/// Actions (`run`) are printed and skipped in dry-run mode. Read-only queries (`query`,
+/// `succeeds`) run in both modes, because the actions are computed from their answers.
+#[derive(Clone, Copy, Debug)]
+pub struct Runner {
+    pub dry_run: bool,
+    pub verbosity: Verbosity,
+}
+
+impl Runner {
+    pub fn new(dry_run: bool, verbosity: Verbosity) -> Runner {
+        Runner { dry_run, verbosity }
+    }
+
+    /// Runs an action with the child's output shown (captured and shown only on failure when quiet).
+    pub fn run(&self, cmd: &Cmd) -> Result<()> {
+        if self.dry_run {
+            println!("{cmd}");
+            return Ok(());
+        }
+        if self.verbosity >= Verbosity::Verbose {
+            eprintln!("$ {cmd}");
+        }
+        let expr = cmd.expression().unchecked();
+        let expr = if self.verbosity == Verbosity::Quiet {
+            expr.stdout_capture().stderr_to_stdout()
+        } else {
+            expr
+        };
+        let output = wait(cmd, expr)?;
+        if !output.status.success() {
+            if self.verbosity == Verbosity::Quiet {
+                eprint!("{}", String::from_utf8_lossy(&output.stdout));
+            }
+            bail!("`{}` failed ({})", short(cmd), describe(output.status));
+        }
+        Ok(())
+    }
+
+    /// Runs a read-only query (also in dry-run mode) and returns its trimmed stdout.
+    pub fn query(&self, cmd: &Cmd) -> Result<String> {
+        if self.verbosity >= Verbosity::Verbose {
+            eprintln!("$ {cmd}");
+        }
+        let output = wait(
+            cmd,
+            cmd.expression()
+                .unchecked()
+                .stdout_capture()
+                .stderr_capture(),
+        )?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            bail!(
+                "`{}` failed ({}): {}",
+                short(cmd),
+                describe(output.status),
+                stderr.trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .trim_end()
+            .to_string())
+    }
+
+    /// Runs a read-only check and says whether it exited 0 (output discarded).
+    pub fn succeeds(&self, cmd: &Cmd) -> Result<bool> {
+        if self.verbosity >= Verbosity::Verbose {
+            eprintln!("$ {cmd}");
+        }
+        let output = wait(
+            cmd,
+            cmd.expression().unchecked().stdout_null().stderr_null(),
+        )?;
+        Ok(output.status.success())
+    }
+}
+
+/// Starts the child and waits for it, killing it if we are interrupted (Ctrl-C, SIGTERM),
+/// so no `docker build`, `composer` or `npm` outlives the task.
+fn wait(cmd: &Cmd, expr: duct::Expression) -> Result<std::process::Output> {
+    interrupt::check()?;
+    let handle = expr.start().map_err(|err| spawn_error(cmd, err))?;
+    loop {
+        if let Some(output) = handle
+            .try_wait()
+            .with_context(|| format!("waiting for `{}`", short(cmd)))?
+        {
+            return Ok(output.clone());
+        }
+        if interrupt::requested() {
+            let _ = handle.kill();
+            interrupt::check()?;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn spawn_error(cmd: &Cmd, err: std::io::Error) -> anyhow::Error {
+    if err.kind() == std::io::ErrorKind::NotFound {
+        let hint = match cmd.program.as_str() {
+            "docker" => "install Docker (https://docs.docker.com/engine/install/) and make sure `docker info` works",
+            "git" => "install git",
+            "composer" | "npm" => "install it, or drop --host-tools to run it inside the build image",
+            _ => "install it or check PATH",
+        };
+        anyhow::anyhow!("`{}` is not installed or not on PATH; {hint}", cmd.program)
+    } else {
+        anyhow::Error::new(err).context(format!("cannot start `{}`", short(cmd)))
+    }
+}
+
+/// The first words of a command, for error messages that stay on one line.
+fn short(cmd: &Cmd) -> String {
+    let words: Vec<String> = cmd.argv().iter().take(3).map(|w| quote(w)).collect();
+    let more = if cmd.args.len() > 2 { " ..." } else { "" };
+    format!("{}{more}", words.join(" "))
+}
+
+fn describe(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        _ => status.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_quotes_only_what_needs_it() {
+        let cmd = Cmd::new("docker")
+            .args(["build", "--label", "a=b c", "it's", ""])
+            .dir("/tmp/x y");
+        assert_eq!(
+            cmd.to_string(),
+            r#"(cd '/tmp/x y' && docker build --label 'a=b c' 'it'\''s' '')"#
+        );
+    }
+
+    #[test]
+    fn hostile_values_stay_one_argument() {
+        let cmd = Cmd::new("docker").arg("push").arg("x:$(rm -rf /); echo");
+        assert_eq!(cmd.argv(), ["docker", "push", "x:$(rm -rf /); echo"]);
+        assert_eq!(cmd.to_string(), "docker push 'x:$(rm -rf /); echo'");
+    }
+
+    #[test]
+    fn runs_a_real_program_and_reports_failure() {
+        let runner = Runner::new(false, Verbosity::Quiet);
+        assert_eq!(
+            runner
+                .query(&Cmd::new("printf").arg("%s").arg("a b"))
+                .unwrap(),
+            "a b"
+        );
+        assert!(!runner.succeeds(&Cmd::new("false")).unwrap());
+        let err = runner.run(&Cmd::new("false")).unwrap_err().to_string();
+        assert_eq!(err, "`false` failed (exit code 1)");
+        let err = runner
+            .run(&Cmd::new("no-such-program-xyz"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not installed or not on PATH"), "{err}");
+    }
+
+    #[test]
+    fn dry_run_runs_no_action() {
+        let runner = Runner::new(true, Verbosity::Normal);
+        runner.run(&Cmd::new("false")).unwrap();
+    }
+
+    #[test]
+    fn stdin_bytes_reach_the_child() {
+        let runner = Runner::new(false, Verbosity::Quiet);
+        assert_eq!(
+            runner.query(&Cmd::new("cat").stdin("hello")).unwrap(),
+            "hello"
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! Typed defaults for everything that names an image, in one place.
+//!
+//! Each value can be overridden by a flag or an environment variable (so tests point at a
+//! registry on 127.0.0.1); the flags are declared in `main.rs` with clap's `env`.
+
+use crate::reference::ImageRef;
+
+pub const DEFAULT_REGISTRY: &str = "registry.kiora.tech/kiora";
+pub const DEFAULT_BASE_TAG: &str = "0.4.1";
+pub const DEFAULT_OS_IMAGE: &str = "debian:bookworm-slim";
+
+/// Repository names (the last path component of each image).
+pub const PHP_BASE: &str = "crm-gdb_php_base";
+pub const PHP_BUILD: &str = "crm-gdb_php_build";
+pub const PHP: &str = "crm-gdb_php";
+pub const NGINX: &str = "crm-gdb_nginx";
+/// Tag suffix of the php image variant that runs the worker under supervisor.
+pub const SUPERVISOR_SUFFIX: &str = "-supervisor";
+
+/// The application images whose references `set-tag` rewrites in compose files.
+pub const APP_IMAGES: [&str; 2] = [PHP, NGINX];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Registry host and namespace, e.g. `registry.kiora.tech/kiora` or `127.0.0.1:5000/kiora`.
+    pub registry: String,
+    /// Tag of the pinned php base and build images.
+    pub base_tag: String,
+    /// The OS image every image starts from.
+    pub os_image: String,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            registry: DEFAULT_REGISTRY.to_string(),
+            base_tag: DEFAULT_BASE_TAG.to_string(),
+            os_image: DEFAULT_OS_IMAGE.to_string(),
+        }
+    }
+}
+
+impl Config {
+    pub fn image(&self, name: &str, tag: &str) -> ImageRef {
+        ImageRef {
+            registry: self.registry.clone(),
+            name: name.to_string(),
+            tag: tag.to_string(),
+        }
+    }
+
+    pub fn php_base(&self) -> ImageRef {
+        self.image(PHP_BASE, &self.base_tag)
+    }
+
+    pub fn php_build(&self) -> ImageRef {
+        self.image(PHP_BUILD, &self.base_tag)
+    }
+
+    /// The three release images for `tag`: php, php-supervisor, nginx.
+    pub fn app_images(&self, tag: &str) -> [ImageRef; 3] {
+        [
+            self.image(PHP, tag),
+            self.image(PHP, &format!("{tag}{SUPERVISOR_SUFFIX}")),
+            self.image(NGINX, tag),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_name_the_published_images() {
+        let config = Config::default();
+        assert_eq!(
+            config.php_base().to_string(),
+            "registry.kiora.tech/kiora/crm-gdb_php_base:0.4.1"
+        );
+        assert_eq!(
+            config.php_build().to_string(),
+            "registry.kiora.tech/kiora/crm-gdb_php_build:0.4.1"
+        );
+        let names: Vec<String> = config
+            .app_images("1.4.0")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "registry.kiora.tech/kiora/crm-gdb_php:1.4.0",
+                "registry.kiora.tech/kiora/crm-gdb_php:1.4.0-supervisor",
+                "registry.kiora.tech/kiora/crm-gdb_nginx:1.4.0",
+            ]
+        );
+    }
+}

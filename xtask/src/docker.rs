@@ -1,0 +1,235 @@
+//! Docker command lines, built as data (see `cmd.rs`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::cmd::{Cmd, Runner};
+use crate::reference::ImageRef;
+
+/// How images get built. buildx (BuildKit) when the plugin is there, else the classic builder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Builder {
+    Buildx,
+    Classic,
+}
+
+impl Builder {
+    pub fn detect(runner: &Runner) -> Result<Builder> {
+        let buildx = runner.succeeds(&Cmd::new("docker").args(["buildx", "version"]))?;
+        Ok(if buildx {
+            Builder::Buildx
+        } else {
+            Builder::Classic
+        })
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Builder::Buildx => "docker buildx build (BuildKit)",
+            Builder::Classic => {
+                "docker build (classic builder; install the buildx plugin for BuildKit)"
+            }
+        }
+    }
+}
+
+/// Checks the engine answers, so a stopped daemon is one clear line instead of a failed build.
+pub fn check_engine(runner: &Runner) -> Result<String> {
+    runner.query(&Cmd::new("docker").args(["version", "--format", "{{.Server.Version}}"])).map_err(|err| {
+        anyhow::anyhow!(
+            "cannot reach the Docker engine ({}); start it (e.g. `sudo systemctl start docker`) and check `docker info`",
+            err.to_string().lines().last().unwrap_or_default().trim()
+        )
+    })
+}
+
+/// One `docker build`.
+#[derive(Clone, Debug)]
+pub struct Build {
+    pub dockerfile: PathBuf,
+    pub target: Option<String>,
+    pub context: PathBuf,
+    pub image: ImageRef,
+    pub build_args: Vec<(String, String)>,
+    pub labels: Vec<(String, String)>,
+}
+
+impl Build {
+    pub fn command(&self, builder: Builder) -> Cmd {
+        let cmd = match builder {
+            // `--load` keeps the result in the local engine; pushes are separate, so they
+            // happen only after every build succeeded.
+            Builder::Buildx => Cmd::new("docker").args(["buildx", "build", "--load"]),
+            // The newer docker CLI refuses BuildKit builds without buildx; ask for the classic one.
+            Builder::Classic => Cmd::new("docker").arg("build").env("DOCKER_BUILDKIT", "0"),
+        };
+        let mut cmd = cmd.arg("--file").arg(path(&self.dockerfile));
+        if let Some(target) = &self.target {
+            cmd = cmd.arg("--target").arg(target);
+        }
+        cmd = cmd.arg("--tag").arg(self.image.to_string());
+        for (key, value) in &self.build_args {
+            cmd = cmd.arg("--build-arg").arg(format!("{key}={value}"));
+        }
+        for (key, value) in &self.labels {
+            cmd = cmd.arg("--label").arg(format!("{key}={value}"));
+        }
+        cmd.arg(path(&self.context))
+    }
+}
+
+/// OCI labels every image we build carries.
+pub fn oci_labels(version: &str, revision: &str, created: &str) -> Vec<(String, String)> {
+    [
+        ("org.opencontainers.image.version", version),
+        ("org.opencontainers.image.revision", revision),
+        ("org.opencontainers.image.created", created),
+        ("org.opencontainers.image.source", "crm-gdb"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+pub fn push(image: &ImageRef) -> Cmd {
+    Cmd::new("docker").arg("push").arg(image.to_string())
+}
+
+pub fn pull(image: &ImageRef) -> Cmd {
+    Cmd::new("docker").arg("pull").arg(image.to_string())
+}
+
+/// Exits 0 when the image is in the local engine.
+pub fn image_exists(image: &str) -> Cmd {
+    Cmd::new("docker").args(["image", "inspect", "--format", "{{.Id}}", image])
+}
+
+/// Runs `argv` in a throwaway container of `image` with `host_dir` mounted as its working
+/// directory, as the calling user so the files it writes stay ours.
+pub fn run_in(image: &ImageRef, host_dir: &Path, user: Option<(u32, u32)>, argv: &[&str]) -> Cmd {
+    let mut cmd = Cmd::new("docker").args(["run", "--rm"]);
+    if let Some((uid, gid)) = user {
+        cmd = cmd.arg("--user").arg(format!("{uid}:{gid}"));
+    }
+    cmd.arg("--volume")
+        .arg(format!("{}:/app", path(host_dir)))
+        .args(["--workdir", "/app"])
+        .arg(image.to_string())
+        .args(argv.iter().copied())
+}
+
+/// The user and group of this process, for `docker run --user` (Linux; elsewhere Docker
+/// Desktop maps ownership itself).
+pub fn current_user() -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata("/proc/self").ok()?;
+    Some((meta.uid(), meta.gid()))
+}
+
+fn path(path: &Path) -> String {
+    path.display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image() -> ImageRef {
+        ImageRef {
+            registry: "127.0.0.1:5000/kiora".into(),
+            name: "crm-gdb_php".into(),
+            tag: "1.4.0".into(),
+        }
+    }
+
+    fn build() -> Build {
+        Build {
+            dockerfile: "/s/docker/app/Dockerfile".into(),
+            target: Some("php".into()),
+            context: "/s".into(),
+            image: image(),
+            build_args: vec![("BASE_IMAGE".into(), "r/b:0.4.1".into())],
+            labels: vec![("org.opencontainers.image.version".into(), "1.4.0".into())],
+        }
+    }
+
+    #[test]
+    fn buildx_build_loads_then_pushes_separately() {
+        let cmd = build().command(Builder::Buildx);
+        assert_eq!(
+            cmd.argv(),
+            [
+                "docker",
+                "buildx",
+                "build",
+                "--load",
+                "--file",
+                "/s/docker/app/Dockerfile",
+                "--target",
+                "php",
+                "--tag",
+                "127.0.0.1:5000/kiora/crm-gdb_php:1.4.0",
+                "--build-arg",
+                "BASE_IMAGE=r/b:0.4.1",
+                "--label",
+                "org.opencontainers.image.version=1.4.0",
+                "/s",
+            ]
+        );
+        assert!(cmd.env.is_empty());
+    }
+
+    #[test]
+    fn classic_build_turns_buildkit_off() {
+        let cmd = build().command(Builder::Classic);
+        assert_eq!(
+            cmd.argv()[..4],
+            ["docker", "build", "--file", "/s/docker/app/Dockerfile"]
+        );
+        assert_eq!(cmd.env, [("DOCKER_BUILDKIT".to_string(), "0".to_string())]);
+    }
+
+    #[test]
+    fn push_pull_inspect() {
+        assert_eq!(
+            push(&image()).argv(),
+            ["docker", "push", "127.0.0.1:5000/kiora/crm-gdb_php:1.4.0"]
+        );
+        assert_eq!(
+            pull(&image()).argv(),
+            ["docker", "pull", "127.0.0.1:5000/kiora/crm-gdb_php:1.4.0"]
+        );
+        assert_eq!(
+            image_exists("x:1").argv(),
+            ["docker", "image", "inspect", "--format", "{{.Id}}", "x:1"]
+        );
+    }
+
+    #[test]
+    fn run_in_mounts_the_directory_as_the_caller() {
+        let cmd = run_in(
+            &image(),
+            Path::new("/s/app"),
+            Some((1000, 1000)),
+            &["npm", "ci"],
+        );
+        assert_eq!(
+            cmd.argv(),
+            [
+                "docker",
+                "run",
+                "--rm",
+                "--user",
+                "1000:1000",
+                "--volume",
+                "/s/app:/app",
+                "--workdir",
+                "/app",
+                "127.0.0.1:5000/kiora/crm-gdb_php:1.4.0",
+                "npm",
+                "ci",
+            ]
+        );
+    }
+}

@@ -1,0 +1,56 @@
+//! A tiny HTTP/1.0 client for loopback checks (`/health`), so checking the running app needs
+//! neither curl nor an HTTP crate.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+}
+
+pub fn get(port: u16, path: &str) -> Result<Response> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .with_context(|| format!("cannot connect to 127.0.0.1:{port}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("not an HTTP response")?;
+    Ok(Response {
+        status,
+        body: body.to_string(),
+    })
+}
+
+/// Polls `path` until it answers 200, or fails after `limit` with the last answer.
+pub fn wait_for_ok(port: u16, path: &str, limit: Duration) -> Result<Response> {
+    let start = Instant::now();
+    loop {
+        crate::interrupt::check()?;
+        let last = match get(port, path) {
+            Ok(response) if response.status == 200 => return Ok(response),
+            Ok(response) => format!("HTTP {}: {}", response.status, response.body.trim()),
+            Err(err) => format!("{err:#}"),
+        };
+        if start.elapsed() > limit {
+            bail!(
+                "http://127.0.0.1:{port}{path} did not answer 200 within {}s (last: {last})",
+                limit.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}

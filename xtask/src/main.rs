@@ -1,0 +1,198 @@
+//! `cargo xtask`: build, publish and deploy the CRM GDB PHP application.
+//!
+//! This file only parses arguments and dispatches; each task lives in `tasks/<name>.rs`.
+
+mod cmd;
+mod compose_file;
+mod config;
+mod docker;
+mod http;
+mod interrupt;
+mod progress;
+mod project;
+mod reference;
+mod staging;
+mod tasks;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use cmd::{Runner, Verbosity};
+use config::Config;
+use tasks::{build_app, docker_publish, down, set_tag, up, Ctx};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Build, publish and deploy the CRM GDB PHP application",
+    version
+)]
+#[command(arg_required_else_help = true)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Args)]
+struct Global {
+    /// Registry and namespace the images are named after and pushed to.
+    #[arg(long, global = true, env = "XTASK_REGISTRY", default_value = config::DEFAULT_REGISTRY)]
+    registry: String,
+    /// Tag of the pinned php base and build images.
+    #[arg(long, global = true, env = "XTASK_BASE_TAG", default_value = config::DEFAULT_BASE_TAG)]
+    base_tag: String,
+    /// OS image every image starts from.
+    #[arg(long, global = true, env = "XTASK_OS_IMAGE", default_value = config::DEFAULT_OS_IMAGE)]
+    os_image: String,
+    /// Print the commands that would change something, in order, and run none of them.
+    #[arg(long, global = true)]
+    dry_run: bool,
+    /// Echo every command before running it.
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    verbose: bool,
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build everything missing locally and run the app on 127.0.0.1 (needs only a Docker engine).
+    #[command(after_help = "Examples:\n  cargo xtask up\n  cargo xtask up --port 8081")]
+    Up {
+        /// Tag given to the locally built release images.
+        #[arg(long, default_value = "dev")]
+        tag: String,
+        /// Loopback port nginx is published on.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
+    /// Stop the stack started by `up`.
+    #[command(after_help = "Example:\n  cargo xtask down --volumes")]
+    Down {
+        /// Also delete the contacts data volume.
+        #[arg(long)]
+        volumes: bool,
+    },
+    /// Build and push the pinned base images (php base and php build).
+    #[command(after_help = "Example:\n  cargo xtask docker-publish --image php --tag 0.4.1")]
+    DockerPublish {
+        /// Which base image family to publish.
+        #[arg(long, value_enum)]
+        image: docker_publish::BaseImage,
+        /// Tag to publish, normally the pinned base tag.
+        #[arg(long)]
+        tag: String,
+        /// Build and tag in the local engine only.
+        #[arg(long)]
+        no_push: bool,
+    },
+    /// Build the release images from a clean copy of the code, push them and update compose.yaml.
+    #[command(
+        after_help = "Examples:\n  cargo xtask build-app --tag 1.4.0\n  cargo xtask build-app --tag 1.4.0 --no-push --allow-dirty\n  cargo xtask build-app --tag 1.4.0 --dry-run"
+    )]
+    BuildApp {
+        /// Release tag, e.g. 1.4.0 (Docker tag grammar; `latest` is refused).
+        #[arg(long)]
+        tag: String,
+        /// Build the working tree (tracked and untracked, not ignored files) instead of HEAD.
+        #[arg(long)]
+        allow_dirty: bool,
+        /// Use the host's composer and npm instead of the pinned build image.
+        #[arg(long)]
+        host_tools: bool,
+        /// Build and tag locally only: no push, compose.yaml untouched.
+        #[arg(long)]
+        no_push: bool,
+        /// Compose file whose image references get the new tag.
+        #[arg(long, default_value = "compose.yaml")]
+        compose_file: PathBuf,
+    },
+    /// Point the app images of a compose file at another tag, changing nothing else.
+    #[command(after_help = "Example:\n  cargo xtask set-tag --tag 1.4.0 --file compose.yaml")]
+    SetTag {
+        /// Release tag to set.
+        #[arg(long)]
+        tag: String,
+        /// Compose file to edit (relative to the project root).
+        #[arg(long, default_value = "compose.yaml")]
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            match err.downcast_ref::<interrupt::Interrupted>() {
+                Some(interrupt::Interrupted(signal)) => ExitCode::from(128 + *signal as u8),
+                None => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    interrupt::install()?;
+    let g = cli.global;
+    reference::check_registry(&g.registry)?;
+    reference::check_tag(&g.base_tag)?;
+    let verbosity = match (g.quiet, g.verbose) {
+        (true, _) => Verbosity::Quiet,
+        (_, true) => Verbosity::Verbose,
+        _ => Verbosity::Normal,
+    };
+    let ctx = Ctx {
+        config: Config {
+            registry: g.registry,
+            base_tag: g.base_tag,
+            os_image: g.os_image,
+        },
+        runner: Runner::new(g.dry_run, verbosity),
+        root: project::root()?,
+    };
+    match cli.task {
+        Task::Up { tag, port } => up::run(&ctx, &tag, port),
+        Task::Down { volumes } => down::run(&ctx, volumes),
+        Task::DockerPublish {
+            image,
+            tag,
+            no_push,
+        } => docker_publish::run(&ctx, image, &tag, !no_push),
+        Task::BuildApp {
+            tag,
+            allow_dirty,
+            host_tools,
+            no_push,
+            compose_file,
+        } => build_app::run(
+            &ctx,
+            &build_app::Options {
+                tag,
+                allow_dirty,
+                host_tools,
+                push: !no_push,
+                compose_file,
+            },
+        ),
+        Task::SetTag { tag, file } => set_tag::run(&ctx, &tag, &file),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

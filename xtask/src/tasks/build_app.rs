@@ -1,0 +1,358 @@
+//! `cargo xtask build-app --tag x.y.z`: build and publish a release of the application.
+//!
+//! 1. stage the committed HEAD (or, with `--allow-dirty`, the working tree) in a temporary
+//!    directory, so the developer's tree and its dev dependencies are never touched;
+//! 2. check the pinned base images are in the local engine, pull them if not;
+//! 3. `composer install --no-dev` and 4. `npm ci && npm run build` in the staging directory,
+//!    inside the pinned build image (or with the host's tools under `--host-tools`);
+//! 5. build `crm-gdb_php:TAG`, `crm-gdb_php:TAG-supervisor` and `crm-gdb_nginx:TAG`, then push
+//!    them (`--no-push` keeps them local);
+//! 6. only after every push succeeded, point compose.yaml at TAG;
+//! 7. remove the staging directory (also on failure and Ctrl-C).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cmd::Cmd;
+use crate::compose_file;
+use crate::config::{Config, APP_IMAGES};
+use crate::docker::{self, Build, Builder};
+use crate::progress::Steps;
+use crate::project;
+use crate::reference::{check_release_tag, ImageRef};
+use crate::staging::{self, Source};
+use crate::tasks::{docker_publish::push_all, set_tag, Ctx};
+
+pub struct Options {
+    pub tag: String,
+    pub allow_dirty: bool,
+    pub host_tools: bool,
+    pub push: bool,
+    /// The compose file to update, relative to the project root.
+    pub compose_file: PathBuf,
+}
+
+pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
+    check_release_tag(&opts.tag)?;
+    let (runner, config, root) = (&ctx.runner, &ctx.config, ctx.root.as_path());
+
+    // Everything that can be refused is refused before the first build starts.
+    let dirty = project::dirty_files(runner, root)?;
+    let source = match (opts.allow_dirty, dirty.is_empty()) {
+        (true, _) => Source::WorkingTree,
+        (false, true) => Source::Head,
+        (false, false) => bail!(
+            "uncommitted changes in the build inputs ({}): commit them to build HEAD, or pass --allow-dirty to build the working tree as it is",
+            summarize(&dirty)
+        ),
+    };
+    let mut revision = project::head_revision(runner, root)?;
+    if source == Source::WorkingTree && !dirty.is_empty() {
+        revision.push_str("-dirty");
+    }
+    let compose_path = root.join(&opts.compose_file);
+    if opts.push {
+        check_compose_file(&compose_path, &opts.tag)?;
+    }
+    docker::check_engine(runner)?;
+    let builder = Builder::detect(runner)?;
+
+    let mut steps = Steps::new(7, runner.verbosity);
+    steps.say(format!(
+        "Building release {} of {} ({revision}) with {}",
+        opts.tag,
+        root.display(),
+        builder.describe()
+    ));
+    let what = if source == Source::Head {
+        "HEAD"
+    } else {
+        "the working tree"
+    };
+    let staging = steps.step(&format!("Staging {what} in a temporary directory"), || {
+        staging::stage(runner, root, source)
+    })?;
+    let app_dir = staging.path().join("app");
+
+    steps.step(
+        &format!("Checking base images (tag {})", config.base_tag),
+        || ensure_base_images(ctx, opts.host_tools),
+    )?;
+    steps.step("Installing production dependencies", || {
+        runner.run(&tool(config, &app_dir, opts.host_tools, &COMPOSER_INSTALL))
+    })?;
+    steps.step("Compiling assets", || {
+        runner.run(&tool(config, &app_dir, opts.host_tools, &NPM_CI))?;
+        runner.run(&tool(config, &app_dir, opts.host_tools, &NPM_BUILD))
+    })?;
+
+    let labels = docker::oci_labels(&opts.tag, &revision, &project::now_rfc3339());
+    let builds = release_builds(config, staging.path(), &opts.tag, &labels);
+    let images: Vec<&ImageRef> = builds.iter().map(|b| &b.image).collect();
+    let title = if opts.push {
+        "Building and pushing images"
+    } else {
+        "Building images"
+    };
+    steps.step(title, || {
+        for build in &builds {
+            runner
+                .run(&build.command(builder))
+                .with_context(|| format!("building {} failed", build.image))?;
+        }
+        if opts.push {
+            push_all(ctx, &images)?;
+        }
+        Ok(())
+    })?;
+
+    if opts.push {
+        steps.step(&format!("Updating {}", opts.compose_file.display()), || {
+            let changes = if runner.dry_run {
+                Vec::new()
+            } else {
+                compose_file::set_tag_in_file(&compose_path, &opts.tag, &APP_IMAGES)?
+            };
+            set_tag::report(&compose_path, &changes, runner.dry_run);
+            Ok(())
+        })?;
+    } else {
+        steps.skip(
+            &format!("Updating {}", opts.compose_file.display()),
+            "--no-push: nothing was published",
+        );
+    }
+    steps.step("Removing the staging directory", || staging.remove())?;
+
+    let verb = if opts.push {
+        "built and pushed"
+    } else {
+        "built (local only)"
+    };
+    steps.say(format!(
+        "Release {} {verb} in {}:",
+        opts.tag,
+        steps.elapsed()
+    ));
+    for image in &images {
+        steps.say(format!("  {image}"));
+    }
+    Ok(())
+}
+
+const COMPOSER_INSTALL: [&str; 6] = [
+    "composer",
+    "install",
+    "--no-dev",
+    "--optimize-autoloader",
+    "--no-interaction",
+    "--no-progress",
+];
+const NPM_CI: [&str; 4] = ["npm", "ci", "--no-audit", "--no-fund"];
+const NPM_BUILD: [&str; 3] = ["npm", "run", "build"];
+
+/// A composer/npm command in `app_dir`: inside the pinned build image, or with the host's tool.
+fn tool(config: &Config, app_dir: &Path, host_tools: bool, argv: &[&str]) -> Cmd {
+    if host_tools {
+        Cmd::new(argv[0])
+            .args(argv[1..].iter().copied())
+            .dir(app_dir)
+    } else {
+        docker::run_in(&config.php_build(), app_dir, docker::current_user(), argv)
+    }
+}
+
+/// The three release images, built from the staging directory.
+pub fn release_builds(
+    config: &Config,
+    staging: &Path,
+    tag: &str,
+    labels: &[(String, String)],
+) -> Vec<Build> {
+    let [php, supervisor, nginx] = config.app_images(tag);
+    let app_dockerfile = staging.join("docker/app/Dockerfile");
+    let with_base = |base: String| {
+        let mut labels = labels.to_vec();
+        labels.push(("org.opencontainers.image.base.name".into(), base));
+        labels
+    };
+    let php_build = |target: &str, image: ImageRef| Build {
+        dockerfile: app_dockerfile.clone(),
+        target: Some(target.to_string()),
+        context: staging.to_path_buf(),
+        image,
+        build_args: vec![("BASE_IMAGE".into(), config.php_base().to_string())],
+        labels: with_base(config.php_base().to_string()),
+    };
+    vec![
+        php_build("php", php),
+        php_build("supervisor", supervisor),
+        Build {
+            dockerfile: staging.join("docker/nginx/Dockerfile"),
+            target: None,
+            context: staging.to_path_buf(),
+            image: nginx,
+            build_args: vec![("OS_IMAGE".into(), config.os_image.clone())],
+            labels: with_base(config.os_image.clone()),
+        },
+    ]
+}
+
+/// The pinned base images must be local, or pullable; otherwise point at `docker-publish`.
+fn ensure_base_images(ctx: &Ctx, host_tools: bool) -> Result<()> {
+    let config = &ctx.config;
+    let mut needed = vec![config.php_base()];
+    if !host_tools {
+        needed.push(config.php_build());
+    }
+    for image in needed {
+        if ctx
+            .runner
+            .succeeds(&docker::image_exists(&image.to_string()))?
+        {
+            eprintln!("  {image}: in the local engine");
+            continue;
+        }
+        ctx.runner.run(&docker::pull(&image)).map_err(|_| {
+            anyhow::anyhow!(
+                "base image {image} is neither in the local engine nor pullable from {}; build and publish it with \
+                 `cargo xtask docker-publish --image php --tag {}` (add --no-push to keep it local)",
+                image.host(),
+                config.base_tag
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Refuses early (before any build) a compose file that `set-tag` could not update.
+fn check_compose_file(path: &Path, tag: &str) -> Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read {}; pass --compose-file to name the file to update",
+            path.display()
+        )
+    })?;
+    compose_file::set_tag(&text, tag, &APP_IMAGES)
+        .map_err(|err| anyhow::anyhow!("cannot set tag in {}: {err}", path.display()))?;
+    Ok(())
+}
+
+fn summarize(files: &[String]) -> String {
+    let shown: Vec<&str> = files.iter().take(3).map(String::as_str).collect();
+    match files.len() {
+        n if n > 3 => format!("{} and {} more", shown.join(", "), n - 3),
+        _ => shown.join(", "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config {
+            registry: "127.0.0.1:5000/kiora".into(),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn composer_and_npm_run_inside_the_pinned_build_image() {
+        let cmd = tool(&config(), Path::new("/s/app"), false, &COMPOSER_INSTALL);
+        let argv = cmd.argv();
+        assert_eq!(argv[..3], ["docker", "run", "--rm"]);
+        let image = argv
+            .iter()
+            .position(|a| *a == "127.0.0.1:5000/kiora/crm-gdb_php_build:0.4.1")
+            .unwrap();
+        assert_eq!(argv[image - 3..image], ["/s/app:/app", "--workdir", "/app"]);
+        assert_eq!(argv[image + 1..], COMPOSER_INSTALL);
+    }
+
+    #[test]
+    fn host_tools_run_in_the_staging_directory() {
+        let cmd = tool(&config(), Path::new("/s/app"), true, &NPM_BUILD);
+        assert_eq!(cmd.argv(), ["npm", "run", "build"]);
+        assert_eq!(cmd.dir.as_deref(), Some(Path::new("/s/app")));
+    }
+
+    #[test]
+    fn three_release_images_from_the_pinned_base() {
+        let labels = vec![(
+            "org.opencontainers.image.version".to_string(),
+            "1.4.0".to_string(),
+        )];
+        let builds = release_builds(&config(), Path::new("/s"), "1.4.0", &labels);
+        let argv: Vec<Vec<String>> = builds
+            .iter()
+            .map(|b| {
+                b.command(Builder::Buildx)
+                    .argv()
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            })
+            .collect();
+        let expected = |file: &str, target: Option<&str>, tag: &str, arg: &str, base: &str| {
+            let mut v = vec!["docker", "buildx", "build", "--load", "--file", file];
+            if let Some(t) = target {
+                v.extend(["--target", t]);
+            }
+            v.extend([
+                "--tag",
+                tag,
+                "--build-arg",
+                arg,
+                "--label",
+                "org.opencontainers.image.version=1.4.0",
+                "--label",
+                base,
+                "/s",
+            ]);
+            v.into_iter().map(String::from).collect::<Vec<_>>()
+        };
+        let base = "org.opencontainers.image.base.name=127.0.0.1:5000/kiora/crm-gdb_php_base:0.4.1";
+        let base_arg = "BASE_IMAGE=127.0.0.1:5000/kiora/crm-gdb_php_base:0.4.1";
+        assert_eq!(
+            argv[0],
+            expected(
+                "/s/docker/app/Dockerfile",
+                Some("php"),
+                "127.0.0.1:5000/kiora/crm-gdb_php:1.4.0",
+                base_arg,
+                base
+            )
+        );
+        assert_eq!(
+            argv[1],
+            expected(
+                "/s/docker/app/Dockerfile",
+                Some("supervisor"),
+                "127.0.0.1:5000/kiora/crm-gdb_php:1.4.0-supervisor",
+                base_arg,
+                base
+            )
+        );
+        assert_eq!(
+            argv[2],
+            expected(
+                "/s/docker/nginx/Dockerfile",
+                None,
+                "127.0.0.1:5000/kiora/crm-gdb_nginx:1.4.0",
+                "OS_IMAGE=debian:bookworm-slim",
+                "org.opencontainers.image.base.name=debian:bookworm-slim"
+            )
+        );
+    }
+
+    #[test]
+    fn dirty_summary_stays_short() {
+        let files: Vec<String> = (1..=5).map(|i| format!("app/f{i}.php")).collect();
+        assert_eq!(
+            summarize(&files),
+            "app/f1.php, app/f2.php, app/f3.php and 2 more"
+        );
+    }
+}

@@ -1,0 +1,81 @@
+//! `cargo xtask docker-publish --image php --tag 0.4.1`: build and push the pinned base images
+//! (`crm-gdb_php_base`, the PHP-FPM runtime, and `crm-gdb_php_build`, the same plus composer
+//! and node) that every release is built from. Rarely needed: the tag is pinned.
+
+use anyhow::{Context, Result};
+
+use crate::docker::{self, Build, Builder};
+use crate::progress::Steps;
+use crate::project;
+use crate::reference::{check_release_tag, ImageRef};
+use crate::tasks::Ctx;
+
+/// The base image families this task can publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BaseImage {
+    /// crm-gdb_php_base and crm-gdb_php_build, from docker/php/Dockerfile.
+    Php,
+}
+
+pub fn run(ctx: &Ctx, image: BaseImage, tag: &str, push: bool) -> Result<()> {
+    check_release_tag(tag)?;
+    let BaseImage::Php = image;
+    let runner = &ctx.runner;
+    docker::check_engine(runner)?;
+    let builder = Builder::detect(runner)?;
+    let revision = project::head_revision(runner, &ctx.root).unwrap_or_else(|_| "unknown".into());
+    let config = crate::config::Config {
+        base_tag: tag.to_string(),
+        ..ctx.config.clone()
+    };
+    let builds = base_builds(ctx, &config, &revision);
+    let mut steps = Steps::new(builds.len() + 1, runner.verbosity);
+    steps.say(format!("Building with {}", builder.describe()));
+    for build in &builds {
+        steps.step(&format!("Building {}", build.image), || {
+            runner.run(&build.command(builder))
+        })?;
+    }
+    let images: Vec<&ImageRef> = builds.iter().map(|b| &b.image).collect();
+    if push {
+        steps.step("Pushing", || push_all(ctx, &images))?;
+    } else {
+        steps.skip("Pushing", "--no-push: the images stay in the local engine");
+    }
+    steps.say(format!(
+        "Published {} base image(s) in {}",
+        images.len(),
+        steps.elapsed()
+    ));
+    Ok(())
+}
+
+fn base_builds(ctx: &Ctx, config: &crate::config::Config, revision: &str) -> Vec<Build> {
+    let context = ctx.root.join("docker/php");
+    let labels = docker::oci_labels(&config.base_tag, revision, &project::now_rfc3339());
+    [("base", config.php_base()), ("build", config.php_build())]
+        .into_iter()
+        .map(|(target, image)| Build {
+            dockerfile: context.join("Dockerfile"),
+            target: Some(target.to_string()),
+            context: context.clone(),
+            image,
+            build_args: vec![("OS_IMAGE".into(), config.os_image.clone())],
+            labels: labels.clone(),
+        })
+        .collect()
+}
+
+/// Pushes each image, with a message that names the registry when one fails.
+pub fn push_all(ctx: &Ctx, images: &[&ImageRef]) -> Result<()> {
+    for image in images {
+        ctx.runner.run(&docker::push(image)).with_context(|| {
+            format!(
+                "pushing {image} to {} failed; check the registry is reachable and you are logged in (`docker login {}`)",
+                image.host(),
+                image.host()
+            )
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,45 @@
+//! `cargo xtask set-tag --tag x.y.z [--file compose.yaml]`: point the app images of a compose
+//! file at another release, leaving every other byte of the file as it is.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::compose_file::{self, Change};
+use crate::config::APP_IMAGES;
+use crate::reference::check_release_tag;
+use crate::tasks::Ctx;
+
+pub fn run(ctx: &Ctx, tag: &str, file: &Path) -> Result<()> {
+    check_release_tag(tag)?;
+    let path = ctx.root.join(file);
+    let changes = if ctx.runner.dry_run {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let (_, changes) = compose_file::set_tag(&text, tag, &APP_IMAGES)
+            .map_err(|err| anyhow::anyhow!("cannot set tag in {}: {err}", path.display()))?;
+        changes
+    } else {
+        compose_file::set_tag_in_file(&path, tag, &APP_IMAGES)?
+    };
+    report(&path, &changes, ctx.runner.dry_run);
+    Ok(())
+}
+
+/// One line per rewritten reference, e.g. `compose.yaml:12: .../crm-gdb_php:1.0.0 -> .../crm-gdb_php:1.4.0`.
+pub fn report(path: &Path, changes: &[Change], dry_run: bool) {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if changes.is_empty() {
+        eprintln!("{name}: already at this tag, nothing to change");
+    }
+    let verb = if dry_run { "would set" } else { "set" };
+    for change in changes {
+        eprintln!(
+            "{name}:{}: {verb} {} -> {}",
+            change.line, change.old, change.new
+        );
+    }
+}

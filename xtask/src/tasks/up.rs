@@ -1,0 +1,201 @@
+//! `cargo xtask up`: the whole chain on this machine, with nothing but a Docker engine.
+//!
+//! No registry account and no published base images are needed: what is missing is built and
+//! kept in the local engine (the OS image, the php base images, the release images of the
+//! working tree), then the stack runs as the Compose project `crm-gdb-local` on a loopback port
+//! and `/health` is checked. `cargo xtask down` stops it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cmd::Cmd;
+use crate::compose_file;
+use crate::config::APP_IMAGES;
+use crate::docker;
+use crate::http;
+use crate::progress::Steps;
+use crate::tasks::{build_app, docker_publish, Ctx};
+
+pub const PROJECT: &str = "crm-gdb-local";
+
+pub fn run(ctx: &Ctx, tag: &str, port: u16) -> Result<()> {
+    let runner = &ctx.runner;
+    docker::check_engine(runner)?;
+    let mut steps = Steps::new(5, runner.verbosity);
+    steps.step(
+        &format!("Checking the OS image {}", ctx.config.os_image),
+        || ensure_os_image(ctx),
+    )?;
+    steps.step("Checking the php base images", || {
+        let present = |image: String| runner.succeeds(&docker::image_exists(&image));
+        if present(ctx.config.php_base().to_string())?
+            && present(ctx.config.php_build().to_string())?
+        {
+            return Ok(());
+        }
+        eprintln!("  not in the local engine: building them (docker-publish --no-push)");
+        docker_publish::run(
+            ctx,
+            docker_publish::BaseImage::Php,
+            &ctx.config.base_tag,
+            false,
+        )
+    })?;
+    steps.step(
+        &format!("Building the working tree as release {tag} (build-app --no-push --allow-dirty)"),
+        || {
+            let opts = build_app::Options {
+                tag: tag.to_string(),
+                allow_dirty: true,
+                host_tools: false,
+                push: false,
+                compose_file: "compose.yaml".into(),
+            };
+            build_app::run(ctx, &opts)
+        },
+    )?;
+    steps.step(&format!("Starting the stack on 127.0.0.1:{port}"), || {
+        runner.run(&compose_up(ctx, tag, port)?)
+    })?;
+    if runner.dry_run {
+        return Ok(());
+    }
+    steps.step("Checking /health", || {
+        let response = http::wait_for_ok(port, "/health", Duration::from_secs(60))?;
+        eprintln!("  {}", response.body.trim());
+        Ok(())
+    })?;
+    println!("The CRM is running at http://127.0.0.1:{port}/ (release {tag}). Stop it with `cargo xtask down`.");
+    Ok(())
+}
+
+/// `docker compose up` of the project's compose.yaml with the app images at `tag`. The file is
+/// rewritten in memory and fed on stdin: the developer's compose.yaml stays as it is.
+fn compose_up(ctx: &Ctx, tag: &str, port: u16) -> Result<Cmd> {
+    let path = ctx.root.join("compose.yaml");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let (local, _) = compose_file::set_tag(&text, tag, &APP_IMAGES)
+        .map_err(|err| anyhow::anyhow!("cannot set tag in {}: {err}", path.display()))?;
+    Ok(compose(&ctx.root)
+        .args([
+            "--file",
+            "-",
+            "up",
+            "--detach",
+            "--wait",
+            "--remove-orphans",
+        ])
+        .env("HTTP_PORT", port.to_string())
+        .stdin(local))
+}
+
+/// `docker compose` for the local project, rooted at the project directory (for `.env`).
+pub fn compose(root: &Path) -> Cmd {
+    Cmd::new("docker")
+        .args(["compose", "--project-name", PROJECT, "--project-directory"])
+        .arg(root.display().to_string())
+}
+
+/// The OS image comes from Docker Hub where it is reachable; on machines that cannot pull,
+/// it is made from Debian's packages with debootstrap (needs root and the debootstrap package).
+fn ensure_os_image(ctx: &Ctx) -> Result<()> {
+    let (runner, image) = (&ctx.runner, ctx.config.os_image.as_str());
+    if runner.succeeds(&docker::image_exists(image))? {
+        return Ok(());
+    }
+    if runner
+        .run(&Cmd::new("docker").args(["pull", image]))
+        .is_ok()
+    {
+        return Ok(());
+    }
+    if image != crate::config::DEFAULT_OS_IMAGE {
+        bail!("the OS image {image} is not in the local engine and cannot be pulled; pull or import it, or unset XTASK_OS_IMAGE");
+    }
+    if !runner.succeeds(&Cmd::new("debootstrap").arg("--version"))? {
+        bail!("{image} cannot be pulled and debootstrap is missing to make it; install it (`apt-get install debootstrap`) or run `bash .ci/setup`");
+    }
+    eprintln!("  cannot pull {image}: making it from Debian packages with debootstrap (~1 min)");
+    let work = tempfile::Builder::new()
+        .prefix("xtask-os-image.")
+        .tempdir()?;
+    let (rootfs, tar) = (work.path().join("rootfs"), work.path().join("rootfs.tar"));
+    for cmd in os_image_commands(image, &rootfs, &tar) {
+        runner.run(&cmd)?;
+    }
+    Ok(())
+}
+
+/// debootstrap a minimal bookworm, pack it, import it as `image`: no pipe, so no shell.
+fn os_image_commands(image: &str, rootfs: &Path, tar: &Path) -> [Cmd; 3] {
+    let (rootfs, tar) = (rootfs.display().to_string(), tar.display().to_string());
+    [
+        Cmd::new("debootstrap").args([
+            "--variant=minbase",
+            "bookworm",
+            &rootfs,
+            "http://deb.debian.org/debian",
+        ]),
+        Cmd::new("tar").args(["-C", &rootfs, "-cf", &tar, "."]),
+        Cmd::new("docker").args(["import", "--change", r#"CMD ["bash"]"#, &tar, image]),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compose_runs_the_local_project_from_the_project_directory() {
+        let cmd = compose(Path::new("/repo")).args(["down"]);
+        assert_eq!(
+            cmd.argv(),
+            [
+                "docker",
+                "compose",
+                "--project-name",
+                "crm-gdb-local",
+                "--project-directory",
+                "/repo",
+                "down"
+            ]
+        );
+    }
+
+    #[test]
+    fn os_image_from_debian_packages() {
+        let [boot, tar, import] = os_image_commands(
+            "debian:bookworm-slim",
+            Path::new("/w/rootfs"),
+            Path::new("/w/r.tar"),
+        );
+        assert_eq!(
+            boot.argv(),
+            [
+                "debootstrap",
+                "--variant=minbase",
+                "bookworm",
+                "/w/rootfs",
+                "http://deb.debian.org/debian"
+            ]
+        );
+        assert_eq!(
+            tar.argv(),
+            ["tar", "-C", "/w/rootfs", "-cf", "/w/r.tar", "."]
+        );
+        assert_eq!(
+            import.argv(),
+            [
+                "docker",
+                "import",
+                "--change",
+                "CMD [\"bash\"]",
+                "/w/r.tar",
+                "debian:bookworm-slim"
+            ]
+        );
+    }
+}

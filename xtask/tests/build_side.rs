@@ -1,0 +1,303 @@
+//! End to end on a real Docker engine and a real registry on loopback: `docker-publish`, then
+//! `build-app` from a scratch clone that looks like a developer's tree, then bad input.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use xshell::{cmd, Shell};
+
+const TAG: &str = "1.4.0";
+
+#[test]
+fn publish_then_build_app_from_a_developers_tree() {
+    if !engine_available("publish_then_build_app_from_a_developers_tree") {
+        return;
+    }
+    let sh = Shell::new().unwrap();
+    let registry = Registry::start();
+    let prefix = registry.prefix();
+    let clone = scratch_clone();
+    let root = clone.path();
+    let tmp = tempfile::tempdir().unwrap();
+    let _cleanup = RemoveImages(prefix.clone());
+
+    // A dry run prints the plan and builds nothing.
+    let out = xtask(
+        root,
+        tmp.path(),
+        &prefix,
+        &[
+            "docker-publish",
+            "--image",
+            "php",
+            "--tag",
+            "0.4.1",
+            "--dry-run",
+        ],
+    );
+    assert!(out.status.success());
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        plan.contains(&format!("--tag {prefix}/crm-gdb_php_base:0.4.1")),
+        "{plan}"
+    );
+    assert!(
+        plan.contains(&format!("docker push {prefix}/crm-gdb_php_build:0.4.1")),
+        "{plan}"
+    );
+    assert!(
+        cmd!(sh, "docker image inspect {prefix}/crm-gdb_php_base:0.4.1")
+            .quiet()
+            .ignore_stderr()
+            .run()
+            .is_err()
+    );
+
+    // Base images: built and pushed.
+    let out = xtask(
+        root,
+        tmp.path(),
+        &prefix,
+        &["docker-publish", "--image", "php", "--tag", "0.4.1"],
+    );
+    assert!(out.status.success(), "docker-publish failed");
+    assert_eq!(registry.tags("crm-gdb_php_base"), ["0.4.1"]);
+    assert_eq!(registry.tags("crm-gdb_php_build"), ["0.4.1"]);
+
+    // Make the clone look like a developer's: dev dependencies installed, node_modules, secrets.
+    let build_image = format!("{prefix}/crm-gdb_php_build:0.4.1");
+    let app = root.join("app");
+    cmd!(sh, "docker run --rm --volume {app}:/app --workdir /app {build_image} composer install --no-interaction --no-progress")
+        .run()
+        .unwrap();
+    assert!(
+        app.join("vendor/kiora/dev-tools").is_dir(),
+        "the dev package is installed in the developer's vendor/"
+    );
+    std::fs::create_dir_all(app.join("node_modules/left-pad")).unwrap();
+    std::fs::write(
+        app.join("node_modules/left-pad/index.js"),
+        "module.exports = 1;\n",
+    )
+    .unwrap();
+    let secret = format!("s3cr3t-{}", std::process::id());
+    std::fs::write(app.join(".env"), format!("APP_SECRET={secret}\n")).unwrap();
+    std::fs::write(root.join(".env"), format!("APP_SECRET={secret}\n")).unwrap();
+    let before = snapshot(root);
+    let compose_before = std::fs::read_to_string(root.join("compose.yaml")).unwrap();
+
+    let out = xtask(root, tmp.path(), &prefix, &["build-app", "--tag", TAG]);
+    assert!(out.status.success(), "build-app failed");
+    let log = stderr(&out);
+    for step in [
+        "[1/7] Staging HEAD",
+        "[3/7] Installing production dependencies",
+        "[7/7] Removing the staging directory",
+    ] {
+        assert!(log.contains(step), "progress line {step:?} missing");
+    }
+
+    // The five tags are in the registry.
+    assert_eq!(
+        registry.tags("crm-gdb_php"),
+        [TAG.to_string(), format!("{TAG}-supervisor")]
+    );
+    assert_eq!(registry.tags("crm-gdb_nginx"), [TAG]);
+    // Nothing left in TMPDIR, the developer's tree untouched but for compose.yaml's image tags.
+    assert!(
+        is_empty_dir(tmp.path()),
+        "staging left behind: {:?}",
+        std::fs::read_dir(tmp.path()).unwrap().collect::<Vec<_>>()
+    );
+    let mut after = snapshot(root);
+    let compose_after =
+        String::from_utf8(after.remove(Path::new("compose.yaml")).unwrap()).unwrap();
+    let mut before_rest = before.clone();
+    before_rest.remove(Path::new("compose.yaml"));
+    assert!(before_rest == after, "the developer's tree changed");
+    let expected = compose_before
+        .replace(
+            "crm-gdb_php:1.0.0-supervisor",
+            &format!("crm-gdb_php:{TAG}-supervisor"),
+        )
+        .replace("crm-gdb_php:1.0.0", &format!("crm-gdb_php:{TAG}"))
+        .replace("crm-gdb_nginx:1.0.0", &format!("crm-gdb_nginx:{TAG}"));
+    assert_ne!(
+        compose_before, expected,
+        "compose.yaml names the app images at 1.0.0"
+    );
+    assert_eq!(compose_after, expected);
+
+    check_images(&sh, &prefix, &secret);
+    bad_input(&sh, root, tmp.path(), &prefix);
+    push_failure(&sh, root, tmp.path(), &prefix);
+}
+
+/// What must and must not be inside the release images.
+fn check_images(sh: &Shell, prefix: &str, secret: &str) {
+    let php = format!("{prefix}/crm-gdb_php:{TAG}");
+    let supervisor = format!("{prefix}/crm-gdb_php:{TAG}-supervisor");
+    let nginx = format!("{prefix}/crm-gdb_nginx:{TAG}");
+    for image in [&php, &supervisor] {
+        let uid = cmd!(sh, "docker run --rm --entrypoint id {image} -u")
+            .read()
+            .unwrap();
+        assert_ne!(uid, "0", "{image} runs as root");
+    }
+    let run = |image: &str, script: &str| {
+        cmd!(sh, "docker run --rm --entrypoint sh {image} -c {script}")
+            .read()
+            .unwrap()
+    };
+    assert_eq!(
+        run(&php, "test -f /var/www/app/vendor/autoload.php && echo yes"),
+        "yes"
+    );
+    let found = run(
+        &php,
+        "find / -xdev \\( -name dev-tools -o -name .env -o -name .git -o -name node_modules \\) -print 2>/dev/null; \
+         grep -rl kiora/dev-tools /var/www/app/vendor/composer/installed.json 2>/dev/null; true",
+    );
+    assert_eq!(
+        found, "",
+        "dev package, .env, .git or node_modules in the php image"
+    );
+    let leaked = run(
+        &php,
+        &format!("grep -rl '{secret}' / --exclude-dir=proc --exclude-dir=sys 2>/dev/null; true"),
+    );
+    assert_eq!(leaked, "", "the developer's secret is in the php image");
+    let format = "{{json .Config.Labels}}";
+    let labels = cmd!(sh, "docker image inspect --format {format} {php}")
+        .read()
+        .unwrap();
+    for label in [
+        "org.opencontainers.image.version\":\"1.4.0",
+        "org.opencontainers.image.revision",
+        "org.opencontainers.image.created",
+    ] {
+        assert!(labels.contains(label), "label {label} missing: {labels}");
+    }
+    // nginx holds the compiled, hashed assets that the manifest names.
+    let manifest = run(&nginx, "cat /var/www/app/public/build/manifest.json");
+    let assets = run(&nginx, "ls /var/www/app/public/build");
+    for name in assets.lines().filter(|n| *n != "manifest.json") {
+        assert!(manifest.contains(name), "{name} not in manifest {manifest}");
+    }
+    assert!(
+        assets.lines().any(|n| n.ends_with(".css")) && assets.lines().any(|n| n.ends_with(".js")),
+        "{assets}"
+    );
+    assert_eq!(
+        run(
+            &nginx,
+            "find /var/www/app -name '*.php' ! -name index.php | head -1"
+        ),
+        "",
+        "PHP sources in nginx"
+    );
+}
+
+/// Refusals: one line naming the problem, non-zero exit, nothing built or written.
+fn bad_input(sh: &Shell, root: &Path, tmp: &Path, prefix: &str) {
+    let before = snapshot(root);
+    for (args, expected) in [
+        (
+            vec!["build-app", "--tag", "latest"],
+            "\"latest\" is refused",
+        ),
+        (
+            vec!["build-app", "--tag", "1.0;rm -rf /"],
+            "invalid tag \"1.0;rm -rf /\"",
+        ),
+        (vec!["build-app", "--tag", "$(id)"], "invalid tag \"$(id)\""),
+        (vec!["set-tag", "--tag", "-x"], "invalid tag \"-x\""),
+        (
+            vec!["build-app", "--tag", "1.5.0", "--compose-file", "nope.yaml"],
+            "cannot read",
+        ),
+    ] {
+        let out = xtask(root, tmp, prefix, &args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = stderr(&out);
+        let first = err
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or_default();
+        assert!(first.contains(expected), "{args:?}: {err}");
+    }
+    let out = xtask(root, tmp, "Bad/Registry", &["build-app", "--tag", "1.5.0"]);
+    assert!(stderr(&out).contains("invalid registry \"Bad/Registry\""));
+
+    // An uncommitted change among the build inputs is refused without --allow-dirty.
+    std::fs::write(root.join("app/src/Scratch.php"), "<?php\n").unwrap();
+    let out = xtask(root, tmp, prefix, &["build-app", "--tag", "1.5.0"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("uncommitted changes in the build inputs (app/src/Scratch.php)"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_file(root.join("app/src/Scratch.php")).unwrap();
+
+    assert!(
+        snapshot(root) == before,
+        "a refused command changed the tree"
+    );
+    assert!(is_empty_dir(tmp));
+    assert!(cmd!(sh, "docker image inspect {prefix}/crm-gdb_php:1.5.0")
+        .quiet()
+        .ignore_stderr()
+        .run()
+        .is_err());
+}
+
+/// The registry is unreachable at push time: a clear error, compose.yaml untouched, no staging left.
+fn push_failure(sh: &Shell, root: &Path, tmp: &Path, prefix: &str) {
+    let dead = format!("127.0.0.1:{}/kiora", free_port());
+    for name in ["crm-gdb_php_base", "crm-gdb_php_build"] {
+        cmd!(sh, "docker tag {prefix}/{name}:0.4.1 {dead}/{name}:0.4.1")
+            .run()
+            .unwrap();
+    }
+    let _cleanup = RemoveImages(dead.clone());
+    let compose = std::fs::read(root.join("compose.yaml")).unwrap();
+    let out = xtask(root, tmp, &dead, &["build-app", "--tag", "1.6.0"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    let host = dead.split('/').next().unwrap();
+    assert!(err.contains(&format!("to {host} failed")), "{err}");
+    assert_eq!(
+        std::fs::read(root.join("compose.yaml")).unwrap(),
+        compose,
+        "compose.yaml changed after a failed push"
+    );
+    assert!(is_empty_dir(tmp), "staging left behind after a failed push");
+}
+
+/// Removes the images a test tagged under its private registry prefix.
+struct RemoveImages(String);
+
+impl Drop for RemoveImages {
+    fn drop(&mut self) {
+        let sh = Shell::new().unwrap();
+        let prefix = &self.0;
+        let format = "{{.Repository}}:{{.Tag}}";
+        let images = cmd!(sh, "docker image ls --format {format}")
+            .read()
+            .unwrap_or_default();
+        let ours: Vec<&str> = images
+            .lines()
+            .filter(|i| i.starts_with(prefix.as_str()))
+            .collect();
+        if !ours.is_empty() {
+            let _ = cmd!(sh, "docker image rm --force {ours...}")
+                .quiet()
+                .ignore_stdout()
+                .ignore_stderr()
+                .run();
+        }
+    }
+}
