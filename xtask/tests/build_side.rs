@@ -69,7 +69,12 @@ fn publish_then_build_app_from_a_developers_tree() {
     // Make the clone look like a developer's: dev dependencies installed, node_modules, secrets.
     let build_image = format!("{prefix}/crm-gdb_php_build:0.4.1");
     let app = root.join("app");
-    cmd!(sh, "docker run --rm --volume {app}:/app --workdir /app {build_image} composer install --no-interaction --no-progress")
+    let user = {
+        use std::os::unix::fs::MetadataExt;
+        let me = std::fs::metadata("/proc/self").unwrap();
+        format!("{}:{}", me.uid(), me.gid())
+    };
+    cmd!(sh, "docker run --rm --user {user} --volume {app}:/app --workdir /app {build_image} composer install --no-interaction --no-progress")
         .run()
         .unwrap();
     assert!(
@@ -213,7 +218,7 @@ fn bad_input(sh: &Shell, root: &Path, tmp: &Path, prefix: &str) {
             "invalid tag \"1.0;rm -rf /\"",
         ),
         (vec!["build-app", "--tag", "$(id)"], "invalid tag \"$(id)\""),
-        (vec!["set-tag", "--tag", "-x"], "invalid tag \"-x\""),
+        (vec!["set-tag", "--tag=-x"], "invalid tag \"-x\""),
         (
             vec!["build-app", "--tag", "1.5.0", "--compose-file", "nope.yaml"],
             "cannot read",
