@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::interrupt;
+use crate::{interrupt, progress};
 
 /// One external command, as data.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,19 +148,18 @@ impl Runner {
     /// Runs an action with the child's output shown (captured and shown only on failure when quiet).
     pub fn run(&self, cmd: &Cmd) -> Result<()> {
         if self.dry_run {
-            println!("{cmd}");
+            progress::print_line(true, &cmd.to_string());
             return Ok(());
         }
-        if self.verbosity >= Verbosity::Verbose {
-            eprintln!("$ {cmd}");
-        }
+        self.echo(cmd);
         let expr = cmd.expression().unchecked();
-        let expr = if self.verbosity == Verbosity::Quiet {
-            expr.stdout_capture().stderr_to_stdout()
+        let output = if self.verbosity == Verbosity::Quiet {
+            wait(cmd, expr.stdout_capture().stderr_to_stdout())?
+        } else if progress::live() {
+            relay(cmd, expr)?
         } else {
-            expr
+            wait(cmd, expr)?
         };
-        let output = wait(cmd, expr)?;
         if !output.status.success() {
             if self.verbosity == Verbosity::Quiet {
                 eprint!("{}", String::from_utf8_lossy(&output.stdout));
@@ -172,9 +171,7 @@ impl Runner {
 
     /// Runs a read-only query (also in dry-run mode) and returns its trimmed stdout.
     pub fn query(&self, cmd: &Cmd) -> Result<String> {
-        if self.verbosity >= Verbosity::Verbose {
-            eprintln!("$ {cmd}");
-        }
+        self.echo(cmd);
         let output = wait(
             cmd,
             cmd.expression()
@@ -198,36 +195,84 @@ impl Runner {
 
     /// Runs a read-only check and says whether it exited 0 (output discarded).
     pub fn succeeds(&self, cmd: &Cmd) -> Result<bool> {
-        if self.verbosity >= Verbosity::Verbose {
-            eprintln!("$ {cmd}");
-        }
+        self.echo(cmd);
         let output = wait(
             cmd,
             cmd.expression().unchecked().stdout_null().stderr_null(),
         )?;
         Ok(output.status.success())
     }
+
+    /// A line of progress on stderr, unless `-q`.
+    pub fn say(&self, line: impl AsRef<str>) {
+        if self.verbosity > Verbosity::Quiet {
+            progress::print_line(false, line.as_ref());
+        }
+    }
+
+    /// `-v`: every command, as `$ command`, before it runs.
+    fn echo(&self, cmd: &Cmd) {
+        if self.verbosity >= Verbosity::Verbose {
+            progress::print_line(false, &format!("$ {cmd}"));
+        }
+    }
 }
 
-/// Starts the child and waits for it, killing it if we are interrupted (Ctrl-C, SIGTERM),
-/// so no `docker build`, `composer` or `npm` outlives the task.
+/// Runs the child with its stdout and stderr passed on line by line above the live status line
+/// (see `progress`) instead of writing over it.
+fn relay(cmd: &Cmd, expr: duct::Expression) -> Result<std::process::Output> {
+    let (out_read, out_write) = std::io::pipe().context("cannot create a pipe")?;
+    let (err_read, err_write) = std::io::pipe().context("cannot create a pipe")?;
+    let (done, finished) = std::sync::mpsc::channel();
+    for (reader, to_stdout) in [(out_read, true), (err_read, false)] {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            progress::relay_lines(reader, to_stdout);
+            let _ = done.send(());
+        });
+    }
+    let output = wait(cmd, expr.stdout_file(out_write).stderr_file(err_write));
+    // The pipes close when the child exits; a daemon it left behind could keep them open.
+    for _ in 0..2 {
+        let _ = finished.recv_timeout(Duration::from_secs(2));
+    }
+    output
+}
+
+/// Starts the child and waits for it. When we are interrupted (Ctrl-C, SIGTERM), the child
+/// gets SIGTERM first, which the docker CLI relays to its container and build, and SIGKILL only
+/// if it is still there after a grace period: no `docker build`, `composer` or `npm` outlives us.
 fn wait(cmd: &Cmd, expr: duct::Expression) -> Result<std::process::Output> {
     interrupt::check()?;
     let handle = expr.start().map_err(|err| spawn_error(cmd, err))?;
+    let mut terminated_at = None;
     loop {
         if let Some(output) = handle
             .try_wait()
             .with_context(|| format!("waiting for `{}`", short(cmd)))?
         {
+            interrupt::check()?;
             return Ok(output.clone());
         }
         if interrupt::requested() {
-            let _ = handle.kill();
-            interrupt::check()?;
+            let since = *terminated_at.get_or_insert_with(|| {
+                for pid in handle.pids() {
+                    // SAFETY: kill(2) has no memory effects; the pid is our own child's.
+                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+                }
+                std::time::Instant::now()
+            });
+            if since.elapsed() > TERM_GRACE {
+                let _ = handle.kill();
+                interrupt::check()?;
+            }
         }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// How long an interrupted child may take to stop by itself before it is killed.
+const TERM_GRACE: Duration = Duration::from_secs(10);
 
 fn spawn_error(cmd: &Cmd, err: std::io::Error) -> anyhow::Error {
     if err.kind() == std::io::ErrorKind::NotFound {

@@ -53,18 +53,29 @@ pub struct Build {
     pub image: ImageRef,
     pub build_args: Vec<(String, String)>,
     pub labels: Vec<(String, String)>,
+    /// `--platform`; empty: the engine's own. Several: buildx pushes the result itself, as a
+    /// multi-platform image cannot be loaded into the engine (`platform::check` refuses the
+    /// builders that cannot do it, the classic one included).
+    pub platforms: Vec<String>,
 }
 
 impl Build {
     pub fn command(&self, builder: Builder) -> Cmd {
         let cmd = match builder {
+            Builder::Buildx if self.pushes_itself(builder) => {
+                Cmd::new("docker").args(["buildx", "build", "--push"])
+            }
             // `--load` keeps the result in the local engine; pushes are separate, so they
             // happen only after every build succeeded.
             Builder::Buildx => Cmd::new("docker").args(["buildx", "build", "--load"]),
             // The newer docker CLI refuses BuildKit builds without buildx; ask for the classic one.
             Builder::Classic => Cmd::new("docker").arg("build").env("DOCKER_BUILDKIT", "0"),
         };
-        let mut cmd = cmd.arg("--file").arg(path(&self.dockerfile));
+        let mut cmd = cmd;
+        if !self.platforms.is_empty() {
+            cmd = cmd.arg("--platform").arg(self.platforms.join(","));
+        }
+        cmd = cmd.arg("--file").arg(path(&self.dockerfile));
         if let Some(target) = &self.target {
             cmd = cmd.arg("--target").arg(target);
         }
@@ -76,6 +87,11 @@ impl Build {
             cmd = cmd.arg("--label").arg(format!("{key}={value}"));
         }
         cmd.arg(path(&self.context))
+    }
+
+    /// A multi-platform build pushes its result (no separate `docker push`).
+    pub fn pushes_itself(&self, builder: Builder) -> bool {
+        builder == Builder::Buildx && self.platforms.len() > 1
     }
 }
 
@@ -105,12 +121,28 @@ pub fn image_exists(image: &str) -> Cmd {
     Cmd::new("docker").args(["image", "inspect", "--format", "{{.Id}}", image])
 }
 
+/// Where Debian-like hosts keep their trusted CA bundle.
+pub const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 /// Runs `argv` in a throwaway container of `image` with `host_dir` mounted as its working
-/// directory, as the calling user so the files it writes stay ours.
-pub fn run_in(image: &ImageRef, host_dir: &Path, user: Option<(u32, u32)>, argv: &[&str]) -> Cmd {
+/// directory, as the calling user so the files it writes stay ours. `ca_bundle` (the host's
+/// trust store) is mounted read-only over the image's, so npm trusts what the host trusts:
+/// behind a TLS-inspecting proxy the image's own bundle would reject the registry.
+pub fn run_in(
+    image: &ImageRef,
+    host_dir: &Path,
+    user: Option<(u32, u32)>,
+    ca_bundle: Option<&Path>,
+    argv: &[&str],
+) -> Cmd {
     let mut cmd = Cmd::new("docker").args(["run", "--rm"]);
     if let Some((uid, gid)) = user {
         cmd = cmd.arg("--user").arg(format!("{uid}:{gid}"));
+    }
+    if let Some(bundle) = ca_bundle {
+        cmd = cmd
+            .arg("--volume")
+            .arg(format!("{}:{HOST_CA_BUNDLE}:ro", path(bundle)));
     }
     cmd.arg("--volume")
         .arg(format!("{}:/app", path(host_dir)))
@@ -151,6 +183,7 @@ mod tests {
             image: image(),
             build_args: vec![("BASE_IMAGE".into(), "r/b:0.4.1".into())],
             labels: vec![("org.opencontainers.image.version".into(), "1.4.0".into())],
+            platforms: Vec::new(),
         }
     }
 
@@ -191,6 +224,49 @@ mod tests {
     }
 
     #[test]
+    fn one_platform_is_passed_through_and_several_push_from_buildx() {
+        let one = Build {
+            platforms: vec!["linux/amd64".into()],
+            ..build()
+        };
+        assert_eq!(
+            one.command(Builder::Buildx).argv()[..7],
+            [
+                "docker",
+                "buildx",
+                "build",
+                "--load",
+                "--platform",
+                "linux/amd64",
+                "--file"
+            ]
+        );
+        assert_eq!(
+            one.command(Builder::Classic).argv()[..5],
+            ["docker", "build", "--platform", "linux/amd64", "--file"]
+        );
+        assert!(!one.pushes_itself(Builder::Buildx));
+        let two = Build {
+            platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
+            ..build()
+        };
+        assert_eq!(
+            two.command(Builder::Buildx).argv()[..7],
+            [
+                "docker",
+                "buildx",
+                "build",
+                "--push",
+                "--platform",
+                "linux/amd64,linux/arm64",
+                "--file"
+            ]
+        );
+        assert!(two.pushes_itself(Builder::Buildx));
+        assert!(!two.pushes_itself(Builder::Classic));
+    }
+
+    #[test]
     fn push_pull_inspect() {
         assert_eq!(
             push(&image()).argv(),
@@ -212,6 +288,7 @@ mod tests {
             &image(),
             Path::new("/s/app"),
             Some((1000, 1000)),
+            None,
             &["npm", "ci"],
         );
         assert_eq!(
@@ -229,6 +306,15 @@ mod tests {
                 "127.0.0.1:5000/kiora/crm-gdb_php:1.4.0",
                 "npm",
                 "ci",
+            ]
+        );
+        let bundle = Some(Path::new(HOST_CA_BUNDLE));
+        let cmd = run_in(&image(), Path::new("/s/app"), None, bundle, &["npm", "ci"]);
+        assert_eq!(
+            cmd.argv()[3..5],
+            [
+                "--volume",
+                "/etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro"
             ]
         );
     }

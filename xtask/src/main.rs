@@ -8,26 +8,30 @@ mod config;
 mod docker;
 mod http;
 mod interrupt;
+mod platform;
 mod progress;
 mod project;
 mod reference;
 mod staging;
+mod summary;
 mod tasks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use cmd::{Runner, Verbosity};
 use config::Config;
-use tasks::{build_app, docker_publish, down, set_tag, up, Ctx};
+use tasks::{build_app, completions, docker_publish, doctor, down, set_tag, up, Ctx};
 
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
+    bin_name = "cargo xtask",
     about = "Build, publish and deploy the CRM GDB PHP application",
+    after_help = "On a new machine, start with `cargo xtask doctor`. `cargo xtask TASK --help` shows each task's options and examples.",
     version
 )]
 #[command(arg_required_else_help = true)]
@@ -71,6 +75,9 @@ enum Task {
         /// Loopback port nginx is published on.
         #[arg(long, default_value_t = 8080)]
         port: u16,
+        /// Compose project name of the local stack.
+        #[arg(long, env = "XTASK_LOCAL_PROJECT", default_value = tasks::up::PROJECT)]
+        project_name: String,
     },
     /// Stop the stack started by `up`.
     #[command(after_help = "Example:\n  cargo xtask down --volumes")]
@@ -78,9 +85,14 @@ enum Task {
         /// Also delete the contacts data volume.
         #[arg(long)]
         volumes: bool,
+        /// Compose project name of the local stack.
+        #[arg(long, env = "XTASK_LOCAL_PROJECT", default_value = tasks::up::PROJECT)]
+        project_name: String,
     },
     /// Build and push the pinned base images (php base and php build).
-    #[command(after_help = "Example:\n  cargo xtask docker-publish --image php --tag 0.4.1")]
+    #[command(
+        after_help = "Examples:\n  cargo xtask docker-publish --image php --tag 0.4.1\n  cargo xtask docker-publish --image php --tag 0.4.1 --platform linux/amd64,linux/arm64   (docker-container builder)"
+    )]
     DockerPublish {
         /// Which base image family to publish.
         #[arg(long, value_enum)]
@@ -91,10 +103,13 @@ enum Task {
         /// Build and tag in the local engine only.
         #[arg(long)]
         no_push: bool,
+        /// Target platforms, e.g. linux/amd64,linux/arm64 (default: the engine's own).
+        #[arg(long, value_delimiter = ',', value_parser = platform::parse)]
+        platform: Vec<String>,
     },
     /// Build the release images from a clean copy of the code, push them and update compose.yaml.
     #[command(
-        after_help = "Examples:\n  cargo xtask build-app --tag 1.4.0\n  cargo xtask build-app --tag 1.4.0 --no-push --allow-dirty\n  cargo xtask build-app --tag 1.4.0 --dry-run"
+        after_help = "Examples:\n  cargo xtask build-app --tag 1.4.0\n  cargo xtask build-app --tag 1.4.0 --no-push --allow-dirty\n  cargo xtask build-app --tag 1.4.0 --dry-run\n  cargo xtask build-app --tag 1.4.0 --platform linux/amd64"
     )]
     BuildApp {
         /// Release tag, e.g. 1.4.0 (Docker tag grammar; `latest` is refused).
@@ -112,6 +127,9 @@ enum Task {
         /// Compose file whose image references get the new tag.
         #[arg(long, default_value = "compose.yaml")]
         compose_file: PathBuf,
+        /// Target platforms, e.g. linux/amd64,linux/arm64 (default: the engine's own).
+        #[arg(long, value_delimiter = ',', value_parser = platform::parse)]
+        platform: Vec<String>,
     },
     /// Point the app images of a compose file at another tag, changing nothing else.
     #[command(after_help = "Example:\n  cargo xtask set-tag --tag 1.4.0 --file compose.yaml")]
@@ -123,9 +141,28 @@ enum Task {
         #[arg(long, default_value = "compose.yaml")]
         file: PathBuf,
     },
+    /// Check this machine has what the tasks need, and say what to install when it has not.
+    #[command(
+        after_help = "Examples:\n  cargo xtask doctor\n  cargo xtask doctor --registry 127.0.0.1:5000/kiora"
+    )]
+    Doctor,
+    /// Print a shell completion script (for a command `xtask` that runs `cargo xtask`).
+    #[command(
+        after_help = "Examples:\n  bash: xtask() { cargo xtask \"$@\"; }; source <(cargo xtask completions bash)\n  zsh:  xtask() { cargo xtask \"$@\"; }; source <(cargo xtask completions zsh)\n  fish: function xtask; cargo xtask $argv; end; cargo xtask completions fish | source"
+    )]
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
+    // No task: list them, as a usage error (clap would not when XTASK_* variables are set).
+    if std::env::args_os().len() <= 1 {
+        let _ = Cli::command().write_help(&mut std::io::stderr());
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -159,19 +196,28 @@ fn run(cli: Cli) -> Result<()> {
         root: project::root()?,
     };
     match cli.task {
-        Task::Up { tag, port } => up::run(&ctx, &tag, port),
-        Task::Down { volumes } => down::run(&ctx, volumes),
+        Task::Up {
+            tag,
+            port,
+            project_name,
+        } => up::run(&ctx, &tag, port, &project_name),
+        Task::Down {
+            volumes,
+            project_name,
+        } => down::run(&ctx, volumes, &project_name),
         Task::DockerPublish {
             image,
             tag,
             no_push,
-        } => docker_publish::run(&ctx, image, &tag, !no_push),
+            platform,
+        } => docker_publish::run(&ctx, image, &tag, !no_push, &platform),
         Task::BuildApp {
             tag,
             allow_dirty,
             host_tools,
             no_push,
             compose_file,
+            platform,
         } => build_app::run(
             &ctx,
             &build_app::Options {
@@ -180,16 +226,18 @@ fn run(cli: Cli) -> Result<()> {
                 host_tools,
                 push: !no_push,
                 compose_file,
+                platforms: platform,
             },
         ),
         Task::SetTag { tag, file } => set_tag::run(&ctx, &tag, &file),
+        Task::Doctor => doctor::run(&ctx),
+        Task::Completions { shell } => completions::run(shell, &mut Cli::command()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_is_well_formed() {

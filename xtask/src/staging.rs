@@ -145,9 +145,12 @@ fn scrub(top: &Path, dir: &Path) -> Result<()> {
         let path = entry.path();
         let relative = path.strip_prefix(top).expect("inside the staging dir");
         if is_excluded(relative) {
-            eprintln!(
-                "warning: {} is committed but never goes into a build; left out",
-                relative.display()
+            crate::progress::print_line(
+                false,
+                &format!(
+                    "warning: {} is committed but never goes into a build; left out",
+                    relative.display()
+                ),
             );
             if entry.file_type()?.is_dir() {
                 std::fs::remove_dir_all(&path)?;

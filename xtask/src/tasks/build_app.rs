@@ -18,10 +18,12 @@ use crate::cmd::Cmd;
 use crate::compose_file;
 use crate::config::{Config, APP_IMAGES};
 use crate::docker::{self, Build, Builder};
+use crate::platform;
 use crate::progress::Steps;
 use crate::project;
 use crate::reference::{check_release_tag, ImageRef};
 use crate::staging::{self, Source};
+use crate::summary;
 use crate::tasks::{docker_publish::push_all, set_tag, Ctx};
 
 pub struct Options {
@@ -31,6 +33,8 @@ pub struct Options {
     pub push: bool,
     /// The compose file to update, relative to the project root.
     pub compose_file: PathBuf,
+    /// `--platform`: empty for the engine's own (see `platform.rs`).
+    pub platforms: Vec<String>,
 }
 
 pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
@@ -52,11 +56,15 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
         revision.push_str("-dirty");
     }
     let compose_path = root.join(&opts.compose_file);
-    if opts.push {
-        check_compose_file(&compose_path, &opts.tag)?;
-    }
+    // What set-tag will change, computed now: refused early if it cannot, shown by --dry-run.
+    let planned = if opts.push {
+        check_compose_file(&compose_path, &opts.tag)?
+    } else {
+        Vec::new()
+    };
     docker::check_engine(runner)?;
     let builder = Builder::detect(runner)?;
+    platform::preflight(runner, builder, &opts.platforms, opts.push)?;
 
     let mut steps = Steps::new(7, runner.verbosity);
     steps.say(format!(
@@ -88,7 +96,10 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
     })?;
 
     let labels = docker::oci_labels(&opts.tag, &revision, &project::now_rfc3339());
-    let builds = release_builds(config, staging.path(), &opts.tag, &labels);
+    let mut builds = release_builds(config, staging.path(), &opts.tag, &labels);
+    for build in &mut builds {
+        build.platforms = opts.platforms.clone();
+    }
     let images: Vec<&ImageRef> = builds.iter().map(|b| &b.image).collect();
     let title = if opts.push {
         "Building and pushing images"
@@ -101,7 +112,7 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
                 .run(&build.command(builder))
                 .with_context(|| format!("building {} failed", build.image))?;
         }
-        if opts.push {
+        if opts.push && !builds.iter().any(|b| b.pushes_itself(builder)) {
             push_all(ctx, &images)?;
         }
         Ok(())
@@ -110,11 +121,11 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
     if opts.push {
         steps.step(&format!("Updating {}", opts.compose_file.display()), || {
             let changes = if runner.dry_run {
-                Vec::new()
+                planned.clone()
             } else {
                 compose_file::set_tag_in_file(&compose_path, &opts.tag, &APP_IMAGES)?
             };
-            set_tag::report(&compose_path, &changes, runner.dry_run);
+            set_tag::report(&compose_path, &changes, runner);
             Ok(())
         })?;
     } else {
@@ -135,9 +146,12 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
         opts.tag,
         steps.elapsed()
     ));
-    for image in &images {
-        steps.say(format!("  {image}"));
+    if runner.dry_run {
+        for image in &images {
+            steps.say(format!("  {image}"));
+        }
     }
+    summary::show(runner, &images, steps.timings());
     Ok(())
 }
 
@@ -159,7 +173,15 @@ fn tool(config: &Config, app_dir: &Path, host_tools: bool, argv: &[&str]) -> Cmd
             .args(argv[1..].iter().copied())
             .dir(app_dir)
     } else {
-        docker::run_in(&config.php_build(), app_dir, docker::current_user(), argv)
+        let ca_bundle = Path::new(docker::HOST_CA_BUNDLE);
+        let ca_bundle = ca_bundle.is_file().then_some(ca_bundle);
+        docker::run_in(
+            &config.php_build(),
+            app_dir,
+            docker::current_user(),
+            ca_bundle,
+            argv,
+        )
     }
 }
 
@@ -184,6 +206,7 @@ pub fn release_builds(
         image,
         build_args: vec![("BASE_IMAGE".into(), config.php_base().to_string())],
         labels: with_base(config.php_base().to_string()),
+        platforms: Vec::new(),
     };
     vec![
         php_build("php", php),
@@ -195,6 +218,7 @@ pub fn release_builds(
             image: nginx,
             build_args: vec![("OS_IMAGE".into(), config.os_image.clone())],
             labels: with_base(config.os_image.clone()),
+            platforms: Vec::new(),
         },
     ]
 }
@@ -211,7 +235,7 @@ fn ensure_base_images(ctx: &Ctx, host_tools: bool) -> Result<()> {
             .runner
             .succeeds(&docker::image_exists(&image.to_string()))?
         {
-            eprintln!("  {image}: in the local engine");
+            ctx.runner.say(format!("  {image}: in the local engine"));
             continue;
         }
         ctx.runner.run(&docker::pull(&image)).map_err(|_| {
@@ -227,16 +251,16 @@ fn ensure_base_images(ctx: &Ctx, host_tools: bool) -> Result<()> {
 }
 
 /// Refuses early (before any build) a compose file that `set-tag` could not update.
-fn check_compose_file(path: &Path, tag: &str) -> Result<()> {
+fn check_compose_file(path: &Path, tag: &str) -> Result<Vec<compose_file::Change>> {
     let text = std::fs::read_to_string(path).with_context(|| {
         format!(
             "cannot read {}; pass --compose-file to name the file to update",
             path.display()
         )
     })?;
-    compose_file::set_tag(&text, tag, &APP_IMAGES)
+    let (_, changes) = compose_file::set_tag(&text, tag, &APP_IMAGES)
         .map_err(|err| anyhow::anyhow!("cannot set tag in {}: {err}", path.display()))?;
-    Ok(())
+    Ok(changes)
 }
 
 fn summarize(files: &[String]) -> String {

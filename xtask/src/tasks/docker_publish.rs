@@ -17,18 +17,22 @@ pub enum BaseImage {
     Php,
 }
 
-pub fn run(ctx: &Ctx, image: BaseImage, tag: &str, push: bool) -> Result<()> {
+pub fn run(ctx: &Ctx, image: BaseImage, tag: &str, push: bool, platforms: &[String]) -> Result<()> {
     check_release_tag(tag)?;
     let BaseImage::Php = image;
     let runner = &ctx.runner;
     docker::check_engine(runner)?;
     let builder = Builder::detect(runner)?;
+    crate::platform::preflight(runner, builder, platforms, push)?;
     let revision = project::head_revision(runner, &ctx.root).unwrap_or_else(|_| "unknown".into());
     let config = crate::config::Config {
         base_tag: tag.to_string(),
         ..ctx.config.clone()
     };
-    let builds = base_builds(ctx, &config, &revision);
+    let mut builds = base_builds(ctx, &config, &revision);
+    for build in &mut builds {
+        build.platforms = platforms.to_vec();
+    }
     let mut steps = Steps::new(builds.len() + 1, runner.verbosity);
     steps.say(format!("Building with {}", builder.describe()));
     for build in &builds {
@@ -37,7 +41,9 @@ pub fn run(ctx: &Ctx, image: BaseImage, tag: &str, push: bool) -> Result<()> {
         })?;
     }
     let images: Vec<&ImageRef> = builds.iter().map(|b| &b.image).collect();
-    if push {
+    if push && builds.iter().any(|b| b.pushes_itself(builder)) {
+        steps.skip("Pushing", "pushed by the multi-platform build");
+    } else if push {
         steps.step("Pushing", || push_all(ctx, &images))?;
     } else {
         steps.skip("Pushing", "--no-push: the images stay in the local engine");
@@ -47,6 +53,7 @@ pub fn run(ctx: &Ctx, image: BaseImage, tag: &str, push: bool) -> Result<()> {
         images.len(),
         steps.elapsed()
     ));
+    crate::summary::show(runner, &images, steps.timings());
     Ok(())
 }
 
@@ -62,6 +69,7 @@ fn base_builds(ctx: &Ctx, config: &crate::config::Config, revision: &str) -> Vec
             image,
             build_args: vec![("OS_IMAGE".into(), config.os_image.clone())],
             labels: labels.clone(),
+            platforms: Vec::new(),
         })
         .collect()
 }

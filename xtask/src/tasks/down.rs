@@ -5,8 +5,8 @@ use anyhow::Result;
 
 use crate::tasks::{up, Ctx};
 
-pub fn run(ctx: &Ctx, volumes: bool) -> Result<()> {
-    let mut cmd = up::compose(&ctx.root).args(["down", "--remove-orphans"]);
+pub fn run(ctx: &Ctx, volumes: bool, project: &str) -> Result<()> {
+    let mut cmd = up::compose(&ctx.root, project).args(["down", "--remove-orphans"]);
     if volumes {
         cmd = cmd.arg("--volumes");
     }

@@ -8,7 +8,9 @@ use crate::cmd::Runner;
 use crate::config::Config;
 
 pub mod build_app;
+pub mod completions;
 pub mod docker_publish;
+pub mod doctor;
 pub mod down;
 pub mod set_tag;
 pub mod up;

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use crate::cmd::Runner;
 use crate::compose_file::{self, Change};
 use crate::config::APP_IMAGES;
 use crate::reference::check_release_tag;
@@ -22,24 +23,24 @@ pub fn run(ctx: &Ctx, tag: &str, file: &Path) -> Result<()> {
     } else {
         compose_file::set_tag_in_file(&path, tag, &APP_IMAGES)?
     };
-    report(&path, &changes, ctx.runner.dry_run);
+    report(&path, &changes, &ctx.runner);
     Ok(())
 }
 
 /// One line per rewritten reference, e.g. `compose.yaml:12: .../crm-gdb_php:1.0.0 -> .../crm-gdb_php:1.4.0`.
-pub fn report(path: &Path, changes: &[Change], dry_run: bool) {
+pub fn report(path: &Path, changes: &[Change], runner: &Runner) {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     if changes.is_empty() {
-        eprintln!("{name}: already at this tag, nothing to change");
+        runner.say(format!("{name}: already at this tag, nothing to change"));
     }
-    let verb = if dry_run { "would set" } else { "set" };
+    let verb = if runner.dry_run { "would set" } else { "set" };
     for change in changes {
-        eprintln!(
+        runner.say(format!(
             "{name}:{}: {verb} {} -> {}",
             change.line, change.old, change.new
-        );
+        ));
     }
 }

@@ -20,7 +20,7 @@ use crate::tasks::{build_app, docker_publish, Ctx};
 
 pub const PROJECT: &str = "crm-gdb-local";
 
-pub fn run(ctx: &Ctx, tag: &str, port: u16) -> Result<()> {
+pub fn run(ctx: &Ctx, tag: &str, port: u16, project: &str) -> Result<()> {
     let runner = &ctx.runner;
     docker::check_engine(runner)?;
     let mut steps = Steps::new(5, runner.verbosity);
@@ -35,12 +35,13 @@ pub fn run(ctx: &Ctx, tag: &str, port: u16) -> Result<()> {
         {
             return Ok(());
         }
-        eprintln!("  not in the local engine: building them (docker-publish --no-push)");
+        runner.say("  not in the local engine: building them (docker-publish --no-push)");
         docker_publish::run(
             ctx,
             docker_publish::BaseImage::Php,
             &ctx.config.base_tag,
             false,
+            &[],
         )
     })?;
     steps.step(
@@ -52,34 +53,40 @@ pub fn run(ctx: &Ctx, tag: &str, port: u16) -> Result<()> {
                 host_tools: false,
                 push: false,
                 compose_file: "compose.yaml".into(),
+                platforms: Vec::new(),
             };
             build_app::run(ctx, &opts)
         },
     )?;
     steps.step(&format!("Starting the stack on 127.0.0.1:{port}"), || {
-        runner.run(&compose_up(ctx, tag, port)?)
+        runner.run(&compose_up(ctx, tag, port, project)?)
     })?;
     if runner.dry_run {
         return Ok(());
     }
     steps.step("Checking /health", || {
         let response = http::wait_for_ok(port, "/health", Duration::from_secs(60))?;
-        eprintln!("  {}", response.body.trim());
+        runner.say(format!("  {}", response.body.trim()));
         Ok(())
     })?;
-    println!("The CRM is running at http://127.0.0.1:{port}/ (release {tag}). Stop it with `cargo xtask down`.");
+    let down = if project == PROJECT {
+        String::new()
+    } else {
+        format!(" --project-name {project}")
+    };
+    println!("The CRM is running at http://127.0.0.1:{port}/ (release {tag}). Stop it with `cargo xtask down{down}`.");
     Ok(())
 }
 
 /// `docker compose up` of the project's compose.yaml with the app images at `tag`. The file is
 /// rewritten in memory and fed on stdin: the developer's compose.yaml stays as it is.
-fn compose_up(ctx: &Ctx, tag: &str, port: u16) -> Result<Cmd> {
+fn compose_up(ctx: &Ctx, tag: &str, port: u16, project: &str) -> Result<Cmd> {
     let path = ctx.root.join("compose.yaml");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
     let (local, _) = compose_file::set_tag(&text, tag, &APP_IMAGES)
         .map_err(|err| anyhow::anyhow!("cannot set tag in {}: {err}", path.display()))?;
-    Ok(compose(&ctx.root)
+    Ok(compose(&ctx.root, project)
         .args([
             "--file",
             "-",
@@ -93,9 +100,9 @@ fn compose_up(ctx: &Ctx, tag: &str, port: u16) -> Result<Cmd> {
 }
 
 /// `docker compose` for the local project, rooted at the project directory (for `.env`).
-pub fn compose(root: &Path) -> Cmd {
+pub fn compose(root: &Path, project: &str) -> Cmd {
     Cmd::new("docker")
-        .args(["compose", "--project-name", PROJECT, "--project-directory"])
+        .args(["compose", "--project-name", project, "--project-directory"])
         .arg(root.display().to_string())
 }
 
@@ -118,7 +125,9 @@ fn ensure_os_image(ctx: &Ctx) -> Result<()> {
     if !runner.succeeds(&Cmd::new("debootstrap").arg("--version"))? {
         bail!("{image} cannot be pulled and debootstrap is missing to make it; install it (`apt-get install debootstrap`) or run `bash .ci/setup`");
     }
-    eprintln!("  cannot pull {image}: making it from Debian packages with debootstrap (~1 min)");
+    runner.say(format!(
+        "  cannot pull {image}: making it from Debian packages with debootstrap (~1 min)"
+    ));
     let work = tempfile::Builder::new()
         .prefix("xtask-os-image.")
         .tempdir()?;
@@ -150,7 +159,7 @@ mod tests {
 
     #[test]
     fn compose_runs_the_local_project_from_the_project_directory() {
-        let cmd = compose(Path::new("/repo")).args(["down"]);
+        let cmd = compose(Path::new("/repo"), PROJECT).args(["down"]);
         assert_eq!(
             cmd.argv(),
             [

@@ -1,0 +1,313 @@
+//! `--platform linux/amd64,linux/arm64`: what one build call can produce on this machine,
+//! decided before anything is built.
+//!
+//! One platform is passed to the builder as `--platform` when it can build it. Several at once
+//! need buildx with a builder that can export a multi-platform image: the `docker` driver (the
+//! default, BuildKit inside the engine) cannot, since the engine's image store holds one
+//! platform per tag; a `docker-container` builder can, and pushes the result straight to the
+//! registry (`--push`), because it cannot load it into the engine either.
+
+use anyhow::{bail, Result};
+
+use crate::cmd::{Cmd, Runner};
+use crate::docker::Builder;
+
+/// What `docker buildx inspect` says about the current builder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildxBuilder {
+    pub name: String,
+    pub driver: String,
+    pub platforms: Vec<String>,
+}
+
+/// Reads `docker buildx inspect`: the first `Name:`, `Driver:` and `Platforms:` lines
+/// (`linux/amd64*`: the star marks a platform set by hand).
+pub fn parse_buildx_inspect(text: &str) -> BuildxBuilder {
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|line| line.trim().strip_prefix(key))
+            .map(|value| value.trim().to_string())
+            .unwrap_or_default()
+    };
+    let platforms = field("Platforms:")
+        .split(',')
+        .map(|p| p.trim().trim_end_matches('*').to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    BuildxBuilder {
+        name: field("Name:"),
+        driver: field("Driver:"),
+        platforms,
+    }
+}
+
+/// `OS/ARCH[/VARIANT]`, lowercase, e.g. `linux/amd64` or `linux/arm/v7`.
+pub fn check_syntax(platform: &str) -> Result<()> {
+    let parts: Vec<&str> = platform.split('/').collect();
+    let ok = (2..=3).contains(&parts.len())
+        && parts.iter().all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        });
+    if !ok {
+        bail!("invalid platform {platform:?}: expected OS/ARCH[/VARIANT] such as linux/amd64 or linux/arm64");
+    }
+    Ok(())
+}
+
+/// For clap: one `--platform` value, checked as it is parsed.
+pub fn parse(platform: &str) -> Result<String> {
+    check_syntax(platform)?;
+    Ok(platform.to_string())
+}
+
+const CREATE: &str = "`docker buildx create --use --driver docker-container`";
+
+/// Refuses, in one line naming the builder and what to do, the platforms it cannot build in
+/// one call. `buildx` is the current builder (for `Builder::Buildx`), `engine` the engine's
+/// own platform (for `Builder::Classic`).
+pub fn check(
+    requested: &[String],
+    builder: Builder,
+    buildx: Option<&BuildxBuilder>,
+    engine: &str,
+    push: bool,
+) -> Result<()> {
+    for platform in requested {
+        check_syntax(platform)?;
+    }
+    let list = requested.join(",");
+    let multi = requested.len() > 1;
+    match (builder, buildx) {
+        (_, _) if requested.is_empty() => {}
+        (Builder::Classic, _) | (Builder::Buildx, None) if multi => bail!(
+            "cannot build {list} in one call: the classic builder (no buildx plugin) builds one platform at a time; \
+             install the buildx plugin and create a multi-platform builder ({CREATE}), or pass one platform"
+        ),
+        (Builder::Classic, _) | (Builder::Buildx, None) => {
+            if list != engine {
+                bail!(
+                    "the classic builder builds only the engine's platform {engine}, not {list}; pass --platform {engine}, \
+                     or install the buildx plugin with a builder for {list} ({CREATE})"
+                );
+            }
+        }
+        (Builder::Buildx, Some(info)) => {
+            let name = &info.name;
+            let driver = &info.driver;
+            if multi && driver == "docker" {
+                bail!(
+                    "cannot build {list} in one call: the current buildx builder `{name}` uses the `docker` driver, which cannot \
+                     export a multi-platform image to the local engine; switch to a docker-container builder ({CREATE}, \
+                     it needs the moby/buildkit image) or pass one platform"
+                );
+            }
+            let missing: Vec<&str> = requested
+                .iter()
+                .filter(|p| !info.platforms.contains(p))
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() {
+                bail!(
+                    "the buildx builder `{name}` (driver `{driver}`) cannot build {}: it supports {}; add QEMU emulation \
+                     or use a builder that can ({CREATE})",
+                    missing.join(","),
+                    info.platforms.join(",")
+                );
+            }
+            if multi && !push {
+                bail!(
+                    "a multi-platform image ({list}) cannot be kept in the local engine: buildx pushes it straight to \
+                     the registry, so drop --no-push or pass one platform"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Asks the engine (classic builder) or buildx (its current builder), then runs [`check`].
+/// Nothing is asked when no platform was requested.
+pub fn preflight(
+    runner: &Runner,
+    builder: Builder,
+    requested: &[String],
+    push: bool,
+) -> Result<()> {
+    if requested.is_empty() {
+        return Ok(());
+    }
+    match builder {
+        Builder::Buildx => {
+            let text = runner.query(&Cmd::new("docker").args(["buildx", "inspect"]))?;
+            check(
+                requested,
+                builder,
+                Some(&parse_buildx_inspect(&text)),
+                "",
+                push,
+            )
+        }
+        Builder::Classic => {
+            let engine = runner.query(&Cmd::new("docker").args([
+                "version",
+                "--format",
+                "{{.Server.Os}}/{{.Server.Arch}}",
+            ]))?;
+            check(requested, builder, None, &engine, push)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOCKER_DRIVER: &str = "Name:   default
+Driver: docker
+
+Nodes:
+Name:             default
+Endpoint:         default
+Status:           running
+BuildKit version: v0.8+unknown
+Platforms:        linux/amd64, linux/386
+";
+
+    fn container_builder() -> BuildxBuilder {
+        BuildxBuilder {
+            name: "multi".into(),
+            driver: "docker-container".into(),
+            platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
+        }
+    }
+
+    fn platforms(list: &str) -> Vec<String> {
+        list.split(',').map(String::from).collect()
+    }
+
+    #[test]
+    fn reads_buildx_inspect() {
+        assert_eq!(
+            parse_buildx_inspect(DOCKER_DRIVER),
+            BuildxBuilder {
+                name: "default".into(),
+                driver: "docker".into(),
+                platforms: vec!["linux/amd64".into(), "linux/386".into()],
+            }
+        );
+        let starred = parse_buildx_inspect("Platforms: linux/arm64*, linux/amd64");
+        assert_eq!(starred.platforms, ["linux/arm64", "linux/amd64"]);
+    }
+
+    #[test]
+    fn platform_syntax() {
+        for good in ["linux/amd64", "linux/arm/v7", "linux/386"] {
+            check_syntax(good).unwrap();
+        }
+        for bad in [
+            "amd64",
+            "linux/",
+            "Linux/amd64",
+            "linux/amd64/v2/x",
+            "linux/amd 64",
+        ] {
+            let err = check_syntax(bad).unwrap_err().to_string();
+            assert!(err.starts_with("invalid platform"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_docker_driver_refuses_several_platforms_naming_the_fix() {
+        let info = parse_buildx_inspect(DOCKER_DRIVER);
+        let err = check(
+            &platforms("linux/amd64,linux/arm64"),
+            Builder::Buildx,
+            Some(&info),
+            "",
+            true,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`docker` driver"), "{err}");
+        assert!(
+            err.contains("docker buildx create --use --driver docker-container"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn one_supported_platform_passes_and_an_unsupported_one_is_refused() {
+        let info = parse_buildx_inspect(DOCKER_DRIVER);
+        check(
+            &platforms("linux/amd64"),
+            Builder::Buildx,
+            Some(&info),
+            "",
+            false,
+        )
+        .unwrap();
+        let err = check(
+            &platforms("linux/arm64"),
+            Builder::Buildx,
+            Some(&info),
+            "",
+            true,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("cannot build linux/arm64"), "{err}");
+        assert!(err.contains("supports linux/amd64,linux/386"), "{err}");
+    }
+
+    #[test]
+    fn a_container_builder_builds_several_but_only_to_push() {
+        let info = container_builder();
+        let both = platforms("linux/amd64,linux/arm64");
+        check(&both, Builder::Buildx, Some(&info), "", true).unwrap();
+        let err = check(&both, Builder::Buildx, Some(&info), "", false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("drop --no-push"), "{err}");
+    }
+
+    #[test]
+    fn the_classic_builder_builds_only_the_engines_platform() {
+        check(&[], Builder::Classic, None, "linux/amd64", true).unwrap();
+        check(
+            &platforms("linux/amd64"),
+            Builder::Classic,
+            None,
+            "linux/amd64",
+            true,
+        )
+        .unwrap();
+        let err = check(
+            &platforms("linux/arm64"),
+            Builder::Classic,
+            None,
+            "linux/amd64",
+            true,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("only the engine's platform linux/amd64"),
+            "{err}"
+        );
+        let err = check(
+            &platforms("linux/amd64,linux/arm64"),
+            Builder::Classic,
+            None,
+            "linux/amd64",
+            true,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("classic builder"), "{err}");
+        assert!(err.contains("docker buildx create"), "{err}");
+    }
+}
