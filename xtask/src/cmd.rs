@@ -193,6 +193,47 @@ impl Runner {
             .to_string())
     }
 
+    /// Runs a read-only command (also in dry-run mode) and returns its status and output, for
+    /// callers that explain failures themselves (e.g. ssh's "Host key verification failed").
+    pub fn output(&self, cmd: &Cmd) -> Result<std::process::Output> {
+        self.echo(cmd);
+        wait(
+            cmd,
+            cmd.expression()
+                .unchecked()
+                .stdout_capture()
+                .stderr_capture(),
+        )
+    }
+
+    /// Runs a tidying-up action (release a lock, restore the running version) even after
+    /// Ctrl-C: an interrupt stops the task's work, not its cleanup. Returns trimmed stdout.
+    pub fn cleanup(&self, cmd: &Cmd) -> Result<String> {
+        if self.dry_run {
+            progress::print_line(true, &cmd.to_string());
+            return Ok(String::new());
+        }
+        self.echo(cmd);
+        let expr = cmd
+            .expression()
+            .unchecked()
+            .stdout_capture()
+            .stderr_capture();
+        let output = wait_for(cmd, expr, false)?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            bail!(
+                "`{}` failed ({}): {}",
+                short(cmd),
+                describe(output.status),
+                stderr.trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .trim_end()
+            .to_string())
+    }
+
     /// Runs a read-only check and says whether it exited 0 (output discarded).
     pub fn succeeds(&self, cmd: &Cmd) -> Result<bool> {
         self.echo(cmd);
@@ -243,7 +284,18 @@ fn relay(cmd: &Cmd, expr: duct::Expression) -> Result<std::process::Output> {
 /// gets SIGTERM first, which the docker CLI relays to its container and build, and SIGKILL only
 /// if it is still there after a grace period: no `docker build`, `composer` or `npm` outlives us.
 fn wait(cmd: &Cmd, expr: duct::Expression) -> Result<std::process::Output> {
-    interrupt::check()?;
+    wait_for(cmd, expr, true)
+}
+
+/// [`wait`], or with `interruptible` false, a wait that ignores signals (for cleanup commands).
+fn wait_for(
+    cmd: &Cmd,
+    expr: duct::Expression,
+    interruptible: bool,
+) -> Result<std::process::Output> {
+    if interruptible {
+        interrupt::check()?;
+    }
     let handle = expr.start().map_err(|err| spawn_error(cmd, err))?;
     let mut terminated_at = None;
     loop {
@@ -251,10 +303,12 @@ fn wait(cmd: &Cmd, expr: duct::Expression) -> Result<std::process::Output> {
             .try_wait()
             .with_context(|| format!("waiting for `{}`", short(cmd)))?
         {
-            interrupt::check()?;
+            if interruptible {
+                interrupt::check()?;
+            }
             return Ok(output.clone());
         }
-        if interrupt::requested() {
+        if interruptible && interrupt::requested() {
             let since = *terminated_at.get_or_insert_with(|| {
                 for pid in handle.pids() {
                     // SAFETY: kill(2) has no memory effects; the pid is our own child's.

@@ -91,6 +91,17 @@ pub fn set_tag(
     tag: &str,
     app_images: &[&str],
 ) -> Result<(String, Vec<Change>), EditError> {
+    set_release(text, None, tag, app_images)
+}
+
+/// [`set_tag`], and with `registry` (e.g. `127.0.0.1:5000/kiora`) also the part before the
+/// image name, so a stack can run images named after another registry (tests, local runs).
+pub fn set_release(
+    text: &str,
+    registry: Option<&str>,
+    tag: &str,
+    app_images: &[&str],
+) -> Result<(String, Vec<Change>), EditError> {
     if !is_valid_tag(tag) {
         return Err(EditError::InvalidTag(tag.to_owned()));
     }
@@ -130,7 +141,10 @@ pub fn set_tag(
                  set it by hand or remove the variable"
             )));
         }
-        let new = reference.with_tag(tag);
+        let new = match registry {
+            Some(registry) => reference.with_registry_and_tag(registry, tag),
+            None => reference.with_tag(tag),
+        };
         if new == value.as_ref() {
             continue;
         }
@@ -170,6 +184,43 @@ pub fn set_tag(
 
     verify(&events, &output, &edits)?;
     Ok((output, edits.into_iter().map(|edit| edit.change).collect()))
+}
+
+/// The release tag the app images of `text` are at (`...crm-gdb_php:1.4.0-supervisor` counts
+/// as `1.4.0`): what a deploy target currently runs. Refs without a tag are skipped; app images
+/// at different tags are an error, since no single release is deployed then.
+pub fn current_tag(text: &str, app_images: &[&str]) -> Result<String, EditError> {
+    let events = parse_events(text)?;
+    let mut tags: Vec<String> = Vec::new();
+    for index in image_value_scalars(&events) {
+        let Event::Scalar(value, ..) = &events[index].0 else {
+            continue;
+        };
+        let reference = ImageRef::parse(value.trim());
+        if !app_images.contains(&reference.name()) {
+            continue;
+        }
+        if let Some(tag) = reference.tag {
+            let tag = tag
+                .strip_suffix(SUPERVISOR_SUFFIX)
+                .unwrap_or(tag)
+                .to_string();
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+    }
+    match tags.as_slice() {
+        [] => Err(EditError::NoAppImage),
+        [tag] => Ok(tag.clone()),
+        _ => Err(EditError::Refused {
+            line: 1,
+            reason: format!(
+                "the app images are at different tags ({}); set one with set-tag",
+                tags.join(", ")
+            ),
+        }),
+    }
 }
 
 /// Reads `path`, rewrites it with [`set_tag`], and writes it atomically (temporary file in the same
@@ -543,6 +594,13 @@ impl<'a> ImageRef<'a> {
             .unwrap_or(self.repository)
     }
 
+    /// [`ImageRef::with_tag`] under another registry: `registry/name:tag`.
+    fn with_registry_and_tag(&self, registry: &str, tag: &str) -> String {
+        let retagged = self.with_tag(tag);
+        let name_and_tag = &retagged[self.repository.len() - self.name().len()..];
+        format!("{}/{name_and_tag}", registry.trim_end_matches('/'))
+    }
+
     /// The reference with `tag` (or `<tag>-supervisor` for a supervisor tag) and no digest.
     fn with_tag(&self, tag: &str) -> String {
         let supervisor = self.tag.is_some_and(|old| old.ends_with(SUPERVISOR_SUFFIX))
@@ -557,6 +615,33 @@ mod tests {
     use super::*;
 
     const APP: &[&str] = &["crm-gdb_php", "crm-gdb_nginx"];
+
+    #[test]
+    fn set_release_also_moves_the_registry() {
+        let text = "services:\n  php: {image: 'r.io/k/crm-gdb_php:1.0.0'}  # c\n  w:\n    image: crm-gdb_php:1.0.0-supervisor\n  x: {image: r.io/k/crm-gdb_php_base:1}\n";
+        let (out, changes) = set_release(text, Some("127.0.0.1:5000/kiora"), "2.0.0", APP).unwrap();
+        assert_eq!(
+            out,
+            "services:\n  php: {image: '127.0.0.1:5000/kiora/crm-gdb_php:2.0.0'}  # c\n  w:\n    image: 127.0.0.1:5000/kiora/crm-gdb_php:2.0.0-supervisor\n  x: {image: r.io/k/crm-gdb_php_base:1}\n"
+        );
+        assert_eq!(changes.len(), 2);
+    }
+
+    #[test]
+    fn current_tag_reads_the_release() {
+        let text = "services:\n  php: {image: 'r.io/k/crm-gdb_php:1.4.0'}\n  w:\n    image: r.io/k/crm-gdb_php:1.4.0-supervisor\n  db: {image: crm-gdb_php_base:9}\n";
+        assert_eq!(current_tag(text, APP).unwrap(), "1.4.0");
+        let mixed =
+            "services:\n  a: {image: crm-gdb_php:1.4.0}\n  b: {image: crm-gdb_nginx:1.3.0}\n";
+        assert!(current_tag(mixed, APP)
+            .unwrap_err()
+            .to_string()
+            .contains("different tags (1.4.0, 1.3.0)"));
+        assert_eq!(
+            current_tag("services: {a: {image: x:1}}\n", APP),
+            Err(EditError::NoAppImage)
+        );
+    }
     const REG: &str = "registry.kiora.tech/kiora";
 
     fn rewrite(text: &str) -> (String, Vec<Change>) {

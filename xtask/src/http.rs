@@ -9,7 +9,18 @@ use anyhow::{bail, Context, Result};
 
 pub struct Response {
     pub status: u16,
+    /// Header lines as `(lowercase name, value)`.
+    pub headers: Vec<(String, String)>,
     pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 pub fn get(port: u16, path: &str) -> Result<Response> {
@@ -29,8 +40,15 @@ pub fn get(port: u16, path: &str) -> Result<Response> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .context("not an HTTP response")?;
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        .collect();
     Ok(Response {
         status,
+        headers,
         body: body.to_string(),
     })
 }

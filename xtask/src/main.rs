@@ -5,6 +5,7 @@
 mod cmd;
 mod compose_file;
 mod config;
+mod deployment;
 mod docker;
 mod http;
 mod interrupt;
@@ -14,6 +15,7 @@ mod project;
 mod reference;
 mod staging;
 mod summary;
+mod target;
 mod tasks;
 
 use std::path::PathBuf;
@@ -24,7 +26,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use cmd::{Runner, Verbosity};
 use config::Config;
-use tasks::{build_app, completions, docker_publish, doctor, down, set_tag, up, Ctx};
+use tasks::{build_app, completions, docker_publish, doctor, down, set_tag, test_image, up, Ctx};
 
 #[derive(Parser)]
 #[command(
@@ -141,6 +143,18 @@ enum Task {
         #[arg(long, default_value = "compose.yaml")]
         file: PathBuf,
     },
+    /// Run the release images as a throwaway stack and check health, pages and cached assets.
+    #[command(
+        after_help = "Examples:\n  cargo xtask test-image --tag 1.4.0\n  cargo xtask test-image --tag 1.4.0 --env-file prod.env"
+    )]
+    TestImage {
+        /// Release tag to test (the images must be local or pullable).
+        #[arg(long)]
+        tag: String,
+        /// Env file with the production settings (default: a fresh random APP_SECRET).
+        #[arg(long)]
+        env_file: Option<PathBuf>,
+    },
     /// Check this machine has what the tasks need, and say what to install when it has not.
     #[command(
         after_help = "Examples:\n  cargo xtask doctor\n  cargo xtask doctor --registry 127.0.0.1:5000/kiora"
@@ -230,6 +244,7 @@ fn run(cli: Cli) -> Result<()> {
             },
         ),
         Task::SetTag { tag, file } => set_tag::run(&ctx, &tag, &file),
+        Task::TestImage { tag, env_file } => test_image::run(&ctx, &tag, env_file.as_deref()),
         Task::Doctor => doctor::run(&ctx),
         Task::Completions { shell } => completions::run(shell, &mut Cli::command()),
     }

@@ -13,6 +13,7 @@ pub mod docker_publish;
 pub mod doctor;
 pub mod down;
 pub mod set_tag;
+pub mod test_image;
 pub mod up;
 
 /// What every task gets: the configuration, the command runner and the project root.

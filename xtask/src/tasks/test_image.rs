@@ -1,0 +1,159 @@
+//! `cargo xtask test-image --tag x.y.z`: run the three release images as a throwaway Compose
+//! project with production settings, as the seed's "test the image locally" step, and check
+//! them through nginx on a loopback port:
+//! - every container becomes healthy;
+//! - `/health` answers 200; `/` renders and names its hashed assets;
+//! - a hashed asset is served with long-cache headers.
+//!
+//! Secrets come from an env file (`--env-file`, else a fresh random APP_SECRET), never from the
+//! image. The containers' logs are printed when a check fails; containers, networks and volumes
+//! are always removed. Exit 0 only when every check passed.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cmd::Cmd;
+use crate::compose_file;
+use crate::config::APP_IMAGES;
+use crate::http;
+use crate::progress::Steps;
+use crate::reference::check_release_tag;
+use crate::tasks::Ctx;
+
+pub fn run(ctx: &Ctx, tag: &str, env_file: Option<&Path>) -> Result<()> {
+    check_release_tag(tag)?;
+    let runner = &ctx.runner;
+    crate::docker::check_engine(runner)?;
+    let compose_path = ctx.root.join("compose.yaml");
+    let text = std::fs::read_to_string(&compose_path)
+        .with_context(|| format!("cannot read {}", compose_path.display()))?;
+    let (stack, _) = compose_file::set_release(&text, Some(&ctx.config.registry), tag, &APP_IMAGES)
+        .map_err(|err| anyhow::anyhow!("cannot set tag in {}: {err}", compose_path.display()))?;
+    for image in ctx.config.app_images(tag) {
+        let name = image.to_string();
+        if !runner.succeeds(&crate::docker::image_exists(&name))?
+            && runner.run(&crate::docker::pull(&image)).is_err()
+        {
+            bail!("{name} is neither in the local engine nor pullable; build it with `cargo xtask build-app --tag {tag} --no-push`");
+        }
+    }
+    let secrets = match env_file {
+        Some(path) => std::fs::read(path)
+            .with_context(|| format!("cannot read the env file {}", path.display()))?,
+        None => format!("APP_SECRET={}\n", random_secret()?).into_bytes(),
+    };
+
+    // The project directory holds only the env file, so compose's `.env` is this one.
+    let dir = tempfile::Builder::new()
+        .prefix("xtask-test-image.")
+        .tempdir()?;
+    std::fs::write(dir.path().join(".env"), secrets)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let project = format!("crm-gdb-test-{}", std::process::id());
+    let compose = compose_cmd(dir.path(), &project);
+
+    let mut steps = Steps::new(4, runner.verbosity);
+    let checks =
+        (|| {
+            steps.step(
+                &format!("Starting release {tag} as project {project} on 127.0.0.1:{port}"),
+                || {
+                    let up = compose
+                        .clone()
+                        .args(["--file", "-", "up", "--detach", "--wait"]);
+                    runner.run(&up.env("HTTP_PORT", port.to_string()).stdin(stack.clone()))
+                },
+            )?;
+            if runner.dry_run {
+                return Ok(());
+            }
+            steps.step("Checking /health", || expect_ok(port, "/health").map(drop))?;
+            let asset = steps.step(
+                "Checking that / renders and names its hashed assets",
+                || {
+                    let page = expect_ok(port, "/")?;
+                    hashed_asset(&page.body).context("the page names no /build/ asset")
+                },
+            )?;
+            steps.step(&format!("Checking {asset} is served with long-cache headers"), || {
+            let response = expect_ok(port, &asset)?;
+            let cache = response.header("cache-control").unwrap_or_default();
+            if !cache.contains("max-age=31536000") {
+                bail!("{asset} is served with Cache-Control {cache:?}, expected max-age=31536000");
+            }
+            Ok(())
+        })
+        })();
+    if checks.is_err() && !runner.dry_run {
+        let logs = compose
+            .clone()
+            .args(["--file", "-", "logs", "--no-color", "--tail", "100"])
+            .stdin(stack.clone());
+        if let Ok(logs) = runner.cleanup(&logs) {
+            eprintln!("--- logs of {project} ---\n{logs}");
+        }
+    }
+    let down = compose
+        .args(["--file", "-", "down", "--volumes", "--remove-orphans"])
+        .stdin(stack);
+    let removed = runner.cleanup(&down).map(drop);
+    checks.with_context(|| format!("release {tag} failed its local test"))?;
+    removed.context("could not remove the test project")?;
+    runner.say(format!(
+        "Release {tag} passed: healthy, /health 200, / renders, hashed assets cached for a year"
+    ));
+    Ok(())
+}
+
+/// `docker compose` of the throwaway project, rooted at the directory holding its `.env`.
+fn compose_cmd(dir: &Path, project: &str) -> Cmd {
+    Cmd::new("docker")
+        .args(["compose", "--project-name", project, "--project-directory"])
+        .arg(dir.display().to_string())
+}
+
+fn expect_ok(port: u16, path: &str) -> Result<http::Response> {
+    let response = http::wait_for_ok(port, path, Duration::from_secs(30))?;
+    Ok(response)
+}
+
+/// The first `/build/...` asset a page links to.
+fn hashed_asset(page: &str) -> Option<String> {
+    let start = page.find("\"/build/")? + 1;
+    let end = start + page[start..].find('"')?;
+    Some(page[start..end].to_string())
+}
+
+/// 32 random bytes from the kernel, hex-encoded.
+fn random_secret() -> Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_first_hashed_asset() {
+        let page = r#"<!-- see /build/manifest.json --><link rel="stylesheet" href="/build/app-LUZSHBFR.css"><script src="/build/app-X.js">"#;
+        assert_eq!(
+            hashed_asset(page).as_deref(),
+            Some("/build/app-LUZSHBFR.css")
+        );
+        assert_eq!(hashed_asset("<p>none</p>"), None);
+    }
+
+    #[test]
+    fn secrets_are_random() {
+        let (a, b) = (random_secret().unwrap(), random_secret().unwrap());
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+    }
+}
