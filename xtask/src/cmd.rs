@@ -13,8 +13,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::{interrupt, progress};
 
-/// One external command, as data.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One external command, as data. `Debug` and `Display` never show the stdin bytes: they can be
+/// a password (`docker login --password-stdin`).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Cmd {
     pub program: String,
     pub args: Vec<String>,
@@ -84,6 +85,21 @@ impl Cmd {
             // Children never read the terminal: a prompt would hang CI.
             None => expr.stdin_null(),
         }
+    }
+}
+
+impl fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cmd")
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("dir", &self.dir)
+            .field("env", &self.env)
+            .field(
+                "stdin",
+                &self.stdin.as_ref().map(|b| format!("<{} bytes>", b.len())),
+            )
+            .finish()
     }
 }
 

@@ -186,41 +186,35 @@ pub fn set_release(
     Ok((output, edits.into_iter().map(|edit| edit.change).collect()))
 }
 
-/// The release tag the app images of `text` are at (`...crm-gdb_php:1.4.0-supervisor` counts
-/// as `1.4.0`): what a deploy target currently runs. Refs without a tag are skipped; app images
-/// at different tags are an error, since no single release is deployed then.
-pub fn current_tag(text: &str, app_images: &[&str]) -> Result<String, EditError> {
+/// Every app image reference of `text` (trimmed), in file order, without duplicates.
+pub fn app_references(text: &str, app_images: &[&str]) -> Result<Vec<String>, EditError> {
     let events = parse_events(text)?;
-    let mut tags: Vec<String> = Vec::new();
+    let mut references: Vec<String> = Vec::new();
     for index in image_value_scalars(&events) {
         let Event::Scalar(value, ..) = &events[index].0 else {
             continue;
         };
-        let reference = ImageRef::parse(value.trim());
-        if !app_images.contains(&reference.name()) {
-            continue;
-        }
-        if let Some(tag) = reference.tag {
-            let tag = tag
-                .strip_suffix(SUPERVISOR_SUFFIX)
-                .unwrap_or(tag)
-                .to_string();
-            if !tags.contains(&tag) {
-                tags.push(tag);
-            }
+        let value = value.trim();
+        if app_images.contains(&ImageRef::parse(value).name())
+            && !references.iter().any(|r| r == value)
+        {
+            references.push(value.to_string());
         }
     }
-    match tags.as_slice() {
-        [] => Err(EditError::NoAppImage),
-        [tag] => Ok(tag.clone()),
-        _ => Err(EditError::Refused {
-            line: 1,
-            reason: format!(
-                "the app images are at different tags ({}); set one with set-tag",
-                tags.join(", ")
-            ),
-        }),
+    if references.is_empty() {
+        return Err(EditError::NoAppImage);
     }
+    Ok(references)
+}
+
+/// The release tag of one image reference (`r/crm-gdb_php:1.4.0-supervisor` -> `1.4.0`).
+pub fn release_of(reference: &str) -> Option<String> {
+    let tag = ImageRef::parse(reference).tag?;
+    Some(
+        tag.strip_suffix(SUPERVISOR_SUFFIX)
+            .unwrap_or(tag)
+            .to_string(),
+    )
 }
 
 /// Reads `path`, rewrites it with [`set_tag`], and writes it atomically (temporary file in the same
@@ -240,10 +234,11 @@ pub fn set_tag_in_file(path: &Path, tag: &str, app_images: &[&str]) -> anyhow::R
         )
     })?;
     if new_text != text {
-        write_atomically(&target, new_text.as_bytes()).with_context(|| {
-            format!(
-                "cannot set tag in {shown}: cannot write {}",
-                target.display()
+        write_atomically(&target, new_text.as_bytes()).map_err(|error| {
+            anyhow!(
+                "cannot set tag in {shown}: cannot write {}: {error:#}; {}",
+                target.display(),
+                write_hint(&error)
             )
         })?;
     }
@@ -273,6 +268,24 @@ fn hint(error: &EditError, app_images: &[&str]) -> String {
         EditError::Verification(_) => {
             "this is a bug in the set-tag code; edit the tags by hand meanwhile".to_owned()
         }
+    }
+}
+
+/// What to do when [`write_atomically`] failed; the file is unchanged either way.
+fn write_hint(error: &anyhow::Error) -> &'static str {
+    let kind = error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind);
+    match kind {
+        Some(std::io::ErrorKind::StorageFull) => {
+            "the file is unchanged; free some space on its file system and run this again"
+        }
+        Some(std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied) => {
+            "the file is unchanged; the new version replaces it by a rename, so the file's \
+             directory must be writable too"
+        }
+        _ => "the file is unchanged",
     }
 }
 
@@ -628,7 +641,7 @@ mod tests {
     }
 
     #[test]
-    fn current_tag_reads_the_release() {
+    fn app_references_and_release() {
         let text = "services:\n  php: {image: 'r.io/k/crm-gdb_php:1.4.0'}\n  w:\n    image: r.io/k/crm-gdb_php:1.4.0-supervisor\n  db: {image: crm-gdb_php_base:9}\n";
         assert_eq!(current_tag(text, APP).unwrap(), "1.4.0");
         let mixed =
@@ -1253,3 +1266,6 @@ c: 1
         }
     }
 }
+
+#[cfg(test)]
+mod props;

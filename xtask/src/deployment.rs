@@ -8,13 +8,10 @@
 //!   .deploy/history.tsv    time, tag, revision, who, strategy, result: one line per operation
 //!   backups/data-*.tar.gz  archives of the data volume, the last N kept
 
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use crate::cmd::{Cmd, Runner};
-use crate::compose_file;
-use crate::config::APP_IMAGES;
 use crate::project::now_rfc3339;
 use crate::target::Target;
 
@@ -135,17 +132,6 @@ impl<'a> Deployment<'a> {
             .with_context(|| format!("cannot write {relative} on {}", self.target.describe()))?;
         }
         Ok(())
-    }
-
-    /// The release tag the target's compose.yaml names.
-    pub fn current_tag(&self) -> Result<String> {
-        let text = self.read("compose.yaml")?;
-        compose_file::current_tag(&text, &APP_IMAGES).map_err(|err| {
-            anyhow::anyhow!(
-                "cannot read the deployed tag from compose.yaml on {}: {err}",
-                self.target.describe()
-            )
-        })
     }
 
     /// Takes the deploy lock, or refuses naming who holds it and since when.
@@ -363,55 +349,6 @@ impl<'a> Deployment<'a> {
             .args(argv[1..].iter().copied())
     }
 
-    /// Waits until every container of the project is running and, when it has a healthcheck,
-    /// healthy. Fails at once when one turns unhealthy or exits.
-    pub fn wait_healthy(&self, limit: Duration) -> Result<()> {
-        let start = Instant::now();
-        loop {
-            let ids = self
-                .runner
-                .query(&self.on_target(self.compose().args(["ps", "--all", "--quiet"])))?;
-            let ids: Vec<&str> = ids.lines().filter(|l| !l.is_empty()).collect();
-            let format = "{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}";
-            let states = if ids.is_empty() {
-                String::new()
-            } else {
-                self.runner.query(
-                    &self.on_target(
-                        Cmd::new("docker")
-                            .args(["inspect", "--format", format])
-                            .args(ids.iter().copied()),
-                    ),
-                )?
-            };
-            let mut waiting = Vec::new();
-            for line in states.lines() {
-                let [name, status, health] = line.split(' ').collect::<Vec<_>>()[..] else {
-                    continue;
-                };
-                match (status, health) {
-                    ("running", "healthy" | "none") => {}
-                    ("running", "starting") | ("created" | "restarting", _) => {
-                        waiting.push(name.trim_start_matches('/').to_string())
-                    }
-                    _ => bail!("{} is {status} ({health})", name.trim_start_matches('/')),
-                }
-            }
-            if !ids.is_empty() && waiting.is_empty() {
-                return Ok(());
-            }
-            if start.elapsed() > limit {
-                bail!(
-                    "not healthy after {}s: {}",
-                    limit.as_secs(),
-                    waiting.join(", ")
-                );
-            }
-            crate::interrupt::check()?;
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-
     /// GET http://127.0.0.1:PORT/health on the target, from a throwaway container of `image`
     /// on the host network, so the check needs neither curl on the server nor a tunnel.
     pub fn http_check(&self, image: &str, port: u16) -> Result<()> {
@@ -432,19 +369,6 @@ impl<'a> Deployment<'a> {
         self.runner.run(&self.on_target(cmd)).with_context(|| {
             format!("http://127.0.0.1:{port}/health does not answer 200 on the target")
         })
-    }
-
-    /// The last `lines` of the project's logs, printed (when a release fails).
-    pub fn show_logs(&self, lines: u32) {
-        let cmd = self.on_target(self.compose().args([
-            "logs",
-            "--no-color",
-            "--tail",
-            &lines.to_string(),
-        ]));
-        if let Ok(logs) = self.runner.cleanup(&cmd) {
-            eprintln!("{logs}");
-        }
     }
 }
 

@@ -37,6 +37,9 @@ impl Builder {
 /// Checks the engine answers, so a stopped daemon is one clear line instead of a failed build.
 pub fn check_engine(runner: &Runner) -> Result<String> {
     runner.query(&Cmd::new("docker").args(["version", "--format", "{{.Server.Version}}"])).map_err(|err| {
+        if err.is::<crate::interrupt::Interrupted>() {
+            return err;
+        }
         anyhow::anyhow!(
             "cannot reach the Docker engine ({}); start it (e.g. `sudo systemctl start docker`) and check `docker info`",
             err.to_string().lines().last().unwrap_or_default().trim()
@@ -124,18 +127,25 @@ pub fn image_exists(image: &str) -> Cmd {
 /// Where Debian-like hosts keep their trusted CA bundle.
 pub const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// Runs `argv` in a throwaway container of `image` with `host_dir` mounted as its working
+/// Runs `argv` in a throwaway container `name` of `image` with `host_dir` mounted as its working
 /// directory, as the calling user so the files it writes stay ours. `ca_bundle` (the host's
 /// trust store) is mounted read-only over the image's, so npm trusts what the host trusts:
 /// behind a TLS-inspecting proxy the image's own bundle would reject the registry.
+///
+/// `--init` puts a tiny init (tini) as PID 1: the kernel drops a SIGTERM sent to a PID 1 that
+/// has no handler, so without it composer (php) ignores the SIGTERM that `docker run` relays on
+/// Ctrl-C and runs on after we have gone. The name lets [`remove_container`] find it anyway.
 pub fn run_in(
     image: &ImageRef,
+    name: &str,
     host_dir: &Path,
     user: Option<(u32, u32)>,
     ca_bundle: Option<&Path>,
     argv: &[&str],
 ) -> Cmd {
-    let mut cmd = Cmd::new("docker").args(["run", "--rm"]);
+    let mut cmd = Cmd::new("docker")
+        .args(["run", "--rm", "--init", "--name"])
+        .arg(name);
     if let Some((uid, gid)) = user {
         cmd = cmd.arg("--user").arg(format!("{uid}:{gid}"));
     }
@@ -149,6 +159,11 @@ pub fn run_in(
         .args(["--workdir", "/app"])
         .arg(image.to_string())
         .args(argv.iter().copied())
+}
+
+/// Removes a container whatever its state, for cleanup after an interrupt.
+pub fn remove_container(name: &str) -> Cmd {
+    Cmd::new("docker").args(["rm", "--force", name])
 }
 
 /// The user and group of this process, for `docker run --user` (Linux; elsewhere Docker
@@ -267,6 +282,14 @@ mod tests {
     }
 
     #[test]
+    fn remove_container_forces() {
+        assert_eq!(
+            remove_container("xtask-1-npm-ci").argv(),
+            ["docker", "rm", "--force", "xtask-1-npm-ci"]
+        );
+    }
+
+    #[test]
     fn push_pull_inspect() {
         assert_eq!(
             push(&image()).argv(),
@@ -286,6 +309,7 @@ mod tests {
     fn run_in_mounts_the_directory_as_the_caller() {
         let cmd = run_in(
             &image(),
+            "xtask-1-npm-ci",
             Path::new("/s/app"),
             Some((1000, 1000)),
             None,
@@ -297,6 +321,9 @@ mod tests {
                 "docker",
                 "run",
                 "--rm",
+                "--init",
+                "--name",
+                "xtask-1-npm-ci",
                 "--user",
                 "1000:1000",
                 "--volume",
@@ -309,9 +336,16 @@ mod tests {
             ]
         );
         let bundle = Some(Path::new(HOST_CA_BUNDLE));
-        let cmd = run_in(&image(), Path::new("/s/app"), None, bundle, &["npm", "ci"]);
+        let cmd = run_in(
+            &image(),
+            "n",
+            Path::new("/s/app"),
+            None,
+            bundle,
+            &["npm", "ci"],
+        );
         assert_eq!(
-            cmd.argv()[3..5],
+            cmd.argv()[6..8],
             [
                 "--volume",
                 "/etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro"

@@ -9,10 +9,14 @@ mod deployment;
 mod docker;
 mod http;
 mod interrupt;
+mod lock;
 mod platform;
 mod progress;
 mod project;
 mod reference;
+mod retry;
+mod secret;
+mod stack;
 mod staging;
 mod summary;
 mod target;
@@ -26,7 +30,9 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use cmd::{Runner, Verbosity};
 use config::Config;
-use tasks::{build_app, completions, docker_publish, doctor, down, set_tag, test_image, up, Ctx};
+use tasks::{
+    build_app, completions, docker_publish, doctor, down, login, set_tag, test_image, up, Ctx,
+};
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +48,47 @@ struct Cli {
     global: Global,
     #[command(subcommand)]
     task: Task,
+}
+
+/// Where a deploy goes, shared by deploy, rollback, backup and status.
+#[derive(Args)]
+struct TargetArgs {
+    /// Server as [user@]host[:port], reached with the system ssh (host keys checked); omit for this machine.
+    #[arg(long)]
+    host: Option<String>,
+    /// Deploy directory on the target, holding compose.yaml and .env.
+    #[arg(long)]
+    dir: String,
+    /// Stack name on the target (Compose projects STACK-blue, STACK-green, STACK-edge).
+    #[arg(long, env = "XTASK_STACK", default_value = "crm")]
+    stack: String,
+    /// ssh config file for ssh -F (e.g. keys and known_hosts of a CI runner).
+    #[arg(long, env = "XTASK_SSH_CONFIG")]
+    ssh_config: Option<PathBuf>,
+    /// Number of data backups kept on the target.
+    #[arg(long, default_value_t = 5)]
+    keep_backups: usize,
+}
+
+impl TargetArgs {
+    fn options(self) -> Result<tasks::deploy::TargetOptions> {
+        let valid = !self.stack.is_empty()
+            && self
+                .stack
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+            && self
+                .stack
+                .starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
+        if !valid {
+            anyhow::bail!("invalid --stack {:?}: lowercase letters, digits, '-' and '_' (a Compose project name)", self.stack);
+        }
+        Ok(tasks::deploy::TargetOptions {
+            target: target::Target::new(self.host.as_deref(), &self.dir, self.ssh_config)?,
+            stack: self.stack,
+            keep_backups: self.keep_backups,
+        })
+    }
 }
 
 #[derive(Args)]
@@ -155,6 +202,62 @@ enum Task {
         #[arg(long)]
         env_file: Option<PathBuf>,
     },
+    /// Log the Docker client in to the registry (password from XTASK_REGISTRY_PASSWORD or stdin).
+    #[command(
+        after_help = "Examples:\n  XTASK_REGISTRY_USER=ci XTASK_REGISTRY_PASSWORD=... cargo xtask login\n  printf %s \"$TOKEN\" | cargo xtask login --username ci --password-stdin\n\nbuild-app and docker-publish log in the same way before pushing when both variables are set."
+    )]
+    Login {
+        /// Registry user name.
+        #[arg(long, env = "XTASK_REGISTRY_USER")]
+        username: Option<String>,
+        /// Read the password from standard input instead of XTASK_REGISTRY_PASSWORD.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Deploy a release to a target (local dir or ssh), zero-downtime by default.
+    #[command(
+        after_help = "Examples:\n  cargo xtask deploy --tag 1.4.0 --host deploy@web1.example.com --dir /srv/crm\n  cargo xtask deploy --tag 1.4.0 --dir /srv/crm --strategy recreate"
+    )]
+    Deploy {
+        /// Release tag to deploy (must be in the registry).
+        #[arg(long)]
+        tag: String,
+        /// rolling: new containers beside the old, switch once healthy; recreate: the seed's stop-and-start.
+        #[arg(long, value_enum, default_value = "rolling")]
+        strategy: tasks::deploy::Strategy,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Return the target to the previous successful release (or --to TAG), without downtime.
+    #[command(
+        after_help = "Examples:\n  cargo xtask rollback --host deploy@web1.example.com --dir /srv/crm\n  cargo xtask rollback --to 1.3.0 --dir /srv/crm"
+    )]
+    Rollback {
+        /// Release to return to (default: the previous successful one in the history).
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Back up the target's data volume, or restore an archive (--restore).
+    #[command(
+        after_help = "Examples:\n  cargo xtask backup --dir /srv/crm\n  cargo xtask backup --dir /srv/crm --restore data-20261121T100000Z-1.4.0.tar.gz"
+    )]
+    Backup {
+        /// Archive (a file name in the target's backups/) to restore.
+        #[arg(long)]
+        restore: Option<String>,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Show the target's live release, containers' health, recent history and backups.
+    #[command(
+        after_help = "Example:\n  cargo xtask status --host deploy@web1.example.com --dir /srv/crm"
+    )]
+    Status {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
     /// Check this machine has what the tasks need, and say what to install when it has not.
     #[command(
         after_help = "Examples:\n  cargo xtask doctor\n  cargo xtask doctor --registry 127.0.0.1:5000/kiora"
@@ -245,6 +348,22 @@ fn run(cli: Cli) -> Result<()> {
         ),
         Task::SetTag { tag, file } => set_tag::run(&ctx, &tag, &file),
         Task::TestImage { tag, env_file } => test_image::run(&ctx, &tag, env_file.as_deref()),
+        Task::Login {
+            username,
+            password_stdin,
+        } => login::run(&ctx, username.as_deref(), password_stdin),
+        Task::Deploy {
+            tag,
+            strategy,
+            target,
+        } => tasks::deploy::run(&ctx, &target.options()?, &tag, strategy),
+        Task::Rollback { to, target } => {
+            tasks::rollback::run(&ctx, &target.options()?, to.as_deref())
+        }
+        Task::Backup { restore, target } => {
+            tasks::backup::run(&ctx, &target.options()?, restore.as_deref())
+        }
+        Task::Status { target } => tasks::status::run(&ctx, &target.options()?),
         Task::Doctor => doctor::run(&ctx),
         Task::Completions { shell } => completions::run(shell, &mut Cli::command()),
     }

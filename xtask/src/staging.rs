@@ -41,14 +41,32 @@ impl Staging {
     }
 }
 
-/// Names that never leave the developer's tree, whatever git says.
+/// Names that never leave the developer's tree, whatever git says: dev dependencies, git, and
+/// secrets (`.env`, SSH keys: an untracked `app/.ssh/` reached the php image with --allow-dirty,
+/// found by tests/image_hygiene.rs).
 pub fn is_excluded(relative: &Path) -> bool {
     relative.components().any(|part| {
         let name = part.as_os_str().to_string_lossy();
-        matches!(name.as_ref(), "vendor" | "node_modules" | ".git")
+        matches!(
+            name.as_ref(),
+            "vendor" | "node_modules" | ".git" | ".ssh" | "authorized_keys"
+        ) || is_ssh_private_key(&name)
             || name == ".env"
             || (name.starts_with(".env.") && name != ".env.example")
     })
+}
+
+/// The default names `ssh-keygen` gives private keys.
+fn is_ssh_private_key(name: &str) -> bool {
+    [
+        "id_rsa",
+        "id_dsa",
+        "id_ecdsa",
+        "id_ed25519",
+        "id_ecdsa_sk",
+        "id_ed25519_sk",
+    ]
+    .contains(&name)
 }
 
 /// Copies the build inputs into a fresh temporary directory.
@@ -177,6 +195,10 @@ mod tests {
             "app/.env",
             "app/.env.local",
             "vendor",
+            "app/.ssh/config",
+            "app/id_rsa",
+            "app/keys/id_ed25519",
+            "docker/authorized_keys",
         ] {
             assert!(is_excluded(Path::new(path)), "{path}");
         }
@@ -186,6 +208,8 @@ mod tests {
             "app/public/index.php",
             "docker/php/Dockerfile",
             "app/vendors.txt",
+            "app/src/id_rsa.php",
+            "app/id_rsa.pub",
         ] {
             assert!(!is_excluded(Path::new(path)), "{path}");
         }

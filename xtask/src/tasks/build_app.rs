@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::cmd::Cmd;
+use crate::cmd::{Cmd, Runner};
 use crate::compose_file;
 use crate::config::{Config, APP_IMAGES};
 use crate::docker::{self, Build, Builder};
+use crate::lock;
 use crate::platform;
 use crate::progress::Steps;
 use crate::project;
@@ -40,6 +41,10 @@ pub struct Options {
 pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
     check_release_tag(&opts.tag)?;
     let (runner, config, root) = (&ctx.runner, &ctx.config, ctx.root.as_path());
+    // A dry run changes nothing, so it may look while a real run works.
+    let _lock = (!runner.dry_run)
+        .then(|| lock::acquire(root, "build-app"))
+        .transpose()?;
 
     // Everything that can be refused is refused before the first build starts.
     let dirty = project::dirty_files(runner, root)?;
@@ -88,17 +93,18 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
         || ensure_base_images(ctx, opts.host_tools),
     )?;
     steps.step("Installing production dependencies", || {
-        runner.run(&tool(config, &app_dir, opts.host_tools, &COMPOSER_INSTALL))
+        run_tool(ctx, &app_dir, opts.host_tools, &COMPOSER_INSTALL)
     })?;
     steps.step("Compiling assets", || {
-        runner.run(&tool(config, &app_dir, opts.host_tools, &NPM_CI))?;
-        runner.run(&tool(config, &app_dir, opts.host_tools, &NPM_BUILD))
+        run_tool(ctx, &app_dir, opts.host_tools, &NPM_CI)?;
+        run_tool(ctx, &app_dir, opts.host_tools, &NPM_BUILD)
     })?;
 
     let labels = docker::oci_labels(&opts.tag, &revision, &project::now_rfc3339());
     let mut builds = release_builds(config, staging.path(), &opts.tag, &labels);
     for build in &mut builds {
         build.platforms = opts.platforms.clone();
+        add_base_digest(runner, build)?;
     }
     let images: Vec<&ImageRef> = builds.iter().map(|b| &b.image).collect();
     let title = if opts.push {
@@ -123,6 +129,8 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
             let changes = if runner.dry_run {
                 planned.clone()
             } else {
+                // A signal that came during the pushes must not be followed by a release.
+                crate::interrupt::check()?;
                 compose_file::set_tag_in_file(&compose_path, &opts.tag, &APP_IMAGES)?
             };
             set_tag::report(&compose_path, &changes, runner);
@@ -166,6 +174,44 @@ const COMPOSER_INSTALL: [&str; 6] = [
 const NPM_CI: [&str; 4] = ["npm", "ci", "--no-audit", "--no-fund"];
 const NPM_BUILD: [&str; 3] = ["npm", "run", "build"];
 
+/// Runs [`tool`]; when it fails (Ctrl-C included) its container is removed, because after an
+/// interrupt the docker client may have been killed while the container still ran.
+fn run_tool(ctx: &Ctx, app_dir: &Path, host_tools: bool, argv: &[&str]) -> Result<()> {
+    let result = ctx
+        .runner
+        .run(&tool(&ctx.config, app_dir, host_tools, argv));
+    if result.is_err() && !host_tools {
+        remove_tool_container(ctx, &tool_container(argv));
+    }
+    result
+}
+
+/// Removes a tool container, if there is one: usually it is gone already (`--rm`), and the
+/// `rm` fails harmlessly. After Ctrl-C the docker client may have died with its request to
+/// create the container still on the way: the engine then creates it just after our first
+/// `rm`, and it stays "Created" for ever (never started, so `--rm` never applies). Seen in
+/// tests/interrupts.rs; hence a few more tries within a second.
+fn remove_tool_container(ctx: &Ctx, name: &str) {
+    let remove = docker::remove_container(name);
+    let _ = ctx.runner.cleanup(&remove);
+    if crate::interrupt::requested() {
+        for _ in 0..4 {
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            let _ = ctx.runner.cleanup(&remove);
+        }
+    }
+}
+
+/// `xtask-<pid>-npm-ci`: unique to this run, and says what it is in `docker ps`.
+fn tool_container(argv: &[&str]) -> String {
+    let words: Vec<&str> = argv
+        .iter()
+        .copied()
+        .filter(|w| !w.starts_with('-'))
+        .collect();
+    format!("xtask-{}-{}", std::process::id(), words.join("-"))
+}
+
 /// A composer/npm command in `app_dir`: inside the pinned build image, or with the host's tool.
 fn tool(config: &Config, app_dir: &Path, host_tools: bool, argv: &[&str]) -> Cmd {
     if host_tools {
@@ -177,6 +223,7 @@ fn tool(config: &Config, app_dir: &Path, host_tools: bool, argv: &[&str]) -> Cmd
         let ca_bundle = ca_bundle.is_file().then_some(ca_bundle);
         docker::run_in(
             &config.php_build(),
+            &tool_container(argv),
             app_dir,
             docker::current_user(),
             ca_bundle,
@@ -223,6 +270,49 @@ pub fn release_builds(
     ]
 }
 
+const BASE_NAME_LABEL: &str = "org.opencontainers.image.base.name";
+const BASE_DIGEST_LABEL: &str = "org.opencontainers.image.base.digest";
+
+/// Records which exact image the build starts from, next to its name: a tag can move.
+fn add_base_digest(runner: &Runner, build: &mut Build) -> Result<()> {
+    let Some((_, base)) = build.labels.iter().find(|(key, _)| key == BASE_NAME_LABEL) else {
+        return Ok(());
+    };
+    let base = base.clone();
+    let inspect = Cmd::new("docker").args([
+        "image",
+        "inspect",
+        "--format",
+        "{{.Id}}{{range .RepoDigests}} {{.}}{{end}}",
+        &base,
+    ]);
+    let digest = match runner.query(&inspect) {
+        Ok(answer) => pick_digest(&base, &answer),
+        // --dry-run: the base may not be pulled yet; the plan still shows where the value goes.
+        Err(_) if runner.dry_run => format!("<digest of {base}>"),
+        Err(err) => return Err(err.context(format!("cannot read the digest of base image {base}"))),
+    };
+    build.labels.push((BASE_DIGEST_LABEL.into(), digest));
+    Ok(())
+}
+
+/// From `ID REPO@DIGEST...`: the registry digest of `image`'s own repository (what
+/// `docker pull REPO@DIGEST` takes) when the engine knows one, else the local image ID (a base
+/// built here and never pushed has no registry digest).
+fn pick_digest(image: &str, answer: &str) -> String {
+    let repository = match image.rsplit_once(':') {
+        Some((repository, tag)) if !tag.contains('/') => repository,
+        _ => image,
+    };
+    let mut words = answer.split_whitespace();
+    let id = words.next().unwrap_or_default();
+    words
+        .filter_map(|word| word.split_once('@'))
+        .find(|(repo, _)| *repo == repository)
+        .map_or(id, |(_, digest)| digest)
+        .to_string()
+}
+
 /// The pinned base images must be local, or pullable; otherwise point at `docker-publish`.
 fn ensure_base_images(ctx: &Ctx, host_tools: bool) -> Result<()> {
     let config = &ctx.config;
@@ -238,7 +328,11 @@ fn ensure_base_images(ctx: &Ctx, host_tools: bool) -> Result<()> {
             ctx.runner.say(format!("  {image}: in the local engine"));
             continue;
         }
-        ctx.runner.run(&docker::pull(&image)).map_err(|_| {
+        ctx.runner.run(&docker::pull(&image)).map_err(|err| {
+            // Ctrl-C during the pull is no reason to send the user to docker-publish.
+            if err.is::<crate::interrupt::Interrupted>() {
+                return err;
+            }
             anyhow::anyhow!(
                 "base image {image} is neither in the local engine nor pullable from {}; build and publish it with \
                  `cargo xtask docker-publish --image php --tag {}` (add --no-push to keep it local)",
@@ -287,6 +381,8 @@ mod tests {
         let cmd = tool(&config(), Path::new("/s/app"), false, &COMPOSER_INSTALL);
         let argv = cmd.argv();
         assert_eq!(argv[..3], ["docker", "run", "--rm"]);
+        let name = format!("xtask-{}-composer-install", std::process::id());
+        assert_eq!(argv[3..6], ["--init", "--name", &name]);
         let image = argv
             .iter()
             .position(|a| *a == "127.0.0.1:5000/kiora/crm-gdb_php_build:0.4.1")
@@ -368,6 +464,27 @@ mod tests {
                 "OS_IMAGE=debian:bookworm-slim",
                 "org.opencontainers.image.base.name=debian:bookworm-slim"
             )
+        );
+    }
+
+    #[test]
+    fn base_digest_prefers_the_registry_digest_of_the_same_repository() {
+        let image = "127.0.0.1:5000/kiora/crm-gdb_php_base:0.4.1";
+        assert_eq!(pick_digest(image, "sha256:1d"), "sha256:1d");
+        assert_eq!(
+            pick_digest(
+                image,
+                "sha256:1d other/crm-gdb_php_base@sha256:aa 127.0.0.1:5000/kiora/crm-gdb_php_base@sha256:bb"
+            ),
+            "sha256:bb"
+        );
+        assert_eq!(
+            pick_digest("debian:bookworm-slim", "sha256:1d debian@sha256:cc"),
+            "sha256:cc"
+        );
+        assert_eq!(
+            pick_digest("127.0.0.1:5000/x", "sha256:1d 127.0.0.1:5000/x@sha256:dd"),
+            "sha256:dd"
         );
     }
 

@@ -8,6 +8,7 @@ use crate::docker::{self, Build, Builder};
 use crate::progress::Steps;
 use crate::project;
 use crate::reference::{check_release_tag, ImageRef};
+use crate::retry;
 use crate::tasks::Ctx;
 
 /// The base image families this task can publish.
@@ -74,10 +75,18 @@ fn base_builds(ctx: &Ctx, config: &crate::config::Config, revision: &str) -> Vec
         .collect()
 }
 
-/// Pushes each image, with a message that names the registry when one fails.
+/// Pushes each image, with a message that names the registry when one fails. A failed push is
+/// retried with backoff (`retry.rs`): a registry restarting mid-release is common.
 pub fn push_all(ctx: &Ctx, images: &[&ImageRef]) -> Result<()> {
+    let backoff = retry::Backoff::for_pushes()?;
+    if let Some(first) = images.first() {
+        super::login::from_env_if_set(ctx, first.host())?;
+    }
     for image in images {
-        ctx.runner.run(&docker::push(image)).with_context(|| {
+        retry::retry(&ctx.runner, &backoff, &format!("pushing {image}"), || {
+            ctx.runner.run(&docker::push(image))
+        })
+        .with_context(|| {
             format!(
                 "pushing {image} to {} failed; check the registry is reachable and you are logged in (`docker login {}`)",
                 image.host(),

@@ -7,12 +7,17 @@ use std::path::PathBuf;
 use crate::cmd::Runner;
 use crate::config::Config;
 
+pub mod backup;
 pub mod build_app;
 pub mod completions;
+pub mod deploy;
 pub mod docker_publish;
 pub mod doctor;
 pub mod down;
+pub mod login;
+pub mod rollback;
 pub mod set_tag;
+pub mod status;
 pub mod test_image;
 pub mod up;
 

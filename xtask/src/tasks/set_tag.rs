@@ -13,6 +13,9 @@ use crate::tasks::Ctx;
 
 pub fn run(ctx: &Ctx, tag: &str, file: &Path) -> Result<()> {
     check_release_tag(tag)?;
+    let _lock = (!ctx.runner.dry_run)
+        .then(|| crate::lock::acquire(&ctx.root, "set-tag"))
+        .transpose()?;
     let path = ctx.root.join(file);
     let changes = if ctx.runner.dry_run {
         let text = std::fs::read_to_string(&path)

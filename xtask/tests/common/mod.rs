@@ -2,6 +2,9 @@
 //! of this project that looks like a developer's tree, and the xtask binary itself.
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod faults;
+pub mod sshd;
+
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

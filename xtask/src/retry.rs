@@ -1,0 +1,177 @@
+//! Bounded retries with exponential backoff, for what fails transiently: a push to a registry
+//! that restarts, a dropped connection. Each retry is announced on one line; Ctrl-C is never
+//! retried and also ends the wait between attempts.
+//!
+//! `docker push` exits 1 for every kind of failure, so a refused login is retried too: that
+//! costs only the bounded wait (1 + 2 + 4 s by default) before the same clear error.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cmd::Runner;
+use crate::interrupt::{self, Interrupted};
+
+/// How many times a failed push is tried again (tests set it, e.g. 0 to fail fast).
+pub const PUSH_RETRIES_ENV: &str = "XTASK_PUSH_RETRIES";
+const DEFAULT_RETRIES: u32 = 3;
+/// The longest retry count accepted, so a typo cannot make a push wait for hours.
+const MAX_RETRIES: u32 = 10;
+
+/// `retries` more attempts after the first, waiting `first`, then twice as long each time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    pub retries: u32,
+    pub first: Duration,
+}
+
+impl Backoff {
+    /// Pushes: 3 retries after 1 s, 2 s and 4 s, unless `XTASK_PUSH_RETRIES` says otherwise.
+    pub fn for_pushes() -> Result<Backoff> {
+        let retries = match std::env::var(PUSH_RETRIES_ENV) {
+            Err(_) => DEFAULT_RETRIES,
+            Ok(value) => parse_retries(&value)?,
+        };
+        Ok(Backoff {
+            retries,
+            first: Duration::from_secs(1),
+        })
+    }
+
+    /// The waits before each retry: `first`, `2 * first`, `4 * first`...
+    pub fn delays(&self) -> impl Iterator<Item = Duration> + '_ {
+        (0..self.retries).map(|n| self.first * 2u32.pow(n))
+    }
+}
+
+fn parse_retries(value: &str) -> Result<u32> {
+    match value.trim().parse::<u32>() {
+        Ok(n) if n <= MAX_RETRIES => Ok(n),
+        _ => bail!("invalid {PUSH_RETRIES_ENV}={value:?}: expected a number of retries from 0 to {MAX_RETRIES}"),
+    }
+}
+
+/// Runs `attempt` until it succeeds, was interrupted, or `backoff` is used up; then returns its
+/// last error. Each retry is announced with the error's first line; `what` names the operation
+/// if a signal ends the wait (`pushing x:1`).
+pub fn retry<T>(
+    runner: &Runner,
+    backoff: &Backoff,
+    what: &str,
+    mut attempt: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let mut delays = backoff.delays().enumerate();
+    loop {
+        let err = match attempt() {
+            Ok(value) => return Ok(value),
+            Err(err) => err,
+        };
+        if err.downcast_ref::<Interrupted>().is_some() {
+            return Err(err);
+        }
+        let Some((n, delay)) = delays.next() else {
+            let tries = backoff.retries + 1;
+            return Err(err.context(format!(
+                "gave up after {tries} attempt{}",
+                if tries == 1 { "" } else { "s" }
+            )));
+        };
+        let first_line = format!("{err:#}");
+        let first_line = first_line.lines().next().unwrap_or_default();
+        runner.say(format!(
+            "{first_line}; retry {}/{} in {}s",
+            n + 1,
+            backoff.retries,
+            delay.as_secs_f64()
+        ));
+        sleep(delay).with_context(|| format!("{what} was waiting to retry"))?;
+    }
+}
+
+/// Sleeps, but returns `Err(Interrupted)` as soon as a signal arrives.
+fn sleep(duration: Duration) -> Result<()> {
+    let until = Instant::now() + duration;
+    loop {
+        interrupt::check()?;
+        let now = Instant::now();
+        if now >= until {
+            return Ok(());
+        }
+        std::thread::sleep((until - now).min(Duration::from_millis(50)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::Verbosity;
+
+    fn fast(retries: u32) -> Backoff {
+        Backoff {
+            retries,
+            first: Duration::from_millis(1),
+        }
+    }
+
+    #[test]
+    fn delays_double() {
+        let backoff = Backoff {
+            retries: 3,
+            first: Duration::from_secs(1),
+        };
+        let delays: Vec<u64> = backoff.delays().map(|d| d.as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4]);
+        assert_eq!(fast(0).delays().count(), 0);
+    }
+
+    #[test]
+    fn retries_until_success() {
+        let runner = Runner::new(false, Verbosity::Quiet);
+        let mut calls = 0;
+        let value = retry(&runner, &fast(3), "pushing x", || {
+            calls += 1;
+            if calls < 3 {
+                bail!("connection refused")
+            }
+            Ok(calls)
+        })
+        .unwrap();
+        assert_eq!((value, calls), (3, 3));
+    }
+
+    #[test]
+    fn gives_up_after_the_last_retry_with_the_last_error() {
+        let runner = Runner::new(false, Verbosity::Quiet);
+        let mut calls = 0;
+        let err = retry(&runner, &fast(2), "pushing x", || -> Result<()> {
+            calls += 1;
+            bail!("refused #{calls}")
+        })
+        .unwrap_err();
+        assert_eq!(calls, 3);
+        assert_eq!(format!("{err:#}"), "gave up after 3 attempts: refused #3");
+    }
+
+    #[test]
+    fn an_interrupt_is_never_retried() {
+        let runner = Runner::new(false, Verbosity::Quiet);
+        let mut calls = 0;
+        let err = retry(&runner, &fast(3), "pushing x", || -> Result<()> {
+            calls += 1;
+            Err(Interrupted(libc::SIGINT).into())
+        })
+        .unwrap_err();
+        assert_eq!(calls, 1);
+        assert!(err.downcast_ref::<Interrupted>().is_some());
+    }
+
+    #[test]
+    fn retry_count_from_the_environment() {
+        assert_eq!(parse_retries("0").unwrap(), 0);
+        assert_eq!(parse_retries(" 5 ").unwrap(), 5);
+        for bad in ["", "-1", "x", "11"] {
+            let err = parse_retries(bad).unwrap_err().to_string();
+            assert!(err.starts_with("invalid XTASK_PUSH_RETRIES="), "{err}");
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! A value that must never be printed: passwords and tokens. Its `Debug` and `Display` print
+//! `[REDACTED]`, so it cannot leak through a log line, `--dry-run`, `-v` or a panic message;
+//! the value itself goes only where it is needed, e.g. a child's stdin (`Cmd::stdin`).
+
+use std::fmt;
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value itself, for the one place that needs it (name the reason at the call).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `text` with every occurrence of the value replaced by `[REDACTED]`: for error messages
+    /// built from a child's output, which we do not control.
+    pub fn redact(&self, text: &str) -> String {
+        if self.0.is_empty() {
+            return text.to_string();
+        }
+        text.replace(&self.0, "[REDACTED]")
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_printed() {
+        let secret = Secret::new("hunter2");
+        assert_eq!(format!("{secret}"), "[REDACTED]");
+        assert_eq!(format!("{secret:?}"), "[REDACTED]");
+        assert_eq!(format!("{:?}", Some(&secret)), "Some([REDACTED])");
+        assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[test]
+    fn redacts_every_occurrence() {
+        let secret = Secret::new("p4ss");
+        assert_eq!(
+            secret.redact("login p4ss failed: bad p4ss\n"),
+            "login [REDACTED] failed: bad [REDACTED]\n"
+        );
+        assert_eq!(Secret::new("").redact("text"), "text");
+    }
+}

@@ -1,0 +1,519 @@
+//! The production stack on a target, for zero-downtime switches: blue/green releases behind a
+//! stable edge proxy (see compose.yaml and docker/edge/).
+//!
+//! One compose.yaml, run as three Compose projects:
+//!   STACK-edge    the `edge` service: the only published port; never recreated by a deploy
+//!   STACK-blue    php + worker + nginx of one release
+//!   STACK-green   the same, for the next release
+//! They meet on the network STACK_edge, where each release's nginx answers to its project
+//! name. The edge's live.conf names the live one; a switch rewrites it and reloads nginx
+//! gracefully. The data (STACK_data) and the hashed assets of past releases (STACK_assets)
+//! are shared volumes, so a page rendered by the old release still gets its CSS and JS.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cmd::Cmd;
+use crate::deployment::Deployment;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Color {
+    Blue,
+    Green,
+}
+
+impl Color {
+    pub fn name(self) -> &'static str {
+        match self {
+            Color::Blue => "blue",
+            Color::Green => "green",
+        }
+    }
+
+    pub fn other(self) -> Color {
+        match self {
+            Color::Blue => Color::Green,
+            Color::Green => Color::Blue,
+        }
+    }
+}
+
+const LIVE_CONF: &str = "/etc/nginx/crm-edge/live.conf";
+
+pub struct Stack<'a> {
+    pub d: &'a Deployment<'a>,
+}
+
+impl<'a> Stack<'a> {
+    pub fn new(d: &'a Deployment<'a>) -> Stack<'a> {
+        Stack { d }
+    }
+
+    fn name(&self) -> &str {
+        &self.d.project
+    }
+
+    pub fn project(&self, color: Color) -> String {
+        format!("{}-{}", self.name(), color.name())
+    }
+
+    /// `docker compose` of one project of the stack (the file interpolates CRM_STACK).
+    fn compose(&self, project: &str) -> Cmd {
+        let mut cmd = self.d.compose();
+        let at = cmd
+            .args
+            .iter()
+            .position(|a| a == "--project-name")
+            .expect("compose names its project")
+            + 1;
+        cmd.args[at] = project.to_string();
+        cmd.env("CRM_STACK", self.name())
+    }
+
+    fn run(&self, cmd: Cmd) -> Result<()> {
+        self.d.runner.run(&self.d.on_target(cmd))
+    }
+
+    fn query(&self, cmd: Cmd) -> Result<String> {
+        self.d.runner.query(&self.d.on_target(cmd))
+    }
+
+    /// The edge network and the shared volumes, created once (Compose never deletes them).
+    pub fn ensure_shared(&self) -> Result<()> {
+        let network = format!("{}_edge", self.name());
+        if !self.d.runner.succeeds(
+            &self
+                .d
+                .on_target(Cmd::new("docker").args(["network", "inspect", &network])),
+        )? {
+            self.run(Cmd::new("docker").args(["network", "create", &network]))?;
+        }
+        for volume in ["data", "assets"] {
+            let volume = format!("{}_{volume}", self.name());
+            if !self.d.runner.succeeds(
+                &self
+                    .d
+                    .on_target(Cmd::new("docker").args(["volume", "inspect", &volume])),
+            )? {
+                self.run(Cmd::new("docker").args(["volume", "create", &volume]))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Container ids of a project's service (all of them when `service` is None).
+    fn containers(&self, project: &str, service: Option<&str>) -> Result<Vec<String>> {
+        let mut cmd = self.compose(project).args(["ps", "--all", "--quiet"]);
+        if let Some(service) = service {
+            cmd = cmd.arg(service);
+        }
+        Ok(self
+            .query(cmd)?
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect())
+    }
+
+    fn edge(&self) -> Result<Option<String>> {
+        Ok(self
+            .containers(&format!("{}-edge", self.name()), Some("edge"))?
+            .into_iter()
+            .next())
+    }
+
+    /// The live release's color, from the edge's live.conf; None before the first deploy.
+    pub fn live(&self) -> Result<Option<Color>> {
+        let Some(edge) = self.edge()? else {
+            return Ok(None);
+        };
+        let conf = self.query(Cmd::new("docker").args(["exec", &edge, "cat", LIVE_CONF]))?;
+        Ok([Color::Blue, Color::Green]
+            .into_iter()
+            .find(|c| conf.contains(&format!("\"{}:80\"", self.project(*c)))))
+    }
+
+    /// The image a color's php container runs (`.../crm-gdb_php:TAG`), if it runs.
+    pub fn php_image(&self, color: Color) -> Result<Option<String>> {
+        let Some(id) = self
+            .containers(&self.project(color), Some("php"))?
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        Ok(Some(self.query(Cmd::new("docker").args([
+            "inspect",
+            "--format",
+            "{{.Config.Image}}",
+            &id,
+        ]))?))
+    }
+
+    /// Adds a release's hashed assets to the shared archive the edge serves.
+    pub fn bridge_assets(&self, nginx_image: &str) -> Result<()> {
+        self.run(asset_tool(
+            self.name(),
+            nginx_image,
+            &["cp", "-a", "/var/www/app/public/build/.", "/assets/"],
+        ))
+    }
+
+    /// The seed's "clear the assets volume" (recreate strategy only: old pages lose their assets).
+    pub fn clear_assets(&self, nginx_image: &str) -> Result<()> {
+        self.run(asset_tool(
+            self.name(),
+            nginx_image,
+            &["find", "/assets", "-mindepth", "1", "-delete"],
+        ))
+    }
+
+    /// Starts a color's containers (not the edge) and waits until every one is ready.
+    pub fn start(&self, color: Color, limit: Duration) -> Result<()> {
+        let project = self.project(color);
+        self.run(
+            self.compose(&project)
+                .args(["up", "--detach", "--remove-orphans"]),
+        )?;
+        if self.d.runner.dry_run {
+            return Ok(());
+        }
+        self.gate(&project, limit)
+            .with_context(|| format!("the new release ({project}) is not healthy"))
+    }
+
+    /// Ready = each container answers its own healthcheck command, run now with `docker exec`
+    /// (the engine's healthcheck only runs every 10 s), and the worker's supervisor says RUNNING.
+    /// A container Docker already calls unhealthy, or that exited, fails at once.
+    fn gate(&self, project: &str, limit: Duration) -> Result<()> {
+        let start = Instant::now();
+        let mut pending = self.containers(project, None)?;
+        if pending.is_empty() {
+            bail!("no container was started");
+        }
+        let format = "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{index .Config.Labels \"com.docker.compose.service\"}}{{range $i, $a := .Config.Healthcheck.Test}} {{$a}}{{end}}";
+        loop {
+            let mut still = Vec::new();
+            for id in pending {
+                let line =
+                    self.query(Cmd::new("docker").args(["inspect", "--format", format, &id]))?;
+                let words: Vec<&str> = line.split(' ').collect();
+                let (status, health, service) =
+                    (words[0], words[1], words.get(2).copied().unwrap_or("?"));
+                if status != "running" || health == "unhealthy" {
+                    bail!("{service} is {status} ({health})");
+                }
+                if self.d.runner.succeeds(&self.d.on_target(ready_probe(
+                    &id,
+                    service,
+                    &words[3..],
+                )))? {
+                    continue;
+                }
+                still.push(id);
+            }
+            if still.is_empty() {
+                return Ok(());
+            }
+            if start.elapsed() > limit {
+                bail!("not ready after {}s", limit.as_secs());
+            }
+            crate::interrupt::check()?;
+            std::thread::sleep(Duration::from_millis(500));
+            pending = still;
+        }
+    }
+
+    /// Starts the edge if it is not running (first deploy).
+    pub fn ensure_edge(&self, limit: Duration) -> Result<()> {
+        if self.edge()?.is_some() && !self.d.runner.dry_run {
+            return Ok(());
+        }
+        let project = format!("{}-edge", self.name());
+        self.run(
+            self.compose(&project)
+                .args(["--profile", "edge", "up", "--detach", "edge"]),
+        )?;
+        if self.d.runner.dry_run {
+            return Ok(());
+        }
+        self.gate(&project, limit)
+            .context("the edge proxy is not healthy")
+    }
+
+    /// Points the edge at `color`: new live.conf (written, then renamed), config check, graceful
+    /// reload (old workers finish their requests). Runs as cleanup when `undoing`, since putting
+    /// the old release back must happen even after Ctrl-C.
+    pub fn switch(&self, color: Color, undoing: bool) -> Result<()> {
+        let Some(edge) = self
+            .edge()?
+            .or_else(|| self.d.runner.dry_run.then(|| "EDGE".to_string()))
+        else {
+            bail!("the edge proxy is not running")
+        };
+        let conf = format!("set $crm_live \"{}:80\";\n", self.project(color));
+        let new = format!("{LIVE_CONF}.new");
+        let cmds = [
+            Cmd::new("docker")
+                .args([
+                    "exec",
+                    "-i",
+                    &edge,
+                    "dd",
+                    &format!("of={new}"),
+                    "status=none",
+                ])
+                .stdin(conf),
+            Cmd::new("docker").args(["exec", &edge, "mv", "-f", &new, LIVE_CONF]),
+            Cmd::new("docker").args(["exec", &edge, "nginx", "-t", "-q"]),
+            Cmd::new("docker").args(["exec", &edge, "nginx", "-s", "reload"]),
+        ];
+        for cmd in cmds {
+            let cmd = self.d.on_target(cmd);
+            if undoing {
+                self.d.runner.cleanup(&cmd).map(drop)
+            } else {
+                self.d.runner.run(&cmd)
+            }
+            .with_context(|| format!("switching the edge to {}", self.project(color)))?;
+        }
+        Ok(())
+    }
+
+    /// Stops and removes a color's containers (its volumes are shared and stay).
+    pub fn remove(&self, color: Color, undoing: bool) -> Result<()> {
+        let cmd = self.d.on_target(self.compose(&self.project(color)).args([
+            "down",
+            "--remove-orphans",
+            "--timeout",
+            "10",
+        ]));
+        if undoing {
+            self.d.runner.cleanup(&cmd).map(drop)
+        } else {
+            self.d.runner.run(&cmd)
+        }
+    }
+
+    /// Stops a color without removing it (recreate strategy: the seed's `docker compose stop`).
+    pub fn stop(&self, color: Color) -> Result<()> {
+        self.run(
+            self.compose(&self.project(color))
+                .args(["stop", "--timeout", "10"]),
+        )
+    }
+
+    /// Starts a stopped color again and puts its assets back (undoing a recreate); a cleanup.
+    pub fn restart(&self, color: Color) -> Result<()> {
+        let project = self.project(color);
+        let cmd = self
+            .d
+            .on_target(self.compose(&project).args(["up", "--detach"]));
+        self.d.runner.cleanup(&cmd)?;
+        if let Some(image) = self.nginx_image(color)? {
+            let bridge = self.d.on_target(asset_tool(
+                self.name(),
+                &image,
+                &["cp", "-a", "/var/www/app/public/build/.", "/assets/"],
+            ));
+            self.d.runner.cleanup(&bridge)?;
+        }
+        Ok(())
+    }
+
+    fn nginx_image(&self, color: Color) -> Result<Option<String>> {
+        let Some(id) = self
+            .containers(&self.project(color), Some("nginx"))?
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        Ok(Some(self.query(Cmd::new("docker").args([
+            "inspect",
+            "--format",
+            "{{.Config.Image}}",
+            &id,
+        ]))?))
+    }
+
+    /// Stops some services of a color (restore: nothing may write the data meanwhile).
+    pub fn stop_services(&self, color: Color, services: &[&str]) -> Result<()> {
+        self.run(
+            self.compose(&self.project(color))
+                .args(["stop", "--timeout", "10"])
+                .args(services.iter().copied()),
+        )
+    }
+
+    /// `docker compose ps` of a color, as a table.
+    pub fn ps(&self, color: Color) -> Result<String> {
+        self.query(self.compose(&self.project(color)).args([
+            "ps",
+            "--all",
+            "--format",
+            "table {{.Service}}\t{{.Image}}\t{{.Status}}",
+        ]))
+    }
+
+    /// The published port of the edge (`127.0.0.1:8080` -> 8080).
+    pub fn port(&self) -> Result<u16> {
+        let out = self.query(self.compose(&format!("{}-edge", self.name())).args([
+            "--profile",
+            "edge",
+            "port",
+            "edge",
+            "80",
+        ]))?;
+        out.rsplit(':')
+            .next()
+            .and_then(|p| p.trim().parse().ok())
+            .with_context(|| format!("cannot read the edge's port from {out:?}"))
+    }
+
+    /// The last lines of a color's logs (printed when a release fails).
+    pub fn logs(&self, color: Color) -> String {
+        let cmd = self.d.on_target(self.compose(&self.project(color)).args([
+            "logs",
+            "--no-color",
+            "--tail",
+            "60",
+        ]));
+        self.d.runner.cleanup(&cmd).unwrap_or_default()
+    }
+}
+
+/// `docker exec` of a container's own healthcheck (`CMD` form), plus supervisor's word for the
+/// worker: its healthcheck reads a stats file the old worker also writes.
+fn ready_probe(id: &str, service: &str, healthcheck: &[&str]) -> Cmd {
+    let mut cmd = Cmd::new("docker").args(["exec", id]);
+    match (service, healthcheck) {
+        ("worker", _) => {
+            cmd = cmd.args([
+                "supervisorctl",
+                "-c",
+                "/etc/supervisor/crm.conf",
+                "status",
+                "worker",
+            ])
+        }
+        (_, ["CMD", argv @ ..]) if !argv.is_empty() => cmd = cmd.args(argv.iter().copied()),
+        // No healthcheck (or a shell one): running is ready.
+        _ => cmd = cmd.arg("true"),
+    }
+    cmd
+}
+
+/// A throwaway container of the nginx image with the shared assets volume at /assets.
+fn asset_tool(stack: &str, nginx_image: &str, argv: &[&str]) -> Cmd {
+    Cmd::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--user",
+            "0:0",
+            "--entrypoint",
+            argv[0],
+            "--volume",
+        ])
+        .arg(format!("{stack}_assets:/assets"))
+        .arg(nginx_image)
+        .args(argv[1..].iter().copied())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::{Runner, Verbosity};
+    use crate::target::Target;
+
+    #[test]
+    fn each_color_is_its_own_project_of_the_same_file() {
+        let target = Target::new(None, "/srv/crm", None).unwrap();
+        let runner = Runner::new(true, Verbosity::Quiet);
+        let d = Deployment::new(&target, &runner, "crm");
+        let stack = Stack::new(&d);
+        let cmd = stack.compose(&stack.project(Color::Green)).arg("ps");
+        assert_eq!(
+            cmd.argv(),
+            [
+                "docker",
+                "compose",
+                "--project-name",
+                "crm-green",
+                "--project-directory",
+                "/srv/crm",
+                "--file",
+                "/srv/crm/compose.yaml",
+                "ps"
+            ]
+        );
+        assert_eq!(cmd.env, [("CRM_STACK".to_string(), "crm".to_string())]);
+        assert_eq!(Color::Blue.other(), Color::Green);
+    }
+
+    #[test]
+    fn readiness_probes() {
+        let php = ready_probe(
+            "abc",
+            "php",
+            &["CMD", "php", "/var/www/app/bin/healthcheck.php"],
+        );
+        assert_eq!(
+            php.argv(),
+            [
+                "docker",
+                "exec",
+                "abc",
+                "php",
+                "/var/www/app/bin/healthcheck.php"
+            ]
+        );
+        let worker = ready_probe("w", "worker", &["CMD", "php", "x", "worker"]);
+        assert_eq!(
+            worker.argv(),
+            [
+                "docker",
+                "exec",
+                "w",
+                "supervisorctl",
+                "-c",
+                "/etc/supervisor/crm.conf",
+                "status",
+                "worker"
+            ]
+        );
+        assert_eq!(
+            ready_probe("n", "nginx", &["CMD-SHELL", "x"]).argv(),
+            ["docker", "exec", "n", "true"]
+        );
+    }
+
+    #[test]
+    fn assets_are_copied_from_the_release_image() {
+        let cmd = asset_tool(
+            "crm",
+            "r/crm-gdb_nginx:2",
+            &["cp", "-a", "/var/www/app/public/build/.", "/assets/"],
+        );
+        assert_eq!(
+            cmd.argv(),
+            [
+                "docker",
+                "run",
+                "--rm",
+                "--user",
+                "0:0",
+                "--entrypoint",
+                "cp",
+                "--volume",
+                "crm_assets:/assets",
+                "r/crm-gdb_nginx:2",
+                "-a",
+                "/var/www/app/public/build/.",
+                "/assets/",
+            ]
+        );
+    }
+}

@@ -1,0 +1,57 @@
+//! `cargo xtask backup --dir PATH [--host ...]` archives the data volume on the target into
+//! `backups/` (the last N kept); `--restore ARCHIVE` puts one back (after backing up the current
+//! data first), stopping the php and worker containers of the live release meanwhile.
+
+use anyhow::{bail, Context, Result};
+
+use crate::deployment::Deployment;
+use crate::stack::Stack;
+use crate::tasks::deploy::TargetOptions;
+use crate::tasks::Ctx;
+
+pub fn run(ctx: &Ctx, opts: &TargetOptions, restore: Option<&str>) -> Result<()> {
+    if let Some(archive) = restore {
+        let valid =
+            archive.starts_with("data-") && archive.ends_with(".tar.gz") && !archive.contains('/');
+        if !valid {
+            bail!("invalid archive name {archive:?}: expected a file name from backups/ such as data-20261121T100000Z-1.4.0.tar.gz");
+        }
+    }
+    let runner = &ctx.runner;
+    opts.target.check(runner)?;
+    let d = Deployment::new(&opts.target, runner, &opts.stack);
+    let stack = Stack::new(&d);
+    let live = stack
+        .live()?
+        .context("nothing is deployed on the target yet: no data volume to back up or restore")?;
+    let image = stack
+        .php_image(live)?
+        .context("the live release has no php container")?;
+    let _lock = d.lock(if restore.is_some() {
+        "restore"
+    } else {
+        "backup"
+    })?;
+    let safety = d
+        .backup(&image, "manual", opts.keep_backups)?
+        .context("the data volume does not exist")?;
+    runner.say(format!("backed up the data volume to backups/{safety}"));
+    let Some(archive) = restore else {
+        return Ok(());
+    };
+    if !d.backups()?.iter().any(|name| name == archive) {
+        bail!(
+            "no backups/{archive} on {}; `cargo xtask status` lists the archives",
+            opts.target.describe()
+        );
+    }
+    stack.stop_services(live, &["worker", "php"])?;
+    let restored = d.restore(&image, archive);
+    let started = stack.start(live, std::time::Duration::from_secs(120));
+    restored?;
+    started.context("the live release did not come back healthy after the restore")?;
+    runner.say(format!(
+        "restored backups/{archive} (the data before it is in backups/{safety})"
+    ));
+    Ok(())
+}

@@ -1,0 +1,265 @@
+//! `cargo xtask deploy --tag x.y.z --dir PATH [--host user@host[:port]]`: put a release in
+//! production with Docker Compose, on this machine or over ssh.
+//!
+//! 1. check the target (reachable, host key known, directory and compose.yaml there);
+//! 2. take the deploy lock (a second deploy is refused, naming who holds it and since when);
+//! 3. pull the release on the target: the tag exists, before anything is stopped;
+//! 4. back up the data volume (the last N archives are kept);
+//! 5. switch: `rolling` (default) starts the release beside the live one, gates on health,
+//!    points the edge at it and drains the old one; `recreate` is the seed's procedure
+//!    (stop, clear and copy the assets, start), with downtime;
+//! 6. verify `/health` through the edge; on any failure (or Ctrl-C) put the previous release
+//!    back, show the new containers' logs and exit non-zero;
+//! 7. append to the target's history (time, tag, revision, who, strategy, result).
+//!
+//! `rollback` runs the same switch towards an earlier tag.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::compose_file;
+use crate::config::APP_IMAGES;
+use crate::deployment::Deployment;
+use crate::progress::Steps;
+use crate::reference::check_release_tag;
+use crate::stack::{Color, Stack};
+use crate::target::Target;
+use crate::tasks::Ctx;
+
+/// How a release replaces the live one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Strategy {
+    /// Start beside the live release, switch once healthy, drain the old one: no downtime.
+    Rolling,
+    /// The seed's procedure: stop, clear the assets, start the new release. Has downtime.
+    Recreate,
+}
+
+impl Strategy {
+    fn name(self) -> &'static str {
+        match self {
+            Strategy::Rolling => "rolling",
+            Strategy::Recreate => "recreate",
+        }
+    }
+}
+
+/// Where and how: shared by deploy, rollback, backup and status.
+pub struct TargetOptions {
+    pub target: Target,
+    /// Stack name on the target (Compose projects STACK-blue, STACK-green, STACK-edge).
+    pub stack: String,
+    pub keep_backups: usize,
+}
+
+/// How long a new release may take to become healthy.
+const HEALTH_LIMIT: Duration = Duration::from_secs(120);
+/// How long the edge's old workers get to finish in-flight requests to the old release.
+const DRAIN: Duration = Duration::from_secs(2);
+
+pub fn run(ctx: &Ctx, opts: &TargetOptions, tag: &str, strategy: Strategy) -> Result<()> {
+    check_release_tag(tag)?;
+    switch_release(ctx, opts, tag, strategy, "deploy")
+}
+
+/// Takes the target from its live release to `tag`, or leaves it on the live one.
+pub fn switch_release(
+    ctx: &Ctx,
+    opts: &TargetOptions,
+    tag: &str,
+    strategy: Strategy,
+    operation: &str,
+) -> Result<()> {
+    let runner = &ctx.runner;
+    let target = &opts.target;
+    let d = Deployment::new(target, runner, &opts.stack);
+    let stack = Stack::new(&d);
+    let mut steps = Steps::new(7, runner.verbosity);
+
+    steps.step(&format!("Checking {}", target.describe()), || {
+        target.check(runner)
+    })?;
+    let _lock = steps.step("Taking the deploy lock", || {
+        d.lock(&format!("{operation} {tag}"))
+    })?;
+    let old_text = d.read("compose.yaml")?;
+    let (new_text, _) = compose_file::set_tag(&old_text, tag, &APP_IMAGES).map_err(|err| {
+        anyhow::anyhow!(
+            "cannot set tag in compose.yaml on {}: {err}",
+            target.describe()
+        )
+    })?;
+    let images =
+        compose_file::app_references(&new_text, &APP_IMAGES).expect("set_tag found app images");
+    let php = images
+        .iter()
+        .find(|i| i.contains("/crm-gdb_php:") && !i.ends_with("-supervisor"))
+        .cloned()
+        .unwrap_or_else(|| images[0].clone());
+    let nginx = images
+        .iter()
+        .find(|i| i.contains("/crm-gdb_nginx:"))
+        .cloned()
+        .context("compose.yaml names no crm-gdb_nginx image")?;
+    let live = stack.live()?;
+    let old_tag = match live {
+        Some(color) => stack
+            .php_image(color)?
+            .and_then(|image| compose_file::release_of(&image)),
+        None => None,
+    };
+    let next = live.map(Color::other).unwrap_or(Color::Blue);
+    let from = old_tag.clone().unwrap_or_else(|| "nothing".into());
+    runner.say(format!(
+        "{operation}: {from} -> {tag} on {} ({} strategy)",
+        target.describe(),
+        strategy.name()
+    ));
+
+    steps.step(&format!("Pulling {tag} on the target"), || d.pull(&images))?;
+    steps.step("Backing up the data volume", || {
+        match d.backup(
+            &php,
+            old_tag.as_deref().unwrap_or("initial"),
+            opts.keep_backups,
+        )? {
+            Some(name) => runner.say(format!("  {}/{name}", crate::deployment::BACKUPS)),
+            None => runner.say("  no data volume yet: nothing to back up"),
+        }
+        Ok(())
+    })?;
+
+    let mut progress = Progress::default();
+    let switched = steps.step(&format!("Switching to {tag} ({})", strategy.name()), || {
+        switch(
+            &stack,
+            &d,
+            strategy,
+            live,
+            next,
+            &nginx,
+            &new_text,
+            &mut progress,
+        )
+    });
+    let verified = switched.and_then(|()| {
+        steps.step("Verifying /health through the edge", || {
+            if runner.dry_run {
+                return Ok(());
+            }
+            d.http_check(&php, stack.port()?)
+        })
+    });
+    let revision = d.revision(&php);
+    if let Err(err) = verified {
+        let logs = if progress.started_next {
+            stack.logs(next)
+        } else {
+            String::new()
+        };
+        let undo = undo(&stack, &d, live, next, &old_text, &progress);
+        if !logs.is_empty() {
+            eprintln!("--- logs of {} ({tag}) ---\n{logs}", stack.project(next));
+        }
+        let outcome = match (&undo, live) {
+            (Ok(()), Some(_)) => format!("rolled back: {from} keeps serving"),
+            (Ok(()), None) => "nothing was serving before; nothing is now".to_string(),
+            (Err(undo_err), _) => format!("AND putting {from} back failed: {undo_err:#}"),
+        };
+        let _ = d.record(
+            tag,
+            &revision,
+            strategy.name(),
+            &format!("failed; {outcome}"),
+        );
+        return Err(err.context(format!("{operation} of {tag} failed; {outcome}")));
+    }
+
+    steps.step("Draining the old release and recording", || {
+        if let Some(old) = live {
+            std::thread::sleep(if runner.dry_run {
+                Duration::ZERO
+            } else {
+                DRAIN
+            });
+            stack
+                .remove(old, true)
+                .context("the old release could not be removed (the new one is serving)")?;
+        }
+        d.record(tag, &revision, strategy.name(), "ok")
+    })?;
+    runner.say(format!(
+        "{tag} is live on {} ({operation} took {})",
+        target.describe(),
+        steps.elapsed()
+    ));
+    Ok(())
+}
+
+/// What has been changed so far, so a failure undoes exactly that.
+#[derive(Default)]
+struct Progress {
+    stopped_live: bool,
+    wrote_compose: bool,
+    started_next: bool,
+    switched: bool,
+}
+
+#[allow(clippy::too_many_arguments)] // one call site; the values are the deploy's state
+fn switch(
+    stack: &Stack,
+    d: &Deployment,
+    strategy: Strategy,
+    live: Option<Color>,
+    next: Color,
+    nginx: &str,
+    new_text: &str,
+    progress: &mut Progress,
+) -> Result<()> {
+    stack.ensure_shared()?;
+    if strategy == Strategy::Recreate {
+        if let Some(live) = live {
+            progress.stopped_live = true;
+            stack.stop(live)?;
+        }
+        stack.clear_assets(nginx)?;
+    }
+    // Asset bridging: the live release's pages keep finding their hashed files.
+    stack.bridge_assets(nginx)?;
+    progress.wrote_compose = true;
+    d.write_atomically("compose.yaml", new_text.as_bytes(), false)?;
+    progress.started_next = true;
+    stack.start(next, HEALTH_LIMIT)?;
+    stack.ensure_edge(HEALTH_LIMIT)?;
+    progress.switched = true;
+    stack.switch(next, false)
+}
+
+/// Puts the previous release back (also after Ctrl-C: every command here is a cleanup).
+fn undo(
+    stack: &Stack,
+    d: &Deployment,
+    live: Option<Color>,
+    next: Color,
+    old_text: &str,
+    progress: &Progress,
+) -> Result<()> {
+    if progress.switched {
+        if let Some(live) = live {
+            stack.switch(live, true)?;
+        }
+    }
+    if progress.started_next {
+        stack.remove(next, true)?;
+    }
+    if progress.wrote_compose {
+        d.write_atomically("compose.yaml", old_text.as_bytes(), true)?;
+    }
+    if progress.stopped_live {
+        if let Some(live) = live {
+            stack.restart(live)?;
+        }
+    }
+    Ok(())
+}

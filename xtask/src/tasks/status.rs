@@ -1,0 +1,49 @@
+//! `cargo xtask status --dir PATH [--host ...]`: the target's live release, its containers'
+//! health, the last lines of the deploy history and the backups.
+
+use anyhow::Result;
+
+use crate::deployment::Deployment;
+use crate::stack::Stack;
+use crate::tasks::deploy::TargetOptions;
+use crate::tasks::Ctx;
+
+pub fn run(ctx: &Ctx, opts: &TargetOptions) -> Result<()> {
+    let runner = &ctx.runner;
+    opts.target.check(runner)?;
+    let d = Deployment::new(&opts.target, runner, &opts.stack);
+    let stack = Stack::new(&d);
+    println!("target:   {}", opts.target.describe());
+    match stack.live()? {
+        Some(color) => {
+            let image = stack.php_image(color)?.unwrap_or_default();
+            let tag = crate::compose_file::release_of(&image).unwrap_or_default();
+            println!("live:     {tag} ({})", stack.project(color));
+            println!("{}", stack.ps(color)?);
+        }
+        None => println!("live:     nothing deployed yet"),
+    }
+    println!("history (last 5):");
+    let history = d.history()?;
+    for e in history.iter().rev().take(5).rev() {
+        println!(
+            "  {}  {:<12} {:<10} {:<9} {:<20} {}",
+            e.time,
+            e.tag,
+            e.revision.get(..10).unwrap_or(&e.revision),
+            e.strategy,
+            e.who,
+            e.result
+        );
+    }
+    let backups = d.backups()?;
+    println!(
+        "backups:  {}",
+        if backups.is_empty() {
+            "none".to_string()
+        } else {
+            backups.join(", ")
+        }
+    );
+    Ok(())
+}
