@@ -643,18 +643,23 @@ mod tests {
     #[test]
     fn app_references_and_release() {
         let text = "services:\n  php: {image: 'r.io/k/crm-gdb_php:1.4.0'}\n  w:\n    image: r.io/k/crm-gdb_php:1.4.0-supervisor\n  db: {image: crm-gdb_php_base:9}\n";
-        assert_eq!(current_tag(text, APP).unwrap(), "1.4.0");
-        let mixed =
-            "services:\n  a: {image: crm-gdb_php:1.4.0}\n  b: {image: crm-gdb_nginx:1.3.0}\n";
-        assert!(current_tag(mixed, APP)
-            .unwrap_err()
-            .to_string()
-            .contains("different tags (1.4.0, 1.3.0)"));
         assert_eq!(
-            current_tag("services: {a: {image: x:1}}\n", APP),
+            app_references(text, APP).unwrap(),
+            [
+                "r.io/k/crm-gdb_php:1.4.0",
+                "r.io/k/crm-gdb_php:1.4.0-supervisor"
+            ]
+        );
+        assert_eq!(
+            app_references("services: {a: {image: x:1}}\n", APP),
             Err(EditError::NoAppImage)
         );
+        assert_eq!(
+            release_of("127.0.0.1:5000/k/crm-gdb_php:2.0.0-supervisor").as_deref(),
+            Some("2.0.0")
+        );
     }
+
     const REG: &str = "registry.kiora.tech/kiora";
 
     fn rewrite(text: &str) -> (String, Vec<Change>) {

@@ -8,7 +8,6 @@
 //!   .deploy/history.tsv    time, tag, revision, who, strategy, result: one line per operation
 //!   backups/data-*.tar.gz  archives of the data volume, the last N kept
 
-
 use anyhow::{bail, Context, Result};
 
 use crate::cmd::{Cmd, Runner};

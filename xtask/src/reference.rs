@@ -174,3 +174,6 @@ mod tests {
         assert_eq!(image.host(), "127.0.0.1:5000");
     }
 }
+
+#[cfg(test)]
+mod props;

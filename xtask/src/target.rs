@@ -308,3 +308,6 @@ mod tests {
         assert_eq!(msg, "cannot reach web1 over ssh (ssh: connect to host web1 port 2222: Connection refused); check the host name, port and network");
     }
 }
+
+#[cfg(test)]
+mod props;
