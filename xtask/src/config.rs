@@ -14,6 +14,8 @@ pub const PHP_BASE: &str = "crm-gdb_php_base";
 pub const PHP_BUILD: &str = "crm-gdb_php_build";
 pub const PHP: &str = "crm-gdb_php";
 pub const NGINX: &str = "crm-gdb_nginx";
+/// The stable proxy in front of the blue/green releases; pinned like the base images.
+pub const EDGE: &str = "crm-gdb_edge";
 /// Tag suffix of the php image variant that runs the worker under supervisor.
 pub const SUPERVISOR_SUFFIX: &str = "-supervisor";
 

@@ -217,6 +217,23 @@ impl<'a> Deployment<'a> {
         Ok(())
     }
 
+    /// [`Deployment::pull`] of the images the target does not have yet.
+    pub fn pull_missing(&self, images: &[String]) -> Result<()> {
+        let mut missing = Vec::new();
+        for image in images {
+            if !self
+                .runner
+                .succeeds(&self.on_target(crate::docker::image_exists(image)))?
+            {
+                missing.push(image.clone());
+            }
+        }
+        if missing.is_empty() {
+            self.runner.say("  already on the target");
+        }
+        self.pull(&missing)
+    }
+
     /// The revision label of an image on the target, for the history.
     pub fn revision(&self, image: &str) -> String {
         let format = "{{index .Config.Labels \"org.opencontainers.image.revision\"}}";

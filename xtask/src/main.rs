@@ -9,6 +9,7 @@ mod deployment;
 mod docker;
 mod http;
 mod interrupt;
+mod local_stack;
 mod lock;
 mod platform;
 mod progress;

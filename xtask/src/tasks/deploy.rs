@@ -117,7 +117,13 @@ pub fn switch_release(
         strategy.name()
     ));
 
-    steps.step(&format!("Pulling {tag} on the target"), || d.pull(&images))?;
+    // The edge (pinned) is needed from the first deploy on; images already there are not pulled
+    // again, which keeps a rollback fast.
+    let edge = compose_file::app_references(&new_text, &[crate::config::EDGE]).unwrap_or_default();
+    let wanted: Vec<String> = images.iter().chain(&edge).cloned().collect();
+    steps.step(&format!("Pulling {tag} on the target"), || {
+        d.pull_missing(&wanted)
+    })?;
     steps.step("Backing up the data volume", || {
         match d.backup(
             &php,

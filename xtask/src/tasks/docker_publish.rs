@@ -16,11 +16,12 @@ use crate::tasks::Ctx;
 pub enum BaseImage {
     /// crm-gdb_php_base and crm-gdb_php_build, from docker/php/Dockerfile.
     Php,
+    /// crm-gdb_edge, the proxy in front of the releases, from docker/edge/Dockerfile.
+    Edge,
 }
 
 pub fn run(ctx: &Ctx, image: BaseImage, tag: &str, push: bool, platforms: &[String]) -> Result<()> {
     check_release_tag(tag)?;
-    let BaseImage::Php = image;
     let runner = &ctx.runner;
     docker::check_engine(runner)?;
     let builder = Builder::detect(runner)?;
@@ -30,7 +31,7 @@ pub fn run(ctx: &Ctx, image: BaseImage, tag: &str, push: bool, platforms: &[Stri
         base_tag: tag.to_string(),
         ..ctx.config.clone()
     };
-    let mut builds = base_builds(ctx, &config, &revision);
+    let mut builds = base_builds(ctx, image, &config, &revision);
     for build in &mut builds {
         build.platforms = platforms.to_vec();
     }
@@ -58,21 +59,51 @@ pub fn run(ctx: &Ctx, image: BaseImage, tag: &str, push: bool, platforms: &[Stri
     Ok(())
 }
 
-fn base_builds(ctx: &Ctx, config: &crate::config::Config, revision: &str) -> Vec<Build> {
-    let context = ctx.root.join("docker/php");
+fn base_builds(
+    ctx: &Ctx,
+    image: BaseImage,
+    config: &crate::config::Config,
+    revision: &str,
+) -> Vec<Build> {
     let labels = docker::oci_labels(&config.base_tag, revision, &project::now_rfc3339());
-    [("base", config.php_base()), ("build", config.php_build())]
-        .into_iter()
-        .map(|(target, image)| Build {
-            dockerfile: context.join("Dockerfile"),
-            target: Some(target.to_string()),
-            context: context.clone(),
-            image,
-            build_args: vec![("OS_IMAGE".into(), config.os_image.clone())],
-            labels: labels.clone(),
-            platforms: Vec::new(),
-        })
-        .collect()
+    let build = |dockerfile: std::path::PathBuf,
+                 target: Option<&str>,
+                 context: std::path::PathBuf,
+                 image: ImageRef| Build {
+        dockerfile,
+        target: target.map(String::from),
+        context,
+        image,
+        build_args: vec![("OS_IMAGE".into(), config.os_image.clone())],
+        labels: labels.clone(),
+        platforms: Vec::new(),
+    };
+    match image {
+        BaseImage::Php => {
+            let context = ctx.root.join("docker/php");
+            vec![
+                build(
+                    context.join("Dockerfile"),
+                    Some("base"),
+                    context.clone(),
+                    config.php_base(),
+                ),
+                build(
+                    context.join("Dockerfile"),
+                    Some("build"),
+                    context.clone(),
+                    config.php_build(),
+                ),
+            ]
+        }
+        // Its context is the project root: it shares nginx's healthcheck script.
+        BaseImage::Edge => vec![build(
+            ctx.root.join("docker/edge/Dockerfile"),
+            None,
+            ctx.root.clone(),
+            config.image(crate::config::EDGE, &config.base_tag),
+        )],
+    }
 }
 
 /// Pushes each image, with a message that names the registry when one fails. A failed push is

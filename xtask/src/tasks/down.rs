@@ -3,12 +3,10 @@
 
 use anyhow::Result;
 
-use crate::tasks::{up, Ctx};
+use crate::local_stack::LocalStack;
+use crate::tasks::Ctx;
 
 pub fn run(ctx: &Ctx, volumes: bool, project: &str) -> Result<()> {
-    let mut cmd = up::compose(&ctx.root, project).args(["down", "--remove-orphans"]);
-    if volumes {
-        cmd = cmd.arg("--volumes");
-    }
-    ctx.runner.run(&cmd)
+    let stack = LocalStack::new(&ctx.root, &ctx.config, &ctx.root, project, "dev", 0)?;
+    stack.remove(&ctx.runner, volumes)
 }

@@ -1,6 +1,6 @@
-//! `cargo xtask test-image --tag x.y.z`: run the three release images as a throwaway Compose
-//! project with production settings, as the seed's "test the image locally" step, and check
-//! them through nginx on a loopback port:
+//! `cargo xtask test-image --tag x.y.z`: run the three release images (behind the edge) as a
+//! throwaway Compose project with production settings, as the seed's "test the image locally"
+//! step, and check them through the published loopback port:
 //! - every container becomes healthy;
 //! - `/health` answers 200; `/` renders and names its hashed assets;
 //! - a hashed asset is served with long-cache headers.
@@ -14,10 +14,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cmd::Cmd;
-use crate::compose_file;
-use crate::config::APP_IMAGES;
 use crate::http;
+use crate::local_stack::{ensure_edge_image, LocalStack};
 use crate::progress::Steps;
 use crate::reference::check_release_tag;
 use crate::tasks::Ctx;
@@ -26,11 +24,6 @@ pub fn run(ctx: &Ctx, tag: &str, env_file: Option<&Path>) -> Result<()> {
     check_release_tag(tag)?;
     let runner = &ctx.runner;
     crate::docker::check_engine(runner)?;
-    let compose_path = ctx.root.join("compose.yaml");
-    let text = std::fs::read_to_string(&compose_path)
-        .with_context(|| format!("cannot read {}", compose_path.display()))?;
-    let (stack, _) = compose_file::set_release(&text, Some(&ctx.config.registry), tag, &APP_IMAGES)
-        .map_err(|err| anyhow::anyhow!("cannot set tag in {}: {err}", compose_path.display()))?;
     for image in ctx.config.app_images(tag) {
         let name = image.to_string();
         if !runner.succeeds(&crate::docker::image_exists(&name))?
@@ -44,7 +37,6 @@ pub fn run(ctx: &Ctx, tag: &str, env_file: Option<&Path>) -> Result<()> {
             .with_context(|| format!("cannot read the env file {}", path.display()))?,
         None => format!("APP_SECRET={}\n", random_secret()?).into_bytes(),
     };
-
     // The project directory holds only the env file, so compose's `.env` is this one.
     let dir = tempfile::Builder::new()
         .prefix("xtask-test-image.")
@@ -54,19 +46,17 @@ pub fn run(ctx: &Ctx, tag: &str, env_file: Option<&Path>) -> Result<()> {
         .local_addr()?
         .port();
     let project = format!("crm-gdb-test-{}", std::process::id());
-    let compose = compose_cmd(dir.path(), &project);
+    let stack = LocalStack::new(&ctx.root, &ctx.config, dir.path(), &project, tag, port)?;
+    if let Some(edge) = stack.edge_image() {
+        ensure_edge_image(ctx, &edge)?;
+    }
 
     let mut steps = Steps::new(4, runner.verbosity);
     let checks =
         (|| {
             steps.step(
                 &format!("Starting release {tag} as project {project} on 127.0.0.1:{port}"),
-                || {
-                    let up = compose
-                        .clone()
-                        .args(["--file", "-", "up", "--detach", "--wait"]);
-                    runner.run(&up.env("HTTP_PORT", port.to_string()).stdin(stack.clone()))
-                },
+                || stack.up(runner),
             )?;
             if runner.dry_run {
                 return Ok(());
@@ -89,18 +79,9 @@ pub fn run(ctx: &Ctx, tag: &str, env_file: Option<&Path>) -> Result<()> {
         })
         })();
     if checks.is_err() && !runner.dry_run {
-        let logs = compose
-            .clone()
-            .args(["--file", "-", "logs", "--no-color", "--tail", "100"])
-            .stdin(stack.clone());
-        if let Ok(logs) = runner.cleanup(&logs) {
-            eprintln!("--- logs of {project} ---\n{logs}");
-        }
+        eprintln!("--- logs of {project} ---\n{}", stack.logs(runner));
     }
-    let down = compose
-        .args(["--file", "-", "down", "--volumes", "--remove-orphans"])
-        .stdin(stack);
-    let removed = runner.cleanup(&down).map(drop);
+    let removed = stack.remove(runner, true);
     checks.with_context(|| format!("release {tag} failed its local test"))?;
     removed.context("could not remove the test project")?;
     runner.say(format!(
@@ -109,16 +90,8 @@ pub fn run(ctx: &Ctx, tag: &str, env_file: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-/// `docker compose` of the throwaway project, rooted at the directory holding its `.env`.
-fn compose_cmd(dir: &Path, project: &str) -> Cmd {
-    Cmd::new("docker")
-        .args(["compose", "--project-name", project, "--project-directory"])
-        .arg(dir.display().to_string())
-}
-
 fn expect_ok(port: u16, path: &str) -> Result<http::Response> {
-    let response = http::wait_for_ok(port, path, Duration::from_secs(30))?;
-    Ok(response)
+    http::wait_for_ok(port, path, Duration::from_secs(30))
 }
 
 /// The first `/build/...` asset a page links to.

@@ -8,13 +8,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::cmd::Cmd;
-use crate::compose_file;
-use crate::config::APP_IMAGES;
 use crate::docker;
 use crate::http;
+use crate::local_stack::{ensure_edge_image, LocalStack};
 use crate::progress::Steps;
 use crate::tasks::{build_app, docker_publish, Ctx};
 
@@ -58,8 +57,12 @@ pub fn run(ctx: &Ctx, tag: &str, port: u16, project: &str) -> Result<()> {
             build_app::run(ctx, &opts)
         },
     )?;
+    let stack = LocalStack::new(&ctx.root, &ctx.config, &ctx.root, project, tag, port)?;
     steps.step(&format!("Starting the stack on 127.0.0.1:{port}"), || {
-        runner.run(&compose_up(ctx, tag, port, project)?)
+        if let Some(edge) = stack.edge_image() {
+            ensure_edge_image(ctx, &edge)?;
+        }
+        stack.up(runner)
     })?;
     if runner.dry_run {
         return Ok(());
@@ -80,32 +83,6 @@ pub fn run(ctx: &Ctx, tag: &str, port: u16, project: &str) -> Result<()> {
 
 /// `docker compose up` of the project's compose.yaml with the app images at `tag`. The file is
 /// rewritten in memory and fed on stdin: the developer's compose.yaml stays as it is.
-fn compose_up(ctx: &Ctx, tag: &str, port: u16, project: &str) -> Result<Cmd> {
-    let path = ctx.root.join("compose.yaml");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let (local, _) = compose_file::set_tag(&text, tag, &APP_IMAGES)
-        .map_err(|err| anyhow::anyhow!("cannot set tag in {}: {err}", path.display()))?;
-    Ok(compose(&ctx.root, project)
-        .args([
-            "--file",
-            "-",
-            "up",
-            "--detach",
-            "--wait",
-            "--remove-orphans",
-        ])
-        .env("HTTP_PORT", port.to_string())
-        .stdin(local))
-}
-
-/// `docker compose` for the local project, rooted at the project directory (for `.env`).
-pub fn compose(root: &Path, project: &str) -> Cmd {
-    Cmd::new("docker")
-        .args(["compose", "--project-name", project, "--project-directory"])
-        .arg(root.display().to_string())
-}
-
 /// The OS image comes from Docker Hub where it is reachable; on machines that cannot pull,
 /// it is made from Debian's packages with debootstrap (needs root and the debootstrap package).
 fn ensure_os_image(ctx: &Ctx) -> Result<()> {

@@ -235,3 +235,77 @@ pub fn stderr(output: &Output) -> String {
 pub fn is_empty_dir(dir: &Path) -> bool {
     std::fs::read_dir(dir).unwrap().next().is_none()
 }
+
+/// HTTP/1.0 POST of a JSON body on loopback: (status, body).
+pub fn http_post_json(port: u16, path: &str, json: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+        json.len()
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// A bounded load probe: GETs `paths` in turn, about 20 per second, until stopped (or 5 min).
+pub struct Probe {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<ProbeResult>,
+}
+
+#[derive(Debug, Default)]
+pub struct ProbeResult {
+    pub requests: usize,
+    pub failed: usize,
+    pub longest_gap: Duration,
+    pub failures: Vec<String>,
+}
+
+impl Probe {
+    pub fn start(port: u16, paths: Vec<String>) -> Probe {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let (mut result, start) = (ProbeResult::default(), Instant::now());
+            let mut last_ok = Instant::now();
+            while !flag.load(std::sync::atomic::Ordering::SeqCst)
+                && start.elapsed() < Duration::from_secs(300)
+            {
+                let path = &paths[result.requests % paths.len()];
+                result.requests += 1;
+                match http_get(port, path) {
+                    Some((200, _)) => {
+                        result.longest_gap = result.longest_gap.max(last_ok.elapsed());
+                        last_ok = Instant::now();
+                    }
+                    other => {
+                        result.failed += 1;
+                        result
+                            .failures
+                            .push(format!("{path}: {:?}", other.map(|(s, _)| s)));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            result
+        });
+        Probe { stop, handle }
+    }
+
+    pub fn stop(self) -> ProbeResult {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.handle.join().unwrap()
+    }
+}

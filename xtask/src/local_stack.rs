@@ -1,0 +1,215 @@
+//! The whole stack on this machine as ONE Compose project (the edge and one release), for `up`
+//! and `test-image`. The production compose.yaml is used as it is, with the images renamed after
+//! the configured registry and the tag, and fed on stdin: the developer's file is never touched.
+//! The project's shared network and volumes (external in compose.yaml, so that blue and green
+//! can share them on a server) are created before `up` and removed by `remove(.., true)`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::cmd::{Cmd, Runner};
+use crate::compose_file;
+use crate::config::{Config, APP_IMAGES, EDGE};
+use crate::docker;
+
+pub struct LocalStack {
+    pub project: String,
+    /// Project directory: where compose finds `.env` (the runtime settings).
+    pub dir: PathBuf,
+    /// compose.yaml with our images renamed.
+    pub text: String,
+    pub port: u16,
+}
+
+impl LocalStack {
+    /// Reads `root/compose.yaml` and names the release images `registry/...:tag` (the edge keeps
+    /// its pinned tag, under the same registry).
+    pub fn new(
+        root: &Path,
+        config: &Config,
+        dir: &Path,
+        project: &str,
+        tag: &str,
+        port: u16,
+    ) -> Result<LocalStack> {
+        let path = root.join("compose.yaml");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let fail = |err: compose_file::EditError| {
+            anyhow::anyhow!("cannot set tag in {}: {err}", path.display())
+        };
+        let (text, _) = compose_file::set_release(&text, Some(&config.registry), tag, &APP_IMAGES)
+            .map_err(fail)?;
+        let edge_tag = compose_file::app_references(&text, &[EDGE])
+            .ok()
+            .and_then(|refs| {
+                refs.first()
+                    .and_then(|r| r.rsplit_once(':').map(|(_, t)| t.to_string()))
+            });
+        let text = match edge_tag {
+            Some(edge_tag) => {
+                compose_file::set_release(&text, Some(&config.registry), &edge_tag, &[EDGE])
+                    .map_err(fail)?
+                    .0
+            }
+            None => text,
+        };
+        Ok(LocalStack {
+            project: project.to_string(),
+            dir: dir.to_path_buf(),
+            text,
+            port,
+        })
+    }
+
+    /// The edge image the stack names, e.g. `registry/crm-gdb_edge:0.1.0`.
+    pub fn edge_image(&self) -> Option<String> {
+        compose_file::app_references(&self.text, &[EDGE])
+            .ok()?
+            .into_iter()
+            .next()
+    }
+
+    /// `docker compose` of the project, with the edge profile and the rendered file on stdin.
+    pub fn compose(&self) -> Cmd {
+        Cmd::new("docker")
+            .args([
+                "compose",
+                "--project-name",
+                &self.project,
+                "--project-directory",
+            ])
+            .arg(self.dir.display().to_string())
+            .args(["--profile", "edge", "--file", "-"])
+            .env("CRM_STACK", &self.project)
+            .env("HTTP_PORT", self.port.to_string())
+            .stdin(self.text.clone())
+    }
+
+    fn shared(&self) -> ([String; 1], [String; 3]) {
+        let p = &self.project;
+        (
+            [format!("{p}_edge")],
+            [
+                format!("{p}_data"),
+                format!("{p}_assets"),
+                format!("{p}_edge-conf"),
+            ],
+        )
+    }
+
+    /// Creates the shared network and volumes, starts everything and waits for health.
+    pub fn up(&self, runner: &Runner) -> Result<()> {
+        let ([network], volumes) = self.shared();
+        if !runner.succeeds(&Cmd::new("docker").args(["network", "inspect", &network]))? {
+            runner.run(&Cmd::new("docker").args(["network", "create", &network]))?;
+        }
+        for volume in &volumes[..2] {
+            if !runner.succeeds(&Cmd::new("docker").args(["volume", "inspect", volume]))? {
+                runner.run(&Cmd::new("docker").args(["volume", "create", volume]))?;
+            }
+        }
+        runner.run(
+            &self
+                .compose()
+                .args(["up", "--detach", "--wait", "--remove-orphans"]),
+        )
+    }
+
+    /// Stops and removes the containers; with `data`, also the volumes and the network.
+    /// Runs as cleanup (also after Ctrl-C).
+    pub fn remove(&self, runner: &Runner, data: bool) -> Result<()> {
+        runner.cleanup(&self.compose().args(["down", "--remove-orphans"]))?;
+        if data {
+            let ([network], volumes) = self.shared();
+            runner.cleanup(
+                &Cmd::new("docker")
+                    .args(["volume", "rm", "--force"])
+                    .args(volumes),
+            )?;
+            if runner.succeeds(&Cmd::new("docker").args(["network", "inspect", &network]))? {
+                runner.cleanup(&Cmd::new("docker").args(["network", "rm", &network]))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn logs(&self, runner: &Runner) -> String {
+        runner
+            .cleanup(&self.compose().args(["logs", "--no-color", "--tail", "100"]))
+            .unwrap_or_default()
+    }
+}
+
+/// The edge image: local, pulled, or (pinned like the base images) built from docker/edge.
+pub fn ensure_edge_image(ctx: &crate::tasks::Ctx, image: &str) -> Result<()> {
+    let runner = &ctx.runner;
+    if runner.succeeds(&docker::image_exists(image))?
+        || runner.succeeds(&Cmd::new("docker").args(["pull", image]))?
+    {
+        return Ok(());
+    }
+    let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
+    runner.say(format!("  {image} is neither local nor pullable: building it (docker-publish --image edge --no-push)"));
+    crate::tasks::docker_publish::run(
+        ctx,
+        crate::tasks::docker_publish::BaseImage::Edge,
+        tag,
+        false,
+        &[],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_production_file_for_one_local_project() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let config = Config {
+            registry: "127.0.0.1:5000/kiora".into(),
+            ..Config::default()
+        };
+        let stack =
+            LocalStack::new(&root, &config, Path::new("/d"), "crm-local", "dev", 8080).unwrap();
+        assert!(
+            stack
+                .text
+                .contains("image: 127.0.0.1:5000/kiora/crm-gdb_php:dev\n"),
+            "{}",
+            stack.text
+        );
+        assert!(stack
+            .text
+            .contains("image: 127.0.0.1:5000/kiora/crm-gdb_php:dev-supervisor\n"));
+        assert!(stack
+            .text
+            .contains("image: 127.0.0.1:5000/kiora/crm-gdb_nginx:dev\n"));
+        assert_eq!(
+            stack.edge_image().as_deref(),
+            Some("127.0.0.1:5000/kiora/crm-gdb_edge:0.1.0")
+        );
+        let cmd = stack.compose().arg("ps");
+        assert_eq!(
+            cmd.argv(),
+            [
+                "docker",
+                "compose",
+                "--project-name",
+                "crm-local",
+                "--project-directory",
+                "/d",
+                "--profile",
+                "edge",
+                "--file",
+                "-",
+                "ps"
+            ]
+        );
+        assert!(cmd
+            .env
+            .contains(&("CRM_STACK".to_string(), "crm-local".to_string())));
+    }
+}

@@ -1,0 +1,334 @@
+//! End to end on a real engine, a real registry and a real sshd on loopback: deploy, a
+//! zero-downtime switch under load, a broken release rolled back automatically, rollback,
+//! backup and restore, the deploy lock, refusals; then the same target reached over ssh.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use xshell::{cmd, Shell};
+
+#[test]
+fn deploy_rollback_backup_locally_and_over_ssh() {
+    if !engine_available("deploy_rollback_backup_locally_and_over_ssh")
+        || !sshd::available("deploy_rollback_backup_locally_and_over_ssh")
+    {
+        return;
+    }
+    let sh = Shell::new().unwrap();
+    let registry = Registry::start();
+    let prefix = registry.prefix();
+    let clone = scratch_clone();
+    let root = clone.path();
+    let tmp = tempfile::tempdir().unwrap();
+    let stack = format!("e2e{}", std::process::id());
+    let _cleanup = RemoveStack(stack.clone());
+
+    // Three releases in the registry: A, B (other CSS, so other hashed assets), X (broken health).
+    let ok = |args: &[&str]| {
+        assert!(
+            xtask(root, tmp.path(), &prefix, args).status.success(),
+            "{args:?} failed"
+        )
+    };
+    ok(&["docker-publish", "--image", "php", "--tag", "0.4.1"]);
+    ok(&["docker-publish", "--image", "edge", "--tag", "0.1.0"]);
+    ok(&["build-app", "--tag", "1.0.0-a"]);
+    commit(&sh, root, "app/assets/app.css", |css| {
+        format!("{css}\nbody {{ outline: 0; }}\n")
+    });
+    ok(&["build-app", "--tag", "1.0.0-b"]);
+    commit(&sh, root, "app/src/App.php", |php| {
+        php.replacen("    private function health(): Response\n    {\n", "    private function health(): Response\n    {\n        return Response::json(['status' => 'broken'], 503);\n", 1)
+    });
+    ok(&["build-app", "--tag", "1.0.0-x"]);
+
+    // The target: a directory with the production compose file and a .env that stays there.
+    let target = tempfile::tempdir().unwrap();
+    let dir = target.path().to_str().unwrap().to_string();
+    let port = free_port();
+    let compose = std::fs::read_to_string(root.join("compose.yaml"))
+        .unwrap()
+        .replace("registry.kiora.tech/kiora", &prefix);
+    std::fs::write(target.path().join("compose.yaml"), compose).unwrap();
+    std::fs::write(
+        target.path().join(".env"),
+        format!("APP_SECRET=e2e-secret\nHTTP_PORT={port}\n"),
+    )
+    .unwrap();
+    let deploy = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--dir", &dir, "--stack", &stack]);
+        xtask(root, tmp.path(), &prefix, &all)
+    };
+
+    // First deploy: nothing to back up, then A serves.
+    assert!(deploy(&["deploy", "--tag", "1.0.0-a"]).status.success());
+    assert_eq!(http_get(port, "/health").unwrap().0, 200);
+    let (status, created) = http_post_json(
+        port,
+        "/api/contacts",
+        r#"{"name":"Ada","email":"ada@example.com"}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{created}");
+    let page_a = http_get(port, "/").unwrap().1;
+    let asset_a = hashed_css(&page_a);
+
+    // A -> B, rolling, under load: no failed request, and A's page still gets A's assets.
+    let probe = Probe::start(port, vec!["/".into(), asset_a.clone(), "/health".into()]);
+    let out = deploy(&["deploy", "--tag", "1.0.0-b"]);
+    let load = probe.stop();
+    assert!(out.status.success());
+    assert_eq!(
+        load.failed, 0,
+        "rolling deploy dropped requests: {:?}",
+        load.failures
+    );
+    assert!(load.requests > 20, "the probe ran: {load:?}");
+    let page_b = http_get(port, "/").unwrap().1;
+    assert_ne!(hashed_css(&page_b), asset_a, "B serves its own assets");
+    assert_eq!(
+        http_get(port, &asset_a).unwrap().0,
+        200,
+        "A's assets are still served after the switch"
+    );
+    assert!(
+        contacts(port).contains("ada@example.com"),
+        "contacts survive a deploy"
+    );
+
+    // A second deploy while one holds the lock is refused, naming the holder.
+    std::fs::create_dir_all(target.path().join(".deploy/lock")).unwrap();
+    std::fs::write(
+        target.path().join(".deploy/lock/owner"),
+        "deploy 9.9.9 by someone@else (pid 1) since 2026-01-01T00:00:00Z",
+    )
+    .unwrap();
+    let out = deploy(&["deploy", "--tag", "1.0.0-a"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("another deploy holds the lock")
+            && stderr(&out).contains("someone@else"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_dir_all(target.path().join(".deploy/lock")).unwrap();
+
+    // A broken release: automatic rollback, B keeps serving, nothing dropped.
+    let probe = Probe::start(port, vec!["/".into(), "/health".into()]);
+    let out = deploy(&["deploy", "--tag", "1.0.0-x"]);
+    let load = probe.stop();
+    assert!(
+        !out.status.success(),
+        "a broken release must fail the deploy"
+    );
+    assert!(
+        stderr(&out).contains("rolled back: 1.0.0-b keeps serving"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        load.failed, 0,
+        "the broken release dropped requests: {:?}",
+        load.failures
+    );
+    assert_eq!(
+        hashed_css(&http_get(port, "/").unwrap().1),
+        hashed_css(&page_b)
+    );
+    assert!(std::fs::read_to_string(target.path().join("compose.yaml"))
+        .unwrap()
+        .contains("crm-gdb_php:1.0.0-b"));
+
+    // Unknown tag, hostile values: refused before anything stops.
+    let out = deploy(&["deploy", "--tag", "9.9.9"]);
+    assert!(
+        stderr(&out).contains("is not in the registry"),
+        "{}",
+        stderr(&out)
+    );
+    let out = xtask(
+        root,
+        tmp.path(),
+        &prefix,
+        &[
+            "deploy",
+            "--tag",
+            "1.0.0-a",
+            "--dir",
+            "/tmp/x; rm -rf /",
+            "--stack",
+            &stack,
+        ],
+    );
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    let out = deploy(&["deploy", "--tag", "$(id)"]);
+    assert!(stderr(&out).contains("invalid tag \"$(id)\""));
+    assert_eq!(http_get(port, "/health").unwrap().0, 200);
+
+    // Rollback to the previous successful release (A), under load.
+    let probe = Probe::start(port, vec!["/".into(), "/health".into()]);
+    let out = deploy(&["rollback"]);
+    let load = probe.stop();
+    assert!(out.status.success());
+    assert_eq!(
+        load.failed, 0,
+        "rollback dropped requests: {:?}",
+        load.failures
+    );
+    assert_eq!(hashed_css(&http_get(port, "/").unwrap().1), asset_a);
+    assert!(
+        contacts(port).contains("ada@example.com"),
+        "contacts survive a rollback"
+    );
+
+    // Backup, a later write, restore: the backup's state comes back.
+    assert!(deploy(&["backup"]).status.success());
+    let archive = newest_backup(target.path());
+    http_post_json(
+        port,
+        "/api/contacts",
+        r#"{"name":"Later","email":"later@example.com"}"#,
+    )
+    .unwrap();
+    assert!(contacts(port).contains("later@example.com"));
+    assert!(deploy(&["backup", "--restore", &archive]).status.success());
+    let after = contacts(port);
+    assert!(
+        after.contains("ada@example.com") && !after.contains("later@example.com"),
+        "{after}"
+    );
+
+    let out = deploy(&["status"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("live:     1.0.0-a") && said.contains("1.0.0-x") && said.contains("failed"),
+        "{said}"
+    );
+
+    // The same target over ssh: a deploy, then refusals for an unknown host key and a dead port.
+    let sshd = sshd::Sshd::start();
+    let over_ssh = |config: &Path, host: &str, args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend([
+            "--host",
+            host,
+            "--ssh-config",
+            config.to_str().unwrap(),
+            "--dir",
+            &dir,
+            "--stack",
+            &stack,
+        ]);
+        xtask(root, tmp.path(), &prefix, &all)
+    };
+    let probe = Probe::start(port, vec!["/".into(), "/health".into()]);
+    let out = over_ssh(
+        &sshd.client_config(),
+        &sshd.host_spec(),
+        &["deploy", "--tag", "1.0.0-b"],
+    );
+    let load = probe.stop();
+    assert!(out.status.success(), "deploy over ssh failed");
+    assert_eq!(
+        load.failed, 0,
+        "deploy over ssh dropped requests: {:?}",
+        load.failures
+    );
+    assert_eq!(
+        hashed_css(&http_get(port, "/").unwrap().1),
+        hashed_css(&page_b)
+    );
+    let out = over_ssh(
+        &sshd.client_config_unknown_host(),
+        &sshd.host_spec(),
+        &["status"],
+    );
+    assert!(
+        stderr(&out).contains("unknown or changed host key"),
+        "{}",
+        stderr(&out)
+    );
+    let dead = format!("root@127.0.0.1:{}", free_port());
+    let out = over_ssh(&sshd.client_config(), &dead, &["status"]);
+    assert!(
+        stderr(&out).contains("cannot reach 127.0.0.1 over ssh"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(contacts(port).contains("ada@example.com"));
+}
+
+/// Edits a file of the clone and commits it, as a developer would.
+fn commit(sh: &Shell, root: &Path, file: &str, edit: impl FnOnce(&str) -> String) {
+    let path = root.join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let edited = edit(&text);
+    assert_ne!(text, edited, "the edit of {file} changed nothing");
+    std::fs::write(&path, edited).unwrap();
+    cmd!(
+        sh,
+        "git -C {root} -c user.name=dev -c user.email=dev@example.com commit -q -am {file}"
+    )
+    .run()
+    .unwrap();
+}
+
+fn hashed_css(page: &str) -> String {
+    let start = page
+        .find("\"/build/")
+        .expect("the page names a hashed asset")
+        + 1;
+    let end = start + page[start..].find('"').unwrap();
+    page[start..end].to_string()
+}
+
+fn contacts(port: u16) -> String {
+    let (status, body) = http_get(port, "/api/contacts").unwrap();
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn newest_backup(target: &Path) -> String {
+    let mut names: Vec<String> = std::fs::read_dir(target.join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names.pop().expect("a backup archive")
+}
+
+/// Removes every project, volume and network of the test's stack.
+struct RemoveStack(String);
+
+impl Drop for RemoveStack {
+    fn drop(&mut self) {
+        let stack = &self.0;
+        for color in ["blue", "green", "edge"] {
+            let project = format!("{stack}-{color}");
+            let ids = Command::new("docker")
+                .args([
+                    "ps",
+                    "-aq",
+                    "--filter",
+                    &format!("label=com.docker.compose.project={project}"),
+                ])
+                .output()
+                .unwrap();
+            for id in String::from_utf8_lossy(&ids.stdout).lines() {
+                let _ = Command::new("docker").args(["rm", "-f", id]).output();
+            }
+        }
+        for volume in ["data", "assets", "edge-conf"] {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f", &format!("{stack}_{volume}")])
+                .output();
+        }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &format!("{stack}_edge")])
+            .output();
+    }
+}
