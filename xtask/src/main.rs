@@ -12,6 +12,7 @@ mod interrupt;
 mod local_stack;
 mod lock;
 mod platform;
+mod probe;
 mod progress;
 mod project;
 mod reference;
@@ -259,6 +260,9 @@ enum Task {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Measure failed requests and gaps under load for recreate, rolling, rollback and a broken release.
+    #[command(after_help = "Example:\n  cargo xtask bench-deploy")]
+    BenchDeploy,
     /// Check this machine has what the tasks need, and say what to install when it has not.
     #[command(
         after_help = "Examples:\n  cargo xtask doctor\n  cargo xtask doctor --registry 127.0.0.1:5000/kiora"
@@ -359,12 +363,13 @@ fn run(cli: Cli) -> Result<()> {
             target,
         } => tasks::deploy::run(&ctx, &target.options()?, &tag, strategy),
         Task::Rollback { to, target } => {
-            tasks::rollback::run(&ctx, &target.options()?, to.as_deref())
+            tasks::rollback::run(&ctx, &target.options()?, to.as_deref()).map(drop)
         }
         Task::Backup { restore, target } => {
             tasks::backup::run(&ctx, &target.options()?, restore.as_deref())
         }
         Task::Status { target } => tasks::status::run(&ctx, &target.options()?),
+        Task::BenchDeploy => tasks::bench_deploy::run(&ctx),
         Task::Doctor => doctor::run(&ctx),
         Task::Completions { shell } => completions::run(shell, &mut Cli::command()),
     }

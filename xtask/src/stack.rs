@@ -180,7 +180,18 @@ impl<'a> Stack<'a> {
             return Ok(());
         }
         self.gate(&project, limit)
-            .with_context(|| format!("the new release ({project}) is not healthy"))
+            .with_context(|| format!("the new release ({project}) is not healthy"))?;
+        // The healthchecks test each container alone; this proves nginx -> php -> storage of
+        // the new release before it gets any traffic.
+        let nginx = self
+            .containers(&project, Some("nginx"))?
+            .into_iter()
+            .next()
+            .context("the new release has no nginx")?;
+        self.run(Cmd::new("docker").args(["exec", &nginx, "nginx-healthcheck", "/health"]))
+            .with_context(|| {
+                format!("the new release ({project}) does not answer /health through its nginx")
+            })
     }
 
     /// Ready = each container answers its own healthcheck command, run now with `docker exec`

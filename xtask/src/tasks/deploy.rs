@@ -60,17 +60,19 @@ const DRAIN: Duration = Duration::from_secs(2);
 
 pub fn run(ctx: &Ctx, opts: &TargetOptions, tag: &str, strategy: Strategy) -> Result<()> {
     check_release_tag(tag)?;
-    switch_release(ctx, opts, tag, strategy, "deploy")
+    switch_release(ctx, opts, tag, strategy, "deploy").map(drop)
 }
 
-/// Takes the target from its live release to `tag`, or leaves it on the live one.
+/// Takes the target from its live release to `tag`, or leaves it on the live one. Returns how
+/// long after the start the edge began sending traffic to `tag`.
 pub fn switch_release(
     ctx: &Ctx,
     opts: &TargetOptions,
     tag: &str,
     strategy: Strategy,
     operation: &str,
-) -> Result<()> {
+) -> Result<Duration> {
+    let started = std::time::Instant::now();
     let runner = &ctx.runner;
     let target = &opts.target;
     let d = Deployment::new(target, runner, &opts.stack);
@@ -147,6 +149,7 @@ pub fn switch_release(
             &nginx,
             &new_text,
             &mut progress,
+            started,
         )
     });
     let verified = switched.and_then(|()| {
@@ -200,7 +203,7 @@ pub fn switch_release(
         target.describe(),
         steps.elapsed()
     ));
-    Ok(())
+    Ok(progress.switched_after)
 }
 
 /// What has been changed so far, so a failure undoes exactly that.
@@ -210,6 +213,8 @@ struct Progress {
     wrote_compose: bool,
     started_next: bool,
     switched: bool,
+    /// From the start of the operation to the edge's reload.
+    switched_after: Duration,
 }
 
 #[allow(clippy::too_many_arguments)] // one call site; the values are the deploy's state
@@ -222,6 +227,7 @@ fn switch(
     nginx: &str,
     new_text: &str,
     progress: &mut Progress,
+    started: std::time::Instant,
 ) -> Result<()> {
     stack.ensure_shared()?;
     if strategy == Strategy::Recreate {
@@ -239,7 +245,9 @@ fn switch(
     stack.start(next, HEALTH_LIMIT)?;
     stack.ensure_edge(HEALTH_LIMIT)?;
     progress.switched = true;
-    stack.switch(next, false)
+    stack.switch(next, false)?;
+    progress.switched_after = started.elapsed();
+    Ok(())
 }
 
 /// Puts the previous release back (also after Ctrl-C: every command here is a cleanup).

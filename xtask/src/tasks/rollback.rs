@@ -10,7 +10,8 @@ use crate::stack::Stack;
 use crate::tasks::deploy::{self, Strategy, TargetOptions};
 use crate::tasks::Ctx;
 
-pub fn run(ctx: &Ctx, opts: &TargetOptions, to: Option<&str>) -> Result<()> {
+/// Returns how long after the start the edge began sending traffic to the earlier release.
+pub fn run(ctx: &Ctx, opts: &TargetOptions, to: Option<&str>) -> Result<std::time::Duration> {
     if let Some(tag) = to {
         check_release_tag(tag)?;
     }

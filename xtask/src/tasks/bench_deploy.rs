@@ -1,0 +1,242 @@
+//! `cargo xtask bench-deploy`: what users feel during a deploy, measured side by side in one run.
+//!
+//! Builds release A from the working tree (`build-app --no-push --allow-dirty`), makes B (the
+//! same images under another tag) and X (A with a healthcheck that always fails), deploys A to a
+//! scratch target on this machine, then runs each operation under a loopback load probe of ~20
+//! requests/s (`/`, `/health` and a hashed asset) and prints failed requests, the longest gap
+//! between good answers and the duration:
+//!   deploy --strategy recreate (the seed's way) | deploy --strategy rolling | rollback |
+//!   a broken release, rolled back automatically.
+//! Everything it starts is removed at the end.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cmd::{Cmd, Runner, Verbosity};
+use crate::config::APP_IMAGES;
+use crate::local_stack::ensure_edge_image;
+use crate::probe::{Load, Probe};
+use crate::target::Target;
+use crate::tasks::deploy::{self, Strategy, TargetOptions};
+use crate::tasks::{build_app, rollback, Ctx};
+
+const A: &str = "bench-a";
+const B: &str = "bench-b";
+const X: &str = "bench-broken";
+
+pub fn run(ctx: &Ctx) -> Result<()> {
+    if ctx.runner.dry_run {
+        bail!("bench-deploy measures real deploys; it has no --dry-run");
+    }
+    crate::docker::check_engine(&ctx.runner)?;
+    let say = |line: String| ctx.runner.say(line);
+    say(format!("Building release {A} from the working tree"));
+    let quiet = Ctx {
+        config: ctx.config.clone(),
+        runner: Runner::new(false, Verbosity::Quiet),
+        root: ctx.root.clone(),
+    };
+    let build = build_app::Options {
+        tag: A.into(),
+        allow_dirty: true,
+        host_tools: false,
+        push: false,
+        compose_file: "compose.yaml".into(),
+        platforms: Vec::new(),
+    };
+    build_app::run(&quiet, &build)?;
+    make_variants(&quiet)?;
+
+    let dir = tempfile::Builder::new()
+        .prefix("xtask-bench-deploy.")
+        .tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let compose = std::fs::read_to_string(ctx.root.join("compose.yaml"))?;
+    let (compose, _) =
+        crate::compose_file::set_release(&compose, Some(&ctx.config.registry), A, &APP_IMAGES)
+            .map_err(|err| anyhow::anyhow!("cannot set tag in compose.yaml: {err}"))?;
+    let edge_refs =
+        crate::compose_file::app_references(&compose, &[crate::config::EDGE]).unwrap_or_default();
+    let compose = match edge_refs.first().and_then(|r| r.rsplit_once(':')) {
+        Some((_, edge_tag)) => {
+            crate::compose_file::set_release(
+                &compose,
+                Some(&ctx.config.registry),
+                edge_tag,
+                &[crate::config::EDGE],
+            )
+            .map_err(|err| anyhow::anyhow!("{err}"))?
+            .0
+        }
+        None => compose,
+    };
+    for edge in
+        crate::compose_file::app_references(&compose, &[crate::config::EDGE]).unwrap_or_default()
+    {
+        ensure_edge_image(&quiet, &edge)?;
+    }
+    std::fs::write(dir.path().join("compose.yaml"), compose)?;
+    std::fs::write(
+        dir.path().join(".env"),
+        format!("APP_SECRET=bench\nHTTP_PORT={port}\n"),
+    )?;
+    let opts = TargetOptions {
+        target: Target::new(None, &dir.path().display().to_string(), None)?,
+        stack: format!("bench{}", std::process::id()),
+        keep_backups: 2,
+    };
+
+    let result = scenarios(&quiet, &opts, port);
+    remove_stack(&quiet.runner, &opts.stack);
+    for tag in [A, B, X] {
+        let images: Vec<String> = ctx
+            .config
+            .app_images(tag)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let _ = quiet.runner.cleanup(
+            &Cmd::new("docker")
+                .args(["image", "rm", "--force"])
+                .args(images),
+        );
+    }
+    let rows = result?;
+    println!("{}", table(&rows));
+    Ok(())
+}
+
+struct Row {
+    scenario: &'static str,
+    load: Load,
+    took: Duration,
+    /// When the edge began sending traffic to the new release (None: it never did).
+    switched: Option<Duration>,
+    outcome: String,
+}
+
+fn scenarios(ctx: &Ctx, opts: &TargetOptions, port: u16) -> Result<Vec<Row>> {
+    deploy::switch_release(ctx, opts, A, Strategy::Rolling, "deploy")
+        .context("the first deploy failed")?;
+    let page = crate::http::get(port, "/")?.body;
+    let asset = page
+        .split("\"/build/")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .map(|a| format!("/build/{a}"));
+    let paths: Vec<String> = ["/".to_string(), "/health".to_string()]
+        .into_iter()
+        .chain(asset)
+        .collect();
+    let measure = |scenario: &'static str, op: &dyn Fn() -> Result<Duration>| {
+        ctx.runner.say(format!("Measuring: {scenario}"));
+        let probe = Probe::start(port, paths.clone());
+        std::thread::sleep(Duration::from_secs(1));
+        let start = Instant::now();
+        let (switched, outcome) = match op() {
+            Ok(at) => (Some(at), "ok".to_string()),
+            Err(err) => (
+                None,
+                format!(
+                    "failed: {}",
+                    err.to_string().lines().next().unwrap_or_default()
+                ),
+            ),
+        };
+        let took = start.elapsed();
+        std::thread::sleep(Duration::from_secs(1));
+        Row {
+            scenario,
+            load: probe.stop(),
+            took,
+            switched,
+            outcome,
+        }
+    };
+    Ok(vec![
+        measure("deploy --strategy recreate (seed)", &|| {
+            deploy::switch_release(ctx, opts, B, Strategy::Recreate, "deploy")
+        }),
+        measure("deploy --strategy rolling", &|| {
+            deploy::switch_release(ctx, opts, A, Strategy::Rolling, "deploy")
+        }),
+        measure("rollback", &|| rollback::run(ctx, opts, None)),
+        measure("broken release, auto rollback", &|| {
+            deploy::switch_release(ctx, opts, X, Strategy::Rolling, "deploy")
+        }),
+    ])
+}
+
+/// B: A's images under another tag. X: A with a php healthcheck that always fails, built from
+/// a Dockerfile given on stdin (no context needed).
+fn make_variants(ctx: &Ctx) -> Result<()> {
+    let config = &ctx.config;
+    for (a, b) in config.app_images(A).iter().zip(config.app_images(B).iter()) {
+        ctx.runner
+            .run(&Cmd::new("docker").args(["tag", &a.to_string(), &b.to_string()]))?;
+    }
+    let [php_a, supervisor_a, nginx_a] = config.app_images(A);
+    let [php_x, supervisor_x, nginx_x] = config.app_images(X);
+    let broken = format!("FROM {php_a}\nHEALTHCHECK --interval=10s --retries=3 CMD [\"false\"]\n");
+    ctx.runner.run(
+        &Cmd::new("docker")
+            .args(["build", "--quiet", "--tag", &php_x.to_string(), "-"])
+            .env("DOCKER_BUILDKIT", "0")
+            .stdin(broken),
+    )?;
+    ctx.runner.run(&Cmd::new("docker").args([
+        "tag",
+        &supervisor_a.to_string(),
+        &supervisor_x.to_string(),
+    ]))?;
+    ctx.runner
+        .run(&Cmd::new("docker").args(["tag", &nginx_a.to_string(), &nginx_x.to_string()]))
+}
+
+fn remove_stack(runner: &Runner, stack: &str) {
+    for color in ["blue", "green", "edge"] {
+        let label = format!("label=com.docker.compose.project={stack}-{color}");
+        if let Ok(ids) =
+            runner.cleanup(&Cmd::new("docker").args(["ps", "--all", "--quiet", "--filter", &label]))
+        {
+            let ids: Vec<&str> = ids.lines().collect();
+            if !ids.is_empty() {
+                let _ = runner.cleanup(&Cmd::new("docker").args(["rm", "--force"]).args(ids));
+            }
+        }
+    }
+    let volumes = ["data", "assets", "edge-conf"].map(|v| format!("{stack}_{v}"));
+    let _ = runner.cleanup(
+        &Cmd::new("docker")
+            .args(["volume", "rm", "--force"])
+            .args(volumes),
+    );
+    let _ = runner.cleanup(&Cmd::new("docker").args(["network", "rm", &format!("{stack}_edge")]));
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut out = format!(
+        "{:<36} {:>8} {:>7} {:>12} {:>12} {:>9}  {}\n",
+        "scenario", "requests", "failed", "longest gap", "switched at", "duration", "result"
+    );
+    for row in rows {
+        let switched = row
+            .switched
+            .map(|s| format!("{:.1}s", s.as_secs_f64()))
+            .unwrap_or_else(|| "never".into());
+        out.push_str(&format!(
+            "{:<36} {:>8} {:>7} {:>11.2}s {:>12} {:>8.1}s  {}\n",
+            row.scenario,
+            row.load.requests,
+            row.load.failed,
+            row.load.longest_gap.as_secs_f64(),
+            switched,
+            row.took.as_secs_f64(),
+            row.outcome
+        ));
+    }
+    out
+}
