@@ -170,7 +170,7 @@ impl Runner {
         self.echo(cmd);
         let expr = cmd.expression().unchecked();
         let output = if self.verbosity == Verbosity::Quiet {
-            wait(cmd, expr.stdout_capture().stderr_to_stdout())?
+            wait(cmd, expr.stderr_to_stdout().stdout_capture())?
         } else if progress::live() {
             relay(cmd, expr)?
         } else {
@@ -430,3 +430,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod signal_tests;

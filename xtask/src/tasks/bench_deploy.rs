@@ -105,7 +105,21 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         );
     }
     let rows = result?;
-    println!("{}", table(&rows));
+    let table = table(&rows);
+    println!("{table}");
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let report = format!(
+        "# Deploy benchmark\n\n`cargo xtask bench-deploy`, {} on a {cores}-core machine, load probe ~20 requests/s on loopback\n\
+         (`/`, `/health` and a hashed asset). \"switched at\": when the edge began sending traffic to the\n\
+         new release, from the start of the command.\n\n```\n{table}```\n",
+        crate::project::now_rfc3339()
+    );
+    let path = ctx.root.join("docs/benchmarks-deploy.md");
+    std::fs::create_dir_all(ctx.root.join("docs"))?;
+    std::fs::write(&path, report).with_context(|| format!("cannot write {}", path.display()))?;
+    ctx.runner.say(format!("written to {}", path.display()));
     Ok(())
 }
 
