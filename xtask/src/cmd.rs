@@ -188,25 +188,7 @@ impl Runner {
     /// Runs a read-only query (also in dry-run mode) and returns its trimmed stdout.
     pub fn query(&self, cmd: &Cmd) -> Result<String> {
         self.echo(cmd);
-        let output = wait(
-            cmd,
-            cmd.expression()
-                .unchecked()
-                .stdout_capture()
-                .stderr_capture(),
-        )?;
-        if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            bail!(
-                "`{}` failed ({}): {}",
-                short(cmd),
-                describe(output.status),
-                stderr.trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&output.stdout)
-            .trim_end()
-            .to_string())
+        captured(cmd, true)
     }
 
     /// Runs a read-only command (also in dry-run mode) and returns its status and output, for
@@ -230,24 +212,7 @@ impl Runner {
             return Ok(String::new());
         }
         self.echo(cmd);
-        let expr = cmd
-            .expression()
-            .unchecked()
-            .stdout_capture()
-            .stderr_capture();
-        let output = wait_for(cmd, expr, false)?;
-        if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            bail!(
-                "`{}` failed ({}): {}",
-                short(cmd),
-                describe(output.status),
-                stderr.trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&output.stdout)
-            .trim_end()
-            .to_string())
+        captured(cmd, false)
     }
 
     /// Runs a read-only check and says whether it exited 0 (output discarded).
@@ -294,6 +259,28 @@ fn relay(cmd: &Cmd, expr: duct::Expression) -> Result<std::process::Output> {
         let _ = finished.recv_timeout(Duration::from_secs(2));
     }
     output
+}
+
+/// Runs `cmd` with its output captured; its trimmed stdout, or an error quoting its stderr.
+fn captured(cmd: &Cmd, interruptible: bool) -> Result<String> {
+    let expr = cmd
+        .expression()
+        .unchecked()
+        .stdout_capture()
+        .stderr_capture();
+    let output = wait_for(cmd, expr, interruptible)?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        bail!(
+            "`{}` failed ({}): {}",
+            short(cmd),
+            describe(output.status),
+            stderr.trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .trim_end()
+        .to_string())
 }
 
 /// Starts the child and waits for it. When we are interrupted (Ctrl-C, SIGTERM), the child

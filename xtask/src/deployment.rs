@@ -88,14 +88,7 @@ impl<'a> Deployment<'a> {
 
     /// `docker compose` for the deployed project, with absolute paths (no working directory).
     pub fn compose(&self) -> Cmd {
-        Cmd::new("docker")
-            .args([
-                "compose",
-                "--project-name",
-                &self.project,
-                "--project-directory",
-                &self.target.dir,
-            ])
+        crate::docker::compose(&self.project, &self.target.dir)
             .args(["--file", &self.target.path("compose.yaml")])
     }
 

@@ -111,6 +111,17 @@ pub fn oci_labels(version: &str, revision: &str, created: &str) -> Vec<(String, 
     .collect()
 }
 
+/// `docker compose` of `project`, rooted at `dir` (where it finds `.env`).
+pub fn compose(project: &str, dir: &str) -> Cmd {
+    Cmd::new("docker").args([
+        "compose",
+        "--project-name",
+        project,
+        "--project-directory",
+        dir,
+    ])
+}
+
 pub fn push(image: &ImageRef) -> Cmd {
     Cmd::new("docker").arg("push").arg(image.to_string())
 }

@@ -73,14 +73,7 @@ impl LocalStack {
 
     /// `docker compose` of the project, with the edge profile and the rendered file on stdin.
     pub fn compose(&self) -> Cmd {
-        Cmd::new("docker")
-            .args([
-                "compose",
-                "--project-name",
-                &self.project,
-                "--project-directory",
-            ])
-            .arg(self.dir.display().to_string())
+        docker::compose(&self.project, &self.dir.display().to_string())
             .args(["--profile", "edge", "--file", "-"])
             .env("CRM_STACK", &self.project)
             .env("HTTP_PORT", self.port.to_string())

@@ -134,10 +134,10 @@ impl<'a> Stack<'a> {
             .find(|c| conf.contains(&format!("\"{}:80\"", self.project(*c)))))
     }
 
-    /// The image a color's php container runs (`.../crm-gdb_php:TAG`), if it runs.
-    pub fn php_image(&self, color: Color) -> Result<Option<String>> {
+    /// The image a color's `service` container runs (`.../crm-gdb_php:TAG`), if it runs.
+    pub fn image_of(&self, color: Color, service: &str) -> Result<Option<String>> {
         let Some(id) = self
-            .containers(&self.project(color), Some("php"))?
+            .containers(&self.project(color), Some(service))?
             .into_iter()
             .next()
         else {
@@ -322,7 +322,7 @@ impl<'a> Stack<'a> {
             .d
             .on_target(self.compose(&project).args(["up", "--detach"]));
         self.d.runner.cleanup(&cmd)?;
-        if let Some(image) = self.nginx_image(color)? {
+        if let Some(image) = self.image_of(color, "nginx")? {
             let bridge = self.d.on_target(asset_tool(
                 self.name(),
                 &image,
@@ -331,22 +331,6 @@ impl<'a> Stack<'a> {
             self.d.runner.cleanup(&bridge)?;
         }
         Ok(())
-    }
-
-    fn nginx_image(&self, color: Color) -> Result<Option<String>> {
-        let Some(id) = self
-            .containers(&self.project(color), Some("nginx"))?
-            .into_iter()
-            .next()
-        else {
-            return Ok(None);
-        };
-        Ok(Some(self.query(Cmd::new("docker").args([
-            "inspect",
-            "--format",
-            "{{.Config.Image}}",
-            &id,
-        ]))?))
     }
 
     /// Stops some services of a color (restore: nothing may write the data meanwhile).

@@ -191,12 +191,15 @@ fn dry_runs_without_a_terminal_print_plain_commands_and_write_nothing() {
 
 #[test]
 fn dry_run_down_prints_exactly_the_command_it_would_run() {
-    let output = xtask(&["--dry-run", "down", "--volumes"]);
+    // A project name of its own, so no network of that name exists (its `rm` would be listed).
+    let output = xtask(&["--dry-run", "down", "--volumes", "--project-name", "crm-gdb-cli-test"]);
     assert!(output.status.success());
     assert_eq!(
         stdout(&output),
         format!(
-            "docker compose --project-name crm-gdb-local --project-directory {} down --remove-orphans --volumes\n",
+            "CRM_STACK=crm-gdb-cli-test HTTP_PORT=0 docker compose --project-name crm-gdb-cli-test --project-directory {} \
+             --profile edge --file - down --remove-orphans <<stdin\n\
+             docker volume rm --force crm-gdb-cli-test_data crm-gdb-cli-test_assets crm-gdb-cli-test_edge-conf\n",
             root().display()
         )
     );

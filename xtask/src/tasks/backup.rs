@@ -25,7 +25,7 @@ pub fn run(ctx: &Ctx, opts: &TargetOptions, restore: Option<&str>) -> Result<()>
         .live()?
         .context("nothing is deployed on the target yet: no data volume to back up or restore")?;
     let image = stack
-        .php_image(live)?
+        .image_of(live, "php")?
         .context("the live release has no php container")?;
     let _lock = d.lock(if restore.is_some() {
         "restore"

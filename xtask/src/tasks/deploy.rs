@@ -107,7 +107,7 @@ pub fn switch_release(
     let live = stack.live()?;
     let old_tag = match live {
         Some(color) => stack
-            .php_image(color)?
+            .image_of(color, "php")?
             .and_then(|image| compose_file::release_of(&image)),
         None => None,
     };

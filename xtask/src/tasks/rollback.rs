@@ -20,7 +20,7 @@ pub fn run(ctx: &Ctx, opts: &TargetOptions, to: Option<&str>) -> Result<std::tim
     let stack = Stack::new(&d);
     let live = match stack.live()? {
         Some(color) => stack
-            .php_image(color)?
+            .image_of(color, "php")?
             .and_then(|image| crate::compose_file::release_of(&image)),
         None => None,
     };

@@ -16,7 +16,7 @@ pub fn run(ctx: &Ctx, opts: &TargetOptions) -> Result<()> {
     println!("target:   {}", opts.target.describe());
     match stack.live()? {
         Some(color) => {
-            let image = stack.php_image(color)?.unwrap_or_default();
+            let image = stack.image_of(color, "php")?.unwrap_or_default();
             let tag = crate::compose_file::release_of(&image).unwrap_or_default();
             println!("live:     {tag} ({})", stack.project(color));
             println!("{}", stack.ps(color)?);

@@ -135,23 +135,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn compose_runs_the_local_project_from_the_project_directory() {
-        let cmd = compose(Path::new("/repo"), PROJECT).args(["down"]);
-        assert_eq!(
-            cmd.argv(),
-            [
-                "docker",
-                "compose",
-                "--project-name",
-                "crm-gdb-local",
-                "--project-directory",
-                "/repo",
-                "down"
-            ]
-        );
-    }
-
-    #[test]
     fn os_image_from_debian_packages() {
         let [boot, tar, import] = os_image_commands(
             "debian:bookworm-slim",
