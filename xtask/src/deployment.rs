@@ -131,10 +131,14 @@ impl<'a> Deployment<'a> {
         let lock = self.target.path(LOCK_DIR);
         self.runner
             .run(&self.on_target(Cmd::new("mkdir").args(["-p", &self.target.path(".deploy")])))?;
-        let taken = self
-            .runner
-            .output(&self.on_target(Cmd::new("mkdir").arg(&lock)))?;
-        if !self.runner.dry_run && !taken.status.success() {
+        // mkdir is atomic: it fails when the lock exists. (Under --dry-run it is only printed.)
+        let take = self.on_target(Cmd::new("mkdir").arg(&lock));
+        let taken = if self.runner.dry_run {
+            self.runner.run(&take).is_ok()
+        } else {
+            self.runner.output(&take)?.status.success()
+        };
+        if !taken {
             let owner = self
                 .read(&format!("{LOCK_DIR}/owner"))
                 .unwrap_or_else(|_| "unknown".into());

@@ -136,6 +136,37 @@ fn publish_then_build_app_from_a_developers_tree() {
     assert_eq!(compose_after, expected);
 
     check_images(&sh, &prefix, &secret);
+
+    // The seed's "test the image locally": the release behind the edge, secrets from an env file.
+    let env_file = tmp
+        .path()
+        .join("..")
+        .join(format!("test-image-{}.env", std::process::id()));
+    std::fs::write(&env_file, format!("APP_SECRET={secret}\n")).unwrap();
+    let out = xtask(
+        root,
+        tmp.path(),
+        &prefix,
+        &[
+            "test-image",
+            "--tag",
+            TAG,
+            "--env-file",
+            env_file.to_str().unwrap(),
+        ],
+    );
+    std::fs::remove_file(&env_file).unwrap();
+    assert!(out.status.success(), "test-image failed");
+    assert!(stderr(&out).contains(&format!("Release {TAG} passed")));
+    assert!(is_empty_dir(tmp.path()), "test-image left files in TMPDIR");
+    let names = "{{.Names}}";
+    let left = cmd!(sh, "docker ps --all --format {names}")
+        .read()
+        .unwrap_or_default();
+    assert!(
+        !left.contains("crm-gdb-test-"),
+        "test-image left containers: {left}"
+    );
     bad_input(&sh, root, tmp.path(), &prefix);
     push_failure(&sh, root, tmp.path(), &prefix);
 }

@@ -192,7 +192,13 @@ fn dry_runs_without_a_terminal_print_plain_commands_and_write_nothing() {
 #[test]
 fn dry_run_down_prints_exactly_the_command_it_would_run() {
     // A project name of its own, so no network of that name exists (its `rm` would be listed).
-    let output = xtask(&["--dry-run", "down", "--volumes", "--project-name", "crm-gdb-cli-test"]);
+    let output = xtask(&[
+        "--dry-run",
+        "down",
+        "--volumes",
+        "--project-name",
+        "crm-gdb-cli-test",
+    ]);
     assert!(output.status.success());
     assert_eq!(
         stdout(&output),

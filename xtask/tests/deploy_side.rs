@@ -260,6 +260,124 @@ fn deploy_rollback_backup_locally_and_over_ssh() {
         stderr(&out)
     );
     assert!(contacts(port).contains("ada@example.com"));
+
+    // --dry-run prints the plan and changes nothing on the target.
+    let before = snapshot(target.path());
+    let out = deploy(&["--dry-run", "deploy", "--tag", "1.0.0-a"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nginx -s reload"));
+    assert!(
+        snapshot(target.path()) == before,
+        "--dry-run changed the target"
+    );
+
+    // Ctrl-C in the middle of the switch: exit 130, the lock released, one version serving.
+    let probe = Probe::start(port, vec!["/".into(), "/health".into()]);
+    let code = interrupt_during(
+        root,
+        tmp.path(),
+        &prefix,
+        &[
+            "deploy", "--tag", "1.0.0-a", "--dir", &dir, "--stack", &stack,
+        ],
+        "[5/7]",
+    );
+    let load = probe.stop();
+    assert_eq!(code, Some(130), "Ctrl-C exits 130");
+    assert!(
+        !target.path().join(".deploy/lock").exists(),
+        "the lock is released after Ctrl-C"
+    );
+    assert_eq!(
+        load.failed, 0,
+        "Ctrl-C during a deploy dropped requests: {:?}",
+        load.failures
+    );
+    let serving = hashed_css(&http_get(port, "/").unwrap().1);
+    let compose_now = std::fs::read_to_string(target.path().join("compose.yaml")).unwrap();
+    let expected = if serving == asset_a {
+        "crm-gdb_php:1.0.0-a"
+    } else {
+        "crm-gdb_php:1.0.0-b"
+    };
+    assert!(
+        compose_now.contains(expected),
+        "compose.yaml names the version that serves ({expected})"
+    );
+
+    // A registry the target cannot reach: refused before anything stops.
+    let other = tempfile::tempdir().unwrap();
+    let dead = format!("127.0.0.1:{}/kiora", free_port());
+    std::fs::write(
+        other.path().join("compose.yaml"),
+        std::fs::read_to_string(root.join("compose.yaml"))
+            .unwrap()
+            .replace("registry.kiora.tech/kiora", &dead),
+    )
+    .unwrap();
+    let other_dir = other.path().to_str().unwrap();
+    let out = xtask(
+        root,
+        tmp.path(),
+        &prefix,
+        &[
+            "deploy",
+            "--tag",
+            "1.0.0-a",
+            "--dir",
+            other_dir,
+            "--stack",
+            &format!("{stack}x"),
+        ],
+    );
+    assert!(
+        stderr(&out).contains("is unreachable from the target; nothing was stopped"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!other.path().join(".deploy/lock").exists());
+}
+
+/// Runs `cargo xtask ARGS`, sends SIGINT 1.5 s after `marker` appears on its stderr, returns its exit code.
+fn interrupt_during(
+    root: &Path,
+    tmp: &Path,
+    registry: &str,
+    args: &[&str],
+    marker: &str,
+) -> Option<i32> {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .env("XTASK_ROOT", root)
+        .env("XTASK_REGISTRY", registry)
+        .env("TMPDIR", tmp)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (seen, saw) = std::sync::mpsc::channel();
+    let marker = marker.to_string();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            eprintln!("  | {line}");
+            if line.contains(&marker) {
+                let _ = seen.send(());
+            }
+        }
+    });
+    saw.recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the marker line appeared");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap().code()
 }
 
 /// Edits a file of the clone and commits it, as a developer would.
