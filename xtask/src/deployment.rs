@@ -258,7 +258,15 @@ impl<'a> Deployment<'a> {
             .chars()
             .filter(|c| c.is_ascii_alphanumeric())
             .collect();
-        let name = format!("data-{stamp}-{label}.tar.gz");
+        // Never overwrite an archive, even two backups in the same second.
+        let existing = self.backups()?;
+        let mut name = format!("data-{stamp}-{label}.tar.gz");
+        for n in 2.. {
+            if !existing.contains(&name) {
+                break;
+            }
+            name = format!("data-{stamp}-{label}-{n}.tar.gz");
+        }
         let backups = self.target.path(BACKUPS);
         self.runner
             .run(&self.on_target(Cmd::new("mkdir").args(["-p", &backups])))?;

@@ -40,6 +40,8 @@ impl Color {
 }
 
 const LIVE_CONF: &str = "/etc/nginx/crm-edge/live.conf";
+/// How long a healthy release's nginx may take to answer /health (its resolver caches 5 s).
+const SMOKE_LIMIT: Duration = Duration::from_secs(15);
 
 pub struct Stack<'a> {
     pub d: &'a Deployment<'a>,
@@ -188,10 +190,22 @@ impl<'a> Stack<'a> {
             .into_iter()
             .next()
             .context("the new release has no nginx")?;
-        self.run(Cmd::new("docker").args(["exec", &nginx, "nginx-healthcheck", "/health"]))
-            .with_context(|| {
-                format!("the new release ({project}) does not answer /health through its nginx")
-            })
+        // Polled: an nginx whose php was just restarted re-resolves it within 5 s.
+        let probe = self.d.on_target(Cmd::new("docker").args([
+            "exec",
+            &nginx,
+            "nginx-healthcheck",
+            "/health",
+        ]));
+        let start = Instant::now();
+        while !self.d.runner.succeeds(&probe)? {
+            if start.elapsed() > SMOKE_LIMIT {
+                bail!("the new release ({project}) does not answer /health through its nginx");
+            }
+            crate::interrupt::check()?;
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Ok(())
     }
 
     /// Ready = each container answers its own healthcheck command, run now with `docker exec`

@@ -228,37 +228,7 @@ fn interrupt_every_step(test: &str, signal: i32, tag: &'static str) {
             took < Duration::from_secs(8),
             "{what}: took {took:?} to stop\n{log}"
         );
-        assert!(
-            is_empty_dir(tmp),
-            "{what}: staging left: {:?}",
-            std::fs::read_dir(tmp).unwrap().collect::<Vec<_>>()
-        );
-        let alive: Vec<&(u32, String)> = children
-            .iter()
-            .filter(|(pid, args)| !args.is_empty() && cmdline(*pid) == *args)
-            .collect();
-        assert!(
-            alive.is_empty(),
-            "{what}: children still running: {alive:?}"
-        );
-        let tmp_text = tmp.display().to_string();
-        assert_eq!(
-            processes_mentioning(&tmp_text),
-            Vec::<String>::new(),
-            "{what}: processes left"
-        );
-        // Filtered by name: `ancestor=` also matches the other test's containers (same image ID).
-        let tool_containers = containers(&format!("ancestor={build_image}"));
-        let ours: Vec<&str> = tool_containers
-            .lines()
-            .filter(|c| c.contains(&build_image))
-            .collect();
-        assert!(
-            ours.is_empty(),
-            "{what}: tool container left: {ours:?}\n{log}"
-        );
-        let named = containers(&format!("name=xtask-{}-", run.pid()));
-        assert_eq!(named, "", "{what}: container left\n{log}");
+        assert_nothing_left(&what, tmp, &children, &build_image, run.pid(), &log);
 
         if point.name == "base image pull" {
             docker(&["tag", &kept, &base]);
@@ -273,6 +243,49 @@ fn interrupt_every_step(test: &str, signal: i32, tag: &'static str) {
         ));
     }
     eprintln!("\n{test}:\n  {}", report.join("\n  "));
+}
+
+/// No staging directory, child process, process using the staging directory or tool container
+/// is left after the xtask `pid` ended.
+fn assert_nothing_left(
+    what: &str,
+    tmp: &Path,
+    children: &[(u32, String)],
+    build_image: &str,
+    pid: u32,
+    log: &str,
+) {
+    assert!(
+        is_empty_dir(tmp),
+        "{what}: staging left: {:?}",
+        std::fs::read_dir(tmp).unwrap().collect::<Vec<_>>()
+    );
+    let alive: Vec<&(u32, String)> = children
+        .iter()
+        .filter(|(child, args)| !args.is_empty() && cmdline(*child) == *args)
+        .collect();
+    assert!(
+        alive.is_empty(),
+        "{what}: children still running: {alive:?}"
+    );
+    let tmp_text = tmp.display().to_string();
+    assert_eq!(
+        processes_mentioning(&tmp_text),
+        Vec::<String>::new(),
+        "{what}: processes left"
+    );
+    // Filtered by name: `ancestor=` also matches the other test's containers (same image ID).
+    let tool_containers = containers(&format!("ancestor={build_image}"));
+    let ours: Vec<&str> = tool_containers
+        .lines()
+        .filter(|c| c.contains(build_image))
+        .collect();
+    assert!(
+        ours.is_empty(),
+        "{what}: tool container left: {ours:?}\n{log}"
+    );
+    let named = containers(&format!("name=xtask-{pid}-"));
+    assert_eq!(named, "", "{what}: container left\n{log}");
 }
 
 /// While a build-app holds the tree, another build-app and a set-tag are refused, naming it.

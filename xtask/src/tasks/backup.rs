@@ -27,24 +27,32 @@ pub fn run(ctx: &Ctx, opts: &TargetOptions, restore: Option<&str>) -> Result<()>
     let image = stack
         .image_of(live, "php")?
         .context("the live release has no php container")?;
+    // Before a restore: check the archive is there first, and prune nothing (it could be it).
+    if let Some(archive) = restore {
+        if !d.backups()?.iter().any(|name| name == archive) {
+            bail!(
+                "no backups/{archive} on {}; `cargo xtask status` lists the archives",
+                opts.target.describe()
+            );
+        }
+    }
+    let (label, keep) = if restore.is_some() {
+        ("before-restore", usize::MAX)
+    } else {
+        ("manual", opts.keep_backups)
+    };
     let _lock = d.lock(if restore.is_some() {
         "restore"
     } else {
         "backup"
     })?;
     let safety = d
-        .backup(&image, "manual", opts.keep_backups)?
+        .backup(&image, label, keep)?
         .context("the data volume does not exist")?;
     runner.say(format!("backed up the data volume to backups/{safety}"));
     let Some(archive) = restore else {
         return Ok(());
     };
-    if !d.backups()?.iter().any(|name| name == archive) {
-        bail!(
-            "no backups/{archive} on {}; `cargo xtask status` lists the archives",
-            opts.target.describe()
-        );
-    }
     stack.stop_services(live, &["worker", "php"])?;
     let restored = d.restore(&image, archive);
     let started = stack.start(live, std::time::Duration::from_secs(120));
