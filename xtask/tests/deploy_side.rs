@@ -346,38 +346,18 @@ fn interrupt_during(
     args: &[&str],
     marker: &str,
 ) -> Option<i32> {
-    use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .env("XTASK_ROOT", root)
-        .env("XTASK_REGISTRY", registry)
-        .env("TMPDIR", tmp)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (seen, saw) = std::sync::mpsc::channel();
-    let marker = marker.to_string();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            eprintln!("  | {line}");
-            if line.contains(&marker) {
-                let _ = seen.send(());
-            }
-        }
+    let mut running = faults::Running::start(root, tmp, registry, args, &[]);
+    let seen = running.wait_for_line(std::time::Duration::from_secs(120), |line| {
+        line.contains(marker)
     });
-    saw.recv_timeout(std::time::Duration::from_secs(120))
-        .expect("the marker line appeared");
+    assert!(
+        seen.is_some(),
+        "the marker {marker:?} appeared: {}",
+        running.stderr()
+    );
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    child.wait().unwrap().code()
+    running.signal(libc::SIGINT);
+    running.wait(std::time::Duration::from_secs(120)).code()
 }
 
 /// Edits a file of the clone and commits it, as a developer would.

@@ -114,12 +114,20 @@ impl Drop for Registry {
 
 /// Minimal HTTP/1.0 GET on loopback: (status, body).
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_request(
+        port,
+        &format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"),
+    )
+}
+
+/// Sends a raw HTTP/1.0 request on loopback: (status, body).
+fn http_request(port: u16, request: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
@@ -215,6 +223,7 @@ pub fn xtask(root: &Path, tmp: &Path, registry: &str, args: &[&str]) -> Output {
         .env("XTASK_ROOT", root)
         .env("XTASK_REGISTRY", registry)
         .env("TMPDIR", tmp)
+        .env("XTASK_CACHE_DIR", cache_dir(root))
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -228,6 +237,12 @@ pub fn xtask(root: &Path, tmp: &Path, registry: &str, args: &[&str]) -> Output {
     output
 }
 
+/// The dependency cache of the scratch clone `root`: its own, beside it (not in TMPDIR, which
+/// the tests check is left empty), so each test sees its own composer and npm runs.
+pub fn cache_dir(root: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.xtask-cache", root.display()))
+}
+
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -238,25 +253,13 @@ pub fn is_empty_dir(dir: &Path) -> bool {
 
 /// HTTP/1.0 POST of a JSON body on loopback: (status, body).
 pub fn http_post_json(port: u16, path: &str, json: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    write!(
-        stream,
-        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
-        json.len()
+    http_request(
+        port,
+        &format!(
+            "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+            json.len()
+        ),
     )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((status, body))
 }
 
 /// A bounded load probe: GETs `paths` in turn, about 20 per second, until stopped (or 5 min).
