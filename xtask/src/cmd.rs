@@ -225,6 +225,59 @@ impl Runner {
         Ok(output.status.success())
     }
 
+    /// Runs several sequences of actions at once: the commands of one sequence in order, the
+    /// sequences side by side (e.g. `[[build php, build supervisor], [build nginx]]`). Each child
+    /// is run by [`Runner::run`] on its own thread, so Ctrl-C or SIGTERM stops every running
+    /// child (SIGTERM, then SIGKILL after the grace period). A failing sequence stops at its
+    /// failing command; the others run to their end; every failure is reported, one per line.
+    pub fn run_parallel(&self, sequences: &[Vec<Cmd>]) -> Result<()> {
+        self.each_parallel(sequences, |cmd| self.run(cmd))
+    }
+
+    /// [`Runner::run_parallel`] with a caller-supplied way to run each command (e.g. with retries
+    /// and a clearer message); sequences run side by side, each stops at its first error.
+    pub fn each_parallel<F>(&self, sequences: &[Vec<Cmd>], run: F) -> Result<()>
+    where
+        F: Fn(&Cmd) -> Result<()> + Sync,
+    {
+        if self.dry_run {
+            // Printed in a stable order: the plan reads the same every time.
+            for cmd in sequences.iter().flatten() {
+                run(cmd)?;
+            }
+            return Ok(());
+        }
+        let errors: Vec<anyhow::Error> = std::thread::scope(|scope| {
+            let handles: Vec<_> = sequences
+                .iter()
+                .map(|sequence| {
+                    let run = &run;
+                    scope.spawn(move || sequence.iter().try_for_each(run))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .filter_map(|handle| match handle.join() {
+                    Ok(result) => result.err(),
+                    Err(_) => Some(anyhow::anyhow!("a command thread panicked")),
+                })
+                .collect()
+        });
+        // An interrupt is reported as such (main maps it to 128 + signal), not as N failures.
+        let mut errors = errors;
+        if let Some(at) = errors.iter().position(|e| e.is::<interrupt::Interrupted>()) {
+            return Err(errors.swap_remove(at));
+        }
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.into_iter().next().expect("one error")),
+            n => {
+                let lines: Vec<String> = errors.iter().map(|e| format!("{e:#}")).collect();
+                bail!("{n} commands failed: {}", lines.join("; "))
+            }
+        }
+    }
+
     /// A line of progress on stderr, unless `-q`.
     pub fn say(&self, line: impl AsRef<str>) {
         if self.verbosity > Verbosity::Quiet {
@@ -400,6 +453,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("not installed or not on PATH"), "{err}");
+    }
+
+    #[test]
+    fn parallel_sequences_run_side_by_side_and_report_every_failure() {
+        let runner = Runner::new(false, Verbosity::Quiet);
+        let dir = tempfile::tempdir().unwrap();
+        let mark = |name: &str| {
+            Cmd::new("sh")
+                .arg("-c")
+                .arg(format!("sleep 0.4; touch {name}"))
+                .dir(dir.path())
+        };
+        let started = std::time::Instant::now();
+        let err = runner
+            .run_parallel(&[
+                vec![mark("a"), mark("b")],
+                vec![mark("c")],
+                vec![Cmd::new("false"), mark("never")],
+            ])
+            .unwrap_err()
+            .to_string();
+        let took = started.elapsed();
+        assert_eq!(err, "`false` failed (exit code 1)");
+        // a then b in order (0.8 s), c beside them: well under the 1.2 s of a serial run.
+        assert!(took < Duration::from_millis(1100), "{took:?}");
+        for name in ["a", "b", "c"] {
+            assert!(dir.path().join(name).exists(), "{name} did not run");
+        }
+        assert!(!dir.path().join("never").exists(), "ran after a failure");
+
+        let err = runner
+            .run_parallel(&[
+                vec![Cmd::new("false")],
+                vec![Cmd::new("sh").args(["-c", "exit 3"])],
+            ])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("2 commands failed: "), "{err}");
+        assert!(err.contains("exit code 3"), "{err}");
+        runner.run_parallel(&[]).unwrap();
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //!
 //! This file only parses arguments and dispatches; each task lives in `tasks/<name>.rs`.
 
+mod build_cache;
 mod cmd;
 mod compose_file;
 mod config;
@@ -181,6 +182,9 @@ enum Task {
         /// Target platforms, e.g. linux/amd64,linux/arm64 (default: the engine's own).
         #[arg(long, value_delimiter = ',', value_parser = platform::parse)]
         platform: Vec<String>,
+        /// Build even when local images were built from exactly the same inputs (default: re-tag them).
+        #[arg(long)]
+        rebuild: bool,
     },
     /// Point the app images of a compose file at another tag, changing nothing else.
     #[command(after_help = "Example:\n  cargo xtask set-tag --tag 1.4.0 --file compose.yaml")]
@@ -263,6 +267,11 @@ enum Task {
     /// Measure failed requests and gaps under load for recreate, rolling, rollback and a broken release.
     #[command(after_help = "Example:\n  cargo xtask bench-deploy")]
     BenchDeploy,
+    /// Time build-app against the seed's naive procedure (cold, warm, no change, staging, sizes).
+    #[command(
+        after_help = "Examples:\n  cargo xtask bench\n  cargo xtask bench --registry 127.0.0.1:5000/kiora\n\nWithout --registry (or XTASK_REGISTRY) it starts its own `docker-registry serve` on 127.0.0.1.\nIt prunes the engine's build cache (`docker builder prune -af`) for the cold build.\nWrites docs/benchmarks.md."
+    )]
+    Bench,
     /// Check this machine has what the tasks need, and say what to install when it has not.
     #[command(
         after_help = "Examples:\n  cargo xtask doctor\n  cargo xtask doctor --registry 127.0.0.1:5000/kiora"
@@ -340,6 +349,7 @@ fn run(cli: Cli) -> Result<()> {
             no_push,
             compose_file,
             platform,
+            rebuild,
         } => build_app::run(
             &ctx,
             &build_app::Options {
@@ -349,6 +359,7 @@ fn run(cli: Cli) -> Result<()> {
                 push: !no_push,
                 compose_file,
                 platforms: platform,
+                rebuild,
             },
         ),
         Task::SetTag { tag, file } => set_tag::run(&ctx, &tag, &file),
@@ -370,6 +381,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Task::Status { target } => tasks::status::run(&ctx, &target.options()?),
         Task::BenchDeploy => tasks::bench_deploy::run(&ctx),
+        Task::Bench => tasks::bench::run(&ctx),
         Task::Doctor => doctor::run(&ctx),
         Task::Completions { shell } => completions::run(shell, &mut Cli::command()),
     }

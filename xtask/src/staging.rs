@@ -121,7 +121,9 @@ fn archive_commands(root: &Path, dest: &Path) -> [Cmd; 2] {
     ]
 }
 
-fn copy_working_tree(runner: &Runner, root: &Path, dest: &Path) -> Result<()> {
+/// The files `--allow-dirty` stages: tracked and untracked-not-ignored files of the build
+/// inputs that exist, minus the names that never leave the tree; relative to `root`.
+pub fn working_tree_files(runner: &Runner, root: &Path) -> Result<Vec<String>> {
     let listed = runner.query(
         &git(root)
             .args([
@@ -134,15 +136,22 @@ fn copy_working_tree(runner: &Runner, root: &Path, dest: &Path) -> Result<()> {
             ])
             .args(BUILD_INPUTS),
     )?;
-    for relative in listed.split('\0').filter(|p| !p.is_empty()).map(Path::new) {
-        let from = root.join(relative);
+    Ok(listed
+        .split('\0')
+        .filter(|p| !p.is_empty())
         // A tracked file deleted in the working tree is simply not part of the build.
+        .filter(|p| !is_excluded(Path::new(p)) && std::fs::symlink_metadata(root.join(p)).is_ok())
+        .map(String::from)
+        .collect())
+}
+
+fn copy_working_tree(runner: &Runner, root: &Path, dest: &Path) -> Result<()> {
+    for relative in working_tree_files(runner, root)? {
+        let relative = Path::new(&relative);
+        let from = root.join(relative);
         let Ok(meta) = std::fs::symlink_metadata(&from) else {
             continue;
         };
-        if is_excluded(relative) {
-            continue;
-        }
         let to = dest.join(relative);
         std::fs::create_dir_all(to.parent().expect("a listed file has a parent"))?;
         if meta.file_type().is_symlink() {

@@ -137,6 +137,25 @@ fn publish_then_build_app_from_a_developers_tree() {
 
     check_images(&sh, &prefix, &secret);
 
+    // Nothing changed since: the images are re-tagged and pushed, nothing is built again.
+    let out = xtask(root, tmp.path(), &prefix, &["build-app", "--tag", "1.4.1"]);
+    assert!(out.status.success(), "build-app 1.4.1 failed");
+    let log = stderr(&out);
+    assert!(
+        log.contains("unchanged inputs: reusing")
+            && log.contains(&format!("(built as {prefix}/crm-gdb_php:{TAG})")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("composer install") && is_empty_dir(tmp.path()),
+        "{log}"
+    );
+    assert_eq!(
+        registry.tags("crm-gdb_php"),
+        ["1.4.0", "1.4.0-supervisor", "1.4.1", "1.4.1-supervisor"]
+    );
+    assert_eq!(registry.tags("crm-gdb_nginx"), ["1.4.0", "1.4.1"]);
+
     // The seed's "test the image locally": the release behind the edge, secrets from an env file.
     let env_file = tmp
         .path()

@@ -143,7 +143,15 @@ fn interrupt_every_step(test: &str, signal: i32, tag: &'static str) {
         let before = snapshot(root);
         let compose_before = std::fs::read(root.join("compose.yaml")).unwrap();
 
-        let mut run = Running::start(root, tmp, &prefix, &["-v", "build-app", "--tag", tag], &[]);
+        // --rebuild: the images an earlier point let finish would otherwise be re-tagged, and
+        // the build lines of the later points would never come.
+        let mut run = Running::start(
+            root,
+            tmp,
+            &prefix,
+            &["-v", "build-app", "--tag", tag, "--rebuild"],
+            &[],
+        );
         let seen = run.wait_for_line(Duration::from_secs(300), &point.line);
         assert!(
             seen.is_some(),

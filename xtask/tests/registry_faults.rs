@@ -1,7 +1,7 @@
-//! The registry goes away in the middle of `build-app`'s pushes (its process is killed right
-//! after the first image was pushed, as the second push starts): the push is retried with
-//! backoff, one line per retry; a registry that stays down gives one clear error naming it and
-//! compose.yaml untouched; a registry that comes back during the backoff gets the push.
+//! The registry goes away in the middle of `build-app`'s pushes (its process is killed as the
+//! pushes start; they run side by side): each failed push is retried with backoff, one line per
+//! retry; a registry that stays down gives one clear error naming it and compose.yaml untouched;
+//! a registry that comes back during the backoff gets the pushes.
 
 mod common;
 
@@ -72,21 +72,28 @@ fn a_registry_that_stays_down_is_named_and_nothing_changes() {
 
     let host = s.prefix.split('/').next().unwrap();
     let retries: Vec<&str> = log.lines().filter(|l| l.contains("; retry ")).collect();
-    assert_eq!(retries.len(), 2, "{log}");
-    assert!(
-        retries[0]
-            == format!(
-                "`docker push {}/crm-gdb_php:3.1.0-supervisor` failed (exit code 1); retry 1/2 in 1s",
-                s.prefix
-            ),
-        "{}",
-        retries[0]
+    // The pushes run side by side: two retries each for the ones the registry's death caught
+    // (php or nginx may have been quick enough to get in before it).
+    let supervisor = format!(
+        "`docker push {}/crm-gdb_php:3.1.0-supervisor` failed (exit code 1); retry",
+        s.prefix
     );
-    assert!(
-        retries[1].ends_with(" failed (exit code 1); retry 2/2 in 2s"),
-        "{}",
-        retries[1]
-    );
+    for expected in [
+        format!("{supervisor} 1/2 in 1s"),
+        format!("{supervisor} 2/2 in 2s"),
+    ] {
+        assert!(
+            retries.contains(&expected.as_str()),
+            "{expected} missing:\n{log}"
+        );
+    }
+    assert!((2..=6).contains(&retries.len()), "{log}");
+    for retry in &retries {
+        assert!(
+            retry.starts_with("`docker push ") && retry.contains(" failed (exit code 1); retry "),
+            "{retry}"
+        );
+    }
     let errors: Vec<&str> = log.lines().filter(|l| l.starts_with("error: ")).collect();
     eprintln!("{}\n{}", retries.join("\n"), errors.join("\n"));
     assert_eq!(errors.len(), 1, "{log}");
@@ -103,7 +110,7 @@ fn a_registry_that_stays_down_is_named_and_nothing_changes() {
         errors[0]
     );
 
-    // The first push is in, compose.yaml and the rest of the tree are as they were.
+    // compose.yaml and the rest of the tree are as they were.
     assert!(snapshot(&root) == before, "the developer's tree changed");
     assert!(is_empty_dir(s.tmp.path()), "staging left behind");
     assert_eq!(
@@ -111,8 +118,8 @@ fn a_registry_that_stays_down_is_named_and_nothing_changes() {
         Vec::<String>::new()
     );
     s.registry.restart();
-    assert_eq!(s.registry.tags("crm-gdb_php"), ["3.1.0"]);
-    assert_eq!(s.registry.tags("crm-gdb_nginx"), Vec::<String>::new());
+    let php = s.registry.tags("crm-gdb_php");
+    assert!(!php.contains(&"3.1.0-supervisor".to_string()), "{php:?}");
 }
 
 #[test]

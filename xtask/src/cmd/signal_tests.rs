@@ -75,3 +75,28 @@ fn a_signal_stops_the_running_child_at_once() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_signal_stops_every_parallel_child() {
+    if !in_child("cmd::signal_tests::a_signal_stops_every_parallel_child") {
+        return;
+    }
+    interrupt::install().unwrap();
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: as above.
+        unsafe { libc::raise(libc::SIGTERM) };
+    });
+    let started = Instant::now();
+    let runner = Runner::new(false, Verbosity::Quiet);
+    let sleep = || Cmd::new("sleep").arg("30");
+    let err = runner
+        .run_parallel(&[vec![sleep(), sleep()], vec![sleep()], vec![sleep()]])
+        .unwrap_err();
+    assert!(is_interrupted(&err, libc::SIGTERM), "{err:#}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}

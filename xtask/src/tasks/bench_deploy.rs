@@ -44,6 +44,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         push: false,
         compose_file: "compose.yaml".into(),
         platforms: Vec::new(),
+        rebuild: false,
     };
     build_app::run(&quiet, &build)?;
     make_variants(&quiet)?;

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use crate::build_cache::{self, INPUTS_LABEL};
 use crate::cmd::{Cmd, Runner};
 use crate::compose_file;
 use crate::config::{Config, APP_IMAGES};
@@ -36,6 +37,8 @@ pub struct Options {
     pub compose_file: PathBuf,
     /// `--platform`: empty for the engine's own (see `platform.rs`).
     pub platforms: Vec<String>,
+    /// `--rebuild`: build even when images of the same inputs key are in the local engine.
+    pub rebuild: bool,
 }
 
 pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
@@ -71,6 +74,17 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
     let builder = Builder::detect(runner)?;
     platform::preflight(runner, builder, &opts.platforms, opts.push)?;
 
+    // Images already built from exactly these inputs are re-tagged instead of rebuilt.
+    let reused = if opts.platforms.len() <= 1 && !opts.rebuild {
+        let key = inputs_key(ctx, opts, source, builder)?;
+        match key {
+            Some(key) => find_reusable(runner, &key)?,
+            None => None,
+        }
+    } else {
+        None
+    };
+
     let mut steps = Steps::new(7, runner.verbosity);
     steps.say(format!(
         "Building release {} of {} ({revision}) with {}",
@@ -83,46 +97,96 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
     } else {
         "the working tree"
     };
-    let staging = steps.step(&format!("Staging {what} in a temporary directory"), || {
-        staging::stage(runner, root, source)
-    })?;
-    let app_dir = staging.path().join("app");
+    let staging_title = format!("Staging {what} in a temporary directory");
+    let staging = match &reused {
+        Some(_) => {
+            steps.skip(&staging_title, "unchanged inputs: nothing to build");
+            None
+        }
+        None => Some(steps.step(&staging_title, || staging::stage(runner, root, source))?),
+    };
 
     steps.step(
         &format!("Checking base images (tag {})", config.base_tag),
-        || ensure_base_images(ctx, opts.host_tools),
+        || match &reused {
+            // The inputs key was read from their image IDs a moment ago.
+            Some(_) => {
+                runner.say("  base images: in the local engine (their IDs are in the inputs key)");
+                Ok(())
+            }
+            None => ensure_base_images(ctx, opts.host_tools),
+        },
     )?;
-    steps.step("Installing production dependencies", || {
-        run_tool(ctx, &app_dir, opts.host_tools, &COMPOSER_INSTALL)
-    })?;
-    steps.step("Compiling assets", || {
-        run_tool(ctx, &app_dir, opts.host_tools, &NPM_CI)?;
-        run_tool(ctx, &app_dir, opts.host_tools, &NPM_BUILD)
-    })?;
-
-    let labels = docker::oci_labels(&opts.tag, &revision, &project::now_rfc3339());
-    let mut builds = release_builds(config, staging.path(), &opts.tag, &labels);
-    for build in &mut builds {
-        build.platforms = opts.platforms.clone();
-        add_base_digest(runner, build)?;
-    }
-    let images: Vec<&ImageRef> = builds.iter().map(|b| &b.image).collect();
+    let new_images = config.app_images(&opts.tag);
+    let images: Vec<&ImageRef> = new_images.iter().collect();
     let title = if opts.push {
         "Building and pushing images"
     } else {
         "Building images"
     };
-    steps.step(title, || {
-        for build in &builds {
-            runner
-                .run(&build.command(builder))
-                .with_context(|| format!("building {} failed", build.image))?;
+    match (&reused, &staging) {
+        (Some(found), _) => {
+            for title in ["Installing production dependencies", "Compiling assets"] {
+                steps.skip(title, "unchanged inputs");
+            }
+            steps.step(title, || {
+                let mut tags = Vec::new();
+                for (old, new) in found.iter().zip(&images) {
+                    runner.say(format!(
+                        "  unchanged inputs: reusing {} (built as {})",
+                        old.id, old.built_as
+                    ));
+                    tags.push(vec![Cmd::new("docker").args([
+                        "tag",
+                        &old.id,
+                        &new.to_string(),
+                    ])]);
+                }
+                runner.run_parallel(&tags)?;
+                if opts.push {
+                    push_all(ctx, &images)?;
+                }
+                Ok(())
+            })?;
         }
-        if opts.push && !builds.iter().any(|b| b.pushes_itself(builder)) {
-            push_all(ctx, &images)?;
+        (None, Some(staging)) => {
+            let app_dir = staging.path().join("app");
+            let cache = (!runner.dry_run).then(build_cache::cache_dir).flatten();
+            let tool_id = tool_identity(ctx, opts.host_tools);
+            steps.step("Installing production dependencies", || {
+                install_vendor(ctx, &app_dir, opts.host_tools, cache.as_deref(), &tool_id)
+            })?;
+            steps.step("Compiling assets", || {
+                compile_assets(ctx, &app_dir, opts.host_tools, cache.as_deref(), &tool_id)
+            })?;
+
+            let key = inputs_key(ctx, opts, source, builder)?
+                .unwrap_or_else(|| "<inputs key>".to_string());
+            let labels = docker::oci_labels(&opts.tag, &revision, &project::now_rfc3339());
+            let mut builds = release_builds(config, staging.path(), &opts.tag, &labels);
+            for build in &mut builds {
+                build.platforms = opts.platforms.clone();
+                build.labels.push((INPUTS_LABEL.to_string(), key.clone()));
+                add_base_digest(runner, build)?;
+            }
+            steps.step(title, || {
+                // supervisor is FROM php: after it; nginx is independent: beside them.
+                let commands: Vec<Cmd> = builds.iter().map(|b| b.command(builder)).collect();
+                let [php, supervisor, nginx] = <[Cmd; 3]>::try_from(commands)
+                    .map_err(|_| anyhow::anyhow!("three release builds expected"))?;
+                runner.each_parallel(&[vec![php, supervisor], vec![nginx]], |cmd| {
+                    runner
+                        .run(cmd)
+                        .with_context(|| format!("building {} failed", tagged(cmd)))
+                })?;
+                if opts.push && !builds.iter().any(|b| b.pushes_itself(builder)) {
+                    push_all(ctx, &images)?;
+                }
+                Ok(())
+            })?;
         }
-        Ok(())
-    })?;
+        (None, None) => unreachable!("staged whenever nothing is reused"),
+    }
 
     if opts.push {
         steps.step(&format!("Updating {}", opts.compose_file.display()), || {
@@ -142,7 +206,10 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
             "--no-push: nothing was published",
         );
     }
-    steps.step("Removing the staging directory", || staging.remove())?;
+    match staging {
+        Some(staging) => steps.step("Removing the staging directory", || staging.remove())?,
+        None => steps.skip("Removing the staging directory", "nothing was staged"),
+    }
 
     let verb = if opts.push {
         "built and pushed"
@@ -171,8 +238,201 @@ const COMPOSER_INSTALL: [&str; 6] = [
     "--no-interaction",
     "--no-progress",
 ];
+const COMPOSER_DUMP: [&str; 5] = [
+    "composer",
+    "dump-autoload",
+    "--optimize",
+    "--no-dev",
+    "--no-interaction",
+];
 const NPM_CI: [&str; 4] = ["npm", "ci", "--no-audit", "--no-fund"];
 const NPM_BUILD: [&str; 3] = ["npm", "run", "build"];
+
+/// The three release images, in the order of [`release_builds`].
+const ROLES: [&str; 3] = ["php", "supervisor", "nginx"];
+
+/// An image already built from the same inputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reusable {
+    pub id: String,
+    /// The reference it was built as (`<none>` if it lost its tag since).
+    pub built_as: String,
+}
+
+/// The inputs key of this build (see `build_cache`), or `None` when a base image is not in the
+/// local engine yet (nothing built from it can be there either).
+fn inputs_key(
+    ctx: &Ctx,
+    opts: &Options,
+    source: Source,
+    builder: Builder,
+) -> Result<Option<String>> {
+    let runner = &ctx.runner;
+    let mut entries = build_cache::source_entries(runner, &ctx.root, source == Source::Head)?;
+    let mut bases = vec![
+        ("base".to_string(), ctx.config.php_base().to_string()),
+        ("os".to_string(), ctx.config.os_image.clone()),
+    ];
+    if !opts.host_tools {
+        bases.push(("tools".to_string(), ctx.config.php_build().to_string()));
+    }
+    // One `docker image inspect` for all of them: it fails if one is missing.
+    let (names, images): (Vec<String>, Vec<String>) = bases.into_iter().unzip();
+    let inspect = Cmd::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}"])
+        .args(images);
+    match runner.query(&inspect) {
+        Ok(ids) if ids.lines().count() == names.len() => {
+            entries.extend(names.into_iter().zip(ids.lines().map(String::from)));
+        }
+        Err(err) if err.is::<crate::interrupt::Interrupted>() => return Err(err),
+        _ => return Ok(None),
+    }
+    entries.extend(key_options(opts.host_tools, builder, &opts.platforms));
+    Ok(Some(build_cache::hash_text(
+        runner,
+        &build_cache::material(&entries),
+    )?))
+}
+
+/// The options that change what gets built, as inputs-key entries.
+fn key_options(host_tools: bool, builder: Builder, platforms: &[String]) -> Vec<(String, String)> {
+    vec![
+        (
+            "tools-from".into(),
+            if host_tools { "host" } else { "build-image" }.into(),
+        ),
+        ("builder".into(), format!("{builder:?}")),
+        ("platforms".into(), platforms.join(",")),
+    ]
+}
+
+/// The three images (php, supervisor, nginx) labelled with `key`, if all three are local.
+fn find_reusable(runner: &Runner, key: &str) -> Result<Option<Vec<Reusable>>> {
+    // One query for the three (a docker call costs ~50 ms; this path is all about those).
+    let answer = runner.query(&Cmd::new("docker").args([
+        "image",
+        "ls",
+        "--filter",
+        &format!("label={INPUTS_LABEL}={key}"),
+        "--format",
+        "{{.ID}} {{.Repository}}:{{.Tag}}",
+    ]))?;
+    Ok(ROLES
+        .iter()
+        .map(|role| pick_reusable(&answer, role))
+        .collect())
+}
+
+/// Which release image `REPO:TAG` is: php, supervisor (`-supervisor` tag) or nginx.
+fn role_of(reference: &str) -> Option<&'static str> {
+    let (repository, tag) = reference.rsplit_once(':')?;
+    let name = repository.rsplit('/').next().unwrap_or(repository);
+    match name {
+        crate::config::PHP if tag.ends_with(crate::config::SUPERVISOR_SUFFIX) => Some("supervisor"),
+        crate::config::PHP => Some("php"),
+        crate::config::NGINX => Some("nginx"),
+        _ => None,
+    }
+}
+
+/// From `ID REPO:TAG` lines of images of one inputs key: the image of `role` (an untagged
+/// image cannot say which it is, so it is not picked).
+fn pick_reusable(answer: &str, role: &str) -> Option<Reusable> {
+    answer
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .find(|(_, reference)| role_of(reference) == Some(role))
+        .map(|(id, reference)| Reusable {
+            id: id.to_string(),
+            built_as: reference.to_string(),
+        })
+}
+
+/// The `--tag` value of a build command, for error messages.
+fn tagged(cmd: &Cmd) -> String {
+    cmd.args
+        .iter()
+        .skip_while(|a| *a != "--tag")
+        .nth(1)
+        .cloned()
+        .unwrap_or_else(|| cmd.program.clone())
+}
+
+/// What makes vendor/ and public/build/: the build image's ID, or the host's own tools.
+fn tool_identity(ctx: &Ctx, host_tools: bool) -> String {
+    if host_tools {
+        return "host-tools".into();
+    }
+    ctx.runner
+        .query(&docker::image_exists(&ctx.config.php_build().to_string()))
+        .unwrap_or_else(|_| ctx.config.php_build().to_string())
+}
+
+/// `composer install --no-dev`, or, when the cache has the vendor/ of the same composer.json,
+/// composer.lock and path packages, a copy of it and `composer dump-autoload` (the classmap
+/// depends on src/).
+fn install_vendor(
+    ctx: &Ctx,
+    app_dir: &Path,
+    host_tools: bool,
+    cache: Option<&Path>,
+    tool_id: &str,
+) -> Result<()> {
+    let Some(cache) = cache else {
+        return run_tool(ctx, app_dir, host_tools, &COMPOSER_INSTALL);
+    };
+    let key =
+        build_cache::dependency_key(&ctx.runner, app_dir, &build_cache::VENDOR_INPUTS, tool_id)?;
+    let entry = build_cache::Entry::new(cache, "vendor", &key);
+    let vendor = app_dir.join("vendor");
+    if entry.hit() {
+        ctx.runner.say(format!(
+            "  vendor/ from the cache ({}): composer.json and composer.lock unchanged",
+            entry.path.display()
+        ));
+        entry.restore(&ctx.runner, &vendor)?;
+        return run_tool(ctx, app_dir, host_tools, &COMPOSER_DUMP);
+    }
+    run_tool(ctx, app_dir, host_tools, &COMPOSER_INSTALL)?;
+    entry.store(&ctx.runner, &vendor)
+}
+
+/// `npm ci && npm run build`, or nothing but a copy when the cache has the public/build/ of the
+/// same package files, build script and assets/.
+fn compile_assets(
+    ctx: &Ctx,
+    app_dir: &Path,
+    host_tools: bool,
+    cache: Option<&Path>,
+    tool_id: &str,
+) -> Result<()> {
+    let npm = || {
+        run_tool(ctx, app_dir, host_tools, &NPM_CI)?;
+        run_tool(ctx, app_dir, host_tools, &NPM_BUILD)
+    };
+    let Some(cache) = cache else {
+        return npm();
+    };
+    let key =
+        build_cache::dependency_key(&ctx.runner, app_dir, &build_cache::ASSETS_INPUTS, tool_id)?;
+    let entry = build_cache::Entry::new(cache, "assets", &key);
+    let output = app_dir.join("public/build");
+    if entry.hit() {
+        ctx.runner.say(format!(
+            "  public/build/ from the cache ({}): assets unchanged, npm skipped",
+            entry.path.display()
+        ));
+        if output.exists() {
+            std::fs::remove_dir_all(&output)?;
+        }
+        return entry.restore(&ctx.runner, &output);
+    }
+    npm()?;
+    // node_modules/ is never part of a release: the build context's .dockerignore drops it,
+    // and the staging directory goes away with it.
+    entry.store(&ctx.runner, &output)
+}
 
 /// Runs [`tool`]; when it fails (Ctrl-C included) its container is removed, because after an
 /// interrupt the docker client may have been killed while the container still ran.
@@ -486,6 +746,46 @@ mod tests {
             pick_digest("127.0.0.1:5000/x", "sha256:1d 127.0.0.1:5000/x@sha256:dd"),
             "sha256:dd"
         );
+    }
+
+    #[test]
+    fn reusable_images_are_told_apart_by_name() {
+        assert_eq!(pick_reusable("", "php"), None);
+        let answer = "1111 <none>:<none>\n\
+                      2222 127.0.0.1:5000/kiora/crm-gdb_php:1.4.0-supervisor\n\
+                      3333 127.0.0.1:5000/kiora/crm-gdb_php:1.4.0\n\
+                      4444 crm-gdb_nginx:1.4.0\n\
+                      5555 r/crm-gdb_php_base:0.4.1";
+        let pick = |role| pick_reusable(answer, role).map(|r| (r.id, r.built_as));
+        assert_eq!(
+            pick("php"),
+            Some((
+                "3333".into(),
+                "127.0.0.1:5000/kiora/crm-gdb_php:1.4.0".into()
+            ))
+        );
+        assert_eq!(pick("supervisor").unwrap().0, "2222");
+        assert_eq!(pick("nginx").unwrap().0, "4444");
+        assert_eq!(pick_reusable("1111 <none>:<none>", "php"), None);
+        assert_eq!(role_of("r/crm-gdb_php_build:0.4.1"), None);
+    }
+
+    #[test]
+    fn build_options_are_part_of_the_inputs_key() {
+        let plain = key_options(false, Builder::Buildx, &[]);
+        assert_ne!(plain, key_options(true, Builder::Buildx, &[]));
+        assert_ne!(plain, key_options(false, Builder::Classic, &[]));
+        assert_ne!(
+            plain,
+            key_options(false, Builder::Buildx, &["linux/amd64".into()])
+        );
+        assert_eq!(plain, key_options(false, Builder::Buildx, &[]));
+    }
+
+    #[test]
+    fn build_command_errors_name_the_image() {
+        let cmd = Cmd::new("docker").args(["build", "--tag", "r/crm-gdb_php:1", "/s"]);
+        assert_eq!(tagged(&cmd), "r/crm-gdb_php:1");
     }
 
     #[test]

@@ -106,16 +106,21 @@ fn base_builds(
     }
 }
 
-/// Pushes each image, with a message that names the registry when one fails. A failed push is
-/// retried with backoff (`retry.rs`): a registry restarting mid-release is common.
+/// Pushes the images side by side, with a message that names the registry when one fails. A
+/// failed push is retried with backoff (`retry.rs`): a registry restarting mid-release is common.
 pub fn push_all(ctx: &Ctx, images: &[&ImageRef]) -> Result<()> {
     let backoff = retry::Backoff::for_pushes()?;
     if let Some(first) = images.first() {
         super::login::from_env_if_set(ctx, first.host())?;
     }
-    for image in images {
+    let pushes: Vec<Vec<crate::cmd::Cmd>> = images.iter().map(|i| vec![docker::push(i)]).collect();
+    ctx.runner.each_parallel(&pushes, |push| {
+        let image = images
+            .iter()
+            .find(|i| push.args.last() == Some(&i.to_string()))
+            .expect("a push of one of the images");
         retry::retry(&ctx.runner, &backoff, &format!("pushing {image}"), || {
-            ctx.runner.run(&docker::push(image))
+            ctx.runner.run(push)
         })
         .with_context(|| {
             format!(
@@ -123,7 +128,6 @@ pub fn push_all(ctx: &Ctx, images: &[&ImageRef]) -> Result<()> {
                 image.host(),
                 image.host()
             )
-        })?;
-    }
-    Ok(())
+        })
+    })
 }

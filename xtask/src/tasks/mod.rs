@@ -8,6 +8,7 @@ use crate::cmd::Runner;
 use crate::config::Config;
 
 pub mod backup;
+pub mod bench;
 pub mod bench_deploy;
 pub mod build_app;
 pub mod completions;

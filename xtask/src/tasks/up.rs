@@ -53,6 +53,7 @@ pub fn run(ctx: &Ctx, tag: &str, port: u16, project: &str) -> Result<()> {
                 push: false,
                 compose_file: "compose.yaml".into(),
                 platforms: Vec::new(),
+                rebuild: false,
             };
             build_app::run(ctx, &opts)
         },

@@ -35,6 +35,7 @@ impl Running {
             .env("XTASK_ROOT", root)
             .env("XTASK_REGISTRY", registry)
             .env("TMPDIR", tmp)
+            .env("XTASK_CACHE_DIR", super::cache_dir(root))
             .stdin(Stdio::null())
             // Pushes print progress on stdout; nobody reads it, so it must not fill a pipe.
             .stdout(Stdio::null())
