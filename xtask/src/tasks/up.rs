@@ -117,6 +117,17 @@ fn ensure_os_image(ctx: &Ctx) -> Result<()> {
 }
 
 /// debootstrap a minimal bookworm, pack it, import it as `image`: no pipe, so no shell.
+/// What the official slim image leaves out too: package lists and downloads, docs, man pages
+/// and translations (~64 MB that every image would carry).
+const OS_IMAGE_LEAVES_OUT: [&str; 6] = [
+    "./var/lib/apt/lists/*",
+    "./var/cache/apt/archives/*.deb",
+    "./var/cache/apt/*.bin",
+    "./usr/share/doc/*",
+    "./usr/share/man/*",
+    "./usr/share/locale/*",
+];
+
 fn os_image_commands(image: &str, rootfs: &Path, tar: &Path) -> [Cmd; 3] {
     let (rootfs, tar) = (rootfs.display().to_string(), tar.display().to_string());
     [
@@ -126,7 +137,10 @@ fn os_image_commands(image: &str, rootfs: &Path, tar: &Path) -> [Cmd; 3] {
             &rootfs,
             "http://deb.debian.org/debian",
         ]),
-        Cmd::new("tar").args(["-C", &rootfs, "-cf", &tar, "."]),
+        Cmd::new("tar")
+            .args(["-C", &rootfs])
+            .args(OS_IMAGE_LEAVES_OUT.map(|pattern| format!("--exclude={pattern}")))
+            .args(["-cf", &tar, "."]),
         Cmd::new("docker").args(["import", "--change", r#"CMD ["bash"]"#, &tar, image]),
     ]
 }
@@ -154,7 +168,20 @@ mod tests {
         );
         assert_eq!(
             tar.argv(),
-            ["tar", "-C", "/w/rootfs", "-cf", "/w/r.tar", "."]
+            [
+                "tar",
+                "-C",
+                "/w/rootfs",
+                "--exclude=./var/lib/apt/lists/*",
+                "--exclude=./var/cache/apt/archives/*.deb",
+                "--exclude=./var/cache/apt/*.bin",
+                "--exclude=./usr/share/doc/*",
+                "--exclude=./usr/share/man/*",
+                "--exclude=./usr/share/locale/*",
+                "-cf",
+                "/w/r.tar",
+                "."
+            ]
         );
         assert_eq!(
             import.argv(),
