@@ -129,9 +129,8 @@ impl LocalStack {
     }
 
     pub fn logs(&self, runner: &Runner) -> String {
-        runner
-            .cleanup(&self.compose().args(["logs", "--no-color", "--tail", "100"]))
-            .unwrap_or_default()
+        let logs = runner.cleanup(&self.compose().args(["logs", "--no-color", "--tail", "100"]));
+        crate::progress::strip_escapes(&logs.unwrap_or_default())
     }
 }
 

@@ -127,6 +127,29 @@ pub fn live() -> bool {
 }
 
 /// Prints one line on stdout or stderr, above the live status line if one is shown.
+/// `text` without terminal escape sequences (CSI `ESC [ ... final`, e.g. compose's `ESC[2K` in
+/// `logs`, which it writes even when not on a terminal), so logs we print stay plain text.
+pub fn strip_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\x1b' {
+            out.push(c);
+            continue;
+        }
+        if chars.clone().next() == Some('[') {
+            chars.next();
+            // Parameters and intermediates, up to the final byte in @..~.
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
 pub fn print_line(to_stdout: bool, line: &str) {
     let mut live = live_state();
     clear(&mut live);
@@ -224,6 +247,16 @@ pub fn clock(duration: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escapes_are_stripped_from_logs() {
+        assert_eq!(
+            strip_escapes("\x1b[2Kphp-1  | ready\n\x1b[1;31mred\x1b[0m x"),
+            "php-1  | ready\nred x"
+        );
+        assert_eq!(strip_escapes("plain ü\n"), "plain ü\n");
+        assert_eq!(strip_escapes("cut \x1b[2"), "cut ");
+    }
 
     #[test]
     fn status_line_has_a_spinner_the_label_and_the_time() {

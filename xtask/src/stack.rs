@@ -389,7 +389,7 @@ impl<'a> Stack<'a> {
             "--tail",
             "60",
         ]));
-        self.d.runner.cleanup(&cmd).unwrap_or_default()
+        crate::progress::strip_escapes(&self.d.runner.cleanup(&cmd).unwrap_or_default())
     }
 }
 

@@ -130,6 +130,10 @@ fn deploy_rollback_backup_locally_and_over_ssh() {
         "{}",
         stderr(&out)
     );
+    assert!(
+        stderr(&out).contains("--- logs of") && !stderr(&out).contains('\x1b'),
+        "the failed release's logs are shown, as plain text without a terminal"
+    );
     assert_eq!(
         load.failed, 0,
         "the broken release dropped requests: {:?}",
