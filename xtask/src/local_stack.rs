@@ -33,28 +33,7 @@ impl LocalStack {
         tag: &str,
         port: u16,
     ) -> Result<LocalStack> {
-        let path = root.join("compose.yaml");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let fail = |err: compose_file::EditError| {
-            anyhow::anyhow!("cannot set tag in {}: {err}", path.display())
-        };
-        let (text, _) = compose_file::set_release(&text, Some(&config.registry), tag, &APP_IMAGES)
-            .map_err(fail)?;
-        let edge_tag = compose_file::app_references(&text, &[EDGE])
-            .ok()
-            .and_then(|refs| {
-                refs.first()
-                    .and_then(|r| r.rsplit_once(':').map(|(_, t)| t.to_string()))
-            });
-        let text = match edge_tag {
-            Some(edge_tag) => {
-                compose_file::set_release(&text, Some(&config.registry), &edge_tag, &[EDGE])
-                    .map_err(fail)?
-                    .0
-            }
-            None => text,
-        };
+        let text = render(root, config, tag)?;
         Ok(LocalStack {
             project: project.to_string(),
             dir: dir.to_path_buf(),
@@ -65,10 +44,7 @@ impl LocalStack {
 
     /// The edge image the stack names, e.g. `registry/crm-gdb_edge:0.1.0`.
     pub fn edge_image(&self) -> Option<String> {
-        compose_file::app_references(&self.text, &[EDGE])
-            .ok()?
-            .into_iter()
-            .next()
+        edge_image(&self.text)
     }
 
     /// `docker compose` of the project, with the edge profile and the rendered file on stdin.
@@ -132,6 +108,38 @@ impl LocalStack {
         let logs = runner.cleanup(&self.compose().args(["logs", "--no-color", "--tail", "100"]));
         crate::progress::strip_escapes(&logs.unwrap_or_default())
     }
+}
+
+/// `root/compose.yaml` with the release images named `registry/...:tag` and the edge (which keeps
+/// its pinned tag) under the same registry.
+pub fn render(root: &Path, config: &Config, tag: &str) -> Result<String> {
+    let path = root.join("compose.yaml");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let fail = |err: compose_file::EditError| {
+        anyhow::anyhow!("cannot set tag in {}: {err}", path.display())
+    };
+    let (text, _) =
+        compose_file::set_release(&text, Some(&config.registry), tag, &APP_IMAGES).map_err(fail)?;
+    let edge_tag = edge_image(&text).and_then(|r| r.rsplit_once(':').map(|(_, t)| t.to_string()));
+    match edge_tag {
+        Some(edge_tag) => {
+            Ok(
+                compose_file::set_release(&text, Some(&config.registry), &edge_tag, &[EDGE])
+                    .map_err(fail)?
+                    .0,
+            )
+        }
+        None => Ok(text),
+    }
+}
+
+/// The edge image a compose file names, if any.
+pub fn edge_image(text: &str) -> Option<String> {
+    compose_file::app_references(text, &[EDGE])
+        .ok()?
+        .into_iter()
+        .next()
 }
 
 /// The edge image: local, pulled, or (pinned like the base images) built from docker/edge.

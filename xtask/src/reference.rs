@@ -29,6 +29,23 @@ impl ImageRef {
     }
 }
 
+/// A DNS name or IPv4 address: dot-separated labels of letters, digits and '-', none starting or
+/// ending with '-' (so nothing that a command could read as an option).
+pub fn is_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// A TCP port: 1 to 65535.
+pub fn parse_port(port: &str) -> Option<u16> {
+    port.parse::<u16>().ok().filter(|p| *p > 0)
+}
+
 /// Docker's tag grammar: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
 pub fn check_tag(tag: &str) -> Result<()> {
     let mut chars = tag.chars();
@@ -65,15 +82,7 @@ pub fn check_registry(registry: &str) -> Result<()> {
         Some((name, port)) => (name, Some(port)),
         None => (host, None),
     };
-    let host_ok = !name.is_empty()
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        });
-    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
-    if !host_ok || !port_ok {
+    if !is_host_name(name) || port.is_some_and(|p| parse_port(p).is_none()) {
         bail!("invalid registry {registry:?}: bad host {host:?}; {hint}");
     }
     for component in parts {

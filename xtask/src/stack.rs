@@ -136,6 +136,17 @@ impl<'a> Stack<'a> {
             .find(|c| conf.contains(&format!("\"{}:80\"", self.project(*c)))))
     }
 
+    /// The live color and its release tag (from its php image), None before the first deploy.
+    pub fn live_release(&self) -> Result<Option<(Color, Option<String>)>> {
+        let Some(color) = self.live()? else {
+            return Ok(None);
+        };
+        let tag = self
+            .image_of(color, "php")?
+            .and_then(|image| crate::compose_file::release_of(&image));
+        Ok(Some((color, tag)))
+    }
+
     /// The image a color's `service` container runs (`.../crm-gdb_php:TAG`), if it runs.
     pub fn image_of(&self, color: Color, service: &str) -> Result<Option<String>> {
         let Some(id) = self

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 
 use crate::cmd::{quote, Cmd, Runner};
+use crate::reference::{is_host_name, parse_port};
 
 /// `user@host[:port]` of a server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,24 +163,12 @@ pub fn parse_host(spec: &str) -> Result<SshHost> {
     }
     let (host, port) = match rest.rsplit_once(':') {
         Some((host, port)) => {
-            let port = port
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| bad("bad port"))?;
+            let port = parse_port(port).ok_or_else(|| bad("bad port"))?;
             (host, Some(port))
         }
         None => (rest, None),
     };
-    let host_ok = !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        });
-    if !host_ok {
+    if host.len() > 253 || !is_host_name(host) {
         return Err(bad("bad host name"));
     }
     Ok(SshHost {

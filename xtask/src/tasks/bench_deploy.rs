@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::cmd::{Cmd, Runner, Verbosity};
-use crate::config::APP_IMAGES;
 use crate::local_stack::ensure_edge_image;
 use crate::probe::{Load, Probe};
 use crate::target::Target;
@@ -55,28 +54,8 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let compose = std::fs::read_to_string(ctx.root.join("compose.yaml"))?;
-    let (compose, _) =
-        crate::compose_file::set_release(&compose, Some(&ctx.config.registry), A, &APP_IMAGES)
-            .map_err(|err| anyhow::anyhow!("cannot set tag in compose.yaml: {err}"))?;
-    let edge_refs =
-        crate::compose_file::app_references(&compose, &[crate::config::EDGE]).unwrap_or_default();
-    let compose = match edge_refs.first().and_then(|r| r.rsplit_once(':')) {
-        Some((_, edge_tag)) => {
-            crate::compose_file::set_release(
-                &compose,
-                Some(&ctx.config.registry),
-                edge_tag,
-                &[crate::config::EDGE],
-            )
-            .map_err(|err| anyhow::anyhow!("{err}"))?
-            .0
-        }
-        None => compose,
-    };
-    for edge in
-        crate::compose_file::app_references(&compose, &[crate::config::EDGE]).unwrap_or_default()
-    {
+    let compose = crate::local_stack::render(&ctx.root, &ctx.config, A)?;
+    if let Some(edge) = crate::local_stack::edge_image(&compose) {
         ensure_edge_image(&quiet, &edge)?;
     }
     std::fs::write(dir.path().join("compose.yaml"), compose)?;

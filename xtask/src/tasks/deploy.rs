@@ -104,12 +104,9 @@ pub fn switch_release(
         .find(|i| i.contains("/crm-gdb_nginx:"))
         .cloned()
         .context("compose.yaml names no crm-gdb_nginx image")?;
-    let live = stack.live()?;
-    let old_tag = match live {
-        Some(color) => stack
-            .image_of(color, "php")?
-            .and_then(|image| compose_file::release_of(&image)),
-        None => None,
+    let (live, old_tag) = match stack.live_release()? {
+        Some((color, tag)) => (Some(color), tag),
+        None => (None, None),
     };
     let next = live.map(Color::other).unwrap_or(Color::Blue);
     let from = old_tag.clone().unwrap_or_else(|| "nothing".into());

@@ -18,12 +18,7 @@ pub fn run(ctx: &Ctx, opts: &TargetOptions, to: Option<&str>) -> Result<std::tim
     opts.target.check(&ctx.runner)?;
     let d = Deployment::new(&opts.target, &ctx.runner, &opts.stack);
     let stack = Stack::new(&d);
-    let live = match stack.live()? {
-        Some(color) => stack
-            .image_of(color, "php")?
-            .and_then(|image| crate::compose_file::release_of(&image)),
-        None => None,
-    };
+    let live = stack.live_release()?.and_then(|(_, tag)| tag);
     let tag = match to {
         Some(tag) => tag.to_string(),
         None => {

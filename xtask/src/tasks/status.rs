@@ -14,10 +14,9 @@ pub fn run(ctx: &Ctx, opts: &TargetOptions) -> Result<()> {
     let d = Deployment::new(&opts.target, runner, &opts.stack);
     let stack = Stack::new(&d);
     println!("target:   {}", opts.target.describe());
-    match stack.live()? {
-        Some(color) => {
-            let image = stack.image_of(color, "php")?.unwrap_or_default();
-            let tag = crate::compose_file::release_of(&image).unwrap_or_default();
+    match stack.live_release()? {
+        Some((color, tag)) => {
+            let tag = tag.unwrap_or_default();
             println!("live:     {tag} ({})", stack.project(color));
             println!("{}", stack.ps(color)?);
         }
