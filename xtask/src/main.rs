@@ -16,6 +16,8 @@ mod platform;
 mod probe;
 mod progress;
 mod project;
+#[cfg(test)]
+mod proptest_cases;
 mod reference;
 mod retry;
 mod secret;

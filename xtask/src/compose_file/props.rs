@@ -23,16 +23,7 @@ const APP: &[&str] = &["crm-gdb_php", "crm-gdb_nginx"];
 const NEW_TAG: &str = "9.8.7";
 
 fn config(default_cases: u32) -> Config {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(default_cases);
-    Config {
-        cases,
-        // Failures are reported with their minimal input; no files written into the tree.
-        failure_persistence: Some(Box::new(FileFailurePersistence::Off)),
-        ..Config::default()
-    }
+    crate::proptest_cases::config(default_cases)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,20 +3,12 @@
 //! build are read back the same way by the compose editor.
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, FileFailurePersistence};
+use proptest::test_runner::Config;
 
 use super::{check_registry, check_release_tag, check_tag, ImageRef};
 
 fn config() -> Config {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(5_000);
-    Config {
-        cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Off)),
-        ..Config::default()
-    }
+    crate::proptest_cases::config(5_000)
 }
 
 /// Docker's tag grammar, written out independently: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.

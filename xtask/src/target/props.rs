@@ -3,20 +3,12 @@
 //! control character; every refusal is one line.
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, FileFailurePersistence};
+use proptest::test_runner::Config;
 
 use super::{parse_host, SshHost};
 
 fn config() -> Config {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(5_000);
-    Config {
-        cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Off)),
-        ..Config::default()
-    }
+    crate::proptest_cases::config(5_000)
 }
 
 fn a_host() -> impl Strategy<Value = SshHost> {
