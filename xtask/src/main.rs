@@ -2,17 +2,15 @@
 //!
 //! This file only parses arguments and dispatches; each task lives in `tasks/<name>.rs`.
 
-mod build_cache;
+mod build;
 mod cmd;
 mod compose_file;
 mod config;
-mod deployment;
+mod ctx;
+mod deploy;
 mod docker;
 mod http;
 mod interrupt;
-mod local_stack;
-mod lock;
-mod platform;
 mod probe;
 mod progress;
 mod project;
@@ -21,10 +19,6 @@ mod proptest_cases;
 mod reference;
 mod retry;
 mod secret;
-mod stack;
-mod staging;
-mod summary;
-mod target;
 mod tasks;
 
 use std::path::PathBuf;
@@ -35,9 +29,8 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use cmd::{Runner, Verbosity};
 use config::Config;
-use tasks::{
-    build_app, completions, docker_publish, doctor, down, login, set_tag, test_image, up, Ctx,
-};
+use ctx::Ctx;
+use tasks::{build_app, completions, docker_publish, doctor, down, login, set_tag, test_image, up};
 
 #[derive(Parser)]
 #[command(
@@ -89,7 +82,7 @@ impl TargetArgs {
             anyhow::bail!("invalid --stack {:?}: lowercase letters, digits, '-' and '_' (a Compose project name)", self.stack);
         }
         Ok(tasks::deploy::TargetOptions {
-            target: target::Target::new(self.host.as_deref(), &self.dir, self.ssh_config)?,
+            target: deploy::target::Target::new(self.host.as_deref(), &self.dir, self.ssh_config)?,
             stack: self.stack,
             keep_backups: self.keep_backups,
         })
@@ -158,7 +151,7 @@ enum Task {
         #[arg(long)]
         no_push: bool,
         /// Target platforms, e.g. linux/amd64,linux/arm64 (default: the engine's own).
-        #[arg(long, value_delimiter = ',', value_parser = platform::parse)]
+        #[arg(long, value_delimiter = ',', value_parser = build::platform::parse)]
         platform: Vec<String>,
     },
     /// Build the release images from a clean copy of the code, push them and update compose.yaml.
@@ -182,7 +175,7 @@ enum Task {
         #[arg(long, default_value = "compose.yaml")]
         compose_file: PathBuf,
         /// Target platforms, e.g. linux/amd64,linux/arm64 (default: the engine's own).
-        #[arg(long, value_delimiter = ',', value_parser = platform::parse)]
+        #[arg(long, value_delimiter = ',', value_parser = build::platform::parse)]
         platform: Vec<String>,
         /// Build even when local images were built from exactly the same inputs (default: re-tag them).
         #[arg(long)]

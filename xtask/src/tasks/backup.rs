@@ -4,10 +4,10 @@
 
 use anyhow::{bail, Context, Result};
 
-use crate::deployment::Deployment;
-use crate::stack::Stack;
+use crate::ctx::Ctx;
+use crate::deploy::deployment::Deployment;
+use crate::deploy::stack::Stack;
 use crate::tasks::deploy::TargetOptions;
-use crate::tasks::Ctx;
 
 pub fn run(ctx: &Ctx, opts: &TargetOptions, restore: Option<&str>) -> Result<()> {
     if let Some(archive) = restore {

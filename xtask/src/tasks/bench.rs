@@ -21,12 +21,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::build::staging::{self, Source};
 use crate::cmd::{Cmd, Runner, Verbosity};
 use crate::config::{Config, DEFAULT_REGISTRY};
+use crate::ctx::Ctx;
 use crate::docker;
 use crate::project::git;
-use crate::staging::{self, Source};
-use crate::tasks::{build_app, docker_publish, Ctx};
+use crate::tasks::{build_app, docker_publish};
 
 pub fn run(ctx: &Ctx) -> Result<()> {
     if ctx.runner.dry_run {

@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::cmd::{Cmd, Runner, Verbosity};
-use crate::local_stack::ensure_edge_image;
+use crate::ctx::Ctx;
+use crate::deploy::local_stack::ensure_edge_image;
+use crate::deploy::target::Target;
 use crate::probe::{Load, Probe};
-use crate::target::Target;
 use crate::tasks::deploy::{self, Strategy, TargetOptions};
-use crate::tasks::{build_app, rollback, Ctx};
+use crate::tasks::{build_app, rollback};
 
 const A: &str = "bench-a";
 const B: &str = "bench-b";
@@ -54,8 +55,8 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let compose = crate::local_stack::render(&ctx.root, &ctx.config, A)?;
-    if let Some(edge) = crate::local_stack::edge_image(&compose) {
+    let compose = crate::deploy::local_stack::render(&ctx.root, &ctx.config, A)?;
+    if let Some(edge) = crate::deploy::local_stack::edge_image(&compose) {
         ensure_edge_image(&quiet, &edge)?;
     }
     std::fs::write(dir.path().join("compose.yaml"), compose)?;

@@ -14,19 +14,20 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::build_cache::{self, INPUTS_LABEL};
+use crate::build::build_cache::{self, INPUTS_LABEL};
+use crate::build::platform;
+use crate::build::staging::{self, Source};
+use crate::build::summary;
+use crate::build::tree_lock;
 use crate::cmd::{Cmd, Runner};
 use crate::compose_file;
 use crate::config::{Config, APP_IMAGES};
+use crate::ctx::Ctx;
 use crate::docker::{self, Build, Builder};
-use crate::lock;
-use crate::platform;
 use crate::progress::Steps;
 use crate::project;
 use crate::reference::{check_release_tag, ImageRef};
-use crate::staging::{self, Source};
-use crate::summary;
-use crate::tasks::{docker_publish::push_all, set_tag, Ctx};
+use crate::tasks::{docker_publish::push_all, set_tag};
 
 pub struct Options {
     pub tag: String,
@@ -46,7 +47,7 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
     let (runner, config, root) = (&ctx.runner, &ctx.config, ctx.root.as_path());
     // A dry run changes nothing, so it may look while a real run works.
     let _lock = (!runner.dry_run)
-        .then(|| lock::acquire(root, "build-app"))
+        .then(|| tree_lock::acquire(root, "build-app"))
         .transpose()?;
 
     // Everything that can be refused is refused before the first build starts.

@@ -20,12 +20,12 @@ use anyhow::{Context, Result};
 
 use crate::compose_file;
 use crate::config::APP_IMAGES;
-use crate::deployment::Deployment;
+use crate::ctx::Ctx;
+use crate::deploy::deployment::Deployment;
+use crate::deploy::stack::{Color, Stack};
+use crate::deploy::target::Target;
 use crate::progress::Steps;
 use crate::reference::check_release_tag;
-use crate::stack::{Color, Stack};
-use crate::target::Target;
-use crate::tasks::Ctx;
 
 /// How a release replaces the live one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -129,7 +129,7 @@ pub fn switch_release(
             old_tag.as_deref().unwrap_or("initial"),
             opts.keep_backups,
         )? {
-            Some(name) => runner.say(format!("  {}/{name}", crate::deployment::BACKUPS)),
+            Some(name) => runner.say(format!("  {}/{name}", crate::deploy::deployment::BACKUPS)),
             None => runner.say("  no data volume yet: nothing to back up"),
         }
         Ok(())

@@ -4,12 +4,12 @@
 
 use anyhow::{Context, Result};
 
+use crate::ctx::Ctx;
 use crate::docker::{self, Build, Builder};
 use crate::progress::Steps;
 use crate::project;
 use crate::reference::{check_release_tag, ImageRef};
 use crate::retry;
-use crate::tasks::Ctx;
 
 /// The base image families this task can publish.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -25,7 +25,7 @@ pub fn run(ctx: &Ctx, image: BaseImage, tag: &str, push: bool, platforms: &[Stri
     let runner = &ctx.runner;
     docker::check_engine(runner)?;
     let builder = Builder::detect(runner)?;
-    crate::platform::preflight(runner, builder, platforms, push)?;
+    crate::build::platform::preflight(runner, builder, platforms, push)?;
     let revision = project::head_revision(runner, &ctx.root).unwrap_or_else(|_| "unknown".into());
     let config = crate::config::Config {
         base_tag: tag.to_string(),
@@ -55,7 +55,7 @@ pub fn run(ctx: &Ctx, image: BaseImage, tag: &str, push: bool, platforms: &[Stri
         images.len(),
         steps.elapsed()
     ));
-    crate::summary::show(runner, &images, steps.timings());
+    crate::build::summary::show(runner, &images, steps.timings());
     Ok(())
 }
 

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
+use crate::build::platform;
 use crate::cmd::{Cmd, Runner, Verbosity};
+use crate::ctx::Ctx;
 use crate::docker;
-use crate::platform;
 use crate::project;
-use crate::tasks::Ctx;
 
 /// The result of one check, as data.
 #[derive(Clone, Debug, PartialEq, Eq)]

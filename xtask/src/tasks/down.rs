@@ -3,8 +3,8 @@
 
 use anyhow::Result;
 
-use crate::local_stack::LocalStack;
-use crate::tasks::Ctx;
+use crate::ctx::Ctx;
+use crate::deploy::local_stack::LocalStack;
 
 pub fn run(ctx: &Ctx, volumes: bool, project: &str) -> Result<()> {
     let stack = LocalStack::new(&ctx.root, &ctx.config, &ctx.root, project, "dev", 0)?;

@@ -14,9 +14,9 @@ use std::io::Read;
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::cmd::Cmd;
+use crate::ctx::Ctx;
 use crate::interrupt::Interrupted;
 use crate::secret::Secret;
-use crate::tasks::Ctx;
 
 pub const USER_ENV: &str = "XTASK_REGISTRY_USER";
 pub const PASSWORD_ENV: &str = "XTASK_REGISTRY_PASSWORD";

@@ -2,11 +2,6 @@
 //! `tasks/my_task.rs` with `pub fn run(ctx: &Ctx, ...) -> Result<()>`, add it below, and add a
 //! variant to `Task` in `main.rs` that calls it.
 
-use std::path::PathBuf;
-
-use crate::cmd::Runner;
-use crate::config::Config;
-
 pub mod backup;
 pub mod bench;
 pub mod bench_deploy;
@@ -22,10 +17,3 @@ pub mod set_tag;
 pub mod status;
 pub mod test_image;
 pub mod up;
-
-/// What every task gets: the configuration, the command runner and the project root.
-pub struct Ctx {
-    pub config: Config,
-    pub runner: Runner,
-    pub root: PathBuf,
-}

@@ -4,11 +4,11 @@
 
 use anyhow::{bail, Result};
 
-use crate::deployment::Deployment;
+use crate::ctx::Ctx;
+use crate::deploy::deployment::Deployment;
+use crate::deploy::stack::Stack;
 use crate::reference::check_release_tag;
-use crate::stack::Stack;
 use crate::tasks::deploy::{self, Strategy, TargetOptions};
-use crate::tasks::Ctx;
 
 /// Returns how long after the start the edge began sending traffic to the earlier release.
 pub fn run(ctx: &Ctx, opts: &TargetOptions, to: Option<&str>) -> Result<std::time::Duration> {
@@ -42,7 +42,10 @@ pub fn run(ctx: &Ctx, opts: &TargetOptions, to: Option<&str>) -> Result<std::tim
 }
 
 /// The last successful release before the live one: the newest `ok` line whose tag differs.
-fn previous_release(history: &[crate::deployment::Entry], live: Option<&str>) -> Option<String> {
+fn previous_release(
+    history: &[crate::deploy::deployment::Entry],
+    live: Option<&str>,
+) -> Option<String> {
     history
         .iter()
         .rev()
@@ -54,7 +57,7 @@ fn previous_release(history: &[crate::deployment::Entry], live: Option<&str>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deployment::Entry;
+    use crate::deploy::deployment::Entry;
 
     fn entry(tag: &str, result: &str) -> Entry {
         Entry {

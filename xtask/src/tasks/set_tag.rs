@@ -8,13 +8,13 @@ use anyhow::{Context, Result};
 use crate::cmd::Runner;
 use crate::compose_file::{self, Change};
 use crate::config::APP_IMAGES;
+use crate::ctx::Ctx;
 use crate::reference::check_release_tag;
-use crate::tasks::Ctx;
 
 pub fn run(ctx: &Ctx, tag: &str, file: &Path) -> Result<()> {
     check_release_tag(tag)?;
     let _lock = (!ctx.runner.dry_run)
-        .then(|| crate::lock::acquire(&ctx.root, "set-tag"))
+        .then(|| crate::build::tree_lock::acquire(&ctx.root, "set-tag"))
         .transpose()?;
     let path = ctx.root.join(file);
     let changes = if ctx.runner.dry_run {

@@ -3,10 +3,10 @@
 
 use anyhow::Result;
 
-use crate::deployment::Deployment;
-use crate::stack::Stack;
+use crate::ctx::Ctx;
+use crate::deploy::deployment::Deployment;
+use crate::deploy::stack::Stack;
 use crate::tasks::deploy::TargetOptions;
-use crate::tasks::Ctx;
 
 pub fn run(ctx: &Ctx, opts: &TargetOptions) -> Result<()> {
     let runner = &ctx.runner;

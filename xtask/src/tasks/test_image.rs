@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use crate::ctx::Ctx;
+use crate::deploy::local_stack::{ensure_edge_image, LocalStack};
 use crate::http;
-use crate::local_stack::{ensure_edge_image, LocalStack};
 use crate::progress::Steps;
 use crate::reference::check_release_tag;
-use crate::tasks::Ctx;
 
 pub fn run(ctx: &Ctx, tag: &str, env_file: Option<&Path>) -> Result<()> {
     check_release_tag(tag)?;

@@ -11,11 +11,12 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use crate::cmd::Cmd;
+use crate::ctx::Ctx;
+use crate::deploy::local_stack::{ensure_edge_image, LocalStack};
 use crate::docker;
 use crate::http;
-use crate::local_stack::{ensure_edge_image, LocalStack};
 use crate::progress::Steps;
-use crate::tasks::{build_app, docker_publish, Ctx};
+use crate::tasks::{build_app, docker_publish};
 
 pub const PROJECT: &str = "crm-gdb-local";
 

@@ -143,7 +143,7 @@ pub fn edge_image(text: &str) -> Option<String> {
 }
 
 /// The edge image: local, pulled, or (pinned like the base images) built from docker/edge.
-pub fn ensure_edge_image(ctx: &crate::tasks::Ctx, image: &str) -> Result<()> {
+pub fn ensure_edge_image(ctx: &crate::ctx::Ctx, image: &str) -> Result<()> {
     let runner = &ctx.runner;
     if runner.succeeds(&docker::image_exists(image))?
         || runner.succeeds(&Cmd::new("docker").args(["pull", image]))?

@@ -139,7 +139,7 @@ pub fn source_entries(runner: &Runner, root: &Path, head: bool) -> Result<Vec<(S
             .zip(out.lines().map(String::from))
             .collect());
     }
-    let files = crate::staging::working_tree_files(runner, root)?;
+    let files = crate::build::staging::working_tree_files(runner, root)?;
     hash_files(runner, root, &files)
 }
 

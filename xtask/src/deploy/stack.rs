@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::cmd::Cmd;
-use crate::deployment::Deployment;
+use crate::deploy::deployment::Deployment;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Color {
@@ -446,7 +446,7 @@ fn asset_tool(stack: &str, nginx_image: &str, argv: &[&str]) -> Cmd {
 mod tests {
     use super::*;
     use crate::cmd::{Runner, Verbosity};
-    use crate::target::Target;
+    use crate::deploy::target::Target;
 
     #[test]
     fn each_color_is_its_own_project_of_the_same_file() {

@@ -11,8 +11,8 @@
 use anyhow::{bail, Context, Result};
 
 use crate::cmd::{Cmd, Runner};
+use crate::deploy::target::Target;
 use crate::project::now_rfc3339;
-use crate::target::Target;
 
 pub const LOCK_DIR: &str = ".deploy/lock";
 pub const HISTORY: &str = ".deploy/history.tsv";
