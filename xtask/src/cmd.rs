@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{interrupt, progress};
+use crate::interrupt;
+use crate::progress::{self, Verbosity};
 
 /// One external command, as data. `Debug` and `Display` never show the stdin bytes: they can be
 /// a password (`docker login --password-stdin`).
@@ -136,14 +137,6 @@ pub fn quote(word: &str) -> String {
     } else {
         format!("'{}'", word.replace('\'', r"'\''"))
     }
-}
-
-/// How much the runner prints.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Verbosity {
-    Quiet,
-    Normal,
-    Verbose,
 }
 
 /// Runs [`Cmd`]s, or only prints them under `--dry-run`.

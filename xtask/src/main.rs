@@ -27,9 +27,10 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use cmd::{Runner, Verbosity};
+use cmd::Runner;
 use config::Config;
 use ctx::Ctx;
+use progress::Verbosity;
 use tasks::{build_app, completions, docker_publish, doctor, down, login, set_tag, test_image, up};
 
 #[derive(Parser)]

@@ -104,7 +104,7 @@ fn sleep(duration: Duration) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::Verbosity;
+    use crate::progress::Verbosity;
 
     fn fast(retries: u32) -> Backoff {
         Backoff {

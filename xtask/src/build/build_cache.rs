@@ -229,7 +229,7 @@ fn copy(from: &Path, to: &Path) -> Cmd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::Verbosity;
+    use crate::progress::Verbosity;
 
     fn runner() -> Runner {
         Runner::new(false, Verbosity::Quiet)

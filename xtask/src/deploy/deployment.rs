@@ -451,7 +451,7 @@ mod tests {
     #[test]
     fn compose_uses_absolute_paths() {
         let target = Target::new(None, "/srv/crm", None).unwrap();
-        let runner = Runner::new(true, crate::cmd::Verbosity::Quiet);
+        let runner = Runner::new(true, crate::progress::Verbosity::Quiet);
         let d = deployment_for(&target, &runner);
         assert_eq!(
             d.compose().arg("ps").argv(),
@@ -473,7 +473,7 @@ mod tests {
     #[test]
     fn backup_container_reads_the_volume_and_writes_the_archive() {
         let target = Target::new(None, "/srv/crm", None).unwrap();
-        let runner = Runner::new(true, crate::cmd::Verbosity::Quiet);
+        let runner = Runner::new(true, crate::progress::Verbosity::Quiet);
         let d = deployment_for(&target, &runner);
         let cmd = d.volume_tool(
             "r/crm-gdb_php:1",

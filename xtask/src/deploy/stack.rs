@@ -445,8 +445,9 @@ fn asset_tool(stack: &str, nginx_image: &str, argv: &[&str]) -> Cmd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::{Runner, Verbosity};
+    use crate::cmd::Runner;
     use crate::deploy::target::Target;
+    use crate::progress::Verbosity;
 
     #[test]
     fn each_color_is_its_own_project_of_the_same_file() {

@@ -22,10 +22,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::build::staging::{self, Source};
-use crate::cmd::{Cmd, Runner, Verbosity};
+use crate::cmd::{Cmd, Runner};
 use crate::config::{Config, DEFAULT_REGISTRY};
 use crate::ctx::Ctx;
 use crate::docker;
+use crate::progress::Verbosity;
 use crate::project::git;
 use crate::tasks::{build_app, docker_publish};
 

@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::cmd::{Cmd, Runner, Verbosity};
+use crate::cmd::{Cmd, Runner};
 use crate::ctx::Ctx;
 use crate::deploy::local_stack::ensure_edge_image;
 use crate::deploy::target::Target;
 use crate::probe::{Load, Probe};
+use crate::progress::Verbosity;
 use crate::tasks::deploy::{self, Strategy, TargetOptions};
 use crate::tasks::{build_app, rollback};
 

@@ -13,9 +13,10 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use crate::build::platform;
-use crate::cmd::{Cmd, Runner, Verbosity};
+use crate::cmd::{Cmd, Runner};
 use crate::ctx::Ctx;
 use crate::docker;
+use crate::progress::Verbosity;
 use crate::project;
 
 /// The result of one check, as data.
