@@ -144,7 +144,7 @@ enum Task {
     DockerPublish {
         /// Which base image family to publish.
         #[arg(long, value_enum)]
-        image: docker_publish::BaseImage,
+        image: build::base::BaseImage,
         /// Tag to publish, normally the pinned base tag.
         #[arg(long)]
         tag: String,
@@ -356,6 +356,7 @@ fn run(cli: Cli) -> Result<()> {
                 compose_file,
                 platforms: platform,
                 rebuild,
+                cache_dir: None,
             },
         ),
         Task::SetTag { tag, file } => set_tag::run(&ctx, &tag, &file),

@@ -25,8 +25,13 @@ impl fmt::Display for ImageRef {
 impl ImageRef {
     /// The registry's host (with port), e.g. `127.0.0.1:5000`.
     pub fn host(&self) -> &str {
-        self.registry.split('/').next().unwrap_or_default()
+        registry_host(&self.registry)
     }
+}
+
+/// `127.0.0.1:5000` of `127.0.0.1:5000/kiora`.
+pub fn registry_host(registry: &str) -> &str {
+    registry.split('/').next().unwrap_or(registry)
 }
 
 /// A DNS name or IPv4 address: dot-separated labels of letters, digits and '-', none starting or
@@ -102,6 +107,16 @@ pub fn check_registry(registry: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_host_of_a_prefix() {
+        assert_eq!(registry_host("127.0.0.1:5000/kiora"), "127.0.0.1:5000");
+        assert_eq!(
+            registry_host("registry.kiora.tech/kiora/x"),
+            "registry.kiora.tech"
+        );
+        assert_eq!(registry_host("localhost:5000"), "localhost:5000");
+    }
 
     #[test]
     fn tags_follow_dockers_grammar() {

@@ -156,13 +156,13 @@ pub fn cache_dir() -> Option<PathBuf> {
 }
 
 /// One kind of cached output (`vendor`, `assets`) under one key.
-pub struct Entry {
+pub struct CacheEntry {
     pub path: PathBuf,
 }
 
-impl Entry {
-    pub fn new(cache: &Path, kind: &str, key: &str) -> Entry {
-        Entry {
+impl CacheEntry {
+    pub fn new(cache: &Path, kind: &str, key: &str) -> CacheEntry {
+        CacheEntry {
             path: cache.join(kind).join(key),
         }
     }
@@ -411,7 +411,7 @@ mod tests {
         let cache = tempfile::tempdir().unwrap();
         let src = tempfile::tempdir().unwrap();
         write(src.path(), "vendor/autoload.php", "<?php");
-        let entry = Entry::new(cache.path(), "vendor", "k1");
+        let entry = CacheEntry::new(cache.path(), "vendor", "k1");
         assert!(!entry.hit());
         entry.store(&runner(), &src.path().join("vendor")).unwrap();
         assert!(entry.hit());

@@ -6,8 +6,15 @@
 //! summary       the final table of built images
 //! tree_lock     one writer per project tree (build-app, set-tag)
 
+pub mod base;
 pub mod build_cache;
+pub mod compose_tag;
+pub mod login;
 pub mod platform;
+pub mod push;
+pub mod release;
+pub mod reuse;
 pub mod staging;
 pub mod summary;
+pub mod tools;
 pub mod tree_lock;

@@ -419,7 +419,7 @@ pub fn who() -> String {
 
 /// One line for a failed `docker pull`.
 fn pull_failure(image: &str, stderr: &str) -> String {
-    let registry = image.split('/').next().unwrap_or(image);
+    let registry = crate::reference::registry_host(image);
     if stderr.contains("manifest unknown") || stderr.contains("not found") {
         format!("{image} is not in the registry: build and push it first (cargo xtask build-app --tag ...); nothing was stopped")
     } else if stderr.contains("connection refused")

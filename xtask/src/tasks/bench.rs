@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::build::base::{self, BaseImage};
 use crate::build::staging::{self, Source};
 use crate::cmd::{Cmd, Runner};
 use crate::config::{Config, DEFAULT_REGISTRY};
@@ -28,7 +29,7 @@ use crate::ctx::Ctx;
 use crate::docker;
 use crate::progress::Verbosity;
 use crate::project::git;
-use crate::tasks::{build_app, docker_publish};
+use crate::tasks::build_app;
 
 pub fn run(ctx: &Ctx) -> Result<()> {
     if ctx.runner.dry_run {
@@ -56,8 +57,6 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let work = tempfile::Builder::new().prefix("xtask-bench.").tempdir()?;
     // build-app's dependency cache, private to this run (cleared for the cold build).
     let cache = work.path().join("cache");
-    // Set before any thread of ours starts; build-app reads it.
-    std::env::set_var("XTASK_CACHE_DIR", &cache);
     let clone = scratch_clone(&quiet, &ctx.root, &work.path().join("clone"))?;
     let bench = Ctx {
         config: Config {
@@ -173,7 +172,7 @@ fn measure_all(
     let (base_cold, _) = naive(bench, work, &tag("seed"), true)?;
     say("1/6 cold build, build-app");
     go_cold(runner, registry, cache)?;
-    let ours_cold = timed(|| build_app::run(bench, &release(&tag("xtask"))))?;
+    let ours_cold = timed(|| build_app::run(bench, &release(&tag("xtask"), cache)))?;
     rows.push(Row {
         note: "baseline with --no-cache: other local images would feed the classic cache".into(),
         ..row(
@@ -188,7 +187,7 @@ fn measure_all(
     say("2/6 warm rebuild after a one-line PHP change");
     one_line_change(runner, &bench.root)?;
     let (base_warm, _) = naive(bench, work, &tag("seed"), false)?;
-    let ours_warm = timed(|| build_app::run(bench, &release(&tag("xtask"))))?;
+    let ours_warm = timed(|| build_app::run(bench, &release(&tag("xtask"), cache)))?;
     rows.push(row(
         "warm rebuild (one-line PHP change)",
         Some(Value::Time(base_warm)),
@@ -200,7 +199,7 @@ fn measure_all(
     say("3/6 rebuild with no change");
     let (base_same, seed_tree) = naive(bench, work, &tag("seed"), false)?;
     let same_tag = tag("xtask");
-    let ours_same = timed(|| build_app::run(bench, &release(&same_tag)))?;
+    let ours_same = timed(|| build_app::run(bench, &release(&same_tag, cache)))?;
     rows.push(row(
         "rebuild, no change",
         Some(Value::Time(base_same)),
@@ -247,7 +246,8 @@ fn measure_all(
     Ok(rows)
 }
 
-fn release(tag: &str) -> build_app::Options {
+/// build-app's options for a release `tag`, with the dependency cache in `cache`.
+fn release(tag: &str, cache: &Path) -> build_app::Options {
     build_app::Options {
         tag: tag.to_string(),
         allow_dirty: false,
@@ -256,6 +256,7 @@ fn release(tag: &str) -> build_app::Options {
         compose_file: "compose.yaml".into(),
         platforms: Vec::new(),
         rebuild: false,
+        cache_dir: Some(cache.to_path_buf()),
     }
 }
 
@@ -511,13 +512,7 @@ fn ensure_bases(ctx: &Ctx, bench: &Ctx) -> Result<()> {
     }
     ctx.runner
         .say("building the base images (docker-publish --no-push), not timed");
-    docker_publish::run(
-        bench,
-        docker_publish::BaseImage::Php,
-        &bench.config.base_tag,
-        false,
-        &[],
-    )
+    base::publish(bench, BaseImage::Php, &bench.config.base_tag, false, &[])
 }
 
 /// build-app's staging (HEAD and --allow-dirty) without and with 300 MB of ignored files.

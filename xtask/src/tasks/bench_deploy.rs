@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::build::base::ensure_edge_image;
 use crate::cmd::{Cmd, Runner};
 use crate::ctx::Ctx;
-use crate::deploy::local_stack::ensure_edge_image;
 use crate::deploy::target::Target;
 use crate::probe::{Load, Probe};
 use crate::progress::Verbosity;
@@ -46,6 +46,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         compose_file: "compose.yaml".into(),
         platforms: Vec::new(),
         rebuild: false,
+        cache_dir: None,
     };
     build_app::run(&quiet, &build)?;
     make_variants(&quiet)?;

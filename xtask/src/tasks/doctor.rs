@@ -62,7 +62,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     show(engine);
     show(buildx(runner, has_client, has_engine));
     show(compose(runner, has_client));
-    let host = ctx.config.registry.split('/').next().unwrap_or_default();
+    let host = crate::reference::registry_host(&ctx.config.registry);
     show(registry(runner, host));
     show(credentials(host));
     let git = git(runner);
@@ -294,7 +294,7 @@ pub fn has_login(json: &str, host: &str) -> bool {
                 .strip_prefix("https://")
                 .or_else(|| key.strip_prefix("http://"))
                 .unwrap_or(&key);
-            key.split('/').next() == Some(host)
+            crate::reference::registry_host(key) == host
         })
 }
 

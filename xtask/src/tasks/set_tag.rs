@@ -5,8 +5,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::cmd::Runner;
-use crate::compose_file::{self, Change};
+use crate::build::compose_tag::report;
+use crate::compose_file;
 use crate::config::APP_IMAGES;
 use crate::ctx::Ctx;
 use crate::reference::check_release_tag;
@@ -28,22 +28,4 @@ pub fn run(ctx: &Ctx, tag: &str, file: &Path) -> Result<()> {
     };
     report(&path, &changes, &ctx.runner);
     Ok(())
-}
-
-/// One line per rewritten reference, e.g. `compose.yaml:12: .../crm-gdb_php:1.0.0 -> .../crm-gdb_php:1.4.0`.
-pub fn report(path: &Path, changes: &[Change], runner: &Runner) {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if changes.is_empty() {
-        runner.say(format!("{name}: already at this tag, nothing to change"));
-    }
-    let verb = if runner.dry_run { "would set" } else { "set" };
-    for change in changes {
-        runner.say(format!(
-            "{name}:{}: {verb} {} -> {}",
-            change.line, change.old, change.new
-        ));
-    }
 }

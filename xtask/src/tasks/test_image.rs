@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use crate::build::base::ensure_edge_image;
 use crate::ctx::Ctx;
-use crate::deploy::local_stack::{ensure_edge_image, LocalStack};
+use crate::deploy::local_stack::LocalStack;
 use crate::http;
 use crate::progress::Steps;
 use crate::reference::check_release_tag;

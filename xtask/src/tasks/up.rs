@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
+use crate::build::base::{self, ensure_edge_image, BaseImage};
 use crate::cmd::Cmd;
 use crate::ctx::Ctx;
-use crate::deploy::local_stack::{ensure_edge_image, LocalStack};
+use crate::deploy::local_stack::LocalStack;
 use crate::docker;
 use crate::http;
 use crate::progress::Steps;
-use crate::tasks::{build_app, docker_publish};
+use crate::tasks::build_app;
 
 pub const PROJECT: &str = "crm-gdb-local";
 
@@ -36,13 +37,7 @@ pub fn run(ctx: &Ctx, tag: &str, port: u16, project: &str) -> Result<()> {
             return Ok(());
         }
         runner.say("  not in the local engine: building them (docker-publish --no-push)");
-        docker_publish::run(
-            ctx,
-            docker_publish::BaseImage::Php,
-            &ctx.config.base_tag,
-            false,
-            &[],
-        )
+        base::publish(ctx, BaseImage::Php, &ctx.config.base_tag, false, &[])
     })?;
     steps.step(
         &format!("Building the working tree as release {tag} (build-app --no-push --allow-dirty)"),
@@ -55,6 +50,7 @@ pub fn run(ctx: &Ctx, tag: &str, port: u16, project: &str) -> Result<()> {
                 compose_file: "compose.yaml".into(),
                 platforms: Vec::new(),
                 rebuild: false,
+                cache_dir: None,
             };
             build_app::run(ctx, &opts)
         },
