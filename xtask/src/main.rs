@@ -30,6 +30,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use cmd::Runner;
 use config::Config;
 use ctx::Ctx;
+use deploy::options::TargetArgs;
 use progress::Verbosity;
 use tasks::{build_app, completions, docker_publish, doctor, down, login, set_tag, test_image, up};
 
@@ -47,47 +48,6 @@ struct Cli {
     global: Global,
     #[command(subcommand)]
     task: Task,
-}
-
-/// Where a deploy goes, shared by deploy, rollback, backup and status.
-#[derive(Args)]
-struct TargetArgs {
-    /// Server as [user@]host[:port], reached with the system ssh (host keys checked); omit for this machine.
-    #[arg(long)]
-    host: Option<String>,
-    /// Deploy directory on the target, holding compose.yaml and .env.
-    #[arg(long)]
-    dir: String,
-    /// Stack name on the target (Compose projects STACK-blue, STACK-green, STACK-edge).
-    #[arg(long, env = "XTASK_STACK", default_value = "crm")]
-    stack: String,
-    /// ssh config file for ssh -F (e.g. keys and known_hosts of a CI runner).
-    #[arg(long, env = "XTASK_SSH_CONFIG")]
-    ssh_config: Option<PathBuf>,
-    /// Number of data backups kept on the target.
-    #[arg(long, default_value_t = 5)]
-    keep_backups: usize,
-}
-
-impl TargetArgs {
-    fn options(self) -> Result<tasks::deploy::TargetOptions> {
-        let valid = !self.stack.is_empty()
-            && self
-                .stack
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-            && self
-                .stack
-                .starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
-        if !valid {
-            anyhow::bail!("invalid --stack {:?}: lowercase letters, digits, '-' and '_' (a Compose project name)", self.stack);
-        }
-        Ok(tasks::deploy::TargetOptions {
-            target: deploy::target::Target::new(self.host.as_deref(), &self.dir, self.ssh_config)?,
-            stack: self.stack,
-            keep_backups: self.keep_backups,
-        })
-    }
 }
 
 #[derive(Args)]
@@ -226,7 +186,7 @@ enum Task {
         tag: String,
         /// rolling: new containers beside the old, switch once healthy; recreate: the seed's stop-and-start.
         #[arg(long, value_enum, default_value = "rolling")]
-        strategy: tasks::deploy::Strategy,
+        strategy: deploy::switch::Strategy,
         #[command(flatten)]
         target: TargetArgs,
     },

@@ -11,6 +11,7 @@
 use anyhow::{bail, Context, Result};
 
 use crate::cmd::{Cmd, Runner};
+use crate::deploy::remote::Remote;
 use crate::deploy::target::Target;
 use crate::project::now_rfc3339;
 
@@ -18,11 +19,13 @@ pub const LOCK_DIR: &str = ".deploy/lock";
 pub const HISTORY: &str = ".deploy/history.tsv";
 pub const BACKUPS: &str = "backups";
 
-pub struct Deployment<'a> {
-    pub target: &'a Target,
-    pub runner: &'a Runner,
-    /// Compose project name on the target; the data volume is `<project>_data`.
-    pub project: String,
+/// One deployment: a stack on a target, reached through a [`Remote`]. A value (cloneable, `Send`).
+#[derive(Clone, Debug)]
+pub struct Deployment {
+    pub remote: Remote,
+    /// Stack name on the target (Compose projects STACK-blue, STACK-green, STACK-edge); the data
+    /// volume is `<stack>_data`.
+    pub stack: String,
 }
 
 /// One line of the history.
@@ -72,71 +75,65 @@ impl Entry {
     }
 }
 
-impl<'a> Deployment<'a> {
-    pub fn new(target: &'a Target, runner: &'a Runner, project: &str) -> Deployment<'a> {
+impl Deployment {
+    pub fn new(target: &Target, runner: &Runner, stack: &str) -> Deployment {
         Deployment {
-            target,
-            runner,
-            project: project.to_string(),
+            remote: Remote::new(target.clone(), *runner),
+            stack: stack.to_string(),
         }
     }
 
-    /// A command on the target.
-    pub fn on_target(&self, cmd: Cmd) -> Cmd {
-        self.target.cmd(cmd)
+    /// The same deployment, with every action run as a cleanup (putting things back).
+    pub fn undoing(&self) -> Deployment {
+        Deployment {
+            remote: self.remote.undoing(),
+            ..self.clone()
+        }
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.remote.target
     }
 
     /// `docker compose` for the deployed project, with absolute paths (no working directory).
     pub fn compose(&self) -> Cmd {
-        crate::docker::compose(&self.project, &self.target.dir)
-            .args(["--file", &self.target.path("compose.yaml")])
+        crate::docker::compose(&self.stack, &self.target().dir)
+            .args(["--file", &self.target().path("compose.yaml")])
     }
 
     pub fn data_volume(&self) -> String {
-        format!("{}_data", self.project)
+        format!("{}_data", self.stack)
     }
 
     pub fn read(&self, relative: &str) -> Result<String> {
-        self.runner
-            .query(&self.on_target(Cmd::new("cat").arg(self.target.path(relative))))
-            .with_context(|| format!("cannot read {relative} on {}", self.target.describe()))
+        self.remote
+            .query(Cmd::new("cat").arg(self.target().path(relative)))
+            .with_context(|| format!("cannot read {relative} on {}", self.target().describe()))
     }
 
     /// Writes `bytes` next to the file, then renames it over: a reader sees the old or the new file.
-    pub fn write_atomically(&self, relative: &str, bytes: &[u8], cleanup: bool) -> Result<()> {
-        let path = self.target.path(relative);
-        let temp = format!("{path}.xtask-new");
-        let cmds = [
-            self.on_target(
-                Cmd::new("dd")
-                    .arg(format!("of={temp}"))
-                    .arg("status=none")
-                    .stdin(bytes.to_vec()),
-            ),
-            self.on_target(Cmd::new("mv").args(["-f", &temp, &path])),
-        ];
-        for cmd in &cmds {
-            if cleanup {
-                self.runner.cleanup(cmd).map(drop)
-            } else {
-                self.runner.run(cmd)
-            }
-            .with_context(|| format!("cannot write {relative} on {}", self.target.describe()))?;
+    /// Undoing, as a cleanup (see [`Deployment::undoing`]).
+    pub fn write_atomically(&self, relative: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.target().path(relative);
+        for cmd in write_commands(&path, bytes) {
+            self.remote.run(cmd).with_context(|| {
+                format!("cannot write {relative} on {}", self.target().describe())
+            })?;
         }
         Ok(())
     }
 
     /// Takes the deploy lock, or refuses naming who holds it and since when.
-    pub fn lock(&self, operation: &str) -> Result<Lock<'_>> {
-        let lock = self.target.path(LOCK_DIR);
-        self.runner
-            .run(&self.on_target(Cmd::new("mkdir").args(["-p", &self.target.path(".deploy")])))?;
+    pub fn lock(&self, operation: &str) -> Result<Lock> {
+        let lock = self.target().path(LOCK_DIR);
+        self.remote
+            .run(Cmd::new("mkdir").args(["-p", &self.target().path(".deploy")]))?;
         // mkdir is atomic: it fails when the lock exists. (Under --dry-run it is only printed.)
-        let take = self.on_target(Cmd::new("mkdir").arg(&lock));
-        let taken = if self.runner.dry_run {
-            self.runner.run(&take).is_ok()
+        let take = Cmd::new("mkdir").arg(&lock);
+        let taken = if self.remote.dry_run() {
+            self.remote.run(take).is_ok()
         } else {
-            self.runner.output(&take)?.status.success()
+            self.remote.output(take)?.status.success()
         };
         if !taken {
             let owner = self
@@ -144,24 +141,27 @@ impl<'a> Deployment<'a> {
                 .unwrap_or_else(|_| "unknown".into());
             bail!(
                 "another deploy holds the lock on {}: {owner}; wait for it, or if it died, remove {lock}",
-                self.target.describe()
+                self.target().describe()
             );
         }
-        let guard = Lock { deployment: self };
+        let guard = Lock {
+            remote: self.remote.undoing(),
+            path: lock.clone(),
+        };
         let owner = format!(
             "{operation} by {} (pid {}) since {}",
             who(),
             std::process::id(),
             now_rfc3339()
         );
-        self.write_atomically(&format!("{LOCK_DIR}/owner"), owner.as_bytes(), false)?;
+        self.write_atomically(&format!("{LOCK_DIR}/owner"), owner.as_bytes())?;
         Ok(guard)
     }
 
     pub fn history(&self) -> Result<Vec<Entry>> {
         let exists = self
-            .runner
-            .succeeds(&self.on_target(Cmd::new("test").args(["-f", &self.target.path(HISTORY)])))?;
+            .remote
+            .succeeds(Cmd::new("test").args(["-f", &self.target().path(HISTORY)]))?;
         if !exists {
             return Ok(Vec::new());
         }
@@ -184,26 +184,25 @@ impl<'a> Deployment<'a> {
         };
         let append = Cmd::new("dd")
             .args([
-                format!("of={}", self.target.path(HISTORY)),
+                format!("of={}", self.target().path(HISTORY)),
                 "oflag=append".into(),
                 "conv=notrunc".into(),
                 "status=none".into(),
             ])
             .stdin(entry.line());
-        self.runner.cleanup(&self.on_target(append)).map(drop)
+        self.remote.cleanup(append).map(drop)
     }
 
     /// Pulls `images` on the target: the check that the tag exists, before anything stops.
     pub fn pull(&self, images: &[String]) -> Result<()> {
         for image in images {
-            if self.runner.dry_run {
-                self.runner
-                    .run(&self.on_target(Cmd::new("docker").args(["pull", image])))?;
+            if self.remote.dry_run() {
+                self.remote.run(Cmd::new("docker").args(["pull", image]))?;
                 continue;
             }
             let output = self
-                .runner
-                .output(&self.on_target(Cmd::new("docker").args(["pull", "--quiet", image])))?;
+                .remote
+                .output(Cmd::new("docker").args(["pull", "--quiet", image]))?;
             if !output.status.success() {
                 bail!(
                     "{}",
@@ -218,15 +217,12 @@ impl<'a> Deployment<'a> {
     pub fn pull_missing(&self, images: &[String]) -> Result<()> {
         let mut missing = Vec::new();
         for image in images {
-            if !self
-                .runner
-                .succeeds(&self.on_target(crate::docker::image_exists(image)))?
-            {
+            if !self.remote.succeeds(crate::docker::image_exists(image))? {
                 missing.push(image.clone());
             }
         }
         if missing.is_empty() {
-            self.runner.say("  already on the target");
+            self.remote.say("  already on the target");
         }
         self.pull(&missing)
     }
@@ -234,10 +230,8 @@ impl<'a> Deployment<'a> {
     /// The revision label of an image on the target, for the history.
     pub fn revision(&self, image: &str) -> String {
         let format = "{{index .Config.Labels \"org.opencontainers.image.revision\"}}";
-        self.runner
-            .query(&self.on_target(
-                Cmd::new("docker").args(["image", "inspect", "--format", format, image]),
-            ))
+        self.remote
+            .query(Cmd::new("docker").args(["image", "inspect", "--format", format, image]))
             .unwrap_or_default()
             .trim()
             .to_string()
@@ -247,10 +241,10 @@ impl<'a> Deployment<'a> {
     /// name (None when there is no data volume yet: a first deploy).
     pub fn backup(&self, image: &str, label: &str, keep: usize) -> Result<Option<String>> {
         let volume = self.data_volume();
-        if !self.runner.dry_run
-            && !self.runner.succeeds(
-                &self.on_target(Cmd::new("docker").args(["volume", "inspect", &volume])),
-            )?
+        if !self.remote.dry_run()
+            && !self
+                .remote
+                .succeeds(Cmd::new("docker").args(["volume", "inspect", &volume]))?
         {
             return Ok(None);
         }
@@ -267,9 +261,8 @@ impl<'a> Deployment<'a> {
             }
             name = format!("data-{stamp}-{label}-{n}.tar.gz");
         }
-        let backups = self.target.path(BACKUPS);
-        self.runner
-            .run(&self.on_target(Cmd::new("mkdir").args(["-p", &backups])))?;
+        let backups = self.target().path(BACKUPS);
+        self.remote.run(Cmd::new("mkdir").args(["-p", &backups]))?;
         let archive = self.volume_tool(
             image,
             &volume,
@@ -283,8 +276,8 @@ impl<'a> Deployment<'a> {
                 ".",
             ],
         );
-        self.runner
-            .run(&self.on_target(archive))
+        self.remote
+            .run(archive)
             .context("backing up the data volume failed; nothing was changed")?;
         self.prune_backups(keep)?;
         Ok(Some(name))
@@ -292,16 +285,14 @@ impl<'a> Deployment<'a> {
 
     /// Archive names in `backups/`, oldest first (names sort by time).
     pub fn backups(&self) -> Result<Vec<String>> {
-        let backups = self.target.path(BACKUPS);
+        let backups = self.target().path(BACKUPS);
         if !self
-            .runner
-            .succeeds(&self.on_target(Cmd::new("test").args(["-d", &backups])))?
+            .remote
+            .succeeds(Cmd::new("test").args(["-d", &backups]))?
         {
             return Ok(Vec::new());
         }
-        let listing = self
-            .runner
-            .query(&self.on_target(Cmd::new("ls").args(["-1", &backups])))?;
+        let listing = self.remote.query(Cmd::new("ls").args(["-1", &backups]))?;
         let mut names: Vec<String> = listing
             .lines()
             .filter(|n| n.starts_with("data-") && n.ends_with(".tar.gz"))
@@ -317,9 +308,8 @@ impl<'a> Deployment<'a> {
         if old > 0 {
             let paths = names[..old]
                 .iter()
-                .map(|n| self.target.path(&format!("{BACKUPS}/{n}")));
-            self.runner
-                .run(&self.on_target(Cmd::new("rm").arg("-f").args(paths)))?;
+                .map(|n| self.target().path(&format!("{BACKUPS}/{n}")));
+            self.remote.run(Cmd::new("rm").arg("-f").args(paths))?;
         }
         Ok(())
     }
@@ -342,8 +332,8 @@ impl<'a> Deployment<'a> {
             ),
         ];
         for cmd in steps {
-            self.runner
-                .run(&self.on_target(cmd))
+            self.remote
+                .run(cmd)
                 .with_context(|| format!("restoring {archive} failed"))?;
         }
         Ok(())
@@ -364,7 +354,7 @@ impl<'a> Deployment<'a> {
             .arg("--volume")
             .arg(format!(
                 "{}:/backup{backup_mode}",
-                self.target.path(BACKUPS)
+                self.target().path(BACKUPS)
             ))
             .arg(image)
             .args(argv[1..].iter().copied())
@@ -387,25 +377,39 @@ impl<'a> Deployment<'a> {
             "-r",
             &php,
         ]);
-        self.runner.run(&self.on_target(cmd)).with_context(|| {
+        self.remote.run(cmd).with_context(|| {
             format!("http://127.0.0.1:{port}/health does not answer 200 on the target")
         })
     }
 }
 
 /// Held while a deploy runs; released on drop, also after an error or Ctrl-C.
-pub struct Lock<'a> {
-    deployment: &'a Deployment<'a>,
+pub struct Lock {
+    remote: Remote,
+    path: String,
 }
 
-impl Drop for Lock<'_> {
+impl Drop for Lock {
     fn drop(&mut self) {
-        let d = self.deployment;
-        let release = d.on_target(Cmd::new("rm").args(["-rf", &d.target.path(LOCK_DIR)]));
-        if let Err(err) = d.runner.cleanup(&release) {
+        if let Err(err) = self
+            .remote
+            .cleanup(Cmd::new("rm").args(["-rf", &self.path]))
+        {
             eprintln!("warning: could not release the deploy lock: {err:#}");
         }
     }
+}
+
+/// Write `bytes` to `path` atomically: next to it, then renamed over it.
+fn write_commands(path: &str, bytes: &[u8]) -> [Cmd; 2] {
+    let temp = format!("{path}.xtask-new");
+    [
+        Cmd::new("dd")
+            .arg(format!("of={temp}"))
+            .arg("status=none")
+            .stdin(bytes.to_vec()),
+        Cmd::new("mv").args(["-f", &temp, path]),
+    ]
 }
 
 /// `user@machine`, for the lock and the history.
@@ -444,7 +448,7 @@ fn pull_failure(image: &str, stderr: &str) -> String {
 mod tests {
     use super::*;
 
-    fn deployment_for<'a>(target: &'a Target, runner: &'a Runner) -> Deployment<'a> {
+    fn deployment_for(target: &Target, runner: &Runner) -> Deployment {
         Deployment::new(target, runner, "crm-gdb")
     }
 
@@ -501,6 +505,25 @@ mod tests {
                 "-C",
                 "/data",
                 ".",
+            ]
+        );
+    }
+
+    #[test]
+    fn files_are_written_beside_then_renamed_over() {
+        let [write, rename] = write_commands("/srv/crm/compose.yaml", b"x");
+        assert_eq!(
+            write.argv(),
+            ["dd", "of=/srv/crm/compose.yaml.xtask-new", "status=none"]
+        );
+        assert_eq!(write.stdin.as_deref(), Some(&b"x"[..]));
+        assert_eq!(
+            rename.argv(),
+            [
+                "mv",
+                "-f",
+                "/srv/crm/compose.yaml.xtask-new",
+                "/srv/crm/compose.yaml"
             ]
         );
     }

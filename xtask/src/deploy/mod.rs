@@ -2,11 +2,17 @@
 //! Nothing here calls a task.
 //!
 //! target        where a deploy goes; commands for ssh quoted once
+//! options       the target options of deploy, rollback, backup and status
+//! remote        a runner bound to a target (a value: cloneable, Send)
 //! deployment    files, lock, history, backups and pulls on the target
 //! stack         the blue/green releases behind the edge on a target
+//! switch        from the live release to another: the plan, its steps and its undo
 //! local_stack   the one-project stack of `up` and `test-image` on this machine
 
 pub mod deployment;
 pub mod local_stack;
+pub mod options;
+pub mod remote;
 pub mod stack;
+pub mod switch;
 pub mod target;

@@ -6,8 +6,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::ctx::Ctx;
 use crate::deploy::deployment::Deployment;
+use crate::deploy::options::TargetOptions;
 use crate::deploy::stack::Stack;
-use crate::tasks::deploy::TargetOptions;
 
 pub fn run(ctx: &Ctx, opts: &TargetOptions, restore: Option<&str>) -> Result<()> {
     if let Some(archive) = restore {

@@ -16,10 +16,11 @@ use anyhow::{bail, Context, Result};
 use crate::build::base::ensure_edge_image;
 use crate::cmd::{Cmd, Runner};
 use crate::ctx::Ctx;
+use crate::deploy::options::TargetOptions;
+use crate::deploy::switch::{self, Strategy};
 use crate::deploy::target::Target;
 use crate::probe::{Load, Probe};
 use crate::progress::Verbosity;
-use crate::tasks::deploy::{self, Strategy, TargetOptions};
 use crate::tasks::{build_app, rollback};
 
 const A: &str = "bench-a";
@@ -116,7 +117,7 @@ struct Row {
 }
 
 fn scenarios(ctx: &Ctx, opts: &TargetOptions, port: u16) -> Result<Vec<Row>> {
-    deploy::switch_release(ctx, opts, A, Strategy::Rolling, "deploy")
+    switch::switch_release(ctx, opts, A, Strategy::Rolling, "deploy")
         .context("the first deploy failed")?;
     let page = crate::http::get(port, "/")?.body;
     let asset = page
@@ -155,14 +156,14 @@ fn scenarios(ctx: &Ctx, opts: &TargetOptions, port: u16) -> Result<Vec<Row>> {
     };
     Ok(vec![
         measure("deploy --strategy recreate (seed)", &|| {
-            deploy::switch_release(ctx, opts, B, Strategy::Recreate, "deploy")
+            switch::switch_release(ctx, opts, B, Strategy::Recreate, "deploy")
         }),
         measure("deploy --strategy rolling", &|| {
-            deploy::switch_release(ctx, opts, A, Strategy::Rolling, "deploy")
+            switch::switch_release(ctx, opts, A, Strategy::Rolling, "deploy")
         }),
         measure("rollback", &|| rollback::run(ctx, opts, None)),
         measure("broken release, auto rollback", &|| {
-            deploy::switch_release(ctx, opts, X, Strategy::Rolling, "deploy")
+            switch::switch_release(ctx, opts, X, Strategy::Rolling, "deploy")
         }),
     ])
 }

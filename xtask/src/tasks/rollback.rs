@@ -6,9 +6,10 @@ use anyhow::{bail, Result};
 
 use crate::ctx::Ctx;
 use crate::deploy::deployment::Deployment;
+use crate::deploy::options::TargetOptions;
 use crate::deploy::stack::Stack;
+use crate::deploy::switch::{self, Strategy};
 use crate::reference::check_release_tag;
-use crate::tasks::deploy::{self, Strategy, TargetOptions};
 
 /// Returns how long after the start the edge began sending traffic to the earlier release.
 pub fn run(ctx: &Ctx, opts: &TargetOptions, to: Option<&str>) -> Result<std::time::Duration> {
@@ -38,7 +39,7 @@ pub fn run(ctx: &Ctx, opts: &TargetOptions, to: Option<&str>) -> Result<std::tim
             opts.target.describe()
         );
     }
-    deploy::switch_release(ctx, opts, &tag, Strategy::Rolling, "rollback")
+    switch::switch_release(ctx, opts, &tag, Strategy::Rolling, "rollback")
 }
 
 /// The last successful release before the live one: the newest `ok` line whose tag differs.

@@ -5,8 +5,8 @@ use anyhow::Result;
 
 use crate::ctx::Ctx;
 use crate::deploy::deployment::Deployment;
+use crate::deploy::options::TargetOptions;
 use crate::deploy::stack::Stack;
-use crate::tasks::deploy::TargetOptions;
 
 pub fn run(ctx: &Ctx, opts: &TargetOptions) -> Result<()> {
     let runner = &ctx.runner;
