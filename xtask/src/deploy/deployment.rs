@@ -1,7 +1,7 @@
 //! What a deploy does on its target, one operation per function: the compose project, files
-//! written atomically, the deploy lock, the history, backups of the data volume, pulls and
-//! health checks. Every command goes through [`Target::cmd`], so the same code serves a local
-//! directory and a server over ssh.
+//! written atomically, pulls and health checks (the deploy lock, the history and the backups are
+//! in `lock.rs`, `history.rs` and `backups.rs`). Every command goes through a [`Remote`], so the
+//! same code serves a local directory and a server over ssh.
 //!
 //! On the target, next to `compose.yaml` and `.env`:
 //!   .deploy/lock/owner     who holds the deploy lock, and since when
@@ -13,11 +13,6 @@ use anyhow::{bail, Context, Result};
 use crate::cmd::{Cmd, Runner};
 use crate::deploy::remote::Remote;
 use crate::deploy::target::Target;
-use crate::project::now_rfc3339;
-
-pub const LOCK_DIR: &str = ".deploy/lock";
-pub const HISTORY: &str = ".deploy/history.tsv";
-pub const BACKUPS: &str = "backups";
 
 /// One deployment: a stack on a target, reached through a [`Remote`]. A value (cloneable, `Send`).
 #[derive(Clone, Debug)]
@@ -26,53 +21,6 @@ pub struct Deployment {
     /// Stack name on the target (Compose projects STACK-blue, STACK-green, STACK-edge); the data
     /// volume is `<stack>_data`.
     pub stack: String,
-}
-
-/// One line of the history.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    pub time: String,
-    pub tag: String,
-    pub revision: String,
-    pub who: String,
-    pub strategy: String,
-    pub result: String,
-}
-
-impl Entry {
-    fn parse(line: &str) -> Option<Entry> {
-        let f: Vec<&str> = line.split('\t').collect();
-        let [time, tag, revision, who, strategy, result] = f.as_slice() else {
-            return None;
-        };
-        let s = |v: &&str| v.to_string();
-        Some(Entry {
-            time: s(time),
-            tag: s(tag),
-            revision: s(revision),
-            who: s(who),
-            strategy: s(strategy),
-            result: s(result),
-        })
-    }
-
-    fn line(&self) -> String {
-        // Tabs and newlines would break the format; none of our values has them, but be sure.
-        let clean = |v: &str| v.replace(['\t', '\n'], " ");
-        format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\n",
-            clean(&self.time),
-            clean(&self.tag),
-            clean(&self.revision),
-            clean(&self.who),
-            clean(&self.strategy),
-            clean(&self.result)
-        )
-    }
-
-    pub fn succeeded(&self) -> bool {
-        self.result == "ok"
-    }
 }
 
 impl Deployment {
@@ -123,76 +71,6 @@ impl Deployment {
         Ok(())
     }
 
-    /// Takes the deploy lock, or refuses naming who holds it and since when.
-    pub fn lock(&self, operation: &str) -> Result<Lock> {
-        let lock = self.target().path(LOCK_DIR);
-        self.remote
-            .run(Cmd::new("mkdir").args(["-p", &self.target().path(".deploy")]))?;
-        // mkdir is atomic: it fails when the lock exists. (Under --dry-run it is only printed.)
-        let take = Cmd::new("mkdir").arg(&lock);
-        let taken = if self.remote.dry_run() {
-            self.remote.run(take).is_ok()
-        } else {
-            self.remote.output(take)?.status.success()
-        };
-        if !taken {
-            let owner = self
-                .read(&format!("{LOCK_DIR}/owner"))
-                .unwrap_or_else(|_| "unknown".into());
-            bail!(
-                "another deploy holds the lock on {}: {owner}; wait for it, or if it died, remove {lock}",
-                self.target().describe()
-            );
-        }
-        let guard = Lock {
-            remote: self.remote.undoing(),
-            path: lock.clone(),
-        };
-        let owner = format!(
-            "{operation} by {} (pid {}) since {}",
-            who(),
-            std::process::id(),
-            now_rfc3339()
-        );
-        self.write_atomically(&format!("{LOCK_DIR}/owner"), owner.as_bytes())?;
-        Ok(guard)
-    }
-
-    pub fn history(&self) -> Result<Vec<Entry>> {
-        let exists = self
-            .remote
-            .succeeds(Cmd::new("test").args(["-f", &self.target().path(HISTORY)]))?;
-        if !exists {
-            return Ok(Vec::new());
-        }
-        Ok(self
-            .read(HISTORY)?
-            .lines()
-            .filter_map(Entry::parse)
-            .collect())
-    }
-
-    /// Appends one line (also after Ctrl-C: the history must say what happened).
-    pub fn record(&self, tag: &str, revision: &str, strategy: &str, result: &str) -> Result<()> {
-        let entry = Entry {
-            time: now_rfc3339(),
-            tag: tag.into(),
-            revision: revision.into(),
-            who: who(),
-            strategy: strategy.into(),
-            result: result.into(),
-        };
-        let append = Cmd::new("dd")
-            .args([
-                format!("of={}", self.target().path(HISTORY)),
-                "oflag=append".into(),
-                "conv=notrunc".into(),
-                "status=none".into(),
-            ])
-            .stdin(entry.line());
-        self.remote.cleanup(append).map(drop)
-    }
-
     /// Pulls `images` on the target: the check that the tag exists, before anything stops.
     pub fn pull(&self, images: &[String]) -> Result<()> {
         for image in images {
@@ -237,129 +115,6 @@ impl Deployment {
             .to_string()
     }
 
-    /// Archives the data volume into `backups/`, keeps the newest `keep`, returns the archive's
-    /// name (None when there is no data volume yet: a first deploy).
-    pub fn backup(&self, image: &str, label: &str, keep: usize) -> Result<Option<String>> {
-        let volume = self.data_volume();
-        if !self.remote.dry_run()
-            && !self
-                .remote
-                .succeeds(Cmd::new("docker").args(["volume", "inspect", &volume]))?
-        {
-            return Ok(None);
-        }
-        let stamp: String = now_rfc3339()
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .collect();
-        // Never overwrite an archive, even two backups in the same second.
-        let existing = self.backups()?;
-        let mut name = format!("data-{stamp}-{label}.tar.gz");
-        for n in 2.. {
-            if !existing.contains(&name) {
-                break;
-            }
-            name = format!("data-{stamp}-{label}-{n}.tar.gz");
-        }
-        let backups = self.target().path(BACKUPS);
-        self.remote.run(Cmd::new("mkdir").args(["-p", &backups]))?;
-        let archive = self.volume_tool(
-            image,
-            &volume,
-            true,
-            &[
-                "tar",
-                "-czf",
-                &format!("/backup/{name}"),
-                "-C",
-                "/data",
-                ".",
-            ],
-        );
-        self.remote
-            .run(archive)
-            .context("backing up the data volume failed; nothing was changed")?;
-        self.prune_backups(keep)?;
-        Ok(Some(name))
-    }
-
-    /// Archive names in `backups/`, oldest first (names sort by time).
-    pub fn backups(&self) -> Result<Vec<String>> {
-        let backups = self.target().path(BACKUPS);
-        if !self
-            .remote
-            .succeeds(Cmd::new("test").args(["-d", &backups]))?
-        {
-            return Ok(Vec::new());
-        }
-        let listing = self.remote.query(Cmd::new("ls").args(["-1", &backups]))?;
-        let mut names: Vec<String> = listing
-            .lines()
-            .filter(|n| n.starts_with("data-") && n.ends_with(".tar.gz"))
-            .map(String::from)
-            .collect();
-        names.sort();
-        Ok(names)
-    }
-
-    fn prune_backups(&self, keep: usize) -> Result<()> {
-        let names = self.backups()?;
-        let old = names.len().saturating_sub(keep.max(1));
-        if old > 0 {
-            let paths = names[..old]
-                .iter()
-                .map(|n| self.target().path(&format!("{BACKUPS}/{n}")));
-            self.remote.run(Cmd::new("rm").arg("-f").args(paths))?;
-        }
-        Ok(())
-    }
-
-    /// Replaces the data volume's content with `archive` (the services using it must be stopped).
-    pub fn restore(&self, image: &str, archive: &str) -> Result<()> {
-        let volume = self.data_volume();
-        let steps = [
-            self.volume_tool(
-                image,
-                &volume,
-                false,
-                &["find", "/data", "-mindepth", "1", "-delete"],
-            ),
-            self.volume_tool(
-                image,
-                &volume,
-                false,
-                &["tar", "-xzf", &format!("/backup/{archive}"), "-C", "/data"],
-            ),
-        ];
-        for cmd in steps {
-            self.remote
-                .run(cmd)
-                .with_context(|| format!("restoring {archive} failed"))?;
-        }
-        Ok(())
-    }
-
-    /// A throwaway container (root, to read and write any file of the volume) with the data
-    /// volume at /data and the backups directory at /backup.
-    fn volume_tool(&self, image: &str, volume: &str, data_read_only: bool, argv: &[&str]) -> Cmd {
-        let (data_mode, backup_mode) = if data_read_only {
-            (":ro", "")
-        } else {
-            ("", ":ro")
-        };
-        Cmd::new("docker")
-            .args(["run", "--rm", "--user", "0:0", "--entrypoint", argv[0]])
-            .arg("--volume")
-            .arg(format!("{volume}:/data{data_mode}"))
-            .arg("--volume")
-            .arg(format!(
-                "{}:/backup{backup_mode}",
-                self.target().path(BACKUPS)
-            ))
-            .arg(image)
-            .args(argv[1..].iter().copied())
-    }
-
     /// GET http://127.0.0.1:PORT/health on the target, from a throwaway container of `image`
     /// on the host network, so the check needs neither curl on the server nor a tunnel.
     pub fn http_check(&self, image: &str, port: u16) -> Result<()> {
@@ -380,23 +135,6 @@ impl Deployment {
         self.remote.run(cmd).with_context(|| {
             format!("http://127.0.0.1:{port}/health does not answer 200 on the target")
         })
-    }
-}
-
-/// Held while a deploy runs; released on drop, also after an error or Ctrl-C.
-pub struct Lock {
-    remote: Remote,
-    path: String,
-}
-
-impl Drop for Lock {
-    fn drop(&mut self) {
-        if let Err(err) = self
-            .remote
-            .cleanup(Cmd::new("rm").args(["-rf", &self.path]))
-        {
-            eprintln!("warning: could not release the deploy lock: {err:#}");
-        }
     }
 }
 
@@ -475,41 +213,6 @@ mod tests {
     }
 
     #[test]
-    fn backup_container_reads_the_volume_and_writes_the_archive() {
-        let target = Target::new(None, "/srv/crm", None).unwrap();
-        let runner = Runner::new(true, crate::progress::Verbosity::Quiet);
-        let d = deployment_for(&target, &runner);
-        let cmd = d.volume_tool(
-            "r/crm-gdb_php:1",
-            "crm-gdb_data",
-            true,
-            &["tar", "-czf", "/backup/a.tar.gz", "-C", "/data", "."],
-        );
-        assert_eq!(
-            cmd.argv(),
-            [
-                "docker",
-                "run",
-                "--rm",
-                "--user",
-                "0:0",
-                "--entrypoint",
-                "tar",
-                "--volume",
-                "crm-gdb_data:/data:ro",
-                "--volume",
-                "/srv/crm/backups:/backup",
-                "r/crm-gdb_php:1",
-                "-czf",
-                "/backup/a.tar.gz",
-                "-C",
-                "/data",
-                ".",
-            ]
-        );
-    }
-
-    #[test]
     fn files_are_written_beside_then_renamed_over() {
         let [write, rename] = write_commands("/srv/crm/compose.yaml", b"x");
         assert_eq!(
@@ -526,21 +229,6 @@ mod tests {
                 "/srv/crm/compose.yaml"
             ]
         );
-    }
-
-    #[test]
-    fn history_lines_round_trip() {
-        let entry = Entry {
-            time: "2026-11-21T10:00:00Z".into(),
-            tag: "1.4.0".into(),
-            revision: "abc".into(),
-            who: "me@box".into(),
-            strategy: "rolling".into(),
-            result: "ok".into(),
-        };
-        assert_eq!(Entry::parse(entry.line().trim_end()), Some(entry.clone()));
-        assert!(entry.succeeded());
-        assert_eq!(Entry::parse("garbage"), None);
     }
 
     #[test]

@@ -4,13 +4,19 @@
 //! target        where a deploy goes; commands for ssh quoted once
 //! options       the target options of deploy, rollback, backup and status
 //! remote        a runner bound to a target (a value: cloneable, Send)
-//! deployment    files, lock, history, backups and pulls on the target
+//! deployment    one stack on a target: its files, compose project, pulls and health check
+//! lock          the deploy lock on a target
+//! history       what was deployed there, when, by whom, with what result
+//! backups       archives of the data volume, and restoring one
 //! stack         the blue/green releases behind the edge on a target
 //! switch        from the live release to another: the plan, its steps and its undo
 //! local_stack   the one-project stack of `up` and `test-image` on this machine
 
+pub mod backups;
 pub mod deployment;
+pub mod history;
 pub mod local_stack;
+pub mod lock;
 pub mod options;
 pub mod remote;
 pub mod stack;

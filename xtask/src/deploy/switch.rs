@@ -102,7 +102,7 @@ pub fn switch_release(
             old_tag.as_deref().unwrap_or("initial"),
             opts.keep_backups,
         )? {
-            Some(name) => runner.say(format!("  {}/{name}", crate::deploy::deployment::BACKUPS)),
+            Some(name) => runner.say(format!("  {}/{name}", crate::deploy::backups::BACKUPS)),
             None => runner.say("  no data volume yet: nothing to back up"),
         }
         Ok(())

@@ -44,7 +44,7 @@ pub fn run(ctx: &Ctx, opts: &TargetOptions, to: Option<&str>) -> Result<std::tim
 
 /// The last successful release before the live one: the newest `ok` line whose tag differs.
 fn previous_release(
-    history: &[crate::deploy::deployment::Entry],
+    history: &[crate::deploy::history::Entry],
     live: Option<&str>,
 ) -> Option<String> {
     history
@@ -58,7 +58,7 @@ fn previous_release(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deploy::deployment::Entry;
+    use crate::deploy::history::Entry;
 
     fn entry(tag: &str, result: &str) -> Entry {
         Entry {
