@@ -93,6 +93,16 @@ impl Deployment {
     }
 }
 
+/// The last successful release before the live one: the newest `ok` line whose tag differs.
+pub fn previous_release(history: &[Entry], live: Option<&str>) -> Option<String> {
+    history
+        .iter()
+        .rev()
+        .filter(|e| e.succeeded())
+        .map(|e| e.tag.clone())
+        .find(|tag| Some(tag.as_str()) != live)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +120,31 @@ mod tests {
         assert_eq!(Entry::parse(entry.line().trim_end()), Some(entry.clone()));
         assert!(entry.succeeded());
         assert_eq!(Entry::parse("garbage"), None);
+    }
+
+    fn entry(tag: &str, result: &str) -> Entry {
+        Entry {
+            time: "t".into(),
+            tag: tag.into(),
+            revision: "r".into(),
+            who: "w".into(),
+            strategy: "rolling".into(),
+            result: result.into(),
+        }
+    }
+
+    #[test]
+    fn previous_successful_release() {
+        let history = [
+            entry("1.0.0", "ok"),
+            entry("1.1.0", "ok"),
+            entry("1.2.0", "failed; rolled back"),
+            entry("1.1.0", "ok"),
+        ];
+        assert_eq!(
+            previous_release(&history, Some("1.1.0")).as_deref(),
+            Some("1.0.0")
+        );
+        assert_eq!(previous_release(&history[..1], Some("1.0.0")), None);
     }
 }

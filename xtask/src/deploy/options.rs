@@ -38,7 +38,7 @@ pub struct TargetArgs {
 
 impl TargetArgs {
     /// Checked: a valid stack name and target.
-    pub fn options(self) -> Result<TargetOptions> {
+    pub fn options(&self) -> Result<TargetOptions> {
         let valid = !self.stack.is_empty()
             && self
                 .stack
@@ -51,8 +51,8 @@ impl TargetArgs {
             anyhow::bail!("invalid --stack {:?}: lowercase letters, digits, '-' and '_' (a Compose project name)", self.stack);
         }
         Ok(TargetOptions {
-            target: Target::new(self.host.as_deref(), &self.dir, self.ssh_config)?,
-            stack: self.stack,
+            target: Target::new(self.host.as_deref(), &self.dir, self.ssh_config.clone())?,
+            stack: self.stack.clone(),
             keep_backups: self.keep_backups,
         })
     }

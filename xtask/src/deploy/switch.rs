@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::compose_file;
 use crate::config::APP_IMAGES;
@@ -172,6 +172,35 @@ pub fn switch_release(
         steps.elapsed()
     ));
     Ok(progress.switched_after)
+}
+
+/// Returns how long after the start the edge began sending traffic to the earlier release.
+/// `rollback`: to `to`, or to the previous successful release in the target's history.
+pub fn rollback(ctx: &Ctx, opts: &TargetOptions, to: Option<&str>) -> Result<Duration> {
+    opts.target.check(&ctx.runner)?;
+    let d = Deployment::new(&opts.target, &ctx.runner, &opts.stack);
+    let stack = Stack::new(&d);
+    let live = stack.live_release()?.and_then(|(_, tag)| tag);
+    let tag = match to {
+        Some(tag) => tag.to_string(),
+        None => {
+            let history = d.history()?;
+            match crate::deploy::history::previous_release(&history, live.as_deref()) {
+                Some(tag) => tag,
+                None => bail!(
+                    "the history of {} names no earlier successful release; use --to TAG",
+                    opts.target.describe()
+                ),
+            }
+        }
+    };
+    if live.as_deref() == Some(tag.as_str()) {
+        bail!(
+            "{tag} is already live on {}; nothing to roll back to",
+            opts.target.describe()
+        );
+    }
+    switch_release(ctx, opts, &tag, Strategy::Rolling, "rollback")
 }
 
 /// What has been changed so far, so a failure undoes exactly that.

@@ -172,7 +172,7 @@ fn measure_all(
     let (base_cold, _) = naive(bench, work, &tag("seed"), true)?;
     say("1/6 cold build, build-app");
     go_cold(runner, registry, cache)?;
-    let ours_cold = timed(|| build_app::run(bench, &release(&tag("xtask"), cache)))?;
+    let ours_cold = timed(|| build_app::run(bench, &release(&tag("xtask"), cache)?))?;
     rows.push(Row {
         note: "baseline with --no-cache: other local images would feed the classic cache".into(),
         ..row(
@@ -187,7 +187,7 @@ fn measure_all(
     say("2/6 warm rebuild after a one-line PHP change");
     one_line_change(runner, &bench.root)?;
     let (base_warm, _) = naive(bench, work, &tag("seed"), false)?;
-    let ours_warm = timed(|| build_app::run(bench, &release(&tag("xtask"), cache)))?;
+    let ours_warm = timed(|| build_app::run(bench, &release(&tag("xtask"), cache)?))?;
     rows.push(row(
         "warm rebuild (one-line PHP change)",
         Some(Value::Time(base_warm)),
@@ -199,7 +199,7 @@ fn measure_all(
     say("3/6 rebuild with no change");
     let (base_same, seed_tree) = naive(bench, work, &tag("seed"), false)?;
     let same_tag = tag("xtask");
-    let ours_same = timed(|| build_app::run(bench, &release(&same_tag, cache)))?;
+    let ours_same = timed(|| build_app::run(bench, &release(&same_tag, cache)?))?;
     rows.push(row(
         "rebuild, no change",
         Some(Value::Time(base_same)),
@@ -247,17 +247,17 @@ fn measure_all(
 }
 
 /// build-app's options for a release `tag`, with the dependency cache in `cache`.
-fn release(tag: &str, cache: &Path) -> build_app::Options {
-    build_app::Options {
-        tag: tag.to_string(),
+fn release(tag: &str, cache: &Path) -> Result<build_app::Args> {
+    Ok(build_app::Args {
+        tag: tag.parse()?,
         allow_dirty: false,
         host_tools: false,
-        push: true,
+        no_push: false,
         compose_file: "compose.yaml".into(),
-        platforms: Vec::new(),
+        platform: Vec::new(),
         rebuild: false,
         cache_dir: Some(cache.to_path_buf()),
-    }
+    })
 }
 
 fn timed(body: impl FnOnce() -> Result<()>) -> Result<Duration> {

@@ -21,7 +21,7 @@ use crate::deploy::switch::{self, Strategy};
 use crate::deploy::target::Target;
 use crate::probe::{Load, Probe};
 use crate::progress::Verbosity;
-use crate::tasks::{build_app, rollback};
+use crate::tasks::build_app;
 
 const A: &str = "bench-a";
 const B: &str = "bench-b";
@@ -39,13 +39,13 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         runner: Runner::new(false, Verbosity::Quiet),
         root: ctx.root.clone(),
     };
-    let build = build_app::Options {
-        tag: A.into(),
+    let build = build_app::Args {
+        tag: A.parse()?,
         allow_dirty: true,
         host_tools: false,
-        push: false,
+        no_push: true,
         compose_file: "compose.yaml".into(),
-        platforms: Vec::new(),
+        platform: Vec::new(),
         rebuild: false,
         cache_dir: None,
     };
@@ -161,7 +161,7 @@ fn scenarios(ctx: &Ctx, opts: &TargetOptions, port: u16) -> Result<Vec<Row>> {
         measure("deploy --strategy rolling", &|| {
             switch::switch_release(ctx, opts, A, Strategy::Rolling, "deploy")
         }),
-        measure("rollback", &|| rollback::run(ctx, opts, None)),
+        measure("rollback", &|| switch::rollback(ctx, opts, None)),
         measure("broken release, auto rollback", &|| {
             switch::switch_release(ctx, opts, X, Strategy::Rolling, "deploy")
         }),

@@ -30,25 +30,38 @@ use crate::ctx::Ctx;
 use crate::docker::{self, Builder};
 use crate::progress::Steps;
 use crate::project;
-use crate::reference::{check_release_tag, ImageRef};
+use crate::reference::{ImageRef, ReleaseTag};
 
-pub struct Options {
-    pub tag: String,
+#[derive(clap::Args)]
+pub struct Args {
+    /// Release tag, e.g. 1.4.0 (Docker tag grammar; `latest` is refused).
+    #[arg(long)]
+    pub tag: ReleaseTag,
+    /// Build the working tree (tracked and untracked, not ignored files) instead of HEAD.
+    #[arg(long)]
     pub allow_dirty: bool,
+    /// Use the host's composer and npm instead of the pinned build image.
+    #[arg(long)]
     pub host_tools: bool,
-    pub push: bool,
-    /// The compose file to update, relative to the project root.
+    /// Build and tag locally only: no push, compose.yaml untouched.
+    #[arg(long)]
+    pub no_push: bool,
+    /// Compose file whose image references get the new tag.
+    #[arg(long, default_value = "compose.yaml")]
     pub compose_file: PathBuf,
-    /// `--platform`: empty for the engine's own (see `platform.rs`).
-    pub platforms: Vec<String>,
-    /// `--rebuild`: build even when images of the same inputs key are in the local engine.
+    /// Target platforms, e.g. linux/amd64,linux/arm64 (default: the engine's own).
+    #[arg(long, value_delimiter = ',', value_parser = platform::parse)]
+    pub platform: Vec<String>,
+    /// Build even when local images were built from exactly the same inputs (default: re-tag them).
+    #[arg(long)]
     pub rebuild: bool,
     /// Where the dependency cache lives; None: the default (see `build_cache::cache_dir`).
+    #[arg(skip)]
     pub cache_dir: Option<PathBuf>,
 }
 
-pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
-    check_release_tag(&opts.tag)?;
+pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
+    let push = !opts.no_push;
     let (runner, config, root) = (&ctx.runner, &ctx.config, ctx.root.as_path());
     // A dry run changes nothing, so it may look while a real run works.
     let _lock = (!runner.dry_run)
@@ -71,19 +84,19 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
     }
     let compose_path = root.join(&opts.compose_file);
     // What set-tag will change, computed now: refused early if it cannot, shown by --dry-run.
-    let planned = if opts.push {
+    let planned = if push {
         check_compose_file(&compose_path, &opts.tag)?
     } else {
         Vec::new()
     };
     docker::check_engine(runner)?;
     let builder = Builder::detect(runner)?;
-    platform::preflight(runner, builder, &opts.platforms, opts.push)?;
+    platform::preflight(runner, builder, &opts.platform, push)?;
     let tools = Tools::new(config, opts.host_tools);
 
     // Images already built from exactly these inputs are re-tagged instead of rebuilt.
-    let reused = if opts.platforms.len() <= 1 && !opts.rebuild {
-        let key = inputs_key(ctx, &tools, &opts.platforms, source, builder)?;
+    let reused = if opts.platform.len() <= 1 && !opts.rebuild {
+        let key = inputs_key(ctx, &tools, &opts.platform, source, builder)?;
         match key {
             Some(key) => find_reusable(runner, &key)?,
             None => None,
@@ -126,7 +139,7 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
     )?;
     let new_images = config.app_images(&opts.tag);
     let images: Vec<&ImageRef> = new_images.iter().collect();
-    let title = if opts.push {
+    let title = if push {
         "Building and pushing images"
     } else {
         "Building images"
@@ -150,7 +163,7 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
                     ])]);
                 }
                 runner.run_parallel(&tags)?;
-                if opts.push {
+                if push {
                     push_all(ctx, &images)?;
                 }
                 Ok(())
@@ -171,12 +184,12 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
                 tools.compile_assets(runner, &app_dir, cache.as_deref(), &tool_id)
             })?;
 
-            let key = inputs_key(ctx, &tools, &opts.platforms, source, builder)?
+            let key = inputs_key(ctx, &tools, &opts.platform, source, builder)?
                 .unwrap_or_else(|| "<inputs key>".to_string());
             let labels = docker::oci_labels(&opts.tag, &revision, &project::now_rfc3339());
             let mut builds = release_builds(config, staging.path(), &opts.tag, &labels);
             for build in &mut builds {
-                build.platforms = opts.platforms.clone();
+                build.platforms = opts.platform.clone();
                 build.labels.push((INPUTS_LABEL.to_string(), key.clone()));
                 add_base_digest(runner, build)?;
             }
@@ -190,7 +203,7 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
                         .run(cmd)
                         .with_context(|| format!("building {} failed", tagged(cmd)))
                 })?;
-                if opts.push && !builds.iter().any(|b| b.pushes_itself(builder)) {
+                if push && !builds.iter().any(|b| b.pushes_itself(builder)) {
                     push_all(ctx, &images)?;
                 }
                 Ok(())
@@ -199,7 +212,7 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
         (None, None) => unreachable!("staged whenever nothing is reused"),
     }
 
-    if opts.push {
+    if push {
         steps.step(&format!("Updating {}", opts.compose_file.display()), || {
             let changes = if runner.dry_run {
                 planned.clone()
@@ -222,7 +235,7 @@ pub fn run(ctx: &Ctx, opts: &Options) -> Result<()> {
         None => steps.skip("Removing the staging directory", "nothing was staged"),
     }
 
-    let verb = if opts.push {
+    let verb = if push {
         "built and pushed"
     } else {
         "built (local only)"

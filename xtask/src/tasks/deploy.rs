@@ -17,11 +17,23 @@
 use anyhow::Result;
 
 use crate::ctx::Ctx;
-use crate::deploy::options::TargetOptions;
+use crate::deploy::options::TargetArgs;
 use crate::deploy::switch::{switch_release, Strategy};
-use crate::reference::check_release_tag;
+use crate::reference::ReleaseTag;
 
-pub fn run(ctx: &Ctx, opts: &TargetOptions, tag: &str, strategy: Strategy) -> Result<()> {
-    check_release_tag(tag)?;
-    switch_release(ctx, opts, tag, strategy, "deploy").map(drop)
+#[derive(clap::Args)]
+pub struct Args {
+    /// Release tag to deploy (must be in the registry).
+    #[arg(long)]
+    pub tag: ReleaseTag,
+    /// rolling: new containers beside the old, switch once healthy; recreate: the seed's stop-and-start.
+    #[arg(long, value_enum, default_value = "rolling")]
+    pub strategy: Strategy,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    let opts = args.target.options()?;
+    switch_release(ctx, &opts, &args.tag, args.strategy, "deploy").map(drop)
 }

@@ -6,7 +6,25 @@ use anyhow::Result;
 
 use crate::build::base::{self, BaseImage};
 use crate::ctx::Ctx;
+use crate::reference::ReleaseTag;
 
-pub fn run(ctx: &Ctx, image: BaseImage, tag: &str, push: bool, platforms: &[String]) -> Result<()> {
+#[derive(clap::Args)]
+pub struct Args {
+    /// Which base image family to publish.
+    #[arg(long, value_enum)]
+    pub image: BaseImage,
+    /// Tag to publish, normally the pinned base tag.
+    #[arg(long)]
+    pub tag: ReleaseTag,
+    /// Build and tag in the local engine only.
+    #[arg(long)]
+    pub no_push: bool,
+    /// Target platforms, e.g. linux/amd64,linux/arm64 (default: the engine's own).
+    #[arg(long, value_delimiter = ',', value_parser = crate::build::platform::parse)]
+    pub platform: Vec<String>,
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    let (image, tag, push, platforms) = (args.image, &args.tag, !args.no_push, &args.platform);
     base::publish(ctx, image, tag, push, platforms)
 }

@@ -18,7 +18,18 @@ use crate::ctx::Ctx;
 use crate::reference::registry_host;
 use crate::secret::Secret;
 
-pub fn run(ctx: &Ctx, username: Option<&str>, password_stdin: bool) -> Result<()> {
+#[derive(clap::Args)]
+pub struct Args {
+    /// Registry user name.
+    #[arg(long, env = "XTASK_REGISTRY_USER")]
+    pub username: Option<String>,
+    /// Read the password from standard input instead of XTASK_REGISTRY_PASSWORD.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    let (username, password_stdin) = (args.username.as_deref(), args.password_stdin);
     let username = username
         .filter(|u| !u.is_empty())
         .with_context(|| format!("no registry user: pass --username or set {USER_ENV}"))?;

@@ -1,7 +1,7 @@
 //! `cargo xtask set-tag --tag x.y.z [--file compose.yaml]`: point the app images of a compose
 //! file at another release, leaving every other byte of the file as it is.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
@@ -9,10 +9,20 @@ use crate::build::compose_tag::report;
 use crate::compose_file;
 use crate::config::APP_IMAGES;
 use crate::ctx::Ctx;
-use crate::reference::check_release_tag;
+use crate::reference::ReleaseTag;
 
-pub fn run(ctx: &Ctx, tag: &str, file: &Path) -> Result<()> {
-    check_release_tag(tag)?;
+#[derive(clap::Args)]
+pub struct Args {
+    /// Release tag to set.
+    #[arg(long)]
+    pub tag: ReleaseTag,
+    /// Compose file to edit (relative to the project root).
+    #[arg(long, default_value = "compose.yaml")]
+    pub file: PathBuf,
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    let (tag, file) = (args.tag.as_str(), args.file.as_path());
     let _lock = (!ctx.runner.dry_run)
         .then(|| crate::build::tree_lock::acquire(&ctx.root, "set-tag"))
         .transpose()?;

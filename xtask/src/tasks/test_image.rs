@@ -9,7 +9,7 @@
 //! image. The containers' logs are printed when a check fails; containers, networks and volumes
 //! are always removed. Exit 0 only when every check passed.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -19,10 +19,20 @@ use crate::ctx::Ctx;
 use crate::deploy::local_stack::LocalStack;
 use crate::http;
 use crate::progress::Steps;
-use crate::reference::check_release_tag;
+use crate::reference::ReleaseTag;
 
-pub fn run(ctx: &Ctx, tag: &str, env_file: Option<&Path>) -> Result<()> {
-    check_release_tag(tag)?;
+#[derive(clap::Args)]
+pub struct Args {
+    /// Release tag to test (the images must be local or pullable).
+    #[arg(long)]
+    pub tag: ReleaseTag,
+    /// Env file with the production settings (default: a fresh random APP_SECRET).
+    #[arg(long)]
+    pub env_file: Option<PathBuf>,
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    let (tag, env_file) = (args.tag.as_str(), args.env_file.as_deref());
     let runner = &ctx.runner;
     crate::docker::check_engine(runner)?;
     for image in ctx.config.app_images(tag) {

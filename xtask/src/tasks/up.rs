@@ -12,6 +12,7 @@ use anyhow::{bail, Result};
 
 use crate::build::base::{self, ensure_edge_image, BaseImage};
 use crate::cmd::Cmd;
+use crate::config::LOCAL_PROJECT;
 use crate::ctx::Ctx;
 use crate::deploy::local_stack::LocalStack;
 use crate::docker;
@@ -19,9 +20,21 @@ use crate::http;
 use crate::progress::Steps;
 use crate::tasks::build_app;
 
-pub const PROJECT: &str = "crm-gdb-local";
+#[derive(clap::Args)]
+pub struct Args {
+    /// Tag given to the locally built release images.
+    #[arg(long, default_value = "dev")]
+    pub tag: String,
+    /// Loopback port nginx is published on.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Compose project name of the local stack.
+    #[arg(long, env = "XTASK_LOCAL_PROJECT", default_value = LOCAL_PROJECT)]
+    pub project_name: String,
+}
 
-pub fn run(ctx: &Ctx, tag: &str, port: u16, project: &str) -> Result<()> {
+pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    let (tag, port, project) = (args.tag.as_str(), args.port, args.project_name.as_str());
     let runner = &ctx.runner;
     docker::check_engine(runner)?;
     let mut steps = Steps::new(5, runner.verbosity);
@@ -42,13 +55,13 @@ pub fn run(ctx: &Ctx, tag: &str, port: u16, project: &str) -> Result<()> {
     steps.step(
         &format!("Building the working tree as release {tag} (build-app --no-push --allow-dirty)"),
         || {
-            let opts = build_app::Options {
-                tag: tag.to_string(),
+            let opts = build_app::Args {
+                tag: tag.parse()?,
                 allow_dirty: true,
                 host_tools: false,
-                push: false,
+                no_push: true,
                 compose_file: "compose.yaml".into(),
-                platforms: Vec::new(),
+                platform: Vec::new(),
                 rebuild: false,
                 cache_dir: None,
             };
@@ -70,7 +83,7 @@ pub fn run(ctx: &Ctx, tag: &str, port: u16, project: &str) -> Result<()> {
         runner.say(format!("  {}", response.body.trim()));
         Ok(())
     })?;
-    let down = if project == PROJECT {
+    let down = if project == LOCAL_PROJECT {
         String::new()
     } else {
         format!(" --project-name {project}")
