@@ -1,5 +1,9 @@
 //! Rewrites the tag of our app images in a Docker Compose file, and nothing else.
 //!
+//! Self-contained on purpose: it uses nothing else of the crate (its own [`SplitRef`], not
+//! `reference::ImageRef`), because the fuzz target (xtask/fuzz/fuzz_targets/set_tag.rs) compiles
+//! this file alone with `#[path]`.
+//!
 //! The file is never parsed and re-serialized: the YAML event stream of `saphyr-parser` is only
 //! used to locate, with exact positions, every scalar that is the value of an `image` key (at any
 //! depth, in block or flow collections, in every document of the stream). The new reference is then
@@ -114,7 +118,7 @@ pub fn set_release(
         let (Event::Scalar(value, style, _, _), span) = &events[index] else {
             unreachable!("image_value_scalars returns scalar events only");
         };
-        let reference = ImageRef::parse(value.trim());
+        let reference = SplitRef::parse(value.trim());
         if !app_images.contains(&reference.name()) {
             continue;
         }
@@ -195,7 +199,7 @@ pub fn app_references(text: &str, app_images: &[&str]) -> Result<Vec<String>, Ed
             continue;
         };
         let value = value.trim();
-        if app_images.contains(&ImageRef::parse(value).name())
+        if app_images.contains(&SplitRef::parse(value).name())
             && !references.iter().any(|r| r == value)
         {
             references.push(value.to_string());
@@ -209,7 +213,7 @@ pub fn app_references(text: &str, app_images: &[&str]) -> Result<Vec<String>, Ed
 
 /// The release tag of one image reference (`r/crm-gdb_php:1.4.0-supervisor` -> `1.4.0`).
 pub fn release_of(reference: &str) -> Option<String> {
-    let tag = ImageRef::parse(reference).tag?;
+    let tag = SplitRef::parse(reference).tag?;
     Some(
         tag.strip_suffix(SUPERVISOR_SUFFIX)
             .unwrap_or(tag)
@@ -570,14 +574,14 @@ fn is_valid_tag(tag: &str) -> bool {
 
 /// An image reference `[registry[:port]/][path/]name[:tag][@digest]`, split without validation.
 #[derive(Debug, PartialEq, Eq)]
-struct ImageRef<'a> {
+struct SplitRef<'a> {
     /// Everything before the tag: `[registry[:port]/][path/]name`.
     repository: &'a str,
     tag: Option<&'a str>,
     digest: Option<&'a str>,
 }
 
-impl<'a> ImageRef<'a> {
+impl<'a> SplitRef<'a> {
     fn parse(reference: &'a str) -> Self {
         let (named, digest) = match reference.split_once('@') {
             Some((named, digest)) => (named, Some(digest)),
@@ -586,12 +590,12 @@ impl<'a> ImageRef<'a> {
         // A `:` is the tag separator only after the last `/` (else it is a registry port).
         let last_slash = named.rfind('/');
         match named.rfind(':') {
-            Some(colon) if last_slash.is_none_or(|slash| colon > slash) => ImageRef {
+            Some(colon) if last_slash.is_none_or(|slash| colon > slash) => SplitRef {
                 repository: &named[..colon],
                 tag: Some(&named[colon + 1..]),
                 digest,
             },
-            _ => ImageRef {
+            _ => SplitRef {
                 repository: named,
                 tag: None,
                 digest,
@@ -607,7 +611,7 @@ impl<'a> ImageRef<'a> {
             .unwrap_or(self.repository)
     }
 
-    /// [`ImageRef::with_tag`] under another registry: `registry/name:tag`.
+    /// [`SplitRef::with_tag`] under another registry: `registry/name:tag`.
     fn with_registry_and_tag(&self, registry: &str, tag: &str) -> String {
         let retagged = self.with_tag(tag);
         let name_and_tag = &retagged[self.repository.len() - self.name().len()..];
@@ -676,33 +680,33 @@ mod tests {
 
     #[test]
     fn reference_parsing() {
-        let r = ImageRef::parse("127.0.0.1:5000/kiora/crm-gdb_php:1.0.0@sha256:ab");
+        let r = SplitRef::parse("127.0.0.1:5000/kiora/crm-gdb_php:1.0.0@sha256:ab");
         assert_eq!(
             r,
-            ImageRef {
+            SplitRef {
                 repository: "127.0.0.1:5000/kiora/crm-gdb_php",
                 tag: Some("1.0.0"),
                 digest: Some("sha256:ab")
             }
         );
         assert_eq!(r.name(), "crm-gdb_php");
-        let r = ImageRef::parse("localhost:5000/crm-gdb_nginx");
+        let r = SplitRef::parse("localhost:5000/crm-gdb_nginx");
         assert_eq!(
             (r.repository, r.tag, r.name()),
             ("localhost:5000/crm-gdb_nginx", None, "crm-gdb_nginx")
         );
-        let r = ImageRef::parse("crm-gdb_php");
+        let r = SplitRef::parse("crm-gdb_php");
         assert_eq!(
             (r.repository, r.tag, r.name()),
             ("crm-gdb_php", None, "crm-gdb_php")
         );
-        let r = ImageRef::parse("crm-gdb_php:1-supervisor");
+        let r = SplitRef::parse("crm-gdb_php:1-supervisor");
         assert_eq!(r.with_tag("2.0.0"), "crm-gdb_php:2.0.0-supervisor");
         assert_eq!(
             r.with_tag("2.0.0-supervisor"),
             "crm-gdb_php:2.0.0-supervisor"
         );
-        assert_eq!(ImageRef::parse("a/b@sha256:00").with_tag("3"), "a/b:3");
+        assert_eq!(SplitRef::parse("a/b@sha256:00").with_tag("3"), "a/b:3");
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! One module per task, each with one public `run` entry point. To add a task: write
-//! `tasks/my_task.rs` with `pub fn run(ctx: &Ctx, ...) -> Result<()>`, add it below, and add a
-//! variant to `Task` in `main.rs` that calls it.
+//! One module per task: its clap `Args` and its `run`, nothing else public. What several tasks
+//! share lives below, in `build/`, `deploy/` or the ground floor; nothing there calls a task.
+//! To add a task: write `tasks/my_task.rs` with `#[derive(clap::Args)] pub struct Args` and
+//! `pub fn run(ctx: &Ctx, args: &Args) -> Result<()>`, add it below, and add a variant
+//! `MyTask(my_task::Args)` to `Task` in `main.rs` that calls it.
 
 pub mod backup;
 pub mod bench;
