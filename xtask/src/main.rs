@@ -10,6 +10,7 @@ mod deployment;
 mod docker;
 mod http;
 mod interrupt;
+mod local_env;
 mod local_stack;
 mod lock;
 mod platform;
@@ -230,7 +231,7 @@ enum Task {
         /// Release tag to deploy (must be in the registry).
         #[arg(long)]
         tag: String,
-        /// rolling: new containers beside the old, switch once healthy; recreate: the seed's stop-and-start.
+        /// rolling: new containers beside the old, switch once healthy; recreate: the old Makefile's stop-and-start.
         #[arg(long, value_enum, default_value = "rolling")]
         strategy: tasks::deploy::Strategy,
         #[command(flatten)]
@@ -269,7 +270,7 @@ enum Task {
     /// Measure failed requests and gaps under load for recreate, rolling, rollback and a broken release.
     #[command(after_help = "Example:\n  cargo xtask bench-deploy")]
     BenchDeploy,
-    /// Time build-app against the seed's naive procedure (cold, warm, no change, staging, sizes).
+    /// Time build-app against the old Makefile procedure (cold, warm, no change, staging, sizes).
     #[command(
         after_help = "Examples:\n  cargo xtask bench\n  cargo xtask bench --registry 127.0.0.1:5000/kiora\n\nWithout --registry (or XTASK_REGISTRY) it starts its own `docker-registry serve` on 127.0.0.1.\nIt prunes the engine's build cache (`docker builder prune -af`) for the cold build.\nWrites docs/benchmarks.md."
     )]

@@ -1,7 +1,7 @@
-//! `cargo xtask bench`: how fast `build-app` is against the seed's naive procedure, measured side
+//! `cargo xtask bench`: how fast `build-app` is against the old Makefile procedure, measured side
 //! by side in one run, on this machine, against one loopback registry.
 //!
-//! The baseline is the seed's procedure, scripted plainly as a list of commands: copy the whole
+//! The baseline is the old Makefile procedure, scripted plainly as a list of commands: copy the whole
 //! tree (`cp -a`, untracked files included), `composer install --no-dev`, `npm ci`,
 //! `npm run build` (in the build image), three sequential classic `docker build`s, three
 //! `docker push`es and a text replace of the tag in a copy of compose.yaml. Measured:
@@ -80,7 +80,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     println!("{table}");
     let report = format!(
         "# Build benchmark\n\n`cargo xtask bench`, {} on a {cores}-core machine, one loopback registry, \
-         everything measured in one run. Baseline: the seed's naive procedure (whole-tree `cp -a`, \
+         everything measured in one run. Baseline: the old Makefile procedure (whole-tree `cp -a`, \
          composer and npm in the build image, three sequential classic `docker build`s, three \
          `docker push`es). Goals from issue 5.\n\n```\n{table}```\n",
         crate::project::now_rfc3339()
@@ -168,7 +168,7 @@ fn measure_all(
     // 1. Cold.
     say("1/6 cold build, baseline (build cache pruned, app images removed)");
     go_cold(runner, registry, cache)?;
-    let (base_cold, _) = naive(bench, work, &tag("seed"), true)?;
+    let (base_cold, _) = naive(bench, work, &tag("makefile"), true)?;
     say("1/6 cold build, build-app");
     go_cold(runner, registry, cache)?;
     let ours_cold = timed(|| build_app::run(bench, &release(&tag("xtask"))))?;
@@ -185,7 +185,7 @@ fn measure_all(
     // 2. Warm: a one-line PHP change, committed.
     say("2/6 warm rebuild after a one-line PHP change");
     one_line_change(runner, &bench.root)?;
-    let (base_warm, _) = naive(bench, work, &tag("seed"), false)?;
+    let (base_warm, _) = naive(bench, work, &tag("makefile"), false)?;
     let ours_warm = timed(|| build_app::run(bench, &release(&tag("xtask"))))?;
     rows.push(row(
         "warm rebuild (one-line PHP change)",
@@ -196,7 +196,7 @@ fn measure_all(
 
     // 3. No change.
     say("3/6 rebuild with no change");
-    let (base_same, seed_tree) = naive(bench, work, &tag("seed"), false)?;
+    let (base_same, makefile_tree) = naive(bench, work, &tag("makefile"), false)?;
     let same_tag = tag("xtask");
     let ours_same = timed(|| build_app::run(bench, &release(&same_tag)))?;
     rows.push(row(
@@ -220,7 +220,7 @@ fn measure_all(
     let naive_image = format!("{registry}/bench-naive:single-stage");
     let naive = Cmd::new("docker")
         .args(["build", "--quiet", "--tag", &naive_image, "--file", "-"])
-        .arg(seed_tree.path().join("tree/app").display().to_string())
+        .arg(makefile_tree.path().join("tree/app").display().to_string())
         .env("DOCKER_BUILDKIT", "0")
         .stdin(format!(
             "FROM {}\nCOPY --chown=app:app . /var/www/app/\nCMD [\"php-fpm\", \"--nodaemonize\"]\n",
@@ -301,10 +301,12 @@ fn remove_app_images(runner: &Runner, registry: &str) {
     }
 }
 
-/// The seed's procedure, timed; returns its copy of the tree (with vendor/ and node_modules/).
+/// The old Makefile procedure, timed; returns its copy of the tree (with vendor/ and node_modules/).
 /// `cold`: `--no-cache` on the builds, as the classic builder's cache is every local image.
 fn naive(ctx: &Ctx, work: &Path, tag: &str, cold: bool) -> Result<(Duration, tempfile::TempDir)> {
-    let tree = tempfile::Builder::new().prefix("seed.").tempdir_in(work)?;
+    let tree = tempfile::Builder::new()
+        .prefix("makefile.")
+        .tempdir_in(work)?;
     let copy = tree.path().join("tree");
     let mut commands = naive_commands(&ctx.config, &ctx.root, &copy, tag);
     if cold {
@@ -336,7 +338,7 @@ fn naive_commands(config: &Config, root: &Path, copy: &Path, tag: &str) -> Vec<C
     let tool = |name: &str, argv: &[&str]| {
         docker::run_in(
             &config.php_build(),
-            &format!("xtask-{}-seed-{name}", std::process::id()),
+            &format!("xtask-{}-makefile-{name}", std::process::id()),
             &app,
             docker::current_user(),
             ca_bundle,
@@ -401,7 +403,7 @@ fn naive_commands(config: &Config, root: &Path, copy: &Path, tag: &str) -> Vec<C
     ]
 }
 
-/// The seed's `sed`: the tag after `crm-gdb_php:` / `crm-gdb_nginx:` on `image:` lines.
+/// The old Makefile's `sed`: the tag after `crm-gdb_php:` / `crm-gdb_nginx:` on `image:` lines.
 fn naive_set_tag(text: &str, tag: &str) -> String {
     text.lines()
         .map(|line| {
@@ -749,7 +751,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn naive_procedure_is_the_seeds() {
+    fn naive_procedure_is_the_old_makefiles() {
         let config = Config {
             registry: "127.0.0.1:5000/kiora".into(),
             ..Config::default()

@@ -5,7 +5,7 @@
 //! scratch target on this machine, then runs each operation under a loopback load probe of ~20
 //! requests/s (`/`, `/health` and a hashed asset) and prints failed requests, the longest gap
 //! between good answers and the duration:
-//!   deploy --strategy recreate (the seed's way) | deploy --strategy rolling | rollback |
+//!   deploy --strategy recreate (the old Makefile's way) | deploy --strategy rolling | rollback |
 //!   a broken release, rolled back automatically.
 //! Everything it starts is removed at the end.
 
@@ -151,7 +151,7 @@ fn scenarios(ctx: &Ctx, opts: &TargetOptions, port: u16) -> Result<Vec<Row>> {
         }
     };
     Ok(vec![
-        measure("deploy --strategy recreate (seed)", &|| {
+        measure("deploy --strategy recreate (Makefile)", &|| {
             deploy::switch_release(ctx, opts, B, Strategy::Recreate, "deploy")
         }),
         measure("deploy --strategy rolling", &|| {
@@ -213,7 +213,7 @@ fn remove_stack(runner: &Runner, stack: &str) {
 
 fn table(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<36} {:>8} {:>7} {:>12} {:>12} {:>9}  {}\n",
+        "{:<37} {:>8} {:>7} {:>12} {:>12} {:>9}  {}\n",
         "scenario", "requests", "failed", "longest gap", "switched at", "duration", "result"
     );
     for row in rows {
@@ -222,7 +222,7 @@ fn table(rows: &[Row]) -> String {
             .map(|s| format!("{:.1}s", s.as_secs_f64()))
             .unwrap_or_else(|| "never".into());
         out.push_str(&format!(
-            "{:<36} {:>8} {:>7} {:>11.2}s {:>12} {:>8.1}s  {}\n",
+            "{:<37} {:>8} {:>7} {:>11.2}s {:>12} {:>8.1}s  {}\n",
             row.scenario,
             row.load.requests,
             row.load.failed,

@@ -6,7 +6,7 @@
 //! 3. pull the release on the target: the tag exists, before anything is stopped;
 //! 4. back up the data volume (the last N archives are kept);
 //! 5. switch: `rolling` (default) starts the release beside the live one, gates on health,
-//!    points the edge at it and drains the old one; `recreate` is the seed's procedure
+//!    points the edge at it and drains the old one; `recreate` is the old Makefile procedure
 //!    (stop, clear and copy the assets, start), with downtime;
 //! 6. verify `/health` through the edge; on any failure (or Ctrl-C) put the previous release
 //!    back, show the new containers' logs and exit non-zero;
@@ -32,7 +32,7 @@ use crate::tasks::Ctx;
 pub enum Strategy {
     /// Start beside the live release, switch once healthy, drain the old one: no downtime.
     Rolling,
-    /// The seed's procedure: stop, clear the assets, start the new release. Has downtime.
+    /// The old Makefile procedure: stop, clear the assets, start the new release. Has downtime.
     Recreate,
 }
 
