@@ -23,9 +23,13 @@
 //! Merge keys (`<<: *php`) need nothing special: the `image` key inside the anchored mapping is found
 //! where it is written.
 //!
-//! Refused (error, nothing written) when a value naming one of our images is a block scalar
-//! (`|`, `>`), spans several lines, is double-quoted with escape sequences, has surrounding
-//! whitespace, or has a tag made of a Compose variable (`crm-gdb_php:${TAG}`).
+//! A block scalar whose content is one line (`image: >-` then the reference on the next line,
+//! which Compose accepts) is rewritten on that line, its header kept.
+//!
+//! Refused (error, nothing written) when a value naming one of our images spans several lines
+//! (block scalars included), keeps a final line break (`|`, `>`: Docker refuses it too), is
+//! double-quoted with escape sequences, has surrounding whitespace, or has a tag made of a
+//! Compose variable (`crm-gdb_php:${TAG}`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -160,7 +164,8 @@ pub fn set_release(
             to,
             replacement,
             change: Change {
-                line,
+                // Where the reference is written (a block scalar's is below its `>-`).
+                line: line_at(text, from),
                 old: value.to_string(),
                 new,
             },
@@ -505,7 +510,9 @@ fn locate_scalar(
     const MISMATCH: &str = "its text in the file does not match its value";
     let bytes = text.as_bytes();
     match style {
-        ScalarStyle::Literal | ScalarStyle::Folded => Err("it is a block scalar (`|` or `>`)"),
+        ScalarStyle::Literal | ScalarStyle::Folded => {
+            locate_block_scalar(text, pos, span_end, value)
+        }
         ScalarStyle::Plain => {
             let raw = text[pos..span_end].trim_end_matches([' ', '\t']);
             if raw.contains(['\n', '\r']) {
@@ -549,6 +556,57 @@ fn locate_scalar(
     }
 }
 
+/// Finds the one content line of a block scalar (`image: >-` then the reference on the next
+/// line, which Compose accepts) and checks it is `value`. `pos` is where the parser's span starts
+/// past the node properties: at the `|`/`>` header when the node has properties, else at the
+/// content itself; either way the content line is the last non-blank one before `span_end`.
+fn locate_block_scalar(
+    text: &str,
+    pos: usize,
+    span_end: usize,
+    value: &str,
+) -> Result<(usize, usize), &'static str> {
+    const SEVERAL: &str = "it is a block scalar (`|` or `>`) of several lines";
+    let one_line = value.trim_end_matches('\n');
+    if one_line.contains('\n') {
+        return Err(SEVERAL);
+    }
+    if one_line.len() != value.len() {
+        return Err(
+            "it is a block scalar that keeps its line break (`|` or `>`), which Docker \
+                    refuses; write `|-` or `>-`",
+        );
+    }
+    let region = &text[pos..span_end];
+    let last_text = region.trim_end_matches([' ', '\t', '\r', '\n']).len();
+    let line_start = region[..last_text]
+        .rfind(['\n', '\r'])
+        .map_or(0, |at| at + 1);
+    let line_end = region[line_start..]
+        .find(['\n', '\r'])
+        .map_or(region.len(), |at| line_start + at);
+    let line = &region[line_start..line_end];
+    let content = line.trim_start_matches(' ');
+    // Above the content line: nothing, or the header (`>-`, `|2`, maybe a comment) and blank lines.
+    let above: Vec<&str> = region[..line_start]
+        .split(['\n', '\r'])
+        .filter(|line| !line.trim().is_empty())
+        .collect();
+    let header = match above.as_slice() {
+        [] => true,
+        [line] => line.trim_start().starts_with(['|', '>']),
+        _ => false,
+    };
+    if !header {
+        return Err(SEVERAL);
+    }
+    if content != one_line {
+        return Err("its text in the file does not match its value");
+    }
+    let from = pos + line_start + (line.len() - content.len());
+    Ok((from, from + content.len()))
+}
+
 /// The source text for `value` in `style` (inside the quotes), or `None` if it would need escapes.
 fn encode_scalar(value: &str, style: ScalarStyle) -> Option<String> {
     match style {
@@ -557,7 +615,10 @@ fn encode_scalar(value: &str, style: ScalarStyle) -> Option<String> {
         ScalarStyle::DoubleQuoted => (!value.contains(['"', '\\'])
             && !value.contains(char::is_control))
         .then(|| value.to_owned()),
-        ScalarStyle::Literal | ScalarStyle::Folded => None,
+        // The content line of a one-line block scalar: any text but line breaks.
+        ScalarStyle::Literal | ScalarStyle::Folded => {
+            (!value.contains(char::is_control)).then(|| value.to_owned())
+        }
     }
 }
 
@@ -1072,8 +1133,22 @@ c: 1
     #[test]
     fn unsafe_values_are_refused() {
         let cases = [
-            ("a: 1\nimage: |\n  crm-gdb_php:1\n", 3, "block scalar"),
-            ("a: 1\nimage: >-\n  crm-gdb_php:1\n", 3, "block scalar"),
+            ("a: 1\nimage: |-\n  crm-gdb_php:1\n  x\n", 3, "block scalar"),
+            (
+                "a: 1\nimage: >-\n  r.io/kiora\n  /crm-gdb_php:1\n",
+                3,
+                "block scalar",
+            ),
+            (
+                "a: 1\nimage: >-\n  r.io\n\n  x/crm-gdb_php:1\n",
+                3,
+                "several lines",
+            ),
+            ("image: >-\n\n  crm-gdb_php:1\n", 3, "several lines"),
+            ("image: |\n  crm-gdb_php:1\n", 2, "`|-` or `>-`"),
+            ("image: >+\n  crm-gdb_php:1\n\n", 2, "`|-` or `>-`"),
+            ("image: |2-\n   crm-gdb_php:1\n", 2, "does not match"),
+            ("image: >-\n  crm-gdb_php:1 \n", 2, "whitespace"),
             ("image: crm-gdb_php:1\n  -supervisor\n", 1, "several lines"),
             ("image: 'crm-gdb_php:1\n  x'\n", 1, "several lines"),
             ("image: \"crm-gdb\\x5fphp:1\"\n", 1, "escape"),
@@ -1097,6 +1172,43 @@ c: 1
             "a: {image: \"postgres\\t16\"}\nb:\n  image: |\n    redis\nc: {image: crm-gdb_php}\n";
         let expected = "a: {image: \"postgres\\t16\"}\nb:\n  image: |\n    redis\nc: {image: crm-gdb_php:2.0.0}\n";
         assert_eq!(rewrite(input).0, expected);
+    }
+
+    #[test]
+    fn one_line_block_scalars_keep_their_style() {
+        let input = "\
+services:
+  php:
+    image: >-
+      registry.kiora.tech/kiora/crm-gdb_php:1.0.0
+    restart: always
+  worker:
+    image: !!str &w |-   # literal, with properties and a comment
+      crm-gdb_php:1.0.0-supervisor
+  nginx: {image: crm-gdb_nginx:1.0.0}
+x: {image: *w}
+last:
+  image: >2-
+    crm-gdb_nginx:1.0.0";
+        let (output, changes) = rewrite(input);
+        assert_eq!(output, input.replace(":1.0.0", ":2.0.0"));
+        assert_eq!(
+            changes.iter().map(|c| c.line).collect::<Vec<_>>(),
+            [4, 8, 9, 13]
+        );
+        // Comments after the block, less indented than its content, are not part of it.
+        let input = "s:\n  image: >-\n    crm-gdb_php:1\n  # c\n\n# d\n  b: 1\nt:\n  image: |-\n    crm-gdb_php:1\n# e";
+        assert_eq!(rewrite(input).0, input.replace(":1\n", ":2.0.0\n"));
+        // CRLF, and the header's own comment naming an image.
+        let input = "a:\r\n  image: >- # crm-gdb_php:0\r\n    crm-gdb_php:1\r\nb: 1\r\n";
+        let expected = "a:\r\n  image: >- # crm-gdb_php:0\r\n    crm-gdb_php:2.0.0\r\nb: 1\r\n";
+        assert_eq!(
+            rewrite(input),
+            (
+                expected.to_owned(),
+                vec![change(3, "crm-gdb_php:1", "crm-gdb_php:2.0.0")]
+            )
+        );
     }
 
     #[test]
@@ -1224,6 +1336,10 @@ c: 1
                     "crm-gdb_php, crm-gdb_nginx",
                 ),
                 ("image: |\n  crm-gdb_php:1\n", "line 2"),
+                (
+                    "s:\n  image: >-\n    crm-gdb_php:1\n    -supervisor\n",
+                    "several lines",
+                ),
                 ("", "no `image:`"),
             ];
             for (content, expected) in cases {

@@ -12,6 +12,14 @@ impl Secret {
         Secret(value.into())
     }
 
+    /// 32 random bytes from the kernel, hex-encoded: a fresh APP_SECRET.
+    pub fn random() -> std::io::Result<Secret> {
+        use std::io::Read;
+        let mut bytes = [0u8; 32];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+        Ok(Secret(bytes.iter().map(|b| format!("{b:02x}")).collect()))
+    }
+
     /// The value itself, for the one place that needs it (name the reason at the call).
     pub fn expose(&self) -> &str {
         &self.0
@@ -54,6 +62,14 @@ mod tests {
         assert_eq!(format!("{secret:?}"), "[REDACTED]");
         assert_eq!(format!("{:?}", Some(&secret)), "Some([REDACTED])");
         assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[test]
+    fn random_secrets_differ() {
+        let (a, b) = (Secret::random().unwrap(), Secret::random().unwrap());
+        assert_eq!(a.expose().len(), 64);
+        assert!(a.expose().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
     }
 
     #[test]

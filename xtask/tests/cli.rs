@@ -104,6 +104,7 @@ fn no_argument_lists_every_task_with_a_description_and_exits_2() {
         );
     }
     assert!(listing.contains("cargo xtask doctor"), "{listing}");
+    assert!(!says_seed(&listing), "{listing}");
 }
 
 #[test]
@@ -119,7 +120,19 @@ fn every_task_help_shows_an_example() {
             "`{task} --help` has no example:\n{help}"
         );
         assert!(help.contains(&format!("cargo xtask {task}")), "{help}");
+        assert!(
+            !says_seed(&help),
+            "`{task} --help` speaks of a seed:\n{help}"
+        );
     }
+    let bench = stdout(&xtask(&["bench", "--help"]));
+    assert!(bench.contains("old Makefile procedure"), "{bench}");
+}
+
+/// Users never heard of "the seed" (the project's starting point): it is the old Makefile.
+fn says_seed(text: &str) -> bool {
+    text.split(|c: char| !c.is_alphanumeric())
+        .any(|word| word.eq_ignore_ascii_case("seed") || word.eq_ignore_ascii_case("seeds"))
 }
 
 #[test]

@@ -11,10 +11,12 @@
 //! stack         the blue/green releases behind the edge on a target
 //! switch        from the live release to another: the plan, its steps and its undo
 //! local_stack   the one-project stack of `up` and `test-image` on this machine
+//! local_env     the local stack's secrets: made once, kept outside the tree and the images
 
 pub mod backups;
 pub mod deployment;
 pub mod history;
+pub mod local_env;
 pub mod local_stack;
 pub mod lock;
 pub mod options;

@@ -176,7 +176,7 @@ impl<'a> Stack<'a> {
         ))
     }
 
-    /// The seed's "clear the assets volume" (recreate strategy only: old pages lose their assets).
+    /// The old Makefile's "clear the assets volume" (recreate strategy only: old pages lose their assets).
     pub fn clear_assets(&self, nginx_image: &str) -> Result<()> {
         self.run(asset_tool(
             self.name(),
@@ -305,7 +305,7 @@ impl<'a> Stack<'a> {
         self.remote().cleanup(cmd).map(drop)
     }
 
-    /// Stops a color without removing it (recreate strategy: the seed's `docker compose stop`).
+    /// Stops a color without removing it (recreate strategy: the old Makefile's `docker compose stop`).
     pub fn stop(&self, color: Color) -> Result<()> {
         self.run(
             self.compose(&self.project(color))

@@ -18,7 +18,7 @@ use crate::progress::Steps;
 pub enum Strategy {
     /// Start beside the live release, switch once healthy, drain the old one: no downtime.
     Rolling,
-    /// The seed's procedure: stop, clear the assets, start the new release. Has downtime.
+    /// The old Makefile's procedure: stop, clear the assets, start the new release. Has downtime.
     Recreate,
 }
 

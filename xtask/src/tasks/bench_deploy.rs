@@ -5,7 +5,7 @@
 //! scratch target on this machine, then runs each operation under a loopback load probe of ~20
 //! requests/s (`/`, `/health` and a hashed asset) and prints failed requests, the longest gap
 //! between good answers and the duration:
-//!   deploy --strategy recreate (the seed's way) | deploy --strategy rolling | rollback |
+//!   deploy --strategy recreate (the old Makefile's way) | deploy --strategy rolling | rollback |
 //!   a broken release, rolled back automatically.
 //! Everything it starts is removed at the end.
 
@@ -155,7 +155,7 @@ fn scenarios(ctx: &Ctx, opts: &TargetOptions, port: u16) -> Result<Vec<Row>> {
         }
     };
     Ok(vec![
-        measure("deploy --strategy recreate (seed)", &|| {
+        measure("deploy --strategy recreate (Makefile)", &|| {
             switch::switch_release(ctx, opts, B, Strategy::Recreate, "deploy")
         }),
         measure("deploy --strategy rolling", &|| {

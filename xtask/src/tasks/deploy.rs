@@ -6,7 +6,7 @@
 //! 3. pull the release on the target: the tag exists, before anything is stopped;
 //! 4. back up the data volume (the last N archives are kept);
 //! 5. switch: `rolling` (default) starts the release beside the live one, gates on health,
-//!    points the edge at it and drains the old one; `recreate` is the seed's procedure
+//!    points the edge at it and drains the old one; `recreate` is the old Makefile's procedure
 //!    (stop, clear and copy the assets, start), with downtime;
 //! 6. verify `/health` through the edge; on any failure (or Ctrl-C) put the previous release
 //!    back, show the new containers' logs and exit non-zero;
@@ -26,7 +26,7 @@ pub struct Args {
     /// Release tag to deploy (must be in the registry).
     #[arg(long)]
     pub tag: ReleaseTag,
-    /// rolling: new containers beside the old, switch once healthy; recreate: the seed's stop-and-start.
+    /// rolling: new containers beside the old, switch once healthy; recreate: the old Makefile's stop-and-start.
     #[arg(long, value_enum, default_value = "rolling")]
     pub strategy: Strategy,
     #[command(flatten)]

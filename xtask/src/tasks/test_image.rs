@@ -1,5 +1,5 @@
 //! `cargo xtask test-image --tag x.y.z`: run the three release images (behind the edge) as a
-//! throwaway Compose project with production settings, as the seed's "test the image locally"
+//! throwaway Compose project with production settings, as the old Makefile's "test the image locally"
 //! step, and check them through the published loopback port:
 //! - every container becomes healthy;
 //! - `/health` answers 200; `/` renders and names its hashed assets;
@@ -20,6 +20,7 @@ use crate::deploy::local_stack::LocalStack;
 use crate::http;
 use crate::progress::Steps;
 use crate::reference::ReleaseTag;
+use crate::secret::Secret;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -46,7 +47,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let secrets = match env_file {
         Some(path) => std::fs::read(path)
             .with_context(|| format!("cannot read the env file {}", path.display()))?,
-        None => format!("APP_SECRET={}\n", random_secret()?).into_bytes(),
+        None => format!("APP_SECRET={}\n", Secret::random()?.expose()).into_bytes(),
     };
     // The project directory holds only the env file, so compose's `.env` is this one.
     let dir = tempfile::Builder::new()
@@ -112,14 +113,6 @@ fn hashed_asset(page: &str) -> Option<String> {
     Some(page[start..end].to_string())
 }
 
-/// 32 random bytes from the kernel, hex-encoded.
-fn random_secret() -> Result<String> {
-    use std::io::Read;
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,12 +125,5 @@ mod tests {
             Some("/build/app-LUZSHBFR.css")
         );
         assert_eq!(hashed_asset("<p>none</p>"), None);
-    }
-
-    #[test]
-    fn secrets_are_random() {
-        let (a, b) = (random_secret().unwrap(), random_secret().unwrap());
-        assert_eq!(a.len(), 64);
-        assert_ne!(a, b);
     }
 }

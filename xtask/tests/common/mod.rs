@@ -218,12 +218,25 @@ pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 /// Runs `cargo xtask ARGS` (the built binary) against the scratch clone `root`, with a private
 /// TMPDIR so the test can see that no staging directory is left behind.
 pub fn xtask(root: &Path, tmp: &Path, registry: &str, args: &[&str]) -> Output {
+    xtask_env(root, tmp, registry, &[], args)
+}
+
+/// [`xtask`] with more environment variables, e.g. `XDG_STATE_HOME` (where `up` keeps its
+/// APP_SECRET) pointing into a temporary directory.
+pub fn xtask_env(
+    root: &Path,
+    tmp: &Path,
+    registry: &str,
+    env: &[(&str, &Path)],
+    args: &[&str],
+) -> Output {
     let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(args)
         .env("XTASK_ROOT", root)
         .env("XTASK_REGISTRY", registry)
         .env("TMPDIR", tmp)
         .env("XTASK_CACHE_DIR", cache_dir(root))
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .unwrap();

@@ -1,7 +1,7 @@
-//! `cargo xtask bench`: how fast `build-app` is against the seed's naive procedure, measured side
+//! `cargo xtask bench`: how fast `build-app` is against the old Makefile procedure, measured side
 //! by side in one run, on this machine, against one loopback registry.
 //!
-//! The baseline is the seed's procedure, scripted plainly as a list of commands: copy the whole
+//! The baseline is the old Makefile procedure, scripted plainly as a list of commands: copy the whole
 //! tree (`cp -a`, untracked files included), `composer install --no-dev`, `npm ci`,
 //! `npm run build` (in the build image), three sequential classic `docker build`s, three
 //! `docker push`es and a text replace of the tag in a copy of compose.yaml. Measured:
@@ -89,7 +89,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     println!("{table}");
     let report = format!(
         "# Build benchmark\n\n`cargo xtask bench`, {} on a {cores}-core machine, one loopback registry, \
-         everything measured in one run. Baseline: the seed's naive procedure (whole-tree `cp -a`, \
+         everything measured in one run. Baseline: the old Makefile procedure (whole-tree `cp -a`, \
          composer and npm in the build image, three sequential classic `docker build`s, three \
          `docker push`es). Goals from issue 5.\n\n```\n{table}```\n",
         crate::project::now_rfc3339()
@@ -121,7 +121,7 @@ fn measure_all(
     // 1. Cold.
     say("1/6 cold build, baseline (build cache pruned, app images removed)");
     go_cold(runner, registry, cache)?;
-    let (base_cold, _) = naive(bench, work, &tag("seed"), true)?;
+    let (base_cold, _) = naive(bench, work, &tag("makefile"), true)?;
     say("1/6 cold build, build-app");
     go_cold(runner, registry, cache)?;
     let ours_cold = timed(|| build_app::run(bench, &release(&tag("xtask"), cache)?))?;
@@ -138,7 +138,7 @@ fn measure_all(
     // 2. Warm: a one-line PHP change, committed.
     say("2/6 warm rebuild after a one-line PHP change");
     one_line_change(runner, &bench.root)?;
-    let (base_warm, _) = naive(bench, work, &tag("seed"), false)?;
+    let (base_warm, _) = naive(bench, work, &tag("makefile"), false)?;
     let ours_warm = timed(|| build_app::run(bench, &release(&tag("xtask"), cache)?))?;
     rows.push(row(
         "warm rebuild (one-line PHP change)",
@@ -149,7 +149,7 @@ fn measure_all(
 
     // 3. No change.
     say("3/6 rebuild with no change");
-    let (base_same, seed_tree) = naive(bench, work, &tag("seed"), false)?;
+    let (base_same, makefile_tree) = naive(bench, work, &tag("makefile"), false)?;
     let same_tag = tag("xtask");
     let ours_same = timed(|| build_app::run(bench, &release(&same_tag, cache)?))?;
     rows.push(row(
@@ -173,7 +173,7 @@ fn measure_all(
     let naive_image = format!("{registry}/bench-naive:single-stage");
     let naive = Cmd::new("docker")
         .args(["build", "--quiet", "--tag", &naive_image, "--file", "-"])
-        .arg(seed_tree.path().join("tree/app").display().to_string())
+        .arg(makefile_tree.path().join("tree/app").display().to_string())
         .env("DOCKER_BUILDKIT", "0")
         .stdin(format!(
             "FROM {}\nCOPY --chown=app:app . /var/www/app/\nCMD [\"php-fpm\", \"--nodaemonize\"]\n",

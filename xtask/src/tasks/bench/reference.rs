@@ -1,4 +1,4 @@
-//! The reference procedure `bench` measures against: the seed's naive build, scripted plainly
+//! The reference procedure `bench` measures against: the old Makefile's build, scripted plainly
 //! as a list of commands.
 
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::ctx::Ctx;
 use crate::docker;
 
-/// The seed's procedure, timed; returns its copy of the tree (with vendor/ and node_modules/).
+/// The old Makefile procedure, timed; returns its copy of the tree (with vendor/ and node_modules/).
 /// `cold`: `--no-cache` on the builds, as the classic builder's cache is every local image.
 pub(super) fn naive(
     ctx: &Ctx,
@@ -19,7 +19,9 @@ pub(super) fn naive(
     tag: &str,
     cold: bool,
 ) -> Result<(Duration, tempfile::TempDir)> {
-    let tree = tempfile::Builder::new().prefix("seed.").tempdir_in(work)?;
+    let tree = tempfile::Builder::new()
+        .prefix("makefile.")
+        .tempdir_in(work)?;
     let copy = tree.path().join("tree");
     let mut commands = naive_commands(&ctx.config, &ctx.root, &copy, tag);
     if cold {
@@ -51,7 +53,7 @@ pub(super) fn naive_commands(config: &Config, root: &Path, copy: &Path, tag: &st
     let tool = |name: &str, argv: &[&str]| {
         docker::run_in(
             &config.php_build(),
-            &format!("xtask-{}-seed-{name}", std::process::id()),
+            &format!("xtask-{}-makefile-{name}", std::process::id()),
             &app,
             docker::current_user(),
             ca_bundle,
@@ -116,7 +118,7 @@ pub(super) fn naive_commands(config: &Config, root: &Path, copy: &Path, tag: &st
     ]
 }
 
-/// The seed's `sed`: the tag after `crm-gdb_php:` / `crm-gdb_nginx:` on `image:` lines.
+/// The old Makefile's `sed`: the tag after `crm-gdb_php:` / `crm-gdb_nginx:` on `image:` lines.
 pub(super) fn naive_set_tag(text: &str, tag: &str) -> String {
     text.lines()
         .map(|line| {
@@ -147,7 +149,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn naive_procedure_is_the_seeds() {
+    fn naive_procedure_is_the_makefiles() {
         let config = Config {
             registry: "127.0.0.1:5000/kiora".into(),
             ..Config::default()
