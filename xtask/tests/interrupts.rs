@@ -229,7 +229,7 @@ fn interrupt_every_step(test: &str, signal: i32, tag: &'static str) {
             .filter(|l| l.starts_with('[') && l.contains("/7] "))
             .filter(|l| !l.contains("] done in ") && !l.contains("] failed after "))
             .filter(|l| !l.contains(": skipped ("))
-            .last()
+            .next_back()
             .unwrap_or_default();
         assert!(
             last_header.starts_with(&format!("[{}/7] ", point.step)),
