@@ -226,10 +226,13 @@ fn interrupt_every_step(test: &str, signal: i32, tag: &'static str) {
         // The step headers: "[3/7] Installing production dependencies", not "[3/7] done in".
         let last_header = log
             .lines()
-            .filter(|l| l.starts_with('[') && l.contains("/7] "))
-            .filter(|l| !l.contains("] done in ") && !l.contains("] failed after "))
-            .filter(|l| !l.contains(": skipped ("))
-            .next_back()
+            .rfind(|l| {
+                l.starts_with('[')
+                    && l.contains("/7] ")
+                    && !l.contains("] done in ")
+                    && !l.contains("] failed after ")
+                    && !l.contains(": skipped (")
+            })
             .unwrap_or_default();
         assert!(
             last_header.starts_with(&format!("[{}/7] ", point.step)),
