@@ -183,7 +183,9 @@ fn interrupt_every_step(test: &str, signal: i32, tag: &'static str) {
             assert_eq!(
                 blocked_write,
                 Some(STEP_6_HEADER.len()),
-                "{what}: the xtask is not held writing {STEP_6_HEADER:?}"
+                "{what}: the xtask is not held writing {STEP_6_HEADER:?}; its threads: {:?}\n{}",
+                thread_calls(run.pid()),
+                run.stderr()
             );
             reached
         } else {
@@ -351,4 +353,20 @@ fn docker(args: &[&str]) {
         "docker {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// What each thread of `pid` is doing: /proc/PID/task/TID/syscall, for failure messages.
+fn thread_calls(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .map(|task| {
+                    let call =
+                        std::fs::read_to_string(task.path().join("syscall")).unwrap_or_default();
+                    format!("{}: {}", task.file_name().to_string_lossy(), call.trim())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -5,6 +5,7 @@
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -205,15 +206,16 @@ impl Running {
         assert!(capacity > 0, "F_GETPIPE_SZ");
         let mut filler = vec![FILLER; capacity as usize - room];
         *filler.last_mut().unwrap() = b'\n';
-        // Non-blocking, so that a miscount fails the test instead of hanging it.
-        // SAFETY: fcntl on a pipe we own.
-        unsafe {
-            let flags = libc::fcntl(writer.as_raw_fd(), libc::F_GETFL);
-            libc::fcntl(writer.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
-        }
-        let mut writer = writer;
-        writer
-            .write_all(&filler)
+        // Non-blocking, so that a miscount fails the test instead of hanging it; through a new
+        // open file description of the pipe (/proc/self/fd), since O_NONBLOCK on this one (a
+        // dup of the xtask's fd 2) would make the xtask's own writes fail instead of block.
+        let mut own = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(format!("/proc/self/fd/{}", writer.as_raw_fd()))
+            .unwrap();
+        drop(writer);
+        own.write_all(&filler)
             .expect("the filler fits in the empty pipe");
     }
 
