@@ -346,7 +346,7 @@ fn wait_for(
         interrupt::check()?;
     }
     let handle = expr.start().map_err(|err| spawn_error(cmd, err))?;
-    let mut terminated_at = None;
+    let (mut terminated_at, mut last_term) = (None, None::<std::time::Instant>);
     loop {
         if let Some(output) = handle
             .try_wait()
@@ -358,13 +358,17 @@ fn wait_for(
             return Ok(output.clone());
         }
         if interruptible && interrupt::requested() {
-            let since = *terminated_at.get_or_insert_with(|| {
+            // SIGTERM again every second: the docker CLI swallows one that comes while it is
+            // starting a plugin (`docker buildx build` then runs to its end), and gives up on
+            // its plugin at the third (seen in tests/interrupts.rs).
+            if last_term.is_none_or(|at| at.elapsed() >= TERM_AGAIN) {
                 for pid in handle.pids() {
                     // SAFETY: kill(2) has no memory effects; the pid is our own child's.
                     unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
                 }
-                std::time::Instant::now()
-            });
+                last_term = Some(std::time::Instant::now());
+            }
+            let since = *terminated_at.get_or_insert_with(std::time::Instant::now);
             if since.elapsed() > TERM_GRACE {
                 let _ = handle.kill();
                 interrupt::check()?;
@@ -376,6 +380,9 @@ fn wait_for(
 
 /// How long an interrupted child may take to stop by itself before it is killed.
 const TERM_GRACE: Duration = Duration::from_secs(10);
+
+/// How often an interrupted child is sent SIGTERM again during [`TERM_GRACE`].
+const TERM_AGAIN: Duration = Duration::from_secs(1);
 
 fn spawn_error(cmd: &Cmd, err: std::io::Error) -> anyhow::Error {
     if err.kind() == std::io::ErrorKind::NotFound {
