@@ -74,6 +74,11 @@ impl Cmd {
 
     fn expression(&self) -> duct::Expression {
         let mut expr = duct::cmd(&self.program, &self.args);
+        // Secrets we were given stay ours; a child that needs one gets it on stdin. Innermost,
+        // so it wins over everything below (duct applies the inner expression's setting last).
+        for key in crate::secret::ENV_VARS {
+            expr = expr.env_remove(key);
+        }
         if let Some(dir) = &self.dir {
             expr = expr.dir(dir);
         }
@@ -499,6 +504,20 @@ mod tests {
     fn dry_run_runs_no_action() {
         let runner = Runner::new(true, Verbosity::Normal);
         runner.run(&Cmd::new("false")).unwrap();
+    }
+
+    #[test]
+    fn secrets_never_reach_a_child_environment() {
+        let runner = Runner::new(false, Verbosity::Quiet);
+        // Inherited variables are removed the same way; the e2e login test reads real children.
+        let cmd = Cmd::new("sh")
+            .args(["-c", "tr '\\0' '\\n' </proc/self/environ"])
+            .env("XTASK_REGISTRY_PASSWORD", "s3cr3t")
+            .env("OTHER", "kept");
+        let environ = runner.query(&cmd).unwrap();
+        assert!(environ.lines().any(|l| l == "OTHER=kept"), "{environ}");
+        assert!(!environ.contains("XTASK_REGISTRY_PASSWORD"), "{environ}");
+        assert!(!environ.contains("s3cr3t"), "{environ}");
     }
 
     #[test]
