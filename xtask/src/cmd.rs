@@ -143,6 +143,22 @@ pub fn quote(word: &str) -> String {
     }
 }
 
+/// A command that exited non-zero, with its stderr ([`Runner::run_keeping_stderr`]). Shown as
+/// the one line `` `program args...` failed (exit code N) ``; the stderr is for deciding.
+#[derive(Debug)]
+pub struct Failed {
+    pub message: String,
+    pub stderr: String,
+}
+
+impl fmt::Display for Failed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failed {}
+
 /// How much the runner prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Verbosity {
@@ -186,6 +202,48 @@ impl Runner {
                 eprint!("{}", String::from_utf8_lossy(&output.stdout));
             }
             bail!("`{}` failed ({})", short(cmd), describe(output.status));
+        }
+        Ok(())
+    }
+
+    /// [`Runner::run`], with the child's stderr kept (and shown once it ends) so that a failure
+    /// is a [`Failed`] that says why: for a caller that decides by it, e.g. whether a push is
+    /// worth retrying. For commands that write only errors there (`docker push`).
+    pub fn run_keeping_stderr(&self, cmd: &Cmd) -> Result<()> {
+        if self.dry_run {
+            return self.run(cmd);
+        }
+        self.echo(cmd);
+        let expr = cmd.expression().unchecked().stderr_capture();
+        let quiet = self.verbosity == Verbosity::Quiet;
+        let output = if quiet {
+            wait(cmd, expr.stdout_capture())?
+        } else if progress::live() {
+            let (read, write) = std::io::pipe().context("cannot create a pipe")?;
+            let relay = std::thread::spawn(move || progress::relay_lines(read, true));
+            let output = wait(cmd, expr.stdout_file(write));
+            // The pipe closes when the child exits; nothing of a push outlives it.
+            let _ = relay.join();
+            output?
+        } else {
+            wait(cmd, expr)?
+        };
+        let failed = !output.status.success();
+        if quiet && failed {
+            eprint!("{}", String::from_utf8_lossy(&output.stdout));
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        if !quiet || failed {
+            for line in stderr.lines() {
+                progress::print_line(false, line);
+            }
+        }
+        if failed {
+            return Err(Failed {
+                message: format!("`{}` failed ({})", short(cmd), describe(output.status)),
+                stderr,
+            }
+            .into());
         }
         Ok(())
     }
@@ -498,6 +556,23 @@ mod tests {
         assert!(err.starts_with("2 commands failed: "), "{err}");
         assert!(err.contains("exit code 3"), "{err}");
         runner.run_parallel(&[]).unwrap();
+    }
+
+    #[test]
+    fn a_failure_keeps_its_stderr() {
+        let runner = Runner::new(false, Verbosity::Quiet);
+        let cmd = Cmd::new("sh").args(["-c", "echo out; echo 'denied: no' >&2; exit 3"]);
+        let err = runner.run_keeping_stderr(&cmd).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.starts_with("`sh -c ") && message.ends_with("` failed (exit code 3)"),
+            "{message}"
+        );
+        let failed = err.downcast_ref::<Failed>().expect("a Failed");
+        assert_eq!(failed.stderr, "denied: no\n");
+        runner
+            .run_keeping_stderr(&Cmd::new("sh").args(["-c", "echo fine >&2"]))
+            .unwrap();
     }
 
     #[test]
