@@ -13,7 +13,7 @@ use crate::interrupt::Interrupted;
 use crate::secret::Secret;
 
 pub const USER_ENV: &str = "XTASK_REGISTRY_USER";
-pub const PASSWORD_ENV: &str = "XTASK_REGISTRY_PASSWORD";
+pub const PASSWORD_ENV: &str = crate::secret::REGISTRY_PASSWORD_ENV;
 
 pub struct Credentials {
     pub username: String,

@@ -9,7 +9,8 @@ use crate::reference::ImageRef;
 use crate::retry;
 
 /// Pushes the images side by side, with a message that names the registry when one fails. A
-/// failed push is retried with backoff (`retry.rs`): a registry restarting mid-release is common.
+/// push that failed transiently is retried with backoff (`retry.rs`): a registry restarting
+/// mid-release is common; a refused login or an unknown host fails at once.
 pub fn push_all(ctx: &Ctx, images: &[&ImageRef]) -> Result<()> {
     let backoff = retry::Backoff::for_pushes()?;
     if let Some(first) = images.first() {
@@ -22,7 +23,7 @@ pub fn push_all(ctx: &Ctx, images: &[&ImageRef]) -> Result<()> {
             .find(|i| push.args.last() == Some(&i.to_string()))
             .expect("a push of one of the images");
         retry::retry(&ctx.runner, &backoff, &format!("pushing {image}"), || {
-            ctx.runner.run(push)
+            ctx.runner.run_keeping_stderr(push)
         })
         .with_context(|| {
             format!(

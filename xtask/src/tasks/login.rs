@@ -4,7 +4,8 @@
 //! The user name comes from `--username` or `XTASK_REGISTRY_USER`; the password from
 //! `XTASK_REGISTRY_PASSWORD`, or from our standard input with `--password-stdin`. The password
 //! reaches `docker login --password-stdin` through its stdin only: never a command line (`ps`),
-//! and it is a [`Secret`], redacted from every message, `-v` and `--dry-run` included.
+//! nor the environment of any child (`Cmd` removes it), and it is a [`Secret`], redacted from
+//! every message, `-v` and `--dry-run` included.
 //!
 //! `build-app` and `docker-publish` log in the same way before their pushes when both
 //! variables are set (`build/login.rs`), which is all a CI job needs.

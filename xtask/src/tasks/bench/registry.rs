@@ -28,7 +28,12 @@ impl RegistryServer {
             ),
         )?;
         // A server for the whole run, not a command that ends: started here, stopped on drop.
-        let child = std::process::Command::new("docker-registry")
+        let mut command = std::process::Command::new("docker-registry");
+        // Like every `Cmd`: the secrets we were given are not the registry's.
+        for key in crate::secret::ENV_VARS {
+            command.env_remove(key);
+        }
+        let child = command
             .arg("serve")
             .arg(&config)
             .stdin(std::process::Stdio::null())
