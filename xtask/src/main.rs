@@ -26,6 +26,7 @@ mod staging;
 mod summary;
 mod target;
 mod tasks;
+mod testbed;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -279,6 +280,8 @@ enum Task {
         after_help = "Examples:\n  cargo xtask doctor\n  cargo xtask doctor --registry 127.0.0.1:5000/kiora"
     )]
     Doctor,
+    /// Real, separate machines on this one (namespaces with their own engine and sshd) for fleet deploys.
+    Testbed(tasks::testbed::TestbedArgs),
     /// Print a shell completion script (for a command `xtask` that runs `cargo xtask`).
     #[command(
         after_help = "Examples:\n  bash: xtask() { cargo xtask \"$@\"; }; source <(cargo xtask completions bash)\n  zsh:  xtask() { cargo xtask \"$@\"; }; source <(cargo xtask completions zsh)\n  fish: function xtask; cargo xtask $argv; end; cargo xtask completions fish | source"
@@ -385,6 +388,7 @@ fn run(cli: Cli) -> Result<()> {
         Task::BenchDeploy => tasks::bench_deploy::run(&ctx),
         Task::Bench => tasks::bench::run(&ctx),
         Task::Doctor => doctor::run(&ctx),
+        Task::Testbed(args) => tasks::testbed::run(&ctx, args),
         Task::Completions { shell } => completions::run(shell, &mut Cli::command()),
     }
 }

@@ -21,6 +21,7 @@ pub mod rollback;
 pub mod set_tag;
 pub mod status;
 pub mod test_image;
+pub mod testbed;
 pub mod up;
 
 /// What every task gets: the configuration, the command runner and the project root.
