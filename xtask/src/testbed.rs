@@ -359,6 +359,7 @@ impl Maker<'_> {
         self.write(&layout.ssh_config(), &commands::ssh_config(layout))?;
         for m in &machines {
             self.write(&m.sshd_config(), &commands::sshd_config(layout, m))?;
+            self.write(&m.engine_config(), "{}\n")?;
         }
 
         // The network: bridge, rule, one namespace and veth per machine.
@@ -420,6 +421,9 @@ impl Maker<'_> {
 
         if opts.swarm {
             self.swarm(&machines)?;
+        }
+        if runner.dry_run {
+            return Ok(());
         }
         runner.say(format!(
             "testbed {} is up in {:.1} s",

@@ -151,6 +151,13 @@ pub fn dockerd_args(machine: &Machine) -> Vec<String> {
         d.join("engine.pid").display().to_string(),
         "--host".into(),
         machine.docker_host(),
+        // Not the host's /etc/docker/daemon.json (its settings are the host engine's).
+        "--config-file".into(),
+        machine.engine_config().display().to_string(),
+        // The engine ID comes from this key, /etc/docker/key.json by default: shared, every
+        // engine here would have the host's ID. The flag is hidden but kept for this in 20.10.
+        "--deprecated-key-path".into(),
+        d.join("key.json").display().to_string(),
     ]
 }
 
@@ -411,6 +418,10 @@ mod tests {
                 "/b/xtb/m1/engine.pid",
                 "--host",
                 "unix:///b/xtb/m1/docker.sock",
+                "--config-file",
+                "/b/xtb/m1/daemon.json",
+                "--deprecated-key-path",
+                "/b/xtb/m1/key.json",
             ]
         );
         assert_eq!(

@@ -175,6 +175,11 @@ impl Machine {
         self.dir.join("host_key")
     }
 
+    /// The engine's own daemon.json (empty settings).
+    pub fn engine_config(&self) -> PathBuf {
+        self.dir.join("daemon.json")
+    }
+
     pub fn sshd_config(&self) -> PathBuf {
         self.dir.join("sshd_config")
     }
