@@ -359,7 +359,7 @@ impl Maker<'_> {
         self.write(&layout.ssh_config(), &commands::ssh_config(layout))?;
         for m in &machines {
             self.write(&m.sshd_config(), &commands::sshd_config(layout, m))?;
-            self.write(&m.engine_config(), "{}\n")?;
+            self.write(&m.engine_config(), &commands::engine_config(m))?;
         }
 
         // The network: bridge, rule, one namespace and veth per machine.

@@ -151,14 +151,19 @@ pub fn dockerd_args(machine: &Machine) -> Vec<String> {
         d.join("engine.pid").display().to_string(),
         "--host".into(),
         machine.docker_host(),
-        // Not the host's /etc/docker/daemon.json (its settings are the host engine's).
+        // Its own settings (see `engine_config`), not the host engine's /etc/docker/daemon.json.
         "--config-file".into(),
         machine.engine_config().display().to_string(),
-        // The engine ID comes from this key, /etc/docker/key.json by default: shared, every
-        // engine here would have the host's ID. The flag is hidden but kept for this in 20.10.
-        "--deprecated-key-path".into(),
-        d.join("key.json").display().to_string(),
     ]
+}
+
+/// The engine's daemon.json. The engine ID comes from a key, /etc/docker/key.json by default:
+/// shared here, so every engine would have the host's ID; 20.10 reads another path from here.
+pub fn engine_config(machine: &Machine) -> String {
+    format!(
+        "{{\"deprecated-key-path\": \"{}\"}}\n",
+        machine.dir.join("key.json").display()
+    )
 }
 
 pub fn start_dockerd(machine: &Machine) -> Cmd {
@@ -420,9 +425,11 @@ mod tests {
                 "unix:///b/xtb/m1/docker.sock",
                 "--config-file",
                 "/b/xtb/m1/daemon.json",
-                "--deprecated-key-path",
-                "/b/xtb/m1/key.json",
             ]
+        );
+        assert_eq!(
+            engine_config(&m),
+            "{\"deprecated-key-path\": \"/b/xtb/m1/key.json\"}\n"
         );
         assert_eq!(
             stop_daemon(&m.pidfile("dockerd"), DOCKERD).argv(),

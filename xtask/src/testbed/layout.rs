@@ -175,7 +175,7 @@ impl Machine {
         self.dir.join("host_key")
     }
 
-    /// The engine's own daemon.json (empty settings).
+    /// The engine's own daemon.json.
     pub fn engine_config(&self) -> PathBuf {
         self.dir.join("daemon.json")
     }
