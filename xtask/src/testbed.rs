@@ -196,7 +196,11 @@ pub fn start_engine(runner: &Runner, base: &Path, name: &Name, machine: &str) ->
         runner.say(format!("the engine of {machine} is already running"));
         return Ok(());
     }
-    runner.run(&commands::start_dockerd(&m))?;
+    start_daemon(
+        runner,
+        &daemon("dockerd", &m.name, commands::DOCKERD, m.pidfile("dockerd")),
+        &commands::start_dockerd(&m),
+    )?;
     if runner.dry_run {
         return Ok(());
     }
@@ -307,6 +311,15 @@ impl Maker<'_> {
         }
     }
 
+    /// Records the daemon, then starts it to the end even if Ctrl-C comes meanwhile: stopped
+    /// half-way, it could still be `nsenter` or have no pid file yet when `down` looks for it,
+    /// and escape. Returns once its pid file names the daemon itself.
+    fn start(&self, entry: Entry, cmd: &Cmd) -> Result<()> {
+        interrupt::check()?;
+        self.record(entry.clone())?;
+        start_daemon(self.runner, &entry, cmd)
+    }
+
     fn run_all(&self, cmds: &[Cmd]) -> Result<()> {
         cmds.iter().try_for_each(|c| self.runner.run(c))
     }
@@ -387,32 +400,25 @@ impl Maker<'_> {
             std::fs::create_dir_all("/run/sshd").context("cannot create /run/sshd")?;
         }
         if let Some(port) = opts.registry_port {
-            self.record(daemon(
-                "socat",
-                "host",
-                commands::SOCAT,
-                layout.socat_pidfile(),
-            ))?;
-            runner.run(&commands::start_host_forwarder(layout, port))?;
+            self.start(
+                daemon("socat", "host", commands::SOCAT, layout.socat_pidfile()),
+                &commands::start_host_forwarder(layout, port),
+            )?;
         }
         for m in &machines {
-            self.record(daemon(
-                "dockerd",
-                &m.name,
-                commands::DOCKERD,
-                m.pidfile("dockerd"),
-            ))?;
-            runner.run(&commands::start_dockerd(m))?;
-            self.record(daemon("sshd", &m.name, commands::SSHD, m.pidfile("sshd")))?;
-            runner.run(&commands::start_sshd(m))?;
+            self.start(
+                daemon("dockerd", &m.name, commands::DOCKERD, m.pidfile("dockerd")),
+                &commands::start_dockerd(m),
+            )?;
+            self.start(
+                daemon("sshd", &m.name, commands::SSHD, m.pidfile("sshd")),
+                &commands::start_sshd(m),
+            )?;
             if let Some(port) = opts.registry_port {
-                self.record(daemon(
-                    "socat",
-                    &m.name,
-                    commands::SOCAT,
-                    m.pidfile("socat"),
-                ))?;
-                runner.run(&commands::start_machine_forwarder(layout, m, port))?;
+                self.start(
+                    daemon("socat", &m.name, commands::SOCAT, m.pidfile("socat")),
+                    &commands::start_machine_forwarder(layout, m, port),
+                )?;
             }
         }
         if !runner.dry_run {
@@ -483,6 +489,33 @@ fn pub_key(key: &Path) -> PathBuf {
 
 fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Runs `cmd` (a `start-stop-daemon --start`) whatever the signals, then waits (at most 5 s)
+/// until the pid file of `entry` names a process that runs its program, not `nsenter` any more.
+fn start_daemon(runner: &Runner, entry: &Entry, cmd: &Cmd) -> Result<()> {
+    runner.cleanup(cmd)?;
+    let Entry::Daemon { exe, pidfile, .. } = entry else {
+        unreachable!("start_daemon of {entry}")
+    };
+    if runner.dry_run {
+        return Ok(());
+    }
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        let pid = std::fs::read_to_string(pidfile).unwrap_or_default();
+        match std::fs::read_link(format!("/proc/{}/exe", pid.trim())) {
+            Ok(running) if running == Path::new(exe) => return Ok(()),
+            // Exited: `wait_ready` reports it with its log.
+            Err(_) if !pid.is_empty() => return Ok(()),
+            _ => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    bail!(
+        "{} did not start within 5 s (pid file {})",
+        exe,
+        pidfile.display()
+    )
 }
 
 /// The pid in `pidfile`, if that process runs `exe` (or still `nsenter`, about to become it).
