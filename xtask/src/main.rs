@@ -20,6 +20,7 @@ mod reference;
 mod retry;
 mod secret;
 mod tasks;
+mod testbed;
 
 use std::process::ExitCode;
 
@@ -137,6 +138,8 @@ enum Task {
         after_help = "Examples:\n  cargo xtask doctor\n  cargo xtask doctor --registry 127.0.0.1:5000/kiora"
     )]
     Doctor,
+    /// Real, separate machines on this one (namespaces with their own engine and sshd) for fleet deploys.
+    Testbed(tasks::testbed::TestbedArgs),
     /// Print a shell completion script (for a command `xtask` that runs `cargo xtask`).
     #[command(
         after_help = "Examples:\n  bash: xtask() { cargo xtask \"$@\"; }; source <(cargo xtask completions bash)\n  zsh:  xtask() { cargo xtask \"$@\"; }; source <(cargo xtask completions zsh)\n  fish: function xtask; cargo xtask $argv; end; cargo xtask completions fish | source"
@@ -216,6 +219,7 @@ fn run(cli: Cli) -> Result<()> {
         Task::BenchDeploy => bench_deploy::run(&ctx),
         Task::Bench => bench::run(&ctx),
         Task::Doctor => doctor::run(&ctx),
+        Task::Testbed(args) => tasks::testbed::run(&ctx, args),
         Task::Completions { shell } => completions::run(shell, &mut Cli::command()),
     }
 }

@@ -18,4 +18,5 @@ pub mod rollback;
 pub mod set_tag;
 pub mod status;
 pub mod test_image;
+pub mod testbed;
 pub mod up;

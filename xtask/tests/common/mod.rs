@@ -4,6 +4,7 @@
 
 pub mod faults;
 pub mod sshd;
+pub mod testbed;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
