@@ -20,7 +20,6 @@ mod reference;
 mod retry;
 mod secret;
 mod tasks;
-mod testbed;
 
 use std::process::ExitCode;
 

@@ -11,6 +11,7 @@
 //! stack         the blue/green releases behind the edge on a target
 //! switch        from the live release to another: the plan, its steps and its undo
 //! local_stack   the one-project stack of `up` and `test-image` on this machine
+//! testbed       machines to deploy to, made here: network namespaces with their own engine and sshd
 //! local_env     the local stack's secrets: made once, kept outside the tree and the images
 
 pub mod backups;
@@ -24,3 +25,4 @@ pub mod remote;
 pub mod stack;
 pub mod switch;
 pub mod target;
+pub mod testbed;

@@ -1,14 +1,14 @@
 //! `cargo xtask testbed up|down|status|stop-engine|start-engine`: real, separate machines on
 //! this one (network namespaces, each with its own address, Docker engine and sshd) to try a
-//! fleet deploy on, and for the end-to-end tests. See `crate::testbed`.
+//! fleet deploy on, and for the end-to-end tests. See `crate::deploy::testbed`.
 
 use std::path::Path;
 
 use anyhow::Result;
 
+use crate::ctx::Ctx;
+use crate::deploy::testbed::{self, Name, UpOptions, BASE_DIR};
 use crate::reference::parse_port;
-use crate::tasks::Ctx;
-use crate::testbed::{self, Name, UpOptions, BASE_DIR};
 
 #[derive(clap::Args)]
 #[command(

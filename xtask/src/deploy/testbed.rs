@@ -800,7 +800,7 @@ mod tests {
     #[test]
     fn down_of_an_unknown_name_is_one_line_naming_the_others() {
         let base = tempfile::tempdir().unwrap();
-        let runner = Runner::new(false, crate::cmd::Verbosity::Quiet);
+        let runner = Runner::new(false, crate::progress::Verbosity::Quiet);
         let err = down(&runner, base.path(), &Name::parse("nope").unwrap()).unwrap_err();
         let line = err.to_string();
         assert!(line.starts_with("no testbed named nope"), "{line}");
@@ -818,7 +818,7 @@ mod tests {
     #[test]
     fn up_refuses_zero_machines_before_doing_anything() {
         let base = tempfile::tempdir().unwrap();
-        let runner = Runner::new(false, crate::cmd::Verbosity::Quiet);
+        let runner = Runner::new(false, crate::progress::Verbosity::Quiet);
         let opts = UpOptions {
             machines: 0,
             swarm: false,
@@ -846,7 +846,7 @@ mod tests {
         journal
             .record(&Entry::Netns("xtask-nosuch-ns".into()))
             .unwrap();
-        let runner = Runner::new(false, crate::cmd::Verbosity::Quiet);
+        let runner = Runner::new(false, crate::progress::Verbosity::Quiet);
         down(&runner, base.path(), &Name::parse("half").unwrap()).unwrap();
         assert!(!dir.exists());
     }
