@@ -96,7 +96,7 @@ pub fn retry<T>(
 /// Whether `err` is a failure another attempt may not meet: judged from its message and, for a
 /// command, its stderr. A sign of a failure for good (refused credentials, unknown host, bad
 /// certificate) wins over a sign of a transient one.
-pub fn is_transient(err: &anyhow::Error) -> bool {
+fn is_transient(err: &anyhow::Error) -> bool {
     let mut text = format!("{err:#}");
     if let Some(failed) = err.downcast_ref::<crate::cmd::Failed>() {
         text.push('\n');
