@@ -4,7 +4,7 @@
 //! directory and a server over ssh.
 //!
 //! On the target, next to `compose.yaml` and `.env`:
-//!   .deploy/lock/owner     who holds the deploy lock, and since when
+//!   .deploy/lock/          the deploy lock, its owner and lease (see `deploy_lock`)
 //!   .deploy/history.tsv    time, tag, revision, who, strategy, result: one line per operation
 //!   backups/data-*.tar.gz  archives of the data volume, the last N kept
 
@@ -67,8 +67,9 @@ impl Entry {
         )
     }
 
+    /// The release was put in service (`ok`, or `ok; ...` when only the old one's removal failed).
     pub fn succeeded(&self) -> bool {
-        self.result == "ok"
+        self.result == "ok" || self.result.starts_with("ok;")
     }
 }
 
@@ -124,38 +125,6 @@ impl<'a> Deployment<'a> {
             .with_context(|| format!("cannot write {relative} on {}", self.target.describe()))?;
         }
         Ok(())
-    }
-
-    /// Takes the deploy lock, or refuses naming who holds it and since when.
-    pub fn lock(&self, operation: &str) -> Result<Lock<'_>> {
-        let lock = self.target.path(LOCK_DIR);
-        self.runner
-            .run(&self.on_target(Cmd::new("mkdir").args(["-p", &self.target.path(".deploy")])))?;
-        // mkdir is atomic: it fails when the lock exists. (Under --dry-run it is only printed.)
-        let take = self.on_target(Cmd::new("mkdir").arg(&lock));
-        let taken = if self.runner.dry_run {
-            self.runner.run(&take).is_ok()
-        } else {
-            self.runner.output(&take)?.status.success()
-        };
-        if !taken {
-            let owner = self
-                .read(&format!("{LOCK_DIR}/owner"))
-                .unwrap_or_else(|_| "unknown".into());
-            bail!(
-                "another deploy holds the lock on {}: {owner}; wait for it, or if it died, remove {lock}",
-                self.target.describe()
-            );
-        }
-        let guard = Lock { deployment: self };
-        let owner = format!(
-            "{operation} by {} (pid {}) since {}",
-            who(),
-            std::process::id(),
-            now_rfc3339()
-        );
-        self.write_atomically(&format!("{LOCK_DIR}/owner"), owner.as_bytes(), false)?;
-        Ok(guard)
     }
 
     pub fn history(&self) -> Result<Vec<Entry>> {
@@ -390,21 +359,6 @@ impl<'a> Deployment<'a> {
         self.runner.run(&self.on_target(cmd)).with_context(|| {
             format!("http://127.0.0.1:{port}/health does not answer 200 on the target")
         })
-    }
-}
-
-/// Held while a deploy runs; released on drop, also after an error or Ctrl-C.
-pub struct Lock<'a> {
-    deployment: &'a Deployment<'a>,
-}
-
-impl Drop for Lock<'_> {
-    fn drop(&mut self) {
-        let d = self.deployment;
-        let release = d.on_target(Cmd::new("rm").args(["-rf", &d.target.path(LOCK_DIR)]));
-        if let Err(err) = d.runner.cleanup(&release) {
-            eprintln!("warning: could not release the deploy lock: {err:#}");
-        }
     }
 }
 

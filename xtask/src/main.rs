@@ -6,6 +6,7 @@ mod build_cache;
 mod cmd;
 mod compose_file;
 mod config;
+mod deploy_lock;
 mod deployment;
 mod docker;
 mod http;
@@ -18,6 +19,7 @@ mod progress;
 mod project;
 #[cfg(test)]
 mod proptest_cases;
+mod reconcile;
 mod reference;
 mod retry;
 mod secret;
@@ -90,6 +92,7 @@ impl TargetArgs {
         }
         Ok(tasks::deploy::TargetOptions {
             target: target::Target::new(self.host.as_deref(), &self.dir, self.ssh_config)?,
+            lock_wait: None,
             stack: self.stack,
             keep_backups: self.keep_backups,
         })
@@ -233,6 +236,9 @@ enum Task {
         /// rolling: new containers beside the old, switch once healthy; recreate: the seed's stop-and-start.
         #[arg(long, value_enum, default_value = "rolling")]
         strategy: tasks::deploy::Strategy,
+        /// When another deploy holds the lock, wait for it this long (90s, 10m, 1h) instead of failing.
+        #[arg(long, value_name = "DURATION", value_parser = deploy_lock::parse_wait)]
+        lock_wait: Option<std::time::Duration>,
         #[command(flatten)]
         target: TargetArgs,
     },
@@ -266,6 +272,14 @@ enum Task {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Show or release the target's deploy lock (a deploy takes over a dead holder's lock by itself).
+    #[command(
+        after_help = "Examples:\n  cargo xtask lock status --host deploy@web1.example.com --dir /srv/crm\n  cargo xtask lock release --dir /srv/crm"
+    )]
+    Lock {
+        #[command(subcommand)]
+        action: LockAction,
+    },
     /// Measure failed requests and gaps under load for recreate, rolling, rollback and a broken release.
     #[command(after_help = "Example:\n  cargo xtask bench-deploy")]
     BenchDeploy,
@@ -287,6 +301,23 @@ enum Task {
         /// The shell to complete for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum LockAction {
+    /// Who holds the lock, when its lease was renewed, and whether the holder is alive.
+    Status {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Remove the lock; refused while its holder is alive, unless --force.
+    Release {
+        /// Release it even though its holder looks alive.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        target: TargetArgs,
     },
 }
 
@@ -373,8 +404,19 @@ fn run(cli: Cli) -> Result<()> {
         Task::Deploy {
             tag,
             strategy,
+            lock_wait,
             target,
-        } => tasks::deploy::run(&ctx, &target.options()?, &tag, strategy),
+        } => {
+            let mut opts = target.options()?;
+            opts.lock_wait = lock_wait;
+            tasks::deploy::run(&ctx, &opts, &tag, strategy)
+        }
+        Task::Lock { action } => match action {
+            LockAction::Status { target } => tasks::lock::status(&ctx, &target.options()?),
+            LockAction::Release { force, target } => {
+                tasks::lock::release(&ctx, &target.options()?, force)
+            }
+        },
         Task::Rollback { to, target } => {
             tasks::rollback::run(&ctx, &target.options()?, to.as_deref()).map(drop)
         }

@@ -48,6 +48,8 @@ impl Strategy {
 /// Where and how: shared by deploy, rollback, backup and status.
 pub struct TargetOptions {
     pub target: Target,
+    /// How long to wait for a live holder of the deploy lock (None: refuse at once).
+    pub lock_wait: Option<Duration>,
     /// Stack name on the target (Compose projects STACK-blue, STACK-green, STACK-edge).
     pub stack: String,
     pub keep_backups: usize,
@@ -82,9 +84,83 @@ pub fn switch_release(
     steps.step(&format!("Checking {}", target.describe()), || {
         target.check(runner)
     })?;
-    let _lock = steps.step("Taking the deploy lock", || {
-        d.lock(&format!("{operation} {tag}"))
+    let lock = steps.step("Taking the deploy lock", || {
+        d.lock_waiting(&format!("{operation} {tag}"), opts.lock_wait)
     })?;
+    // From here on, whatever happens, the run leaves one history line saying what serves.
+    let mut report = Report::default();
+    let result = locked(
+        ctx,
+        opts,
+        &d,
+        &stack,
+        &mut steps,
+        (tag, strategy, operation),
+        lock.took_over,
+        started,
+        &mut report,
+    );
+    if let Err(err) = d.record(
+        tag,
+        &report.revision,
+        strategy.name(),
+        &report.line(&result),
+    ) {
+        eprintln!("warning: could not append to the history: {err:#}");
+    }
+    result
+}
+
+/// What the history line of a run says.
+#[derive(Default)]
+struct Report {
+    revision: String,
+    /// The release serving before the switch (`nothing` on a first deploy).
+    serving: Option<String>,
+    /// Set once the switch was attempted: how it ended.
+    outcome: Option<String>,
+}
+
+impl Report {
+    fn line<T>(&self, result: &Result<T>) -> String {
+        match (result, &self.outcome) {
+            (Ok(_), _) => "ok".into(),
+            (Err(_), Some(outcome)) => outcome.clone(),
+            (Err(err), None) => format!(
+                "failed before any change ({}); {} serves",
+                first_line(err),
+                self.serving.as_deref().unwrap_or("what served before")
+            ),
+        }
+    }
+}
+
+fn first_line(err: &anyhow::Error) -> String {
+    format!("{err:#}")
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The deploy under the lock: everything after taking it.
+#[allow(clippy::too_many_arguments)] // one call site; the values are the deploy's state
+fn locked(
+    ctx: &Ctx,
+    opts: &TargetOptions,
+    d: &Deployment,
+    stack: &Stack,
+    steps: &mut Steps,
+    (tag, strategy, operation): (&str, Strategy, &str),
+    took_over: bool,
+    started: std::time::Instant,
+    report: &mut Report,
+) -> Result<Duration> {
+    let runner = &ctx.runner;
+    let target = &opts.target;
+    if took_over {
+        crate::reconcile::after_takeover(stack)?;
+    }
     let old_text = d.read("compose.yaml")?;
     let (new_text, _) = compose_file::set_tag(&old_text, tag, &APP_IMAGES).map_err(|err| {
         anyhow::anyhow!(
@@ -110,6 +186,7 @@ pub fn switch_release(
     };
     let next = live.map(Color::other).unwrap_or(Color::Blue);
     let from = old_tag.clone().unwrap_or_else(|| "nothing".into());
+    report.serving = Some(from.clone());
     runner.say(format!(
         "{operation}: {from} -> {tag} on {} ({} strategy)",
         target.describe(),
@@ -138,8 +215,8 @@ pub fn switch_release(
     let mut progress = Progress::default();
     let switched = steps.step(&format!("Switching to {tag} ({})", strategy.name()), || {
         switch(
-            &stack,
-            &d,
+            stack,
+            d,
             strategy,
             live,
             next,
@@ -158,13 +235,14 @@ pub fn switch_release(
         })
     });
     let revision = d.revision(&php);
+    report.revision = revision.clone();
     if let Err(err) = verified {
         let logs = if progress.started_next {
             stack.logs(next)
         } else {
             String::new()
         };
-        let undo = undo(&stack, &d, live, next, &old_text, &progress);
+        let undo = undo(stack, d, live, next, &old_text, &progress);
         if !logs.is_empty() {
             eprintln!("--- logs of {} ({tag}) ---\n{logs}", stack.project(next));
         }
@@ -173,28 +251,34 @@ pub fn switch_release(
             (Ok(()), None) => "nothing was serving before; nothing is now".to_string(),
             (Err(undo_err), _) => format!("AND putting {from} back failed: {undo_err:#}"),
         };
-        let _ = d.record(
-            tag,
-            &revision,
-            strategy.name(),
-            &format!("failed; {outcome}"),
-        );
+        report.outcome = Some(format!("failed; {outcome}"));
         return Err(err.context(format!("{operation} of {tag} failed; {outcome}")));
     }
 
-    steps.step("Draining the old release and recording", || {
-        if let Some(old) = live {
-            std::thread::sleep(if runner.dry_run {
-                Duration::ZERO
-            } else {
-                DRAIN
-            });
-            stack
-                .remove(old, true)
-                .context("the old release could not be removed (the new one is serving)")?;
-        }
-        d.record(tag, &revision, strategy.name(), "ok")
-    })?;
+    // The new release serves: a failure or a signal from here on leaves it serving.
+    report.outcome = Some(format!(
+        "ok; {tag} serves, but the old release was not removed"
+    ));
+    steps
+        .step("Draining the old release and recording", || {
+            if let Some(old) = live {
+                std::thread::sleep(if runner.dry_run {
+                    Duration::ZERO
+                } else {
+                    DRAIN
+                });
+                stack
+                    .remove(old, true)
+                    .context("the old release could not be removed (the new one is serving)")?;
+            }
+            Ok(())
+        })
+        .inspect_err(|err| {
+            report.outcome = Some(format!(
+                "ok; {tag} serves, but the old release was not removed ({})",
+                first_line(err)
+            ))
+        })?;
     runner.say(format!(
         "{tag} is live on {} ({operation} took {})",
         target.describe(),
