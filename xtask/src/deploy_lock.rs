@@ -419,12 +419,13 @@ pub fn inspect(d: &Deployment, here: &Here) -> Result<Option<Found>> {
 /// an error or Ctrl-C).
 pub struct Guard<'a> {
     d: &'a Deployment<'a>,
-    /// The lock was taken over from a dead holder: the caller reconciles the target.
+    /// Dead deploys' locks were found beside this one (`lock.dead-*`): the target may be half
+    /// changed, and the caller reconciles it, then calls [`Guard::reconciled`].
     pub took_over: bool,
     token: String,
     /// The owner record was written: from then on the lock is ours only if it names our token.
     written: bool,
-    grave: Option<String>,
+    graves: Vec<String>,
     renewal: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
 }
 
@@ -441,15 +442,23 @@ impl Drop for Guard<'_> {
 }
 
 impl Guard<'_> {
+    /// The target agrees with itself again: the dead locks are removed. Until then they stay, so
+    /// whoever takes the lock next (this run may die too) knows to reconcile.
+    pub fn reconciled(&mut self) -> Result<()> {
+        for grave in std::mem::take(&mut self.graves) {
+            self.d
+                .runner
+                .run(&remove(self.d.target, &format!(".deploy/{grave}")))?;
+        }
+        Ok(())
+    }
+
     /// Removes the lock if it is still ours: moved aside first (atomic), then checked, so a
     /// holder that lost its lock (taken over after its lease expired, or `lock release --force`)
     /// never removes its successor's.
     fn release(&self) -> Result<()> {
         let d = self.d;
         let runner = d.runner;
-        if let Some(grave) = &self.grave {
-            runner.cleanup(&remove(d.target, &format!(".deploy/{grave}")))?;
-        }
         if runner.dry_run {
             return runner.cleanup(&remove(d.target, LOCK_DIR)).map(drop);
         }
@@ -490,8 +499,6 @@ impl<'a> Deployment<'a> {
         runner.run(&target.cmd(Cmd::new("mkdir").args(["-p", &path(target, ".deploy")])))?;
         let here = Here::detect();
         let deadline = wait.map(|w| Instant::now() + w);
-        // The grave of a lock taken over in an earlier round.
-        let mut takeover: Option<String> = None;
         let mut said_waiting = false;
         // Each round either takes the lock, takes over a dead one, waits, or refuses; a lost race
         // only starts another round.
@@ -502,7 +509,7 @@ impl<'a> Deployment<'a> {
                 runner.output(&mkdir_lock(target))?.status.success()
             };
             if taken {
-                return self.hold(operation, &here, takeover);
+                return self.hold(operation, &here);
             }
             let Some(found) = inspect(self, &here)? else {
                 continue; // released meanwhile
@@ -531,13 +538,14 @@ impl<'a> Deployment<'a> {
                     ))))?;
                     let previous = found.describe();
                     runner.say(format!("took over the deploy lock of {previous}: {why}"));
-                    self.record(
+                    if let Err(err) = self.record(
                         "-",
                         "",
                         "lock",
                         &format!("took over the lock of {previous}: {why}"),
-                    )?;
-                    takeover = Some(grave);
+                    ) {
+                        eprintln!("warning: could not record the takeover in the history: {err:#}");
+                    }
                 }
                 Verdict::Alive(why) => {
                     let holder = found.describe();
@@ -565,14 +573,14 @@ impl<'a> Deployment<'a> {
     }
 
     /// Writes the owner record and the first heartbeat, then starts renewing.
-    fn hold(&self, operation: &str, here: &Here, grave: Option<String>) -> Result<Guard<'_>> {
+    fn hold(&self, operation: &str, here: &Here) -> Result<Guard<'_>> {
         let token = new_token(here);
         let mut guard = Guard {
             d: self,
-            took_over: grave.is_some(),
+            took_over: false,
             token: token.clone(),
             written: false,
-            grave,
+            graves: Vec::new(),
             renewal: None,
         };
         let holder = Holder {
@@ -596,33 +604,34 @@ impl<'a> Deployment<'a> {
         if !self.runner.dry_run {
             guard.renewal = Some(renew(self.target.clone(), &holder.token));
         }
-        if guard.grave.is_some() {
-            self.remove_other_graves(guard.grave.as_deref())
-                .context("removing the locks of dead deploys")?;
-        }
+        // Whoever moved a dead lock aside (maybe another deploy, which then lost the mkdir race),
+        // the one that holds the lock now reconciles.
+        guard.graves = self.graves().context("listing the locks of dead deploys")?;
+        guard.took_over = !guard.graves.is_empty();
         Ok(guard)
     }
 
-    /// Removes `lock.dead-*` left by deploys that took over and then died too.
-    fn remove_other_graves(&self, keep: Option<&str>) -> Result<()> {
+    /// `lock.dead-*`: locks of dead deploys, moved aside, the target not reconciled since.
+    fn graves(&self) -> Result<Vec<String>> {
+        if self.runner.dry_run {
+            return Ok(Vec::new());
+        }
         let listing = self.runner.query(
             &self
                 .target
                 .cmd(Cmd::new("ls").args(["-1", &path(self.target, ".deploy")])),
         )?;
-        for name in listing.lines() {
-            if name.starts_with("lock.dead-") && Some(name) != keep {
-                self.runner
-                    .run(&remove(self.target, &format!(".deploy/{name}")))?;
-            }
-        }
-        Ok(())
+        Ok(listing
+            .lines()
+            .filter(|name| name.starts_with("lock.dead-"))
+            .map(String::from)
+            .collect())
     }
 
-    /// `lock release`: removes the lock (and dead ones) whoever holds it.
+    /// `lock release`: removes the lock whoever holds it. Dead locks moved aside stay: the next
+    /// deploy reconciles the target and removes them.
     pub fn force_release(&self) -> Result<()> {
-        self.runner.run(&remove(self.target, LOCK_DIR))?;
-        self.remove_other_graves(None)
+        self.runner.run(&remove(self.target, LOCK_DIR))
     }
 }
 
@@ -814,6 +823,152 @@ mod tests {
             ..found(None, None)
         };
         assert_eq!(legacy.describe(), "deploy 9 by a@b (pid 1) since x");
+    }
+
+    /// A target directory on this machine holding the lock of `holder`, renewed `age` s ago.
+    fn target_with_lock(holder: &Holder, age: u64) -> (tempfile::TempDir, Target) {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join(LOCK_DIR);
+        std::fs::create_dir_all(&lock).unwrap();
+        std::fs::write(lock.join("owner"), holder.to_text()).unwrap();
+        let lease = lock.join(format!("lease-{}", holder.token));
+        std::fs::write(&lease, "").unwrap();
+        let then = std::time::SystemTime::now() - Duration::from_secs(age);
+        std::fs::File::options()
+            .write(true)
+            .open(&lease)
+            .unwrap()
+            .set_modified(then)
+            .unwrap();
+        let target = Target::new(None, dir.path().to_str().unwrap(), None).unwrap();
+        (dir, target)
+    }
+
+    fn history(dir: &std::path::Path) -> String {
+        std::fs::read_to_string(dir.join(".deploy/history.tsv")).unwrap_or_default()
+    }
+
+    #[test]
+    fn of_several_deploys_finding_a_dead_lock_one_takes_it_over() {
+        let here = Here::detect();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let dead = Holder {
+            host: here.host.clone(),
+            boot_id: here.boot_id.clone(),
+            pid,
+            pid_start: None,
+            ..holder()
+        };
+        let (dir, target) = target_with_lock(&dead, 0);
+        let runner = Runner::new(false, Verbosity::Quiet);
+        let barrier = std::sync::Barrier::new(4);
+        let results: Vec<std::result::Result<bool, String>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let d = Deployment::new(&target, &runner, "t");
+                        let guard = d.lock("deploy 2.0.0");
+                        // Whoever won holds the lock until every contender has tried.
+                        barrier.wait();
+                        guard
+                            .and_then(|mut g| g.reconciled().map(|()| g.took_over))
+                            .map_err(|e| format!("{e:#}"))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let won: Vec<_> = results.iter().filter(|r| r.is_ok()).collect();
+        assert_eq!(won, [&Ok(true)], "{results:?}");
+        for lost in results.iter().filter_map(|r| r.as_ref().err()) {
+            assert!(lost.contains("another deploy holds the lock"), "{lost}");
+        }
+        let history = history(dir.path());
+        assert_eq!(
+            history
+                .matches("took over the lock of deploy 1.4.0")
+                .count(),
+            1,
+            "{history}"
+        );
+        assert!(
+            history.contains(&format!("its process {pid} is gone")),
+            "{history}"
+        );
+        // Released, and no dead lock left behind.
+        let left: Vec<_> = std::fs::read_dir(dir.path().join(".deploy"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, ["history.tsv"]);
+    }
+
+    #[test]
+    fn a_lock_from_another_machine_is_taken_over_only_once_its_lease_expired() {
+        let runner = Runner::new(false, Verbosity::Quiet);
+        let elsewhere = Holder {
+            host: "elsewhere".into(),
+            ..holder()
+        };
+        let (dir, target) = target_with_lock(&elsewhere, 5);
+        let d = Deployment::new(&target, &runner, "t");
+        let err = format!("{:#}", d.lock("deploy 2.0.0").err().unwrap());
+        assert!(
+            err.contains("another deploy holds the lock")
+                && err.contains("deploy 1.4.0 by me@ci (pid 4242 on elsewhere)")
+                && err.contains("lease renewed"),
+            "{err}"
+        );
+        assert_eq!(history(dir.path()), "");
+        // --lock-wait gives up too, after waiting.
+        let started = Instant::now();
+        assert!(d
+            .lock_waiting("deploy 2.0.0", Some(Duration::from_secs(1)))
+            .is_err());
+        assert!(started.elapsed() >= Duration::from_secs(1));
+
+        let (dir, target) = target_with_lock(&elsewhere, 45);
+        let d = Deployment::new(&target, &runner, "t");
+        let guard = d.lock("deploy 2.0.0").unwrap();
+        assert!(guard.took_over);
+        let owner =
+            Holder::parse(&std::fs::read_to_string(dir.path().join(".deploy/lock/owner")).unwrap())
+                .unwrap();
+        assert_eq!(owner.pid, std::process::id());
+        assert_eq!(owner.operation, "deploy 2.0.0");
+        assert!(history(dir.path()).contains("its lease expired"));
+        drop(guard);
+        assert!(!dir.path().join(LOCK_DIR).exists());
+        // Not reconciled: the next holder is told to.
+        let mut guard = d.lock("deploy 2.0.0").unwrap();
+        assert!(guard.took_over);
+        guard.reconciled().unwrap();
+        drop(guard);
+        assert!(!d.lock("deploy 2.0.0").unwrap().took_over);
+    }
+
+    #[test]
+    fn a_holder_that_lost_its_lock_leaves_the_new_one_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("compose.yaml"), "").unwrap();
+        let target = Target::new(None, dir.path().to_str().unwrap(), None).unwrap();
+        let runner = Runner::new(false, Verbosity::Quiet);
+        let d = Deployment::new(&target, &runner, "t");
+        let guard = d.lock("deploy 1.0.0").unwrap();
+        assert!(!guard.took_over);
+        // Released by hand (--force), then taken by another deploy.
+        d.force_release().unwrap();
+        let other = Holder {
+            host: "elsewhere".into(),
+            ..holder()
+        };
+        std::fs::create_dir_all(dir.path().join(LOCK_DIR)).unwrap();
+        std::fs::write(dir.path().join(LOCK_DIR).join("owner"), other.to_text()).unwrap();
+        drop(guard);
+        let owner = std::fs::read_to_string(dir.path().join(LOCK_DIR).join("owner")).unwrap();
+        assert_eq!(Holder::parse(&owner), Some(other));
     }
 
     #[test]

@@ -84,7 +84,7 @@ pub fn switch_release(
     steps.step(&format!("Checking {}", target.describe()), || {
         target.check(runner)
     })?;
-    let lock = steps.step("Taking the deploy lock", || {
+    let mut lock = steps.step("Taking the deploy lock", || {
         d.lock_waiting(&format!("{operation} {tag}"), opts.lock_wait)
     })?;
     // From here on, whatever happens, the run leaves one history line saying what serves.
@@ -96,7 +96,7 @@ pub fn switch_release(
         &stack,
         &mut steps,
         (tag, strategy, operation),
-        lock.took_over,
+        &mut lock,
         started,
         &mut report,
     );
@@ -152,14 +152,15 @@ fn locked(
     stack: &Stack,
     steps: &mut Steps,
     (tag, strategy, operation): (&str, Strategy, &str),
-    took_over: bool,
+    lock: &mut crate::deploy_lock::Guard,
     started: std::time::Instant,
     report: &mut Report,
 ) -> Result<Duration> {
     let runner = &ctx.runner;
     let target = &opts.target;
-    if took_over {
+    if lock.took_over {
         crate::reconcile::after_takeover(stack)?;
+        lock.reconciled()?;
     }
     let old_text = d.read("compose.yaml")?;
     let (new_text, _) = compose_file::set_tag(&old_text, tag, &APP_IMAGES).map_err(|err| {
