@@ -612,8 +612,13 @@ impl<'a> Deployment<'a> {
     }
 
     /// `lock.dead-*`: locks of dead deploys, moved aside, the target not reconciled since.
-    fn graves(&self) -> Result<Vec<String>> {
-        if self.runner.dry_run {
+    pub fn graves(&self) -> Result<Vec<String>> {
+        let deploy_dir = path(self.target, ".deploy");
+        if self.runner.dry_run
+            || !self
+                .runner
+                .succeeds(&self.target.cmd(Cmd::new("test").args(["-d", &deploy_dir])))?
+        {
             return Ok(Vec::new());
         }
         let listing = self.runner.query(

@@ -302,6 +302,58 @@ fn killed_deploys_do_not_block_the_next_one() {
         serving = tag;
     }
 
+    // Two pipelines at once: the second waits for the first (--lock-wait); a third that does
+    // not wait is refused, naming the live holder.
+    let tag = if serving == A { B } else { A };
+    let other = serving;
+    let mut first = Running::start(
+        root,
+        tmp.path(),
+        &prefix,
+        &t.args(&[], &["deploy", "--tag", tag]),
+        &[],
+    );
+    assert!(
+        first
+            .wait_for_line(Duration::from_secs(60), |l| l.contains("[3/7]"))
+            .is_some(),
+        "{}",
+        first.stderr()
+    );
+    let mut second = Running::start(
+        root,
+        tmp.path(),
+        &prefix,
+        &t.args(&[], &["deploy", "--tag", other, "--lock-wait", "5m"]),
+        &[],
+    );
+    let refused = t.deploy(&[], &["deploy", "--tag", other]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("another deploy holds the lock")
+            && stderr(&refused).contains(&format!("deploy {tag} by")),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(
+        first.wait(Duration::from_secs(300)).success(),
+        "{}",
+        first.stderr()
+    );
+    assert!(
+        second.wait(Duration::from_secs(300)).success(),
+        "{}",
+        second.stderr()
+    );
+    assert!(
+        second
+            .stderr()
+            .contains("waiting for the deploy lock, held by deploy"),
+        "{}",
+        second.stderr()
+    );
+    t.converged(other, &css(other));
+
     let load = probe.stop();
     eprintln!("--- what each kill left ---\n{}", report.join("\n"));
     eprintln!("--- load probe: {load:?}");
@@ -552,4 +604,85 @@ impl DockerWrapper {
             ("XTASK_E2E_MARKER", marker.display().to_string()),
         ]
     }
+}
+
+/// `lock status` and `lock release` on a target directory (no engine needed): a live holder is
+/// named alive and kept unless --force; a dead one is named dead; each release is recorded.
+#[test]
+fn lock_status_and_release_by_hand() {
+    let target = tempfile::tempdir().unwrap();
+    std::fs::write(target.path().join("compose.yaml"), "services: {}\n").unwrap();
+    let dir = target.path().to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(args)
+            .args(["--dir", dir])
+            .env("XTASK_ROOT", env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, said) = run(&["lock", "status"]);
+    assert!(ok && said.contains("no deploy lock on"), "{said}");
+
+    // A holder on this machine: a live process of ours, then the same pid once it is gone.
+    let mut holder = Command::new("sleep").arg("60").spawn().unwrap();
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let lock = target.path().join(".deploy/lock");
+    std::fs::create_dir_all(&lock).unwrap();
+    std::fs::write(
+        lock.join("owner"),
+        format!(
+            "token=t-1\noperation=deploy 9.9.9\nwho=ci@runner\nhost={}\npid={}\nboot_id={}\nsince=2026-12-01T00:00:00Z\nlease_secs=30\n",
+            host.trim(),
+            holder.id(),
+            boot.trim()
+        ),
+    )
+    .unwrap();
+    std::fs::write(lock.join("lease-t-1"), "").unwrap();
+    let (ok, said) = run(&["lock", "status"]);
+    assert!(
+        ok && said.contains("held by:  deploy 9.9.9 by ci@runner") && said.contains("alive"),
+        "{said}"
+    );
+    let (ok, said) = run(&["lock", "release"]);
+    assert!(
+        !ok && said.contains("which is alive") && said.contains("--force"),
+        "{said}"
+    );
+    assert!(lock.exists());
+
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let (ok, said) = run(&["lock", "status"]);
+    assert!(ok && said.contains("dead (its process"), "{said}");
+    let (ok, said) = run(&["lock", "release"]);
+    assert!(
+        ok && said.contains("released the deploy lock of deploy 9.9.9"),
+        "{said}"
+    );
+    assert!(!lock.exists());
+
+    // --force releases a live-looking holder (here: another machine, lease fresh).
+    std::fs::create_dir_all(&lock).unwrap();
+    std::fs::write(
+        lock.join("owner"),
+        "token=t-2\noperation=deploy 9.9.8\nwho=ci@elsewhere\nhost=elsewhere\npid=1\nboot_id=x\nsince=now\n",
+    )
+    .unwrap();
+    std::fs::write(lock.join("lease-t-2"), "").unwrap();
+    assert!(!run(&["lock", "release"]).0);
+    let (ok, said) = run(&["lock", "release", "--force"]);
+    assert!(ok && said.contains("forced"), "{said}");
+    assert!(!lock.exists());
+    let history = std::fs::read_to_string(target.path().join(".deploy/history.tsv")).unwrap();
+    assert_eq!(history.lines().count(), 2, "{history}");
+    assert!(history.contains("released by hand"), "{history}");
 }

@@ -13,6 +13,13 @@ use crate::tasks::Ctx;
 pub fn status(ctx: &Ctx, opts: &TargetOptions) -> Result<()> {
     opts.target.check(&ctx.runner)?;
     let d = Deployment::new(&opts.target, &ctx.runner, &opts.stack);
+    let graves = d.graves()?;
+    if !graves.is_empty() {
+        println!(
+            "dead:     {} (locks of dead deploys, moved aside; the next deploy reconciles the target)",
+            graves.join(", ")
+        );
+    }
     let Some(found) = inspect(&d, &Here::detect())? else {
         println!("no deploy lock on {}", opts.target.describe());
         return Ok(());
