@@ -277,7 +277,11 @@ fn locked(
         .inspect_err(|err| {
             report.outcome = Some(format!(
                 "ok; {tag} serves, but the old release was not removed ({})",
-                first_line(err)
+                err.root_cause()
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
             ))
         })?;
     runner.say(format!(
