@@ -500,6 +500,7 @@ impl<'a> Deployment<'a> {
         let here = Here::detect();
         let deadline = wait.map(|w| Instant::now() + w);
         let mut said_waiting = false;
+        let mut lost_races = 0;
         // Each round either takes the lock, takes over a dead one, waits, or refuses; a lost race
         // only starts another round.
         loop {
@@ -517,8 +518,22 @@ impl<'a> Deployment<'a> {
             match &found.verdict {
                 Verdict::Dead(why) => {
                     let grave = found.grave();
-                    if !runner.output(&bury(target, &grave))?.status.success() {
-                        continue; // another deploy took it over first
+                    let moved = runner.output(&bury(target, &grave))?;
+                    if !moved.status.success() {
+                        // Another deploy took it over first, or the rename cannot work at all
+                        // (permissions, a leftover of that name): then say so, do not spin.
+                        lost_races += 1;
+                        if lost_races > 20 {
+                            bail!(
+                                "cannot move the dead deploy lock {} aside on {} ({}); remove it with: cargo xtask lock release --dir {}",
+                                found.describe(),
+                                target.describe(),
+                                String::from_utf8_lossy(&moved.stderr).trim(),
+                                target.dir
+                            );
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
                     }
                     // Check it is the lock judged dead: a deploy that stalled between its look
                     // and the rename could have moved a live successor's lock.
