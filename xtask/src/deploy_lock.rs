@@ -467,8 +467,12 @@ impl Guard<'_> {
             eprintln!("warning: the deploy lock was no longer there when this run ended (released by hand?)");
             return Ok(());
         }
-        let owner = d
-            .read(&format!(".deploy/{aside}/owner"))
+        // A cleanup read: after Ctrl-C a query is refused, and the lock would be put back.
+        let owner = runner
+            .cleanup(
+                &d.target
+                    .cmd(Cmd::new("cat").arg(path(d.target, &format!(".deploy/{aside}/owner")))),
+            )
             .unwrap_or_default();
         let ours = match Holder::parse(&owner) {
             Some(h) => h.token == self.token,
