@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{interrupt, progress};
+use crate::interrupt;
+use crate::progress::{self, Verbosity};
 
 /// One external command, as data. `Debug` and `Display` never show the stdin bytes: they can be
 /// a password (`docker login --password-stdin`).
@@ -74,6 +75,11 @@ impl Cmd {
 
     fn expression(&self) -> duct::Expression {
         let mut expr = duct::cmd(&self.program, &self.args);
+        // Secrets we were given stay ours; a child that needs one gets it on stdin. Innermost,
+        // so it wins over everything below (duct applies the inner expression's setting last).
+        for key in crate::secret::ENV_VARS {
+            expr = expr.env_remove(key);
+        }
         if let Some(dir) = &self.dir {
             expr = expr.dir(dir);
         }
@@ -138,13 +144,21 @@ pub fn quote(word: &str) -> String {
     }
 }
 
-/// How much the runner prints.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Verbosity {
-    Quiet,
-    Normal,
-    Verbose,
+/// A command that exited non-zero, with its stderr ([`Runner::run_keeping_stderr`]). Shown as
+/// the one line `` `program args...` failed (exit code N) ``; the stderr is for deciding.
+#[derive(Debug)]
+pub struct Failed {
+    pub message: String,
+    pub stderr: String,
 }
+
+impl fmt::Display for Failed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failed {}
 
 /// Runs [`Cmd`]s, or only prints them under `--dry-run`.
 ///
@@ -181,6 +195,48 @@ impl Runner {
                 eprint!("{}", String::from_utf8_lossy(&output.stdout));
             }
             bail!("`{}` failed ({})", short(cmd), describe(output.status));
+        }
+        Ok(())
+    }
+
+    /// [`Runner::run`], with the child's stderr kept (and shown once it ends) so that a failure
+    /// is a [`Failed`] that says why: for a caller that decides by it, e.g. whether a push is
+    /// worth retrying. For commands that write only errors there (`docker push`).
+    pub fn run_keeping_stderr(&self, cmd: &Cmd) -> Result<()> {
+        if self.dry_run {
+            return self.run(cmd);
+        }
+        self.echo(cmd);
+        let expr = cmd.expression().unchecked().stderr_capture();
+        let quiet = self.verbosity == Verbosity::Quiet;
+        let output = if quiet {
+            wait(cmd, expr.stdout_capture())?
+        } else if progress::live() {
+            let (read, write) = std::io::pipe().context("cannot create a pipe")?;
+            let relay = std::thread::spawn(move || progress::relay_lines(read, true));
+            let output = wait(cmd, expr.stdout_file(write));
+            // The pipe closes when the child exits; nothing of a push outlives it.
+            let _ = relay.join();
+            output?
+        } else {
+            wait(cmd, expr)?
+        };
+        let failed = !output.status.success();
+        if quiet && failed {
+            eprint!("{}", String::from_utf8_lossy(&output.stdout));
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        if !quiet || failed {
+            for line in stderr.lines() {
+                progress::print_line(false, line);
+            }
+        }
+        if failed {
+            return Err(Failed {
+                message: format!("`{}` failed ({})", short(cmd), describe(output.status)),
+                stderr,
+            }
+            .into());
         }
         Ok(())
     }
@@ -353,7 +409,7 @@ fn wait_for(
         interrupt::check()?;
     }
     let handle = expr.start().map_err(|err| spawn_error(cmd, err))?;
-    let mut terminated_at = None;
+    let (mut terminated_at, mut last_term) = (None, None::<std::time::Instant>);
     loop {
         if let Some(output) = handle
             .try_wait()
@@ -365,13 +421,17 @@ fn wait_for(
             return Ok(output.clone());
         }
         if interruptible && interrupt::requested() {
-            let since = *terminated_at.get_or_insert_with(|| {
+            // SIGTERM again every second: the docker CLI swallows one that comes while it is
+            // starting a plugin (`docker buildx build` then runs to its end), and gives up on
+            // its plugin at the third (seen in tests/interrupts.rs).
+            if last_term.is_none_or(|at| at.elapsed() >= TERM_AGAIN) {
                 for pid in handle.pids() {
                     // SAFETY: kill(2) has no memory effects; the pid is our own child's.
                     unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
                 }
-                std::time::Instant::now()
-            });
+                last_term = Some(std::time::Instant::now());
+            }
+            let since = *terminated_at.get_or_insert_with(std::time::Instant::now);
             if since.elapsed() > TERM_GRACE {
                 let _ = handle.kill();
                 interrupt::check()?;
@@ -383,6 +443,9 @@ fn wait_for(
 
 /// How long an interrupted child may take to stop by itself before it is killed.
 const TERM_GRACE: Duration = Duration::from_secs(10);
+
+/// How often an interrupted child is sent SIGTERM again during [`TERM_GRACE`].
+const TERM_AGAIN: Duration = Duration::from_secs(1);
 
 fn spawn_error(cmd: &Cmd, err: std::io::Error) -> anyhow::Error {
     if err.kind() == std::io::ErrorKind::NotFound {
@@ -496,9 +559,40 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_keeps_its_stderr() {
+        let runner = Runner::new(false, Verbosity::Quiet);
+        let cmd = Cmd::new("sh").args(["-c", "echo out; echo 'denied: no' >&2; exit 3"]);
+        let err = runner.run_keeping_stderr(&cmd).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.starts_with("`sh -c ") && message.ends_with("` failed (exit code 3)"),
+            "{message}"
+        );
+        let failed = err.downcast_ref::<Failed>().expect("a Failed");
+        assert_eq!(failed.stderr, "denied: no\n");
+        runner
+            .run_keeping_stderr(&Cmd::new("sh").args(["-c", "echo fine >&2"]))
+            .unwrap();
+    }
+
+    #[test]
     fn dry_run_runs_no_action() {
         let runner = Runner::new(true, Verbosity::Normal);
         runner.run(&Cmd::new("false")).unwrap();
+    }
+
+    #[test]
+    fn secrets_never_reach_a_child_environment() {
+        let runner = Runner::new(false, Verbosity::Quiet);
+        // Inherited variables are removed the same way; the e2e login test reads real children.
+        let cmd = Cmd::new("sh")
+            .args(["-c", "tr '\\0' '\\n' </proc/self/environ"])
+            .env("XTASK_REGISTRY_PASSWORD", "s3cr3t")
+            .env("OTHER", "kept");
+        let environ = runner.query(&cmd).unwrap();
+        assert!(environ.lines().any(|l| l == "OTHER=kept"), "{environ}");
+        assert!(!environ.contains("XTASK_REGISTRY_PASSWORD"), "{environ}");
+        assert!(!environ.contains("s3cr3t"), "{environ}");
     }
 
     #[test]

@@ -1,5 +1,9 @@
 //! Rewrites the tag of our app images in a Docker Compose file, and nothing else.
 //!
+//! Self-contained on purpose: it uses nothing else of the crate (its own [`SplitRef`], not
+//! `reference::ImageRef`), because the fuzz target (xtask/fuzz/fuzz_targets/set_tag.rs) compiles
+//! this file alone with `#[path]`.
+//!
 //! The file is never parsed and re-serialized: the YAML event stream of `saphyr-parser` is only
 //! used to locate, with exact positions, every scalar that is the value of an `image` key (at any
 //! depth, in block or flow collections, in every document of the stream). The new reference is then
@@ -19,9 +23,13 @@
 //! Merge keys (`<<: *php`) need nothing special: the `image` key inside the anchored mapping is found
 //! where it is written.
 //!
-//! Refused (error, nothing written) when a value naming one of our images is a block scalar
-//! (`|`, `>`), spans several lines, is double-quoted with escape sequences, has surrounding
-//! whitespace, or has a tag made of a Compose variable (`crm-gdb_php:${TAG}`).
+//! A block scalar whose content is one line (`image: >-` then the reference on the next line,
+//! which Compose accepts) is rewritten on that line, its header kept.
+//!
+//! Refused (error, nothing written) when a value naming one of our images spans several lines
+//! (block scalars included), keeps a final line break (`|`, `>`: Docker refuses it too), is
+//! double-quoted with escape sequences, has surrounding whitespace, or has a tag made of a
+//! Compose variable (`crm-gdb_php:${TAG}`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -114,7 +122,7 @@ pub fn set_release(
         let (Event::Scalar(value, style, _, _), span) = &events[index] else {
             unreachable!("image_value_scalars returns scalar events only");
         };
-        let reference = ImageRef::parse(value.trim());
+        let reference = SplitRef::parse(value.trim());
         if !app_images.contains(&reference.name()) {
             continue;
         }
@@ -156,7 +164,8 @@ pub fn set_release(
             to,
             replacement,
             change: Change {
-                line,
+                // Where the reference is written (a block scalar's is below its `>-`).
+                line: line_at(text, from),
                 old: value.to_string(),
                 new,
             },
@@ -195,7 +204,7 @@ pub fn app_references(text: &str, app_images: &[&str]) -> Result<Vec<String>, Ed
             continue;
         };
         let value = value.trim();
-        if app_images.contains(&ImageRef::parse(value).name())
+        if app_images.contains(&SplitRef::parse(value).name())
             && !references.iter().any(|r| r == value)
         {
             references.push(value.to_string());
@@ -209,7 +218,7 @@ pub fn app_references(text: &str, app_images: &[&str]) -> Result<Vec<String>, Ed
 
 /// The release tag of one image reference (`r/crm-gdb_php:1.4.0-supervisor` -> `1.4.0`).
 pub fn release_of(reference: &str) -> Option<String> {
-    let tag = ImageRef::parse(reference).tag?;
+    let tag = SplitRef::parse(reference).tag?;
     Some(
         tag.strip_suffix(SUPERVISOR_SUFFIX)
             .unwrap_or(tag)
@@ -501,7 +510,9 @@ fn locate_scalar(
     const MISMATCH: &str = "its text in the file does not match its value";
     let bytes = text.as_bytes();
     match style {
-        ScalarStyle::Literal | ScalarStyle::Folded => Err("it is a block scalar (`|` or `>`)"),
+        ScalarStyle::Literal | ScalarStyle::Folded => {
+            locate_block_scalar(text, pos, span_end, value)
+        }
         ScalarStyle::Plain => {
             let raw = text[pos..span_end].trim_end_matches([' ', '\t']);
             if raw.contains(['\n', '\r']) {
@@ -545,6 +556,57 @@ fn locate_scalar(
     }
 }
 
+/// Finds the one content line of a block scalar (`image: >-` then the reference on the next
+/// line, which Compose accepts) and checks it is `value`. `pos` is where the parser's span starts
+/// past the node properties: at the `|`/`>` header when the node has properties, else at the
+/// content itself; either way the content line is the last non-blank one before `span_end`.
+fn locate_block_scalar(
+    text: &str,
+    pos: usize,
+    span_end: usize,
+    value: &str,
+) -> Result<(usize, usize), &'static str> {
+    const SEVERAL: &str = "it is a block scalar (`|` or `>`) of several lines";
+    let one_line = value.trim_end_matches('\n');
+    if one_line.contains('\n') {
+        return Err(SEVERAL);
+    }
+    if one_line.len() != value.len() {
+        return Err(
+            "it is a block scalar that keeps its line break (`|` or `>`), which Docker \
+                    refuses; write `|-` or `>-`",
+        );
+    }
+    let region = &text[pos..span_end];
+    let last_text = region.trim_end_matches([' ', '\t', '\r', '\n']).len();
+    let line_start = region[..last_text]
+        .rfind(['\n', '\r'])
+        .map_or(0, |at| at + 1);
+    let line_end = region[line_start..]
+        .find(['\n', '\r'])
+        .map_or(region.len(), |at| line_start + at);
+    let line = &region[line_start..line_end];
+    let content = line.trim_start_matches(' ');
+    // Above the content line: nothing, or the header (`>-`, `|2`, maybe a comment) and blank lines.
+    let above: Vec<&str> = region[..line_start]
+        .split(['\n', '\r'])
+        .filter(|line| !line.trim().is_empty())
+        .collect();
+    let header = match above.as_slice() {
+        [] => true,
+        [line] => line.trim_start().starts_with(['|', '>']),
+        _ => false,
+    };
+    if !header {
+        return Err(SEVERAL);
+    }
+    if content != one_line {
+        return Err("its text in the file does not match its value");
+    }
+    let from = pos + line_start + (line.len() - content.len());
+    Ok((from, from + content.len()))
+}
+
 /// The source text for `value` in `style` (inside the quotes), or `None` if it would need escapes.
 fn encode_scalar(value: &str, style: ScalarStyle) -> Option<String> {
     match style {
@@ -553,7 +615,10 @@ fn encode_scalar(value: &str, style: ScalarStyle) -> Option<String> {
         ScalarStyle::DoubleQuoted => (!value.contains(['"', '\\'])
             && !value.contains(char::is_control))
         .then(|| value.to_owned()),
-        ScalarStyle::Literal | ScalarStyle::Folded => None,
+        // The content line of a one-line block scalar: any text but line breaks.
+        ScalarStyle::Literal | ScalarStyle::Folded => {
+            (!value.contains(char::is_control)).then(|| value.to_owned())
+        }
     }
 }
 
@@ -570,14 +635,14 @@ fn is_valid_tag(tag: &str) -> bool {
 
 /// An image reference `[registry[:port]/][path/]name[:tag][@digest]`, split without validation.
 #[derive(Debug, PartialEq, Eq)]
-struct ImageRef<'a> {
+struct SplitRef<'a> {
     /// Everything before the tag: `[registry[:port]/][path/]name`.
     repository: &'a str,
     tag: Option<&'a str>,
     digest: Option<&'a str>,
 }
 
-impl<'a> ImageRef<'a> {
+impl<'a> SplitRef<'a> {
     fn parse(reference: &'a str) -> Self {
         let (named, digest) = match reference.split_once('@') {
             Some((named, digest)) => (named, Some(digest)),
@@ -586,12 +651,12 @@ impl<'a> ImageRef<'a> {
         // A `:` is the tag separator only after the last `/` (else it is a registry port).
         let last_slash = named.rfind('/');
         match named.rfind(':') {
-            Some(colon) if last_slash.is_none_or(|slash| colon > slash) => ImageRef {
+            Some(colon) if last_slash.is_none_or(|slash| colon > slash) => SplitRef {
                 repository: &named[..colon],
                 tag: Some(&named[colon + 1..]),
                 digest,
             },
-            _ => ImageRef {
+            _ => SplitRef {
                 repository: named,
                 tag: None,
                 digest,
@@ -607,7 +672,7 @@ impl<'a> ImageRef<'a> {
             .unwrap_or(self.repository)
     }
 
-    /// [`ImageRef::with_tag`] under another registry: `registry/name:tag`.
+    /// [`SplitRef::with_tag`] under another registry: `registry/name:tag`.
     fn with_registry_and_tag(&self, registry: &str, tag: &str) -> String {
         let retagged = self.with_tag(tag);
         let name_and_tag = &retagged[self.repository.len() - self.name().len()..];
@@ -676,33 +741,33 @@ mod tests {
 
     #[test]
     fn reference_parsing() {
-        let r = ImageRef::parse("127.0.0.1:5000/kiora/crm-gdb_php:1.0.0@sha256:ab");
+        let r = SplitRef::parse("127.0.0.1:5000/kiora/crm-gdb_php:1.0.0@sha256:ab");
         assert_eq!(
             r,
-            ImageRef {
+            SplitRef {
                 repository: "127.0.0.1:5000/kiora/crm-gdb_php",
                 tag: Some("1.0.0"),
                 digest: Some("sha256:ab")
             }
         );
         assert_eq!(r.name(), "crm-gdb_php");
-        let r = ImageRef::parse("localhost:5000/crm-gdb_nginx");
+        let r = SplitRef::parse("localhost:5000/crm-gdb_nginx");
         assert_eq!(
             (r.repository, r.tag, r.name()),
             ("localhost:5000/crm-gdb_nginx", None, "crm-gdb_nginx")
         );
-        let r = ImageRef::parse("crm-gdb_php");
+        let r = SplitRef::parse("crm-gdb_php");
         assert_eq!(
             (r.repository, r.tag, r.name()),
             ("crm-gdb_php", None, "crm-gdb_php")
         );
-        let r = ImageRef::parse("crm-gdb_php:1-supervisor");
+        let r = SplitRef::parse("crm-gdb_php:1-supervisor");
         assert_eq!(r.with_tag("2.0.0"), "crm-gdb_php:2.0.0-supervisor");
         assert_eq!(
             r.with_tag("2.0.0-supervisor"),
             "crm-gdb_php:2.0.0-supervisor"
         );
-        assert_eq!(ImageRef::parse("a/b@sha256:00").with_tag("3"), "a/b:3");
+        assert_eq!(SplitRef::parse("a/b@sha256:00").with_tag("3"), "a/b:3");
     }
 
     #[test]
@@ -1068,8 +1133,22 @@ c: 1
     #[test]
     fn unsafe_values_are_refused() {
         let cases = [
-            ("a: 1\nimage: |\n  crm-gdb_php:1\n", 3, "block scalar"),
-            ("a: 1\nimage: >-\n  crm-gdb_php:1\n", 3, "block scalar"),
+            ("a: 1\nimage: |-\n  crm-gdb_php:1\n  x\n", 3, "block scalar"),
+            (
+                "a: 1\nimage: >-\n  r.io/kiora\n  /crm-gdb_php:1\n",
+                3,
+                "block scalar",
+            ),
+            (
+                "a: 1\nimage: >-\n  r.io\n\n  x/crm-gdb_php:1\n",
+                3,
+                "several lines",
+            ),
+            ("image: >-\n\n  crm-gdb_php:1\n", 3, "several lines"),
+            ("image: |\n  crm-gdb_php:1\n", 2, "`|-` or `>-`"),
+            ("image: >+\n  crm-gdb_php:1\n\n", 2, "`|-` or `>-`"),
+            ("image: |2-\n   crm-gdb_php:1\n", 2, "does not match"),
+            ("image: >-\n  crm-gdb_php:1 \n", 2, "whitespace"),
             ("image: crm-gdb_php:1\n  -supervisor\n", 1, "several lines"),
             ("image: 'crm-gdb_php:1\n  x'\n", 1, "several lines"),
             ("image: \"crm-gdb\\x5fphp:1\"\n", 1, "escape"),
@@ -1093,6 +1172,43 @@ c: 1
             "a: {image: \"postgres\\t16\"}\nb:\n  image: |\n    redis\nc: {image: crm-gdb_php}\n";
         let expected = "a: {image: \"postgres\\t16\"}\nb:\n  image: |\n    redis\nc: {image: crm-gdb_php:2.0.0}\n";
         assert_eq!(rewrite(input).0, expected);
+    }
+
+    #[test]
+    fn one_line_block_scalars_keep_their_style() {
+        let input = "\
+services:
+  php:
+    image: >-
+      registry.kiora.tech/kiora/crm-gdb_php:1.0.0
+    restart: always
+  worker:
+    image: !!str &w |-   # literal, with properties and a comment
+      crm-gdb_php:1.0.0-supervisor
+  nginx: {image: crm-gdb_nginx:1.0.0}
+x: {image: *w}
+last:
+  image: >2-
+    crm-gdb_nginx:1.0.0";
+        let (output, changes) = rewrite(input);
+        assert_eq!(output, input.replace(":1.0.0", ":2.0.0"));
+        assert_eq!(
+            changes.iter().map(|c| c.line).collect::<Vec<_>>(),
+            [4, 8, 9, 13]
+        );
+        // Comments after the block, less indented than its content, are not part of it.
+        let input = "s:\n  image: >-\n    crm-gdb_php:1\n  # c\n\n# d\n  b: 1\nt:\n  image: |-\n    crm-gdb_php:1\n# e";
+        assert_eq!(rewrite(input).0, input.replace(":1\n", ":2.0.0\n"));
+        // CRLF, and the header's own comment naming an image.
+        let input = "a:\r\n  image: >- # crm-gdb_php:0\r\n    crm-gdb_php:1\r\nb: 1\r\n";
+        let expected = "a:\r\n  image: >- # crm-gdb_php:0\r\n    crm-gdb_php:2.0.0\r\nb: 1\r\n";
+        assert_eq!(
+            rewrite(input),
+            (
+                expected.to_owned(),
+                vec![change(3, "crm-gdb_php:1", "crm-gdb_php:2.0.0")]
+            )
+        );
     }
 
     #[test]
@@ -1220,6 +1336,10 @@ c: 1
                     "crm-gdb_php, crm-gdb_nginx",
                 ),
                 ("image: |\n  crm-gdb_php:1\n", "line 2"),
+                (
+                    "s:\n  image: >-\n    crm-gdb_php:1\n    -supervisor\n",
+                    "several lines",
+                ),
                 ("", "no `image:`"),
             ];
             for (content, expected) in cases {

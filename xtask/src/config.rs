@@ -8,6 +8,8 @@ use crate::reference::ImageRef;
 pub const DEFAULT_REGISTRY: &str = "registry.kiora.tech/kiora";
 pub const DEFAULT_BASE_TAG: &str = "0.4.1";
 pub const DEFAULT_OS_IMAGE: &str = "debian:bookworm-slim";
+/// Compose project name of the stack `up` starts on this machine.
+pub const LOCAL_PROJECT: &str = "crm-gdb-local";
 
 /// Repository names (the last path component of each image).
 pub const PHP_BASE: &str = "crm-gdb_php_base";

@@ -2,43 +2,37 @@
 //!
 //! This file only parses arguments and dispatches; each task lives in `tasks/<name>.rs`.
 
-mod build_cache;
+mod build;
 mod cmd;
 mod compose_file;
 mod config;
-mod deploy_lock;
-mod deployment;
+mod ctx;
+mod deploy;
 mod docker;
 mod http;
 mod interrupt;
-mod local_stack;
-mod lock;
-mod platform;
 mod probe;
 mod progress;
 mod project;
 #[cfg(test)]
 mod proptest_cases;
-mod reconcile;
 mod reference;
 mod retry;
 mod secret;
-mod stack;
-mod staging;
-mod summary;
-mod target;
 mod tasks;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use cmd::{Runner, Verbosity};
+use cmd::Runner;
 use config::Config;
+use ctx::Ctx;
+use progress::Verbosity;
 use tasks::{
-    build_app, completions, docker_publish, doctor, down, login, set_tag, test_image, up, Ctx,
+    backup, bench, bench_deploy, build_app, completions, docker_publish, doctor, down, lock, login,
+    rollback, set_tag, status, test_image, up,
 };
 
 #[derive(Parser)]
@@ -55,48 +49,6 @@ struct Cli {
     global: Global,
     #[command(subcommand)]
     task: Task,
-}
-
-/// Where a deploy goes, shared by deploy, rollback, backup and status.
-#[derive(Args)]
-struct TargetArgs {
-    /// Server as [user@]host[:port], reached with the system ssh (host keys checked); omit for this machine.
-    #[arg(long)]
-    host: Option<String>,
-    /// Deploy directory on the target, holding compose.yaml and .env.
-    #[arg(long)]
-    dir: String,
-    /// Stack name on the target (Compose projects STACK-blue, STACK-green, STACK-edge).
-    #[arg(long, env = "XTASK_STACK", default_value = "crm")]
-    stack: String,
-    /// ssh config file for ssh -F (e.g. keys and known_hosts of a CI runner).
-    #[arg(long, env = "XTASK_SSH_CONFIG")]
-    ssh_config: Option<PathBuf>,
-    /// Number of data backups kept on the target.
-    #[arg(long, default_value_t = 5)]
-    keep_backups: usize,
-}
-
-impl TargetArgs {
-    fn options(self) -> Result<tasks::deploy::TargetOptions> {
-        let valid = !self.stack.is_empty()
-            && self
-                .stack
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-            && self
-                .stack
-                .starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
-        if !valid {
-            anyhow::bail!("invalid --stack {:?}: lowercase letters, digits, '-' and '_' (a Compose project name)", self.stack);
-        }
-        Ok(tasks::deploy::TargetOptions {
-            target: target::Target::new(self.host.as_deref(), &self.dir, self.ssh_config)?,
-            lock_wait: None,
-            stack: self.stack,
-            keep_backups: self.keep_backups,
-        })
-    }
 }
 
 #[derive(Args)]
@@ -125,165 +77,62 @@ struct Global {
 enum Task {
     /// Build everything missing locally and run the app on 127.0.0.1 (needs only a Docker engine).
     #[command(after_help = "Examples:\n  cargo xtask up\n  cargo xtask up --port 8081")]
-    Up {
-        /// Tag given to the locally built release images.
-        #[arg(long, default_value = "dev")]
-        tag: String,
-        /// Loopback port nginx is published on.
-        #[arg(long, default_value_t = 8080)]
-        port: u16,
-        /// Compose project name of the local stack.
-        #[arg(long, env = "XTASK_LOCAL_PROJECT", default_value = tasks::up::PROJECT)]
-        project_name: String,
-    },
+    Up(up::Args),
     /// Stop the stack started by `up`.
     #[command(after_help = "Example:\n  cargo xtask down --volumes")]
-    Down {
-        /// Also delete the contacts data volume.
-        #[arg(long)]
-        volumes: bool,
-        /// Compose project name of the local stack.
-        #[arg(long, env = "XTASK_LOCAL_PROJECT", default_value = tasks::up::PROJECT)]
-        project_name: String,
-    },
+    Down(down::Args),
     /// Build and push the pinned base images (php base and php build).
     #[command(
         after_help = "Examples:\n  cargo xtask docker-publish --image php --tag 0.4.1\n  cargo xtask docker-publish --image php --tag 0.4.1 --platform linux/amd64,linux/arm64   (docker-container builder)"
     )]
-    DockerPublish {
-        /// Which base image family to publish.
-        #[arg(long, value_enum)]
-        image: docker_publish::BaseImage,
-        /// Tag to publish, normally the pinned base tag.
-        #[arg(long)]
-        tag: String,
-        /// Build and tag in the local engine only.
-        #[arg(long)]
-        no_push: bool,
-        /// Target platforms, e.g. linux/amd64,linux/arm64 (default: the engine's own).
-        #[arg(long, value_delimiter = ',', value_parser = platform::parse)]
-        platform: Vec<String>,
-    },
+    DockerPublish(docker_publish::Args),
     /// Build the release images from a clean copy of the code, push them and update compose.yaml.
     #[command(
         after_help = "Examples:\n  cargo xtask build-app --tag 1.4.0\n  cargo xtask build-app --tag 1.4.0 --no-push --allow-dirty\n  cargo xtask build-app --tag 1.4.0 --dry-run\n  cargo xtask build-app --tag 1.4.0 --platform linux/amd64"
     )]
-    BuildApp {
-        /// Release tag, e.g. 1.4.0 (Docker tag grammar; `latest` is refused).
-        #[arg(long)]
-        tag: String,
-        /// Build the working tree (tracked and untracked, not ignored files) instead of HEAD.
-        #[arg(long)]
-        allow_dirty: bool,
-        /// Use the host's composer and npm instead of the pinned build image.
-        #[arg(long)]
-        host_tools: bool,
-        /// Build and tag locally only: no push, compose.yaml untouched.
-        #[arg(long)]
-        no_push: bool,
-        /// Compose file whose image references get the new tag.
-        #[arg(long, default_value = "compose.yaml")]
-        compose_file: PathBuf,
-        /// Target platforms, e.g. linux/amd64,linux/arm64 (default: the engine's own).
-        #[arg(long, value_delimiter = ',', value_parser = platform::parse)]
-        platform: Vec<String>,
-        /// Build even when local images were built from exactly the same inputs (default: re-tag them).
-        #[arg(long)]
-        rebuild: bool,
-    },
+    BuildApp(build_app::Args),
     /// Point the app images of a compose file at another tag, changing nothing else.
     #[command(after_help = "Example:\n  cargo xtask set-tag --tag 1.4.0 --file compose.yaml")]
-    SetTag {
-        /// Release tag to set.
-        #[arg(long)]
-        tag: String,
-        /// Compose file to edit (relative to the project root).
-        #[arg(long, default_value = "compose.yaml")]
-        file: PathBuf,
-    },
+    SetTag(set_tag::Args),
     /// Run the release images as a throwaway stack and check health, pages and cached assets.
     #[command(
         after_help = "Examples:\n  cargo xtask test-image --tag 1.4.0\n  cargo xtask test-image --tag 1.4.0 --env-file prod.env"
     )]
-    TestImage {
-        /// Release tag to test (the images must be local or pullable).
-        #[arg(long)]
-        tag: String,
-        /// Env file with the production settings (default: a fresh random APP_SECRET).
-        #[arg(long)]
-        env_file: Option<PathBuf>,
-    },
+    TestImage(test_image::Args),
     /// Log the Docker client in to the registry (password from XTASK_REGISTRY_PASSWORD or stdin).
     #[command(
         after_help = "Examples:\n  XTASK_REGISTRY_USER=ci XTASK_REGISTRY_PASSWORD=... cargo xtask login\n  printf %s \"$TOKEN\" | cargo xtask login --username ci --password-stdin\n\nbuild-app and docker-publish log in the same way before pushing when both variables are set."
     )]
-    Login {
-        /// Registry user name.
-        #[arg(long, env = "XTASK_REGISTRY_USER")]
-        username: Option<String>,
-        /// Read the password from standard input instead of XTASK_REGISTRY_PASSWORD.
-        #[arg(long)]
-        password_stdin: bool,
-    },
+    Login(login::Args),
     /// Deploy a release to a target (local dir or ssh), zero-downtime by default.
     #[command(
         after_help = "Examples:\n  cargo xtask deploy --tag 1.4.0 --host deploy@web1.example.com --dir /srv/crm\n  cargo xtask deploy --tag 1.4.0 --dir /srv/crm --strategy recreate"
     )]
-    Deploy {
-        /// Release tag to deploy (must be in the registry).
-        #[arg(long)]
-        tag: String,
-        /// rolling: new containers beside the old, switch once healthy; recreate: the seed's stop-and-start.
-        #[arg(long, value_enum, default_value = "rolling")]
-        strategy: tasks::deploy::Strategy,
-        /// When another deploy holds the lock, wait for it this long (90s, 10m, 1h) instead of failing.
-        #[arg(long, value_name = "DURATION", value_parser = deploy_lock::parse_wait)]
-        lock_wait: Option<std::time::Duration>,
-        #[command(flatten)]
-        target: TargetArgs,
-    },
+    Deploy(tasks::deploy::Args),
     /// Return the target to the previous successful release (or --to TAG), without downtime.
     #[command(
         after_help = "Examples:\n  cargo xtask rollback --host deploy@web1.example.com --dir /srv/crm\n  cargo xtask rollback --to 1.3.0 --dir /srv/crm"
     )]
-    Rollback {
-        /// Release to return to (default: the previous successful one in the history).
-        #[arg(long)]
-        to: Option<String>,
-        #[command(flatten)]
-        target: TargetArgs,
-    },
+    Rollback(rollback::Args),
     /// Back up the target's data volume, or restore an archive (--restore).
     #[command(
         after_help = "Examples:\n  cargo xtask backup --dir /srv/crm\n  cargo xtask backup --dir /srv/crm --restore data-20261121T100000Z-1.4.0.tar.gz"
     )]
-    Backup {
-        /// Archive (a file name in the target's backups/) to restore.
-        #[arg(long)]
-        restore: Option<String>,
-        #[command(flatten)]
-        target: TargetArgs,
-    },
+    Backup(backup::Args),
     /// Show the target's live release, containers' health, recent history and backups.
     #[command(
         after_help = "Example:\n  cargo xtask status --host deploy@web1.example.com --dir /srv/crm"
     )]
-    Status {
-        #[command(flatten)]
-        target: TargetArgs,
-    },
+    Status(status::Args),
     /// Show or release the target's deploy lock (a deploy takes over a dead holder's lock by itself).
     #[command(
         after_help = "Examples:\n  cargo xtask lock status --host deploy@web1.example.com --dir /srv/crm\n  cargo xtask lock release --dir /srv/crm"
     )]
-    Lock {
-        #[command(subcommand)]
-        action: LockAction,
-    },
+    Lock(lock::Args),
     /// Measure failed requests and gaps under load for recreate, rolling, rollback and a broken release.
     #[command(after_help = "Example:\n  cargo xtask bench-deploy")]
     BenchDeploy,
-    /// Time build-app against the seed's naive procedure (cold, warm, no change, staging, sizes).
+    /// Time build-app against the old Makefile procedure (cold, warm, no change, staging, sizes).
     #[command(
         after_help = "Examples:\n  cargo xtask bench\n  cargo xtask bench --registry 127.0.0.1:5000/kiora\n\nWithout --registry (or XTASK_REGISTRY) it starts its own `docker-registry serve` on 127.0.0.1.\nIt prunes the engine's build cache (`docker builder prune -af`) for the cold build.\nWrites docs/benchmarks.md."
     )]
@@ -293,6 +142,8 @@ enum Task {
         after_help = "Examples:\n  cargo xtask doctor\n  cargo xtask doctor --registry 127.0.0.1:5000/kiora"
     )]
     Doctor,
+    /// Real, separate machines on this one (namespaces with their own engine and sshd) for fleet deploys.
+    Testbed(tasks::testbed::TestbedArgs),
     /// Print a shell completion script (for a command `xtask` that runs `cargo xtask`).
     #[command(
         after_help = "Examples:\n  bash: xtask() { cargo xtask \"$@\"; }; source <(cargo xtask completions bash)\n  zsh:  xtask() { cargo xtask \"$@\"; }; source <(cargo xtask completions zsh)\n  fish: function xtask; cargo xtask $argv; end; cargo xtask completions fish | source"
@@ -304,30 +155,28 @@ enum Task {
     },
 }
 
-#[derive(Subcommand)]
-enum LockAction {
-    /// Who holds the lock, when its lease was renewed, and whether the holder is alive.
-    Status {
-        #[command(flatten)]
-        target: TargetArgs,
-    },
-    /// Remove the lock; refused while its holder is alive, unless --force.
-    Release {
-        /// Release it even though its holder looks alive.
-        #[arg(long)]
-        force: bool,
-        #[command(flatten)]
-        target: TargetArgs,
-    },
-}
-
 fn main() -> ExitCode {
     // No task: list them, as a usage error (clap would not when XTASK_* variables are set).
     if std::env::args_os().len() <= 1 {
         let _ = Cli::command().write_help(&mut std::io::stderr());
         return ExitCode::from(2);
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // A value one of our types refused (a release tag) is reported like every other
+            // refusal, in one line with exit 1; clap's own usage errors keep clap's form.
+            let refused = std::error::Error::source(&err)
+                .and_then(|source| source.downcast_ref::<reference::Refused>());
+            match refused {
+                Some(refused) => {
+                    eprintln!("error: {refused}");
+                    return ExitCode::FAILURE;
+                }
+                None => err.exit(),
+            }
+        }
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -360,73 +209,22 @@ fn run(cli: Cli) -> Result<()> {
         root: project::root()?,
     };
     match cli.task {
-        Task::Up {
-            tag,
-            port,
-            project_name,
-        } => up::run(&ctx, &tag, port, &project_name),
-        Task::Down {
-            volumes,
-            project_name,
-        } => down::run(&ctx, volumes, &project_name),
-        Task::DockerPublish {
-            image,
-            tag,
-            no_push,
-            platform,
-        } => docker_publish::run(&ctx, image, &tag, !no_push, &platform),
-        Task::BuildApp {
-            tag,
-            allow_dirty,
-            host_tools,
-            no_push,
-            compose_file,
-            platform,
-            rebuild,
-        } => build_app::run(
-            &ctx,
-            &build_app::Options {
-                tag,
-                allow_dirty,
-                host_tools,
-                push: !no_push,
-                compose_file,
-                platforms: platform,
-                rebuild,
-            },
-        ),
-        Task::SetTag { tag, file } => set_tag::run(&ctx, &tag, &file),
-        Task::TestImage { tag, env_file } => test_image::run(&ctx, &tag, env_file.as_deref()),
-        Task::Login {
-            username,
-            password_stdin,
-        } => login::run(&ctx, username.as_deref(), password_stdin),
-        Task::Deploy {
-            tag,
-            strategy,
-            lock_wait,
-            target,
-        } => {
-            let mut opts = target.options()?;
-            opts.lock_wait = lock_wait;
-            tasks::deploy::run(&ctx, &opts, &tag, strategy)
-        }
-        Task::Lock { action } => match action {
-            LockAction::Status { target } => tasks::lock::status(&ctx, &target.options()?),
-            LockAction::Release { force, target } => {
-                tasks::lock::release(&ctx, &target.options()?, force)
-            }
-        },
-        Task::Rollback { to, target } => {
-            tasks::rollback::run(&ctx, &target.options()?, to.as_deref()).map(drop)
-        }
-        Task::Backup { restore, target } => {
-            tasks::backup::run(&ctx, &target.options()?, restore.as_deref())
-        }
-        Task::Status { target } => tasks::status::run(&ctx, &target.options()?),
-        Task::BenchDeploy => tasks::bench_deploy::run(&ctx),
-        Task::Bench => tasks::bench::run(&ctx),
+        Task::Up(args) => up::run(&ctx, &args),
+        Task::Down(args) => down::run(&ctx, &args),
+        Task::DockerPublish(args) => docker_publish::run(&ctx, &args),
+        Task::BuildApp(args) => build_app::run(&ctx, &args),
+        Task::SetTag(args) => set_tag::run(&ctx, &args),
+        Task::TestImage(args) => test_image::run(&ctx, &args),
+        Task::Login(args) => login::run(&ctx, &args),
+        Task::Deploy(args) => tasks::deploy::run(&ctx, &args),
+        Task::Rollback(args) => rollback::run(&ctx, &args),
+        Task::Backup(args) => backup::run(&ctx, &args),
+        Task::Status(args) => status::run(&ctx, &args),
+        Task::Lock(args) => lock::run(&ctx, &args),
+        Task::BenchDeploy => bench_deploy::run(&ctx),
+        Task::Bench => bench::run(&ctx),
         Task::Doctor => doctor::run(&ctx),
+        Task::Testbed(args) => tasks::testbed::run(&ctx, args),
         Task::Completions { shell } => completions::run(shell, &mut Cli::command()),
     }
 }
@@ -438,5 +236,33 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    /// Every module says what it is for: a file under src/ that does not start with a `//!`
+    /// doc fails here (as rust-analyzer's tidy test does).
+    #[test]
+    fn every_module_has_a_doc() {
+        fn walk(dir: &std::path::Path, missing: &mut Vec<String>, seen: &mut usize) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, missing, seen);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    *seen += 1;
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    if !text.trim_start().starts_with("//!") {
+                        missing.push(path.display().to_string());
+                    }
+                }
+            }
+        }
+        let (mut missing, mut seen) = (Vec::new(), 0);
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut missing,
+            &mut seen,
+        );
+        assert!(seen > 30, "only {seen} modules found");
+        assert!(missing.is_empty(), "modules without a //! doc: {missing:?}");
     }
 }

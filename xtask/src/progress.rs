@@ -13,7 +13,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::cmd::Verbosity;
+/// How much the runner prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+}
 
 pub struct Steps {
     total: usize,

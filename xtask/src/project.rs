@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::cmd::{Cmd, Runner};
 
@@ -11,18 +11,63 @@ use crate::cmd::{Cmd, Runner};
 pub const BUILD_INPUTS: [&str; 3] = ["app", "docker", ".dockerignore"];
 
 /// The project root: `XTASK_ROOT` when set (tests point it at a scratch clone), else the
-/// directory above this crate.
+/// checkout `cargo xtask` runs in (cargo sets `CARGO_MANIFEST_DIR` for the program it runs),
+/// else, for the binary started by hand, the checkout it was built from.
+///
+/// Two checkouts sharing one `CARGO_TARGET_DIR` share one `target/debug/xtask`, and cargo can
+/// find the other checkout's build fresh: its code must not run on this tree. `XTASK_CHECKOUT`
+/// (`.cargo/config.toml`, `[env]`) is compiled in, and cargo rebuilds when its value changes;
+/// a cargo that does not track it gets a refusal naming the fix.
 pub fn root() -> Result<PathBuf> {
-    let root = match std::env::var_os("XTASK_ROOT") {
+    if let Some(dir) = std::env::var_os("XTASK_ROOT") {
+        return canonical(PathBuf::from(dir), "check XTASK_ROOT");
+    }
+    let built = built_from();
+    match running_in() {
+        None => canonical(built, "rebuild it with `cargo xtask`"),
+        Some(here) => {
+            let here = canonical(here, "run `cargo xtask` inside a checkout of this project")?;
+            check_built_here(built.canonicalize().ok().as_deref(), &built, &here)?;
+            Ok(here)
+        }
+    }
+}
+
+/// The checkout whose code this binary is.
+fn built_from() -> PathBuf {
+    match option_env!("XTASK_CHECKOUT") {
         Some(dir) => PathBuf::from(dir),
+        // Built without the repository's .cargo/config.toml (e.g. `--manifest-path` from outside).
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
-    };
-    root.canonicalize().with_context(|| {
-        format!(
-            "project root {} does not exist; check XTASK_ROOT",
-            root.display()
-        )
-    })
+    }
+}
+
+/// The checkout `cargo run` (`cargo xtask`) started us in, from the variables cargo sets for
+/// the program it runs; None when started otherwise.
+fn running_in() -> Option<PathBuf> {
+    if std::env::var_os("CARGO_PKG_NAME").as_deref() != Some("xtask".as_ref()) {
+        return None;
+    }
+    std::env::var_os("CARGO_MANIFEST_DIR").map(|dir| PathBuf::from(dir).join(".."))
+}
+
+/// Refuses, in one line with the fix, a binary built from another checkout than `here`.
+fn check_built_here(built: Option<&Path>, built_raw: &Path, here: &Path) -> Result<()> {
+    if built == Some(here) {
+        return Ok(());
+    }
+    let built = built.unwrap_or(built_raw);
+    bail!(
+        "this xtask binary was built from {}, not from {} (two checkouts share one CARGO_TARGET_DIR and cargo reused the other's build); rebuild it here: `touch {}` and run the command again, or give each checkout its own CARGO_TARGET_DIR",
+        built.display(),
+        here.display(),
+        here.join("xtask/src/main.rs").display()
+    )
+}
+
+fn canonical(root: PathBuf, hint: &str) -> Result<PathBuf> {
+    root.canonicalize()
+        .with_context(|| format!("project root {} does not exist; {hint}", root.display()))
 }
 
 pub fn git(root: &Path) -> Cmd {
@@ -84,6 +129,29 @@ fn rfc3339(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_binary_of_another_checkout_is_refused_with_the_fix() {
+        let here = Path::new("/work/b");
+        check_built_here(Some(here), here, here).unwrap();
+        let err = check_built_here(Some(Path::new("/work/a")), Path::new("/work/a"), here)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("this xtask binary was built from /work/a, not from /work/b "),
+            "{err}"
+        );
+        assert!(err.contains("`touch /work/b/xtask/src/main.rs`"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+        // The checkout it was built from is gone: refused too, naming it as compiled in.
+        let err = check_built_here(None, Path::new("/gone/xtask/.."), here)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("built from /gone/xtask/.., not from /work/b"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn rfc3339_dates() {

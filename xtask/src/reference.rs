@@ -25,8 +25,13 @@ impl fmt::Display for ImageRef {
 impl ImageRef {
     /// The registry's host (with port), e.g. `127.0.0.1:5000`.
     pub fn host(&self) -> &str {
-        self.registry.split('/').next().unwrap_or_default()
+        registry_host(&self.registry)
     }
+}
+
+/// `127.0.0.1:5000` of `127.0.0.1:5000/kiora`.
+pub fn registry_host(registry: &str) -> &str {
+    registry.split('/').next().unwrap_or(registry)
 }
 
 /// A DNS name or IPv4 address: dot-separated labels of letters, digits and '-', none starting or
@@ -71,6 +76,53 @@ pub fn check_release_tag(tag: &str) -> Result<()> {
     Ok(())
 }
 
+/// A release tag, checked once where it enters (clap's value parser for `--tag`, `--to`):
+/// Docker's grammar, and never `latest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleaseTag(String);
+
+impl ReleaseTag {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for ReleaseTag {
+    type Err = Refused;
+
+    fn from_str(tag: &str) -> Result<ReleaseTag, Refused> {
+        check_release_tag(tag).map_err(|err| Refused(format!("{err:#}")))?;
+        Ok(ReleaseTag(tag.to_string()))
+    }
+}
+
+impl std::ops::Deref for ReleaseTag {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ReleaseTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A value refused by one of our parsers; `main` reports it like any other refusal (one line,
+/// exit 1), not as a usage error.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
 /// A registry prefix such as `registry.kiora.tech/kiora` or `127.0.0.1:5000/kiora`:
 /// a host with an optional port, then lowercase path components.
 pub fn check_registry(registry: &str) -> Result<()> {
@@ -102,6 +154,16 @@ pub fn check_registry(registry: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_host_of_a_prefix() {
+        assert_eq!(registry_host("127.0.0.1:5000/kiora"), "127.0.0.1:5000");
+        assert_eq!(
+            registry_host("registry.kiora.tech/kiora/x"),
+            "registry.kiora.tech"
+        );
+        assert_eq!(registry_host("localhost:5000"), "localhost:5000");
+    }
 
     #[test]
     fn tags_follow_dockers_grammar() {

@@ -2,8 +2,10 @@
 //! that restarts, a dropped connection. Each retry is announced on one line; Ctrl-C is never
 //! retried and also ends the wait between attempts.
 //!
-//! `docker push` exits 1 for every kind of failure, so a refused login is retried too: that
-//! costs only the bounded wait (1 + 2 + 4 s by default) before the same clear error.
+//! Only what another attempt can fix is retried: a refused or reset connection, a timeout, a
+//! 5xx. `docker push` exits 1 for every kind of failure, so the kind is read from its stderr
+//! (`cmd::Failed`); a refused login (401/403), an unknown host or anything unrecognised fails
+//! at once, without the 1 + 2 + 4 s of backoff.
 
 use std::time::{Duration, Instant};
 
@@ -69,6 +71,9 @@ pub fn retry<T>(
         if err.downcast_ref::<Interrupted>().is_some() {
             return Err(err);
         }
+        if !is_transient(&err) {
+            return Err(err);
+        }
         let Some((n, delay)) = delays.next() else {
             let tries = backoff.retries + 1;
             return Err(err.context(format!(
@@ -88,6 +93,69 @@ pub fn retry<T>(
     }
 }
 
+/// Whether `err` is a failure another attempt may not meet: judged from its message and, for a
+/// command, its stderr. A sign of a failure for good (refused credentials, unknown host, bad
+/// certificate) wins over a sign of a transient one.
+pub fn is_transient(err: &anyhow::Error) -> bool {
+    let mut text = format!("{err:#}");
+    if let Some(failed) = err.downcast_ref::<crate::cmd::Failed>() {
+        text.push('\n');
+        text.push_str(&failed.stderr);
+    }
+    let lower = text.to_lowercase();
+    const FOR_GOOD: [&str; 10] = [
+        "unauthorized",
+        "authentication required",
+        "denied",
+        "forbidden",
+        "no such host",
+        "x509",
+        "certificate",
+        "http response to https client",
+        "name unknown",
+        "invalid reference format",
+    ];
+    const TRANSIENT: [&str; 17] = [
+        "connection refused",
+        "connection reset",
+        "broken pipe",
+        "timeout",
+        "timed out",
+        "deadline exceeded",
+        "temporary failure",
+        "try again",
+        "server misbehaving",
+        "network is unreachable",
+        "no route to host",
+        "too many requests",
+        "internal server error",
+        "bad gateway",
+        "service unavailable",
+        "gateway timeout",
+        // The registry restarted and lost an upload in progress.
+        "blob upload unknown",
+    ];
+    if FOR_GOOD.iter().any(|sign| lower.contains(sign)) {
+        return false;
+    }
+    // `Put "...": EOF`, `unexpected EOF`: the server went away mid-request.
+    TRANSIENT.iter().any(|sign| lower.contains(sign)) || text.contains("EOF") || has_5xx(&lower)
+}
+
+/// `... status: 503 ...`, `status code 502`: a server error, whatever its reason phrase.
+fn has_5xx(lower: &str) -> bool {
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    words.windows(2).any(|pair| {
+        matches!(pair[0], "status" | "code")
+            && pair[1].len() == 3
+            && pair[1].starts_with('5')
+            && pair[1].bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
 /// Sleeps, but returns `Err(Interrupted)` as soon as a signal arrives.
 fn sleep(duration: Duration) -> Result<()> {
     let until = Instant::now() + duration;
@@ -104,7 +172,7 @@ fn sleep(duration: Duration) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::Verbosity;
+    use crate::progress::Verbosity;
 
     fn fast(retries: u32) -> Backoff {
         Backoff {
@@ -145,11 +213,75 @@ mod tests {
         let mut calls = 0;
         let err = retry(&runner, &fast(2), "pushing x", || -> Result<()> {
             calls += 1;
-            bail!("refused #{calls}")
+            bail!("connection refused #{calls}")
         })
         .unwrap_err();
         assert_eq!(calls, 3);
-        assert_eq!(format!("{err:#}"), "gave up after 3 attempts: refused #3");
+        assert_eq!(
+            format!("{err:#}"),
+            "gave up after 3 attempts: connection refused #3"
+        );
+    }
+
+    #[test]
+    fn a_failure_for_good_is_not_retried() {
+        let runner = Runner::new(false, Verbosity::Quiet);
+        let mut calls = 0;
+        let err = retry(&runner, &fast(3), "pushing x", || -> Result<()> {
+            calls += 1;
+            Err(crate::cmd::Failed {
+                message: "`docker push x` failed (exit code 1)".into(),
+                stderr: "unauthorized: authentication required\n".into(),
+            }
+            .into())
+        })
+        .unwrap_err();
+        assert_eq!(calls, 1);
+        assert_eq!(format!("{err:#}"), "`docker push x` failed (exit code 1)");
+    }
+
+    #[test]
+    fn transient_and_permanent_push_failures() {
+        let push_failed = |stderr: &str| -> anyhow::Error {
+            crate::cmd::Failed {
+                message:
+                    "`docker push 127.0.0.1:5000/kiora/crm-gdb_php:1.0.0` failed (exit code 1)"
+                        .into(),
+                stderr: stderr.into(),
+            }
+            .into()
+        };
+        for transient in [
+            "Put \"http://127.0.0.1:5000/v2/kiora/x/blobs/uploads/\": dial tcp 127.0.0.1:5000: connect: connection refused",
+            "read tcp 127.0.0.1:40000->127.0.0.1:5000: read: connection reset by peer",
+            "Patch \"http://127.0.0.1:5000/v2/x/blobs/uploads/1\": EOF",
+            "received unexpected HTTP status: 503 Service Unavailable",
+            "received unexpected HTTP status: 599 Whatever",
+            "net/http: TLS handshake timeout",
+            "dial tcp: lookup registry.example on 127.0.0.53:53: server misbehaving",
+            "toomanyrequests: too many requests",
+            "blob upload unknown: blob upload unknown to registry",
+        ] {
+            assert!(is_transient(&push_failed(transient)), "{transient}");
+        }
+        for for_good in [
+            "unauthorized: authentication required",
+            "denied: requested access to the resource is denied",
+            "received unexpected HTTP status: 403 Forbidden",
+            "Get \"https://nosuch.invalid/v2/\": dial tcp: lookup nosuch.invalid on 127.0.0.53:53: no such host",
+            "Get \"https://r:5000/v2/\": http: server gave HTTP response to HTTPS client",
+            "tls: failed to verify certificate: x509: certificate signed by unknown authority",
+            // Unrecognised: not retried blindly. Port 5000 is no 5xx status.
+            "something else went wrong at 127.0.0.1:5000",
+            "",
+        ] {
+            assert!(!is_transient(&push_failed(for_good)), "{for_good}");
+        }
+        // Errors that are not a command's: by their message.
+        assert!(is_transient(&anyhow::anyhow!("connection refused")));
+        assert!(!is_transient(&anyhow::anyhow!(
+            "`docker` is not installed or not on PATH"
+        )));
     }
 
     #[test]

@@ -4,12 +4,28 @@
 
 use std::fmt;
 
+/// The registry password, when a CI job gives it in the environment (`login.rs`).
+pub const REGISTRY_PASSWORD_ENV: &str = "XTASK_REGISTRY_PASSWORD";
+
+/// Variables holding secrets: read by xtask itself, removed from the environment of every
+/// child (`Cmd`), where anything could read them (`/proc/PID/environ`, a build log, a crash
+/// report). The one child that needs the password gets it on its stdin.
+pub const ENV_VARS: [&str; 1] = [REGISTRY_PASSWORD_ENV];
+
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Secret {
         Secret(value.into())
+    }
+
+    /// 32 random bytes from the kernel, hex-encoded: a fresh APP_SECRET.
+    pub fn random() -> std::io::Result<Secret> {
+        use std::io::Read;
+        let mut bytes = [0u8; 32];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+        Ok(Secret(bytes.iter().map(|b| format!("{b:02x}")).collect()))
     }
 
     /// The value itself, for the one place that needs it (name the reason at the call).
@@ -54,6 +70,14 @@ mod tests {
         assert_eq!(format!("{secret:?}"), "[REDACTED]");
         assert_eq!(format!("{:?}", Some(&secret)), "Some([REDACTED])");
         assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[test]
+    fn random_secrets_differ() {
+        let (a, b) = (Secret::random().unwrap(), Secret::random().unwrap());
+        assert_eq!(a.expose().len(), 64);
+        assert!(a.expose().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
     }
 
     #[test]

@@ -156,7 +156,7 @@ fn publish_then_build_app_from_a_developers_tree() {
     );
     assert_eq!(registry.tags("crm-gdb_nginx"), ["1.4.0", "1.4.1"]);
 
-    // The seed's "test the image locally": the release behind the edge, secrets from an env file.
+    // The old Makefile's "test the image locally": the release behind the edge, secrets from an env file.
     let env_file = tmp
         .path()
         .join("..")

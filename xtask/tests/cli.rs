@@ -3,7 +3,9 @@
 //! docker, shell completions, and `--platform` refusals that come before anything is built.
 //!
 //! Nothing here builds an image or needs the network: the registry named is 127.0.0.1:5999,
-//! where nothing listens. Tests that ask the engine are skipped (loudly) without one.
+//! where nothing listens. Tests that ask the engine are skipped (loudly) without one; that a
+//! skip is seen in the output of a passing run, and recorded for `.ci/skipped-summary`, is
+//! checked here too.
 
 mod common;
 
@@ -104,6 +106,7 @@ fn no_argument_lists_every_task_with_a_description_and_exits_2() {
         );
     }
     assert!(listing.contains("cargo xtask doctor"), "{listing}");
+    assert!(!says_seed(&listing), "{listing}");
 }
 
 #[test]
@@ -119,7 +122,19 @@ fn every_task_help_shows_an_example() {
             "`{task} --help` has no example:\n{help}"
         );
         assert!(help.contains(&format!("cargo xtask {task}")), "{help}");
+        assert!(
+            !says_seed(&help),
+            "`{task} --help` speaks of a seed:\n{help}"
+        );
     }
+    let bench = stdout(&xtask(&["bench", "--help"]));
+    assert!(bench.contains("old Makefile procedure"), "{bench}");
+}
+
+/// Users never heard of "the seed" (the project's starting point): it is the old Makefile.
+fn says_seed(text: &str) -> bool {
+    text.split(|c: char| !c.is_alphanumeric())
+        .any(|word| word.eq_ignore_ascii_case("seed") || word.eq_ignore_ascii_case("seeds"))
 }
 
 #[test]
@@ -323,4 +338,64 @@ fn several_platforms_are_refused_before_anything_is_built() {
         );
         assert!(stdout(&output).is_empty());
     }
+}
+
+/// Only as the child of `a_skip_is_seen_in_the_output_of_a_passing_run`, on a PATH whose
+/// `docker` fails: skips, as an e2e test does without an engine.
+#[test]
+#[ignore = "run by a_skip_is_seen_in_the_output_of_a_passing_run, as its child"]
+fn skipping_child() {
+    assert!(!common::engine_available("skipping_child"));
+}
+
+#[test]
+fn a_skip_is_seen_in_the_output_of_a_passing_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::write(
+        bin.join("docker"),
+        "#!/bin/sh\necho 'Cannot connect to the Docker daemon' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(bin.join("docker"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let skips = dir.path().join("skips");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // This test binary again, running only the child, with libtest's usual output capture.
+    let child = |ci: &str| {
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "skipping_child", "--include-ignored"])
+            .env("PATH", &path)
+            .env("CI", ci)
+            .env("XTASK_TEST_SKIPS_DIR", &skips)
+            .env_remove("RUST_TEST_NOCAPTURE")
+            .output()
+            .unwrap()
+    };
+
+    let out = child("false");
+    let seen = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{seen}");
+    assert!(seen.contains("test skipping_child ... ok"), "{seen}");
+    assert!(
+        seen.contains("!!!!! SKIPPED skipping_child: no Docker engine answers `docker info`"),
+        "the skip is not in the output of the passing test:\n{seen}"
+    );
+    let recorded = std::fs::read_to_string(skips.join("skipping_child")).unwrap();
+    assert!(recorded.starts_with("no Docker engine"), "{recorded}");
+
+    // Under CI=true a missing engine fails the test instead.
+    let out = child("true");
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{seen}");
+    assert!(seen.contains("no Docker engine, and CI=true"), "{seen}");
 }

@@ -153,7 +153,16 @@ fn killed_deploys_do_not_block_the_next_one() {
     t.converged(B, &css(B));
 
     // From here to the end, not one request may fail.
-    let probe = Probe::start(port, vec!["/".into(), "/health".into()]);
+    // Both releases' hashed assets stay served (pages of either may be open in a browser).
+    let probe = Probe::start(
+        port,
+        vec![
+            Expected::page(),
+            Expected::health(),
+            Expected::same_as_now(port, &css_a),
+            Expected::same_as_now(port, &css_b),
+        ],
+    );
     let mut serving = B;
     let mut report = Vec::new();
 

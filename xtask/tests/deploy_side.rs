@@ -9,6 +9,10 @@ use std::path::Path;
 use common::*;
 use xshell::{cmd, Shell};
 
+/// The longest a zero-downtime switch (rolling deploy, rollback) may leave the probe without a
+/// good answer (requests go out every ~50 ms).
+const MAX_GAP: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[test]
 fn deploy_rollback_backup_locally_and_over_ssh() {
     if !engine_available("deploy_rollback_backup_locally_and_over_ssh")
@@ -77,7 +81,14 @@ fn deploy_rollback_backup_locally_and_over_ssh() {
     let asset_a = hashed_css(&page_a);
 
     // A -> B, rolling, under load: no failed request, and A's page still gets A's assets.
-    let probe = Probe::start(port, vec!["/".into(), asset_a.clone(), "/health".into()]);
+    let probe = Probe::start(
+        port,
+        vec![
+            Expected::page(),
+            Expected::same_as_now(port, &asset_a),
+            Expected::health(),
+        ],
+    );
     let out = deploy(&["deploy", "--tag", "1.0.0-b"]);
     let load = probe.stop();
     assert!(out.status.success());
@@ -87,6 +98,12 @@ fn deploy_rollback_backup_locally_and_over_ssh() {
         load.failures
     );
     assert!(load.requests > 20, "the probe ran: {load:?}");
+    eprintln!("rolling deploy: longest gap {:?}", load.longest_gap);
+    assert!(
+        load.longest_gap <= MAX_GAP,
+        "rolling deploy: no good answer for {:?}: {load:?}",
+        load.longest_gap
+    );
     let page_b = http_get(port, "/").unwrap().1;
     assert_ne!(hashed_css(&page_b), asset_a, "B serves its own assets");
     assert_eq!(
@@ -117,7 +134,7 @@ fn deploy_rollback_backup_locally_and_over_ssh() {
     std::fs::remove_dir_all(target.path().join(".deploy/lock")).unwrap();
 
     // A broken release: automatic rollback, B keeps serving, nothing dropped.
-    let probe = Probe::start(port, vec!["/".into(), "/health".into()]);
+    let probe = Probe::start(port, vec![Expected::page(), Expected::health()]);
     let out = deploy(&["deploy", "--tag", "1.0.0-x"]);
     let load = probe.stop();
     assert!(
@@ -173,7 +190,7 @@ fn deploy_rollback_backup_locally_and_over_ssh() {
     assert_eq!(http_get(port, "/health").unwrap().0, 200);
 
     // Rollback to the previous successful release (A), under load.
-    let probe = Probe::start(port, vec!["/".into(), "/health".into()]);
+    let probe = Probe::start(port, vec![Expected::page(), Expected::health()]);
     let out = deploy(&["rollback"]);
     let load = probe.stop();
     assert!(out.status.success());
@@ -181,6 +198,12 @@ fn deploy_rollback_backup_locally_and_over_ssh() {
         load.failed, 0,
         "rollback dropped requests: {:?}",
         load.failures
+    );
+    eprintln!("rollback: longest gap {:?}", load.longest_gap);
+    assert!(
+        load.longest_gap <= MAX_GAP,
+        "rollback: no good answer for {:?}: {load:?}",
+        load.longest_gap
     );
     assert_eq!(hashed_css(&http_get(port, "/").unwrap().1), asset_a);
     assert!(
@@ -228,7 +251,7 @@ fn deploy_rollback_backup_locally_and_over_ssh() {
         ]);
         xtask(root, tmp.path(), &prefix, &all)
     };
-    let probe = Probe::start(port, vec!["/".into(), "/health".into()]);
+    let probe = Probe::start(port, vec![Expected::page(), Expected::health()]);
     let out = over_ssh(
         &sshd.client_config(),
         &sshd.host_spec(),
@@ -275,7 +298,7 @@ fn deploy_rollback_backup_locally_and_over_ssh() {
     );
 
     // Ctrl-C in the middle of the switch: exit 130, the lock released, one version serving.
-    let probe = Probe::start(port, vec!["/".into(), "/health".into()]);
+    let probe = Probe::start(port, vec![Expected::page(), Expected::health()]);
     let code = interrupt_during(
         root,
         tmp.path(),

@@ -47,7 +47,10 @@ impl Tmpfs {
                     std::env::var("CI").as_deref() != Ok("true"),
                     "{test}: cannot mount a tmpfs ({why}); CI runs as root and must run this test"
                 );
-                eprintln!("\n!!!!! SKIPPED {test}: cannot mount a tmpfs ({why}); run the tests as root !!!!!\n");
+                skip(
+                    test,
+                    &format!("cannot mount a tmpfs ({why}); run the tests as root"),
+                );
                 None
             }
         }

@@ -1,9 +1,12 @@
-//! Ctrl-C and SIGTERM at every step of `build-app`, on a real engine and registry: each run is
-//! signalled right after the command of the step under test is announced (`-v` prints
-//! `$ command` just before starting it), with no test-only delay. After each run: exit status
-//! 130/143 within seconds (children stopped on SIGTERM, not killed after the grace period), no
-//! staging directory, no child process or tool container left, compose.yaml and the developer's
-//! tree as they were.
+//! Ctrl-C and SIGTERM at every step of `build-app`, on a real engine and registry. Each point
+//! is really interrupted: a stand-in `docker` or `git` first on the xtask's PATH (see
+//! `PausingTools`) pauses the command of that point, or keeps it running (composer, npm: until
+//! their container runs), and the signal is sent while it does; the compose.yaml point blocks
+//! the xtask's stderr once every push succeeded, so that it is stopped writing the step's
+//! header. No test-only code in the xtask. After each run: the step that failed is the point's
+//! step (and the last header printed), exit status 130/143 (never 0) within seconds (children
+//! stopped on SIGTERM, not killed after the grace period), no staging directory, no child
+//! process or tool container left, compose.yaml and the developer's tree as they were.
 //!
 //! SIGINT goes to the whole process group, as a terminal's Ctrl-C does (the children get it too);
 //! SIGTERM only to the xtask, as `kill PID` or a CI runner does (the xtask must pass it on).
@@ -17,87 +20,92 @@ use std::time::{Duration, Instant};
 use common::faults::*;
 use common::*;
 
-/// Where to interrupt: a name and the stderr line after which the signal is sent.
+/// Where to interrupt: the step it is in, and the command that is paused there.
 struct Point {
     name: &'static str,
     step: usize,
-    line: Box<dyn Fn(&str) -> bool>,
+    /// A substring of the paused command's ` ARGS ` (see `PausingTools`).
+    pattern: String,
+    pause: Pause,
 }
 
-fn points(prefix: &str, tag: &'static str) -> Vec<Point> {
-    let prefix = prefix.to_string();
-    let push = move |image: &str| {
-        let expected = format!("$ docker push {prefix}/{image}");
-        move |line: &str| line == expected
+/// The header `build-app` prints for step 6, on which the compose.yaml point blocks it.
+const STEP_6_HEADER: &str = "[6/7] Updating compose.yaml";
+
+fn points(prefix: &str, tag: &str) -> Vec<Point> {
+    let point = |name, step, pattern: String, pause| Point {
+        name,
+        step,
+        pattern,
+        pause,
     };
-    let command =
-        |needle: &'static str| move |line: &str| line.starts_with("$ ") && line.contains(needle);
+    let base = format!("{prefix}/crm-gdb_php_base:0.4.1");
+    let push = |image: &str| format!(" push {prefix}/{image} ");
     vec![
-        Point {
-            name: "staging (git archive)",
-            step: 1,
-            line: Box::new(|l| l.starts_with("[1/7]")),
-        },
-        Point {
-            name: "base image check",
-            step: 2,
-            line: Box::new(command("docker image inspect")),
-        },
-        Point {
-            name: "base image pull",
-            step: 2,
-            line: Box::new(command("docker pull")),
-        },
-        Point {
-            name: "composer install",
-            step: 3,
-            line: Box::new(command(" composer install")),
-        },
-        Point {
-            name: "npm ci",
-            step: 4,
-            line: Box::new(command(" npm ci")),
-        },
-        Point {
-            name: "npm run build",
-            step: 4,
-            line: Box::new(command(" npm run build")),
-        },
-        Point {
-            name: "build php",
-            step: 5,
-            line: Box::new(command("--target php ")),
-        },
-        Point {
-            name: "build php-supervisor",
-            step: 5,
-            line: Box::new(command("--target supervisor ")),
-        },
-        Point {
-            name: "build nginx",
-            step: 5,
-            line: Box::new(command("docker/nginx/Dockerfile")),
-        },
-        Point {
-            name: "push php",
-            step: 5,
-            line: Box::new(push(&format!("crm-gdb_php:{tag}"))),
-        },
-        Point {
-            name: "push php-supervisor",
-            step: 5,
-            line: Box::new(push(&format!("crm-gdb_php:{tag}-supervisor"))),
-        },
-        Point {
-            name: "push nginx",
-            step: 5,
-            line: Box::new(push(&format!("crm-gdb_nginx:{tag}"))),
-        },
-        Point {
-            name: "compose.yaml update",
-            step: 6,
-            line: Box::new(|l| l.starts_with("[6/7]")),
-        },
+        point(
+            "staging (git archive)",
+            1,
+            " archive --format=tar ".into(),
+            Pause::Before,
+        ),
+        point(
+            "base image check",
+            2,
+            format!(" image inspect --format {{{{.Id}}}} {base} "),
+            Pause::Before,
+        ),
+        point(
+            "base image pull",
+            2,
+            format!(" pull {base} "),
+            Pause::Before,
+        ),
+        point(
+            "composer install",
+            3,
+            " composer install ".into(),
+            Pause::During,
+        ),
+        point("npm ci", 4, " npm ci ".into(), Pause::During),
+        point("npm run build", 4, " npm run build ".into(), Pause::During),
+        point("build php", 5, " --target php ".into(), Pause::Before),
+        point(
+            "build php-supervisor",
+            5,
+            " --target supervisor ".into(),
+            Pause::Before,
+        ),
+        point(
+            "build nginx",
+            5,
+            "docker/nginx/Dockerfile ".into(),
+            Pause::Before,
+        ),
+        point(
+            "push php",
+            5,
+            push(&format!("crm-gdb_php:{tag}")),
+            Pause::Before,
+        ),
+        point(
+            "push php-supervisor",
+            5,
+            push(&format!("crm-gdb_php:{tag}-supervisor")),
+            Pause::Before,
+        ),
+        point(
+            "push nginx",
+            5,
+            push(&format!("crm-gdb_nginx:{tag}")),
+            Pause::Before,
+        ),
+        // Every push succeeds, then the xtask is held in the write of STEP_6_HEADER.
+        point(
+            "compose.yaml update",
+            6,
+            format!(" push {prefix}/"),
+            Pause::After,
+        ),
     ]
 }
 
@@ -135,6 +143,7 @@ fn interrupt_every_step(test: &str, signal: i32, tag: &'static str) {
     docker(&["push", "--quiet", &base]);
 
     let build_image = format!("{prefix}/crm-gdb_php_build:0.4.1");
+    let tools = PausingTools::new();
     let mut report = Vec::new();
     for point in points(&prefix, tag) {
         if point.name == "base image pull" {
@@ -142,57 +151,6 @@ fn interrupt_every_step(test: &str, signal: i32, tag: &'static str) {
         }
         let before = snapshot(root);
         let compose_before = std::fs::read(root.join("compose.yaml")).unwrap();
-
-        // --rebuild: the images an earlier point let finish would otherwise be re-tagged, and
-        // the build lines of the later points would never come.
-        let mut run = Running::start(
-            root,
-            tmp,
-            &prefix,
-            &["-v", "build-app", "--tag", tag, "--rebuild"],
-            &[],
-        );
-        let seen = run.wait_for_line(Duration::from_secs(300), &point.line);
-        assert!(
-            seen.is_some(),
-            "{}: the line never came:\n{}",
-            point.name,
-            run.stderr()
-        );
-        // `-v` announces a command just before starting it: wait (briefly) until it runs, so
-        // the signal lands inside it. In-process steps have no child; so be it.
-        let started = |children: &[(u32, String)]| {
-            children
-                .iter()
-                .any(|(_, args)| !args.is_empty() && !args.starts_with(env!("CARGO_BIN_EXE_xtask")))
-        };
-        let mut children = descendants(run.pid());
-        let until = Instant::now() + Duration::from_secs(2);
-        while !started(&children) && point.step != 6 && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(5));
-            children = descendants(run.pid());
-        }
-        if point.name == "npm ci" {
-            second_writer_is_refused(root, &prefix, run.pid());
-        }
-        let signalled = Instant::now();
-        if signal == libc::SIGINT {
-            run.signal_group(signal);
-        } else {
-            run.signal(signal);
-        }
-        let status = run.wait(Duration::from_secs(60));
-        let took = signalled.elapsed();
-        let log = run.stderr();
-        // "[3/7] failed after 0.6s": where the signal actually landed.
-        let failed_at = log
-            .lines()
-            .find(|l| l.contains("] failed after"))
-            .and_then(|l| l.strip_prefix('['))
-            .and_then(|l| l.split('/').next())
-            .unwrap_or("-")
-            .to_string();
-
         let what = format!(
             "{} ({})",
             point.name,
@@ -202,35 +160,106 @@ fn interrupt_every_step(test: &str, signal: i32, tag: &'static str) {
                 "SIGTERM"
             }
         );
-        let compose_after = std::fs::read(root.join("compose.yaml")).unwrap();
-        if point.step == 6 && status.success() {
-            // The signal came after the (atomic) rewrite: the release is complete, not torn.
+
+        // --rebuild: the images an earlier point let finish would otherwise be re-tagged, and
+        // the build commands of the later points would never come.
+        let env = tools.env(&point.pattern, point.pause);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let args = ["-v", "build-app", "--tag", tag, "--rebuild"];
+        let mut run = Running::start_with_stderr_control(root, tmp, &prefix, &args, &env);
+        let limit = Duration::from_secs(300);
+        let mut blocked_write = None;
+        let reached = if point.pause == Pause::After {
+            let reached = tools.wait_reached(&mut run, 3, limit);
+            // Every push succeeded. Leave the stderr pipe room for "[5/7] done in 12.3s\n"
+            // (at most 40 bytes), not for the next header too: the xtask blocks writing that.
+            run.block_stderr(40);
+            tools.go();
+            let until = Instant::now() + Duration::from_secs(20);
+            while blocked_write.is_none() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
+                blocked_write = run.blocked_writing_stderr();
+            }
             assert_eq!(
-                String::from_utf8(compose_after).unwrap(),
-                expected_compose(&compose_before, tag),
-                "{what}"
+                blocked_write,
+                Some(STEP_6_HEADER.len()),
+                "{what}: the xtask is not held writing {STEP_6_HEADER:?}; its threads: {:?}\n{}",
+                thread_calls(run.pid()),
+                run.stderr()
             );
+            reached
         } else {
-            assert_eq!(
-                status.code(),
-                Some(128 + signal),
-                "{what}: wrong exit status\n{log}"
-            );
-            let error = log
-                .lines()
-                .find(|l| l.starts_with("error: "))
-                .unwrap_or_default();
-            assert!(error.contains("interrupted by"), "{what}: {log}");
-            assert!(
-                compose_after == compose_before,
-                "{what}: compose.yaml changed"
-            );
-            let mut after = snapshot(root);
-            let mut before = before;
-            after.remove(Path::new("compose.yaml"));
-            before.remove(Path::new("compose.yaml"));
-            assert!(after == before, "{what}: the developer's tree changed");
+            tools.wait_reached(&mut run, 1, limit)
+        };
+        let expected_state = match point.pause {
+            Pause::Before => "before",
+            Pause::During => "running",
+            Pause::After => "finished",
+        };
+        assert!(
+            reached.iter().all(|r| r == expected_state),
+            "{what}: the paused command was not {expected_state} when signalled: {reached:?}\n{}",
+            run.stderr()
+        );
+        if point.name == "npm ci" {
+            second_writer_is_refused(root, &prefix, run.pid());
         }
+        let children = descendants(run.pid());
+        let signalled = Instant::now();
+        if signal == libc::SIGINT {
+            run.signal_group(signal);
+        } else {
+            run.signal(signal);
+        }
+        let status = run.wait(Duration::from_secs(60));
+        let took = signalled.elapsed();
+        let log = run.stderr();
+
+        assert_eq!(
+            status.code(),
+            Some(128 + signal),
+            "{what}: wrong exit status\n{log}"
+        );
+        let error = log
+            .lines()
+            .find(|l| l.starts_with("error: "))
+            .unwrap_or_default();
+        assert!(error.contains("interrupted by"), "{what}: {log}");
+        // The step headers: "[3/7] Installing production dependencies", not "[3/7] done in".
+        let last_header = log
+            .lines()
+            .rfind(|l| {
+                l.starts_with('[')
+                    && l.contains("/7] ")
+                    && !l.contains("] done in ")
+                    && !l.contains("] failed after ")
+                    && !l.contains(": skipped (")
+            })
+            .unwrap_or_default();
+        assert!(
+            last_header.starts_with(&format!("[{}/7] ", point.step)),
+            "{what}: interrupted at {last_header:?}, not in step {}\n{log}",
+            point.step
+        );
+        let failed_at = log
+            .lines()
+            .find(|l| l.contains("] failed after"))
+            .unwrap_or_default();
+        assert!(
+            failed_at.starts_with(&format!("[{}/7] failed after", point.step)),
+            "{what}: failed at {failed_at:?}, not in step {}\n{log}",
+            point.step
+        );
+        let compose_after = std::fs::read(root.join("compose.yaml")).unwrap();
+        assert!(
+            compose_after == compose_before,
+            "{what}: compose.yaml changed"
+        );
+        let mut after = snapshot(root);
+        let mut before = before;
+        after.remove(Path::new("compose.yaml"));
+        before.remove(Path::new("compose.yaml"));
+        assert!(after == before, "{what}: the developer's tree changed");
         // Stopped by SIGTERM, not by the SIGKILL that comes after a 10 s grace period.
         assert!(
             took < Duration::from_secs(8),
@@ -243,10 +272,11 @@ fn interrupt_every_step(test: &str, signal: i32, tag: &'static str) {
         }
         let running: Vec<String> = children
             .iter()
-            .map(|(_, args)| args.split(' ').take(2).collect::<Vec<_>>().join(" "))
+            .map(|(_, args)| args.split(' ').take(3).collect::<Vec<_>>().join(" "))
             .collect();
+        let held = blocked_write.map_or(String::new(), |n| format!(", held in a {n}-byte write"));
         report.push(format!(
-            "{what}: running {running:?}, exit {:?} after {took:.1?}, failed at step {failed_at}",
+            "{what}: {expected_state}{held}, running {running:?}, exit {:?} after {took:.1?}, {failed_at}",
             status.code()
         ));
     }
@@ -316,17 +346,6 @@ fn second_writer_is_refused(root: &Path, prefix: &str, holder: u32) {
     }
 }
 
-fn expected_compose(before: &[u8], tag: &str) -> String {
-    String::from_utf8(before.to_vec())
-        .unwrap()
-        .replace(
-            "crm-gdb_php:1.0.0-supervisor",
-            &format!("crm-gdb_php:{tag}-supervisor"),
-        )
-        .replace("crm-gdb_php:1.0.0\n", &format!("crm-gdb_php:{tag}\n"))
-        .replace("crm-gdb_nginx:1.0.0", &format!("crm-gdb_nginx:{tag}"))
-}
-
 fn docker(args: &[&str]) {
     let out = Command::new("docker").args(args).output().unwrap();
     assert!(
@@ -334,4 +353,20 @@ fn docker(args: &[&str]) {
         "docker {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// What each thread of `pid` is doing: /proc/PID/task/TID/syscall, for failure messages.
+fn thread_calls(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .map(|task| {
+                    let call =
+                        std::fs::read_to_string(task.path().join("syscall")).unwrap_or_default();
+                    format!("{}: {}", task.file_name().to_string_lossy(), call.trim())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -1,9 +1,10 @@
 //! Registry credentials, against a real registry with password auth (htpasswd) on loopback and
 //! a private DOCKER_CONFIG (the user's ~/.docker is never touched): `cargo xtask login` from the
 //! environment and from stdin, a wrong password, `--dry-run`, and `build-app` logging in by
-//! itself before its pushes. Meanwhile every process's command line (what `ps -eo args` shows,
-//! read from /proc as fast as it can be) is watched for the password: it must never be there,
-//! nor in any output.
+//! itself before its pushes, a push refused for good (401) failing at once. Meanwhile every
+//! process's command line (what `ps -eo args` shows, read from /proc as fast as it can be) is
+//! watched for the password: it must never be there, nor in any output, nor in the environment
+//! of any docker or git the xtask runs (only `docker login` gets it, on its stdin).
 
 mod common;
 
@@ -12,6 +13,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::faults::*;
 use common::*;
@@ -209,14 +211,21 @@ fn login_keeps_the_password_secret() {
         .contains(&host));
     std::fs::remove_file(&config_json).unwrap();
 
-    // build-app logs in by itself (credentials in the environment) and its pushes go through.
+    // Not logged in, the pushes are refused for good (401): no retry, no backoff.
     publish_base_locally(root, tmp, &prefix);
+    refused_push_is_not_retried(root, tmp, &prefix, &docker_config);
+
+    // build-app logs in by itself (credentials in the environment) and its pushes go through;
+    // every docker and git it runs is recorded (spy), to see what their environment held.
+    let spy = Spy::new(&["docker", "git"]);
+    let mut spied_env = with_env.to_vec();
+    spied_env.push(("PATH", &spy.path));
     let (out, leaks, saw) = watched(
         root,
         tmp,
         &prefix,
         &["-v", "build-app", "--tag", "4.0.0"],
-        &with_env,
+        &spied_env,
         None,
         &password,
     );
@@ -225,6 +234,7 @@ fn login_keeps_the_password_secret() {
     let all = text(&out);
     assert!(!all.contains(&password));
     assert!(all.contains(&format!("Logged in to {host} as ci")), "{all}");
+    spy.assert_no_child_had(&password);
     let catalog = http_get(registry.port, "/v2/kiora/crm-gdb_nginx/tags/list");
     assert_eq!(
         catalog.map(|(status, _)| status),
@@ -241,4 +251,120 @@ fn login_keeps_the_password_secret() {
         "{}",
         String::from_utf8_lossy(&pushed.stderr)
     );
+}
+
+/// `docker-publish` without a login to a registry that wants one: each push fails with 401, and
+/// fails at once, with no retry (the default backoff alone would wait 1 + 2 + 4 s).
+fn refused_push_is_not_retried(root: &Path, tmp: &Path, prefix: &str, docker_config: &str) {
+    let mut run = Running::start(
+        root,
+        tmp,
+        prefix,
+        &["-v", "docker-publish", "--image", "php", "--tag", "0.4.1"],
+        &[("DOCKER_CONFIG", docker_config)],
+    );
+    let push = run.wait_for_line(Duration::from_secs(300), |l| {
+        l.starts_with("$ docker push ")
+    });
+    assert!(push.is_some(), "no push started:\n{}", run.stderr());
+    let pushing = Instant::now();
+    let status = run.wait(Duration::from_secs(60));
+    let took = pushing.elapsed();
+    let log = run.stderr();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        !log.contains("; retry "),
+        "a refused push was retried:\n{log}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "{took:?} from the push to the end:\n{log}"
+    );
+    let errors: Vec<&str> = log.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(errors[0].contains("`docker push "), "{}", errors[0]);
+    assert!(!errors[0].contains("gave up"), "{}", errors[0]);
+    assert!(
+        log.contains("unauthorized"),
+        "the registry's reason is shown:\n{log}"
+    );
+}
+
+/// A directory for the front of PATH with a wrapper per program: it records the arguments and
+/// the environment it was given (`/proc/$$/environ`), then runs the real program.
+struct Spy {
+    dir: tempfile::TempDir,
+    path: String,
+}
+
+impl Spy {
+    fn new(programs: &[&str]) -> Spy {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, calls) = (dir.path().join("bin"), dir.path().join("calls"));
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&calls).unwrap();
+        for program in programs {
+            let real = Command::new("sh")
+                .args(["-c", &format!("command -v {program}")])
+                .output()
+                .unwrap();
+            let real = String::from_utf8(real.stdout).unwrap().trim().to_string();
+            assert!(real.starts_with('/'), "no {program} on PATH");
+            let script = bin.join(program);
+            std::fs::write(
+                &script,
+                format!(
+                    "#!/bin/sh\ncall='{calls}/{program}.'$$\ncat /proc/$$/environ >\"$call.environ\"\nprintf '%s\\n' \"$@\" >\"$call.argv\"\nexec '{real}' \"$@\"\n",
+                    calls = calls.display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+        Spy { dir, path }
+    }
+
+    /// No recorded child had `secret` (or the variable that holds it) in its environment or
+    /// arguments; `docker login` was among them, and the recording saw the rest of the
+    /// environment (the user name is there).
+    fn assert_no_child_had(&self, secret: &str) {
+        let calls = self.dir.path().join("calls");
+        let mut seen = Vec::new();
+        for entry in std::fs::read_dir(&calls).unwrap() {
+            let path = entry.unwrap().path();
+            let Some(stem) = path.to_str().unwrap().strip_suffix(".environ") else {
+                continue;
+            };
+            let environ = std::fs::read(&path).unwrap();
+            let argv = std::fs::read_to_string(format!("{stem}.argv")).unwrap();
+            let environ = String::from_utf8_lossy(&environ).replace('\0', "\n");
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let what = format!("{name} ({})", argv.replace('\n', " "));
+            assert!(
+                !environ.contains(secret) && !environ.contains("XTASK_REGISTRY_PASSWORD"),
+                "{what} got the password in its environment"
+            );
+            assert!(
+                !argv.contains(secret),
+                "{what} got the password as an argument"
+            );
+            assert!(
+                environ.lines().any(|l| l == "XTASK_REGISTRY_USER=ci"),
+                "{what}: the environment was not recorded:\n{environ}"
+            );
+            seen.push((name, argv));
+        }
+        let count = |program: &str, first: &str| {
+            seen.iter()
+                .filter(|(name, argv)| {
+                    name.starts_with(&format!("{program}.")) && argv.starts_with(first)
+                })
+                .count()
+        };
+        assert!(count("docker", "login\n") >= 1, "{seen:?}");
+        assert!(count("docker", "push\n") >= 3, "{seen:?}");
+        assert!(count("git", "") >= 1, "{seen:?}");
+    }
 }

@@ -5,8 +5,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{Cmd, Runner, Verbosity};
+use super::{Cmd, Runner};
 use crate::interrupt::{self, Interrupted};
+use crate::progress::Verbosity;
 
 const CHILD: &str = "XTASK_SIGNAL_TEST_CHILD";
 

@@ -4,7 +4,8 @@
 //! - `model`: generated compose-like documents (block and flow services, comments with any
 //!   printable Unicode, the three quoting styles, anchors, aliases, merge keys, CRLF, BOM,
 //!   several documents, registries with ports, digests, look-alike names, look-alike keys and
-//!   commented-out lines) whose exact expected output and changes are known;
+//!   commented-out lines) whose exact expected output and changes are known; `block_scalars`:
+//!   `image: >-` and `|-` values of one line (rewritten) or two (refused);
 //! - `any_input`: those documents randomly mutated with YAML-significant snippets, and arbitrary
 //!   strings and bytes: `set_tag` must refuse (`Err`) or return a text that parses to the same
 //!   events but for the rewritten scalars, is byte for byte the input outside them (splicing
@@ -89,8 +90,12 @@ fn check_any(input: &str, tag: &str) -> Result<(), TestCaseError> {
     );
 
     // Each change names one of our images and gets exactly the new tag, digest dropped, and
-    // is reported on the line its value ends on (values on several lines are refused).
+    // is reported on the line its value ends on (values on several lines are refused; a block
+    // scalar's span ends past its line break).
     for (change, (_, _, (_, in_end), _)) in changes.iter().zip(&rewritten) {
+        let in_end = &input[..*in_end]
+            .trim_end_matches([' ', '\t', '\r', '\n'])
+            .len();
         prop_assert!(
             APP.contains(&name_of(&change.old)),
             "{:?} is not ours",
@@ -658,6 +663,58 @@ proptest! {
     #[test]
     fn any_string(input in yaml_ish(), tag in a_tag()) {
         check_any(&input, &tag)?;
+    }
+}
+
+/// `image:` as a block scalar (`>-`, `|-`, maybe `|2-`, properties, a header comment) of one
+/// content line is rewritten on that line; with a second content line it is refused.
+fn block_scalar_doc(reference: &str, header: &str, second_line: bool, newline: &str) -> String {
+    let second = if second_line { "      x\n" } else { "" };
+    format!("services:\n  app:\n    image: {header}\n      {reference}\n{second}    restart: always\n# end\n")
+        .replace('\n', newline)
+}
+
+proptest! {
+    #![proptest_config(config(2_000))]
+
+    #[test]
+    fn block_scalars(
+        r in a_ref(),
+        style in prop::sample::select(vec![">-", "|-", "|2-", ">2-"]),
+        props in prop::sample::select(vec!["", "&a ", "!!str ", "!!str &a "]),
+        comment in a_comment(),
+        second_line in prop::bool::weighted(0.2),
+        crlf: bool,
+    ) {
+        let header = format!("{props}{style}{}", comment.map(|c| format!("  # {c}")).unwrap_or_default());
+        let newline = if crlf { "\r\n" } else { "\n" };
+        let input = block_scalar_doc(&r.text(), &header, second_line, newline);
+        let got = set_tag(&input, NEW_TAG, APP);
+        // Two lines fold into "REF x" (`>`) or stay "REF\nx" (`|`): maybe no longer ours.
+        let value = match (second_line, style.starts_with('>')) {
+            (false, _) => r.text(),
+            (true, true) => format!("{} x", r.text()),
+            (true, false) => format!("{}\nx", r.text()),
+        };
+        match (APP.contains(&name_of(&value)), second_line) {
+            (false, _) => prop_assert_eq!(got, Err(EditError::NoAppImage)),
+            // Reported where the node starts: its properties, else its first content line.
+            (true, true) => prop_assert!(
+                matches!(&got, Err(EditError::Refused { line, reason })
+                    if *line == if props.is_empty() { 4 } else { 3 } && reason.contains("several lines")),
+                "{:?}", got
+            ),
+            (true, false) => {
+                let output = block_scalar_doc(&r.rewritten(), &header, false, newline);
+                let changes = if r.text() == r.rewritten() {
+                    Vec::new()
+                } else {
+                    vec![Change { line: 4, old: r.text(), new: r.rewritten() }]
+                };
+                prop_assert_eq!(got, Ok((output, changes)));
+            }
+        }
+        check_any(&input, NEW_TAG)?;
     }
 }
 

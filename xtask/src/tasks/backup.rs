@@ -4,12 +4,22 @@
 
 use anyhow::{bail, Context, Result};
 
-use crate::deployment::Deployment;
-use crate::stack::Stack;
-use crate::tasks::deploy::TargetOptions;
-use crate::tasks::Ctx;
+use crate::ctx::Ctx;
+use crate::deploy::deployment::Deployment;
+use crate::deploy::options::TargetArgs;
+use crate::deploy::stack::Stack;
 
-pub fn run(ctx: &Ctx, opts: &TargetOptions, restore: Option<&str>) -> Result<()> {
+#[derive(clap::Args)]
+pub struct Args {
+    /// Archive (a file name in the target's backups/) to restore.
+    #[arg(long)]
+    pub restore: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    let (opts, restore) = (&args.target.options()?, args.restore.as_deref());
     if let Some(archive) = restore {
         let valid =
             archive.starts_with("data-") && archive.ends_with(".tar.gz") && !archive.contains('/');

@@ -5,7 +5,7 @@
 //! scratch target on this machine, then runs each operation under a loopback load probe of ~20
 //! requests/s (`/`, `/health` and a hashed asset) and prints failed requests, the longest gap
 //! between good answers and the duration:
-//!   deploy --strategy recreate (the seed's way) | deploy --strategy rolling | rollback |
+//!   deploy --strategy recreate (the old Makefile's way) | deploy --strategy rolling | rollback |
 //!   a broken release, rolled back automatically.
 //! Everything it starts is removed at the end.
 
@@ -13,12 +13,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::cmd::{Cmd, Runner, Verbosity};
-use crate::local_stack::ensure_edge_image;
+use crate::build::base::ensure_edge_image;
+use crate::cmd::{Cmd, Runner};
+use crate::ctx::Ctx;
+use crate::deploy::options::TargetOptions;
+use crate::deploy::switch::{self, Strategy};
+use crate::deploy::target::Target;
 use crate::probe::{Load, Probe};
-use crate::target::Target;
-use crate::tasks::deploy::{self, Strategy, TargetOptions};
-use crate::tasks::{build_app, rollback, Ctx};
+use crate::progress::Verbosity;
+use crate::tasks::build_app;
 
 const A: &str = "bench-a";
 const B: &str = "bench-b";
@@ -36,14 +39,15 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         runner: Runner::new(false, Verbosity::Quiet),
         root: ctx.root.clone(),
     };
-    let build = build_app::Options {
-        tag: A.into(),
+    let build = build_app::Args {
+        tag: A.parse()?,
         allow_dirty: true,
         host_tools: false,
-        push: false,
+        no_push: true,
         compose_file: "compose.yaml".into(),
-        platforms: Vec::new(),
+        platform: Vec::new(),
         rebuild: false,
+        cache_dir: None,
     };
     build_app::run(&quiet, &build)?;
     make_variants(&quiet)?;
@@ -54,8 +58,8 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let compose = crate::local_stack::render(&ctx.root, &ctx.config, A)?;
-    if let Some(edge) = crate::local_stack::edge_image(&compose) {
+    let compose = crate::deploy::local_stack::render(&ctx.root, &ctx.config, A)?;
+    if let Some(edge) = crate::deploy::local_stack::edge_image(&compose) {
         ensure_edge_image(&quiet, &edge)?;
     }
     std::fs::write(dir.path().join("compose.yaml"), compose)?;
@@ -114,7 +118,7 @@ struct Row {
 }
 
 fn scenarios(ctx: &Ctx, opts: &TargetOptions, port: u16) -> Result<Vec<Row>> {
-    deploy::switch_release(ctx, opts, A, Strategy::Rolling, "deploy")
+    switch::switch_release(ctx, opts, A, Strategy::Rolling, "deploy")
         .context("the first deploy failed")?;
     let page = crate::http::get(port, "/")?.body;
     let asset = page
@@ -152,15 +156,15 @@ fn scenarios(ctx: &Ctx, opts: &TargetOptions, port: u16) -> Result<Vec<Row>> {
         }
     };
     Ok(vec![
-        measure("deploy --strategy recreate (seed)", &|| {
-            deploy::switch_release(ctx, opts, B, Strategy::Recreate, "deploy")
+        measure("deploy --strategy recreate (Makefile)", &|| {
+            switch::switch_release(ctx, opts, B, Strategy::Recreate, "deploy")
         }),
         measure("deploy --strategy rolling", &|| {
-            deploy::switch_release(ctx, opts, A, Strategy::Rolling, "deploy")
+            switch::switch_release(ctx, opts, A, Strategy::Rolling, "deploy")
         }),
-        measure("rollback", &|| rollback::run(ctx, opts, None)),
+        measure("rollback", &|| switch::rollback(ctx, opts, None)),
         measure("broken release, auto rollback", &|| {
-            deploy::switch_release(ctx, opts, X, Strategy::Rolling, "deploy")
+            switch::switch_release(ctx, opts, X, Strategy::Rolling, "deploy")
         }),
     ])
 }

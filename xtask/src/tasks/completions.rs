@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap_complete::Shell;
 
 /// The command name the scripts complete.
-pub const NAME: &str = "xtask";
+const NAME: &str = "xtask";
 
 /// Writes the script for `shell` to stdout.
 pub fn run(shell: Shell, cli: &mut clap::Command) -> Result<()> {

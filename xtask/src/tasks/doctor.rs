@@ -12,20 +12,21 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use crate::cmd::{Cmd, Runner, Verbosity};
+use crate::build::platform;
+use crate::cmd::{Cmd, Runner};
+use crate::ctx::Ctx;
 use crate::docker;
-use crate::platform;
+use crate::progress::Verbosity;
 use crate::project;
-use crate::tasks::Ctx;
 
 /// The result of one check, as data.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Check {
-    pub name: String,
+struct Check {
+    name: String,
     /// A required check failing makes `doctor` fail; an optional one only warns.
-    pub required: bool,
+    required: bool,
     /// `Ok(what was found)`, or `Err(what is wrong; what to do)`.
-    pub outcome: Result<String, String>,
+    outcome: Result<String, String>,
 }
 
 impl Check {
@@ -61,7 +62,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     show(engine);
     show(buildx(runner, has_client, has_engine));
     show(compose(runner, has_client));
-    let host = ctx.config.registry.split('/').next().unwrap_or_default();
+    let host = crate::reference::registry_host(&ctx.config.registry);
     show(registry(runner, host));
     show(credentials(host));
     let git = git(runner);
@@ -98,7 +99,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
 }
 
 /// Errors when a required check failed, naming them; optional failures were warnings.
-pub fn verdict(checks: &[Check]) -> Result<()> {
+fn verdict(checks: &[Check]) -> Result<()> {
     let failed: Vec<&str> = checks
         .iter()
         .filter(|c| c.required && c.outcome.is_err())
@@ -115,7 +116,7 @@ pub fn verdict(checks: &[Check]) -> Result<()> {
 }
 
 /// `✓ docker client        28.2.2 (/usr/local/bin/docker)`, or `ok   docker client ...`.
-pub fn line(check: &Check, fancy: bool) -> String {
+fn line(check: &Check, fancy: bool) -> String {
     let (mark, detail) = match (&check.outcome, check.required) {
         (Ok(found), _) => (if fancy { "\x1b[32m✓\x1b[0m" } else { "ok  " }, found),
         (Err(fix), true) => (if fancy { "\x1b[31m✗\x1b[0m" } else { "FAIL" }, fix),
@@ -195,7 +196,7 @@ fn compose(runner: &Runner, has_client: bool) -> Check {
 }
 
 /// The registry's API root: plain HTTP on loopback (as the engine allows), HTTPS elsewhere.
-pub fn registry_url(host: &str) -> String {
+fn registry_url(host: &str) -> String {
     let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
     if name.starts_with("127.") || name == "localhost" {
         format!("http://{host}/v2/")
@@ -205,7 +206,7 @@ pub fn registry_url(host: &str) -> String {
 }
 
 /// `curl` prints only the HTTP status (`000` when nothing answered), within 5 seconds.
-pub fn curl_status(url: &str) -> Cmd {
+fn curl_status(url: &str) -> Cmd {
     Cmd::new("curl").args([
         "--disable",
         "--silent",
@@ -284,7 +285,7 @@ fn credentials(host: &str) -> Check {
 
 /// Whether `config.json` has an `auths` entry or a `credHelpers` entry for `host`
 /// (keys may carry a scheme and a path: `https://host/v1/`). Values are never read.
-pub fn has_login(json: &str, host: &str) -> bool {
+fn has_login(json: &str, host: &str) -> bool {
     ["auths", "credHelpers"]
         .iter()
         .flat_map(|field| json_object_keys(json, field))
@@ -293,13 +294,13 @@ pub fn has_login(json: &str, host: &str) -> bool {
                 .strip_prefix("https://")
                 .or_else(|| key.strip_prefix("http://"))
                 .unwrap_or(&key);
-            key.split('/').next() == Some(host)
+            crate::reference::registry_host(key) == host
         })
 }
 
 /// The keys of the JSON object under the first `"field":`, without a JSON parser (config.json
 /// is written by docker): strings followed by `:` one level inside that object.
-pub fn json_object_keys(json: &str, field: &str) -> Vec<String> {
+fn json_object_keys(json: &str, field: &str) -> Vec<String> {
     let needle = format!("\"{field}\"");
     let Some(start) = json.find(&needle) else {
         return Vec::new();
@@ -404,7 +405,7 @@ fn disk(runner: &Runner, name: &str, dir: &Path, want: u64, why: &str) -> Check 
 }
 
 /// Bytes available, from `df -Pk` (POSIX format: the 4th column of the 2nd line, in KiB).
-pub fn df_available(output: &str) -> Option<u64> {
+fn df_available(output: &str) -> Option<u64> {
     let kib: u64 = output
         .lines()
         .nth(1)?
@@ -446,7 +447,7 @@ fn curl_error(err: &anyhow::Error) -> String {
 }
 
 /// Where `program` is on PATH, if it is there and executable.
-pub fn find_on_path(program: &str) -> Option<PathBuf> {
+fn find_on_path(program: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)

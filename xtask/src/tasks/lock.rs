@@ -5,12 +5,42 @@
 
 use anyhow::{bail, Result};
 
-use crate::deploy_lock::{inspect, Here, Verdict};
-use crate::deployment::Deployment;
-use crate::tasks::deploy::TargetOptions;
-use crate::tasks::Ctx;
+use crate::ctx::Ctx;
+use crate::deploy::deployment::Deployment;
+use crate::deploy::lock::{inspect, Here, Verdict};
+use crate::deploy::options::{TargetArgs, TargetOptions};
 
-pub fn status(ctx: &Ctx, opts: &TargetOptions) -> Result<()> {
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+#[derive(clap::Subcommand)]
+pub enum Action {
+    /// Who holds the lock, when its lease was renewed, and whether the holder is alive.
+    Status {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Remove the lock; refused while its holder is alive, unless --force.
+    Release {
+        /// Release it even though its holder looks alive.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    match &args.action {
+        Action::Status { target } => status(ctx, &target.options()?),
+        Action::Release { force, target } => release(ctx, &target.options()?, *force),
+    }
+}
+
+fn status(ctx: &Ctx, opts: &TargetOptions) -> Result<()> {
     opts.target.check(&ctx.runner)?;
     let d = Deployment::new(&opts.target, &ctx.runner, &opts.stack);
     let graves = d.graves()?;
@@ -38,7 +68,7 @@ pub fn status(ctx: &Ctx, opts: &TargetOptions) -> Result<()> {
     Ok(())
 }
 
-pub fn release(ctx: &Ctx, opts: &TargetOptions, force: bool) -> Result<()> {
+fn release(ctx: &Ctx, opts: &TargetOptions, force: bool) -> Result<()> {
     let runner = &ctx.runner;
     opts.target.check(runner)?;
     let d = Deployment::new(&opts.target, runner, &opts.stack);

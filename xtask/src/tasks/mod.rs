@@ -1,11 +1,8 @@
-//! One module per task, each with one public `run` entry point. To add a task: write
-//! `tasks/my_task.rs` with `pub fn run(ctx: &Ctx, ...) -> Result<()>`, add it below, and add a
-//! variant to `Task` in `main.rs` that calls it.
-
-use std::path::PathBuf;
-
-use crate::cmd::Runner;
-use crate::config::Config;
+//! One module per task: its clap `Args` and its `run`, nothing else public. What several tasks
+//! share lives below, in `build/`, `deploy/` or the ground floor; nothing there calls a task.
+//! To add a task: write `tasks/my_task.rs` with `#[derive(clap::Args)] pub struct Args` and
+//! `pub fn run(ctx: &Ctx, args: &Args) -> Result<()>`, add it below, and add a variant
+//! `MyTask(my_task::Args)` to `Task` in `main.rs` that calls it.
 
 pub mod backup;
 pub mod bench;
@@ -22,11 +19,5 @@ pub mod rollback;
 pub mod set_tag;
 pub mod status;
 pub mod test_image;
+pub mod testbed;
 pub mod up;
-
-/// What every task gets: the configuration, the command runner and the project root.
-pub struct Ctx {
-    pub config: Config,
-    pub runner: Runner,
-    pub root: PathBuf,
-}

@@ -1,20 +1,30 @@
 //! `cargo xtask set-tag --tag x.y.z [--file compose.yaml]`: point the app images of a compose
 //! file at another release, leaving every other byte of the file as it is.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use crate::cmd::Runner;
-use crate::compose_file::{self, Change};
+use crate::build::compose_tag::report;
+use crate::compose_file;
 use crate::config::APP_IMAGES;
-use crate::reference::check_release_tag;
-use crate::tasks::Ctx;
+use crate::ctx::Ctx;
+use crate::reference::ReleaseTag;
 
-pub fn run(ctx: &Ctx, tag: &str, file: &Path) -> Result<()> {
-    check_release_tag(tag)?;
+#[derive(clap::Args)]
+pub struct Args {
+    /// Release tag to set.
+    #[arg(long)]
+    pub tag: ReleaseTag,
+    /// Compose file to edit (relative to the project root).
+    #[arg(long, default_value = "compose.yaml")]
+    pub file: PathBuf,
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    let (tag, file) = (args.tag.as_str(), args.file.as_path());
     let _lock = (!ctx.runner.dry_run)
-        .then(|| crate::lock::acquire(&ctx.root, "set-tag"))
+        .then(|| crate::build::tree_lock::acquire(&ctx.root, "set-tag"))
         .transpose()?;
     let path = ctx.root.join(file);
     let changes = if ctx.runner.dry_run {
@@ -28,22 +38,4 @@ pub fn run(ctx: &Ctx, tag: &str, file: &Path) -> Result<()> {
     };
     report(&path, &changes, &ctx.runner);
     Ok(())
-}
-
-/// One line per rewritten reference, e.g. `compose.yaml:12: .../crm-gdb_php:1.0.0 -> .../crm-gdb_php:1.4.0`.
-pub fn report(path: &Path, changes: &[Change], runner: &Runner) {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if changes.is_empty() {
-        runner.say(format!("{name}: already at this tag, nothing to change"));
-    }
-    let verb = if runner.dry_run { "would set" } else { "set" };
-    for change in changes {
-        runner.say(format!(
-            "{name}:{}: {verb} {} -> {}",
-            change.line, change.old, change.new
-        ));
-    }
 }

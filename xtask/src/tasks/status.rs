@@ -3,12 +3,19 @@
 
 use anyhow::Result;
 
-use crate::deployment::Deployment;
-use crate::stack::Stack;
-use crate::tasks::deploy::TargetOptions;
-use crate::tasks::Ctx;
+use crate::ctx::Ctx;
+use crate::deploy::deployment::Deployment;
+use crate::deploy::options::TargetArgs;
+use crate::deploy::stack::Stack;
 
-pub fn run(ctx: &Ctx, opts: &TargetOptions) -> Result<()> {
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    let opts = &args.target.options()?;
     let runner = &ctx.runner;
     opts.target.check(runner)?;
     let d = Deployment::new(&opts.target, runner, &opts.stack);

@@ -1,5 +1,5 @@
 //! `cargo xtask test-image --tag x.y.z`: run the three release images (behind the edge) as a
-//! throwaway Compose project with production settings, as the seed's "test the image locally"
+//! throwaway Compose project with production settings, as the old Makefile's "test the image locally"
 //! step, and check them through the published loopback port:
 //! - every container becomes healthy;
 //! - `/health` answers 200; `/` renders and names its hashed assets;
@@ -9,19 +9,31 @@
 //! image. The containers' logs are printed when a check fails; containers, networks and volumes
 //! are always removed. Exit 0 only when every check passed.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use crate::build::base::ensure_edge_image;
+use crate::ctx::Ctx;
+use crate::deploy::local_stack::LocalStack;
 use crate::http;
-use crate::local_stack::{ensure_edge_image, LocalStack};
 use crate::progress::Steps;
-use crate::reference::check_release_tag;
-use crate::tasks::Ctx;
+use crate::reference::ReleaseTag;
+use crate::secret::Secret;
 
-pub fn run(ctx: &Ctx, tag: &str, env_file: Option<&Path>) -> Result<()> {
-    check_release_tag(tag)?;
+#[derive(clap::Args)]
+pub struct Args {
+    /// Release tag to test (the images must be local or pullable).
+    #[arg(long)]
+    pub tag: ReleaseTag,
+    /// Env file with the production settings (default: a fresh random APP_SECRET).
+    #[arg(long)]
+    pub env_file: Option<PathBuf>,
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    let (tag, env_file) = (args.tag.as_str(), args.env_file.as_deref());
     let runner = &ctx.runner;
     crate::docker::check_engine(runner)?;
     for image in ctx.config.app_images(tag) {
@@ -35,7 +47,7 @@ pub fn run(ctx: &Ctx, tag: &str, env_file: Option<&Path>) -> Result<()> {
     let secrets = match env_file {
         Some(path) => std::fs::read(path)
             .with_context(|| format!("cannot read the env file {}", path.display()))?,
-        None => format!("APP_SECRET={}\n", random_secret()?).into_bytes(),
+        None => format!("APP_SECRET={}\n", Secret::random()?.expose()).into_bytes(),
     };
     // The project directory holds only the env file, so compose's `.env` is this one.
     let dir = tempfile::Builder::new()
@@ -101,14 +113,6 @@ fn hashed_asset(page: &str) -> Option<String> {
     Some(page[start..end].to_string())
 }
 
-/// 32 random bytes from the kernel, hex-encoded.
-fn random_secret() -> Result<String> {
-    use std::io::Read;
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,12 +125,5 @@ mod tests {
             Some("/build/app-LUZSHBFR.css")
         );
         assert_eq!(hashed_asset("<p>none</p>"), None);
-    }
-
-    #[test]
-    fn secrets_are_random() {
-        let (a, b) = (random_secret().unwrap(), random_secret().unwrap());
-        assert_eq!(a.len(), 64);
-        assert_ne!(a, b);
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod faults;
 pub mod sshd;
+pub mod testbed;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -13,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use xshell::{cmd, Shell};
 
-/// True when a Docker engine answers. Without one, the test is skipped loudly, except under
-/// `CI=true`, where a missing engine is a failure.
+/// True when a Docker engine answers. Without one, the test is skipped loudly (see [`skip`]),
+/// except under `CI=true`, where a missing engine is a failure.
 pub fn engine_available(test: &str) -> bool {
+    forget_skips_of_earlier_runs();
     let ok = Command::new("docker")
         .args(["info"])
         .stdout(Stdio::null())
@@ -27,9 +29,54 @@ pub fn engine_available(test: &str) -> bool {
             std::env::var("CI").as_deref() != Ok("true"),
             "{test}: no Docker engine, and CI=true: run `bash .ci/setup` first"
         );
-        eprintln!("\n!!!!! SKIPPED {test}: no Docker engine answers `docker info` (run `sudo bash .ci/setup`) !!!!!\n");
+        skip(
+            test,
+            "no Docker engine answers `docker info` (run `sudo bash .ci/setup`)",
+        );
     }
     ok
+}
+
+/// Where skipped tests leave a file each (`TEST`, holding the reason), for `.ci/skipped-summary`
+/// to list after `cargo test`: `target/tmp/e2e-skipped/`, or `$XTASK_TEST_SKIPS_DIR` (for
+/// tests of this very mechanism, whose skips are not the run's).
+pub fn skips_dir() -> PathBuf {
+    match std::env::var_os("XTASK_TEST_SKIPS_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-skipped"),
+    }
+}
+
+/// Says that `test` is skipped, and why, where a developer sees it even though the test
+/// "passes": written straight to file descriptor 2, which libtest does not capture (it captures
+/// only the `print!`/`eprint!` family), so it shows in every `cargo test` run's output; and as a
+/// file in [`skips_dir`], for the summary `.ci/skipped-summary` prints after the run.
+pub fn skip(test: &str, why: &str) {
+    use std::io::Write;
+    forget_skips_of_earlier_runs();
+    let line = format!("\n!!!!! SKIPPED {test}: {why} !!!!!\n");
+    // std::io::stderr() is the process's fd 2, unbuffered; the capture hooks only the macros.
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    let dir = skips_dir();
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join(test), format!("{why}\n"));
+}
+
+/// The skips recorded by an earlier `cargo test` run are stale: the first helper call of each
+/// test process (all e2e tests start with one) removes them unless they are from the same run.
+/// A run is the `cargo test` process, the parent of every test binary it starts, one at a time.
+pub(crate) fn forget_skips_of_earlier_runs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let dir = skips_dir();
+        let run = std::os::unix::process::parent_id().to_string();
+        let marker = dir.join(".run");
+        if std::fs::read_to_string(&marker).ok().as_deref() != Some(run.as_str()) {
+            let _ = std::fs::remove_dir_all(&dir);
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::write(&marker, &run);
+        }
+    });
 }
 
 pub fn free_port() -> u16 {
@@ -122,14 +169,21 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 
 /// Sends a raw HTTP/1.0 request on loopback: (status, body).
 fn http_request(port: u16, request: &str) -> Option<(u16, String)> {
+    http_request_within(port, request, Duration::from_secs(10))
+}
+
+/// [`http_request`] giving up after `limit` to connect, and after `limit` without a byte of the
+/// answer.
+fn http_request_within(port: u16, request: &str, limit: Duration) -> Option<(u16, String)> {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = std::net::TcpStream::connect_timeout(&address, limit).ok()?;
+    stream.set_read_timeout(Some(limit)).ok()?;
+    stream.set_write_timeout(Some(limit)).ok()?;
     stream.write_all(request.as_bytes()).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    let response = String::from_utf8_lossy(&raw);
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
     let body = response
         .split_once("\r\n\r\n")
@@ -218,12 +272,25 @@ pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 /// Runs `cargo xtask ARGS` (the built binary) against the scratch clone `root`, with a private
 /// TMPDIR so the test can see that no staging directory is left behind.
 pub fn xtask(root: &Path, tmp: &Path, registry: &str, args: &[&str]) -> Output {
+    xtask_env(root, tmp, registry, &[], args)
+}
+
+/// [`xtask`] with more environment variables, e.g. `XDG_STATE_HOME` (where `up` keeps its
+/// APP_SECRET) pointing into a temporary directory.
+pub fn xtask_env(
+    root: &Path,
+    tmp: &Path,
+    registry: &str,
+    env: &[(&str, &Path)],
+    args: &[&str],
+) -> Output {
     let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(args)
         .env("XTASK_ROOT", root)
         .env("XTASK_REGISTRY", registry)
         .env("TMPDIR", tmp)
         .env("XTASK_CACHE_DIR", cache_dir(root))
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -265,7 +332,10 @@ pub fn http_post_json(port: u16, path: &str, json: &str) -> Option<(u16, String)
 /// A safety cap on a probe nobody stopped.
 const PROBE_LIMIT: Duration = Duration::from_secs(30 * 60);
 
-/// A bounded load probe: GETs `paths` in turn, about 20 per second, until stopped (or 30 min).
+/// A bounded load probe: GETs the `expected` paths in turn, about 20 per second, until stopped
+/// (or 30 min). An answer counts only if it is a 200 with the expected body within 2 s (connect
+/// and read); anything else is a failure. It records the longest gap between two good answers,
+/// from its start to its end: a 9 s stall that ends in a 200 is a 9 s gap.
 pub struct Probe {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     handle: std::thread::JoinHandle<ProbeResult>,
@@ -279,30 +349,104 @@ pub struct ProbeResult {
     pub failures: Vec<String>,
 }
 
+/// A path the probe asks for and what its body must be.
+#[derive(Clone, Debug)]
+pub struct Expected {
+    pub path: String,
+    body: ExpectedBody,
+}
+
+#[derive(Clone, Debug)]
+enum ExpectedBody {
+    /// Contains every one of these.
+    Contains(Vec<String>),
+    Exactly(String),
+}
+
+impl Expected {
+    /// The app's page `/`, whole: any release's (the hashed asset names differ).
+    pub fn page() -> Expected {
+        Expected {
+            path: "/".into(),
+            body: ExpectedBody::Contains(vec![
+                "<title>CRM GDB Consulting</title>".into(),
+                "</html>".into(),
+            ]),
+        }
+    }
+
+    /// `/health` saying the app and its storage are fine.
+    pub fn health() -> Expected {
+        Expected {
+            path: "/health".into(),
+            body: ExpectedBody::Contains(vec![r#""status":"ok""#.into()]),
+        }
+    }
+
+    /// `path` with the body it has now (e.g. a hashed asset, which never changes).
+    pub fn same_as_now(port: u16, path: &str) -> Expected {
+        let (status, body) = http_get(port, path).expect("the path answers before the probe");
+        assert_eq!(status, 200, "{path} before the probe: {body}");
+        assert!(!body.is_empty(), "{path} has a body");
+        Expected {
+            path: path.into(),
+            body: ExpectedBody::Exactly(body),
+        }
+    }
+
+    fn accepts(&self, body: &str) -> bool {
+        match &self.body {
+            ExpectedBody::Contains(needles) => needles.iter().all(|n| body.contains(n.as_str())),
+            ExpectedBody::Exactly(text) => body == text,
+        }
+    }
+}
+
+/// How long the probe waits to connect, and for each read of an answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl Probe {
-    pub fn start(port: u16, paths: Vec<String>) -> Probe {
+    pub fn start(port: u16, expected: Vec<Expected>) -> Probe {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
             let (mut result, start) = (ProbeResult::default(), Instant::now());
-            let mut last_ok = Instant::now();
+            let mut last_ok = start;
             while !flag.load(std::sync::atomic::Ordering::SeqCst) && start.elapsed() < PROBE_LIMIT {
-                let path = &paths[result.requests % paths.len()];
+                let wanted = &expected[result.requests % expected.len()];
                 result.requests += 1;
-                match http_get(port, path) {
-                    Some((200, _)) => {
+                let sent = Instant::now();
+                let answer = http_request_within(
+                    port,
+                    &format!("GET {} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", wanted.path),
+                    PROBE_TIMEOUT,
+                );
+                match answer {
+                    Some((200, body)) if wanted.accepts(&body) => {
                         result.longest_gap = result.longest_gap.max(last_ok.elapsed());
                         last_ok = Instant::now();
                     }
                     other => {
                         result.failed += 1;
-                        result
-                            .failures
-                            .push(format!("{path}: {:?}", other.map(|(s, _)| s)));
+                        let said = match other {
+                            None => "no answer within 2 s".to_string(),
+                            Some((status, body)) => {
+                                let start: String = body.chars().take(80).collect();
+                                format!("{status} {start:?}")
+                            }
+                        };
+                        result.failures.push(format!(
+                            "{} at {:.1?} (took {:.1?}): {said}",
+                            wanted.path,
+                            sent.duration_since(start),
+                            sent.elapsed()
+                        ));
                     }
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
+            // Until the end: a probe whose last good answer came long ago saw a gap too.
+            result.longest_gap = result.longest_gap.max(last_ok.elapsed());
             result
         });
         Probe { stop, handle }

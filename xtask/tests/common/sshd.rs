@@ -17,13 +17,17 @@ const READY_LIMIT: Duration = Duration::from_secs(10);
 /// True when `/usr/sbin/sshd` exists. Without it, the test is skipped loudly, except under
 /// `CI=true`, where a missing server is a failure.
 pub fn available(test: &str) -> bool {
+    super::forget_skips_of_earlier_runs();
     let ok = Path::new(SSHD).is_file();
     if !ok {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "{test}: no {SSHD}, and CI=true: run `bash .ci/setup` first (installs openssh-server)"
         );
-        eprintln!("\n!!!!! SKIPPED {test}: no {SSHD} (run `sudo bash .ci/setup`, which installs openssh-server) !!!!!\n");
+        super::skip(
+            test,
+            &format!("no {SSHD} (run `sudo bash .ci/setup`, which installs openssh-server)"),
+        );
     }
     ok
 }

@@ -1,7 +1,7 @@
-//! `cargo xtask bench`: how fast `build-app` is against the seed's naive procedure, measured side
+//! `cargo xtask bench`: how fast `build-app` is against the old Makefile procedure, measured side
 //! by side in one run, on this machine, against one loopback registry.
 //!
-//! The baseline is the seed's procedure, scripted plainly as a list of commands: copy the whole
+//! The baseline is the old Makefile procedure, scripted plainly as a list of commands: copy the whole
 //! tree (`cp -a`, untracked files included), `composer install --no-dev`, `npm ci`,
 //! `npm run build` (in the build image), three sequential classic `docker build`s, three
 //! `docker push`es and a text replace of the tag in a copy of compose.yaml. Measured:
@@ -16,17 +16,28 @@
 //! at the end) unless `--registry` / `XTASK_REGISTRY` names one. What cannot be measured here is
 //! skipped with a line saying why. The table is printed and written to `docs/benchmarks.md`.
 
+mod reference;
+mod registry;
+mod table;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::cmd::{Cmd, Runner, Verbosity};
+use crate::build::base::{self, BaseImage};
+use crate::build::staging::{self, Source};
+use crate::cmd::{Cmd, Runner};
 use crate::config::{Config, DEFAULT_REGISTRY};
+use crate::ctx::Ctx;
 use crate::docker;
+use crate::progress::Verbosity;
 use crate::project::git;
-use crate::staging::{self, Source};
-use crate::tasks::{build_app, docker_publish, Ctx};
+use crate::tasks::build_app;
+
+use reference::naive;
+use registry::RegistryServer;
+use table::{render, row, skipped, Goal, Row, Value};
 
 pub fn run(ctx: &Ctx) -> Result<()> {
     if ctx.runner.dry_run {
@@ -54,8 +65,6 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let work = tempfile::Builder::new().prefix("xtask-bench.").tempdir()?;
     // build-app's dependency cache, private to this run (cleared for the cold build).
     let cache = work.path().join("cache");
-    // Set before any thread of ours starts; build-app reads it.
-    std::env::set_var("XTASK_CACHE_DIR", &cache);
     let clone = scratch_clone(&quiet, &ctx.root, &work.path().join("clone"))?;
     let bench = Ctx {
         config: Config {
@@ -80,7 +89,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     println!("{table}");
     let report = format!(
         "# Build benchmark\n\n`cargo xtask bench`, {} on a {cores}-core machine, one loopback registry, \
-         everything measured in one run. Baseline: the seed's naive procedure (whole-tree `cp -a`, \
+         everything measured in one run. Baseline: the old Makefile procedure (whole-tree `cp -a`, \
          composer and npm in the build image, three sequential classic `docker build`s, three \
          `docker push`es). Goals from issue 5.\n\n```\n{table}```\n",
         crate::project::now_rfc3339()
@@ -90,62 +99,6 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     std::fs::write(&path, report).with_context(|| format!("cannot write {}", path.display()))?;
     say(format!("written to {}", path.display()));
     Ok(())
-}
-
-/// One line of the table: what, the reference value, ours, and the goal on ours / reference.
-struct Row {
-    what: String,
-    reference: Option<Value>,
-    ours: Option<Value>,
-    /// At most this ratio (ours / reference), or an absolute limit when there is no reference.
-    goal: Option<Goal>,
-    note: String,
-}
-
-#[derive(Clone, Copy)]
-enum Value {
-    Time(Duration),
-    Bytes(u64),
-}
-
-impl Value {
-    fn number(self) -> f64 {
-        match self {
-            Value::Time(d) => d.as_secs_f64(),
-            Value::Bytes(b) => b as f64,
-        }
-    }
-
-    fn show(self) -> String {
-        match self {
-            Value::Time(d) if d < Duration::from_secs(1) => format!("{:.3}s", d.as_secs_f64()),
-            Value::Time(d) => format!("{:.1}s", d.as_secs_f64()),
-            Value::Bytes(b) => format!("{:.1} MB", b as f64 / 1e6),
-        }
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Goal {
-    Ratio(f64),
-    Below(Duration),
-}
-
-fn row(what: &str, reference: Option<Value>, ours: Option<Value>, goal: Option<Goal>) -> Row {
-    Row {
-        what: what.to_string(),
-        reference,
-        ours,
-        goal,
-        note: String::new(),
-    }
-}
-
-fn skipped(what: &str, why: String) -> Row {
-    Row {
-        note: format!("skipped: {why}"),
-        ..row(what, None, None, None)
-    }
 }
 
 fn measure_all(
@@ -168,10 +121,10 @@ fn measure_all(
     // 1. Cold.
     say("1/6 cold build, baseline (build cache pruned, app images removed)");
     go_cold(runner, registry, cache)?;
-    let (base_cold, _) = naive(bench, work, &tag("seed"), true)?;
+    let (base_cold, _) = naive(bench, work, &tag("makefile"), true)?;
     say("1/6 cold build, build-app");
     go_cold(runner, registry, cache)?;
-    let ours_cold = timed(|| build_app::run(bench, &release(&tag("xtask"))))?;
+    let ours_cold = timed(|| build_app::run(bench, &release(&tag("xtask"), cache)?))?;
     rows.push(Row {
         note: "baseline with --no-cache: other local images would feed the classic cache".into(),
         ..row(
@@ -185,8 +138,8 @@ fn measure_all(
     // 2. Warm: a one-line PHP change, committed.
     say("2/6 warm rebuild after a one-line PHP change");
     one_line_change(runner, &bench.root)?;
-    let (base_warm, _) = naive(bench, work, &tag("seed"), false)?;
-    let ours_warm = timed(|| build_app::run(bench, &release(&tag("xtask"))))?;
+    let (base_warm, _) = naive(bench, work, &tag("makefile"), false)?;
+    let ours_warm = timed(|| build_app::run(bench, &release(&tag("xtask"), cache)?))?;
     rows.push(row(
         "warm rebuild (one-line PHP change)",
         Some(Value::Time(base_warm)),
@@ -196,9 +149,9 @@ fn measure_all(
 
     // 3. No change.
     say("3/6 rebuild with no change");
-    let (base_same, seed_tree) = naive(bench, work, &tag("seed"), false)?;
+    let (base_same, makefile_tree) = naive(bench, work, &tag("makefile"), false)?;
     let same_tag = tag("xtask");
-    let ours_same = timed(|| build_app::run(bench, &release(&same_tag)))?;
+    let ours_same = timed(|| build_app::run(bench, &release(&same_tag, cache)?))?;
     rows.push(row(
         "rebuild, no change",
         Some(Value::Time(base_same)),
@@ -220,7 +173,7 @@ fn measure_all(
     let naive_image = format!("{registry}/bench-naive:single-stage");
     let naive = Cmd::new("docker")
         .args(["build", "--quiet", "--tag", &naive_image, "--file", "-"])
-        .arg(seed_tree.path().join("tree/app").display().to_string())
+        .arg(makefile_tree.path().join("tree/app").display().to_string())
         .env("DOCKER_BUILDKIT", "0")
         .stdin(format!(
             "FROM {}\nCOPY --chown=app:app . /var/www/app/\nCMD [\"php-fpm\", \"--nodaemonize\"]\n",
@@ -245,16 +198,18 @@ fn measure_all(
     Ok(rows)
 }
 
-fn release(tag: &str) -> build_app::Options {
-    build_app::Options {
-        tag: tag.to_string(),
+/// build-app's options for a release `tag`, with the dependency cache in `cache`.
+fn release(tag: &str, cache: &Path) -> Result<build_app::Args> {
+    Ok(build_app::Args {
+        tag: tag.parse()?,
         allow_dirty: false,
         host_tools: false,
-        push: true,
+        no_push: false,
         compose_file: "compose.yaml".into(),
-        platforms: Vec::new(),
+        platform: Vec::new(),
         rebuild: false,
-    }
+        cache_dir: Some(cache.to_path_buf()),
+    })
 }
 
 fn timed(body: impl FnOnce() -> Result<()>) -> Result<Duration> {
@@ -299,132 +254,6 @@ fn remove_app_images(runner: &Runner, registry: &str) {
                 .args(ours),
         );
     }
-}
-
-/// The seed's procedure, timed; returns its copy of the tree (with vendor/ and node_modules/).
-/// `cold`: `--no-cache` on the builds, as the classic builder's cache is every local image.
-fn naive(ctx: &Ctx, work: &Path, tag: &str, cold: bool) -> Result<(Duration, tempfile::TempDir)> {
-    let tree = tempfile::Builder::new().prefix("seed.").tempdir_in(work)?;
-    let copy = tree.path().join("tree");
-    let mut commands = naive_commands(&ctx.config, &ctx.root, &copy, tag);
-    if cold {
-        for build in commands
-            .iter_mut()
-            .filter(|c| c.args.first().is_some_and(|a| a == "build"))
-        {
-            build.args.insert(1, "--no-cache".into());
-        }
-    }
-    let started = Instant::now();
-    for cmd in &commands {
-        ctx.runner
-            .run(cmd)
-            .with_context(|| format!("baseline: `{cmd}` failed"))?;
-    }
-    let compose = copy.join("compose.yaml");
-    let text = std::fs::read_to_string(&compose)?;
-    std::fs::write(&compose, naive_set_tag(&text, tag))?;
-    Ok((started.elapsed(), tree))
-}
-
-/// The naive procedure as data: copy, composer, npm, three classic builds, three pushes.
-fn naive_commands(config: &Config, root: &Path, copy: &Path, tag: &str) -> Vec<Cmd> {
-    let app = copy.join("app");
-    // The same trust store as build-app's tools (behind a TLS-inspecting proxy npm needs it).
-    let ca_bundle = Path::new(docker::HOST_CA_BUNDLE);
-    let ca_bundle = ca_bundle.is_file().then_some(ca_bundle);
-    let tool = |name: &str, argv: &[&str]| {
-        docker::run_in(
-            &config.php_build(),
-            &format!("xtask-{}-seed-{name}", std::process::id()),
-            &app,
-            docker::current_user(),
-            ca_bundle,
-            argv,
-        )
-    };
-    let [php, supervisor, nginx] = config.app_images(tag);
-    let path = |p: PathBuf| p.display().to_string();
-    let build = |file: &str, target: Option<&str>, arg: String, image: String| {
-        let mut cmd = Cmd::new("docker").env("DOCKER_BUILDKIT", "0").args([
-            "build",
-            "--file",
-            &path(copy.join(file)),
-        ]);
-        if let Some(target) = target {
-            cmd = cmd.args(["--target", target]);
-        }
-        cmd.args([
-            "--build-arg",
-            &arg,
-            "--tag",
-            &image,
-            &path(copy.to_path_buf()),
-        ])
-    };
-    let base_arg = format!("BASE_IMAGE={}", config.php_base());
-    vec![
-        Cmd::new("cp").args(["-a", &path(root.to_path_buf()), &path(copy.to_path_buf())]),
-        tool(
-            "composer",
-            &[
-                "composer",
-                "install",
-                "--no-dev",
-                "--no-interaction",
-                "--no-progress",
-            ],
-        ),
-        tool("npm-ci", &["npm", "ci"]),
-        tool("npm-build", &["npm", "run", "build"]),
-        build(
-            "docker/app/Dockerfile",
-            Some("php"),
-            base_arg.clone(),
-            php.to_string(),
-        ),
-        build(
-            "docker/app/Dockerfile",
-            Some("supervisor"),
-            base_arg,
-            supervisor.to_string(),
-        ),
-        build(
-            "docker/nginx/Dockerfile",
-            None,
-            format!("OS_IMAGE={}", config.os_image),
-            nginx.to_string(),
-        ),
-        docker::push(&php),
-        docker::push(&supervisor),
-        docker::push(&nginx),
-    ]
-}
-
-/// The seed's `sed`: the tag after `crm-gdb_php:` / `crm-gdb_nginx:` on `image:` lines.
-fn naive_set_tag(text: &str, tag: &str) -> String {
-    text.lines()
-        .map(|line| {
-            let Some(at) = ["crm-gdb_php:", "crm-gdb_nginx:"]
-                .iter()
-                .find_map(|name| line.find(name).map(|at| at + name.len()))
-            else {
-                return line.to_string();
-            };
-            if !line.trim_start().starts_with("image:") {
-                return line.to_string();
-            }
-            let rest = &line[at..];
-            let suffix = if rest.contains("-supervisor") {
-                "-supervisor"
-            } else {
-                ""
-            };
-            format!("{}{tag}{suffix}", &line[..at])
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-        + "\n"
 }
 
 /// The project as committed plus its untracked, not ignored files, in a fresh repository with
@@ -509,13 +338,7 @@ fn ensure_bases(ctx: &Ctx, bench: &Ctx) -> Result<()> {
     }
     ctx.runner
         .say("building the base images (docker-publish --no-push), not timed");
-    docker_publish::run(
-        bench,
-        docker_publish::BaseImage::Php,
-        &bench.config.base_tag,
-        false,
-        &[],
-    )
+    base::publish(bench, BaseImage::Php, &bench.config.base_tag, false, &[])
 }
 
 /// build-app's staging (HEAD and --allow-dirty) without and with 300 MB of ignored files.
@@ -637,187 +460,4 @@ fn image_size(runner: &Runner, image: &str) -> Result<u64> {
     size.trim()
         .parse()
         .with_context(|| format!("size of {image}: {size:?}"))
-}
-
-fn render(rows: &[Row]) -> String {
-    let mut out = format!(
-        "{:<52} {:>10} {:>10} {:>7} {:>9}  {}\n",
-        "measure", "reference", "xtask", "ratio", "goal", "verdict"
-    );
-    for row in rows {
-        let show = |v: Option<Value>| v.map_or("-".to_string(), Value::show);
-        let ratio = match (row.reference, row.ours) {
-            (Some(r), Some(o)) if r.number() > 0.0 => Some(o.number() / r.number()),
-            _ => None,
-        };
-        let goal = match row.goal {
-            Some(Goal::Ratio(r)) => format!("<= {r:.2}x"),
-            Some(Goal::Below(d)) => format!("< {}", Value::Time(d).show()),
-            None => "-".into(),
-        };
-        let verdict = match (row.goal, ratio, row.ours) {
-            (Some(Goal::Ratio(r)), Some(ratio), _) => verdict(ratio <= r),
-            (Some(Goal::Below(d)), _, Some(Value::Time(t))) => verdict(t < d),
-            _ => "",
-        };
-        let note = if row.note.is_empty() {
-            verdict.to_string()
-        } else if verdict.is_empty() {
-            row.note.clone()
-        } else {
-            format!("{verdict} ({})", row.note)
-        };
-        out.push_str(&format!(
-            "{:<52} {:>10} {:>10} {:>7} {:>9}  {}\n",
-            row.what,
-            show(row.reference),
-            show(row.ours),
-            ratio.map_or("-".into(), |r| format!("{r:.2}x")),
-            goal,
-            note
-        ));
-    }
-    out
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met {
-        "met"
-    } else {
-        "MISSED"
-    }
-}
-
-/// `docker-registry serve` on a free loopback port, stopped (by its pid) on drop.
-struct RegistryServer {
-    port: u16,
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-impl RegistryServer {
-    fn start() -> Result<RegistryServer> {
-        let dir = tempfile::Builder::new()
-            .prefix("xtask-bench-registry.")
-            .tempdir()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\n",
-                dir.path().join("data").display()
-            ),
-        )?;
-        // A server for the whole run, not a command that ends: started here, stopped on drop.
-        let child = std::process::Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("registry.log"))?)
-            .spawn()
-            .context("cannot start `docker-registry serve` (apt-get install docker-registry, or pass --registry HOST:PORT/NAMESPACE)")?;
-        let server = RegistryServer {
-            port,
-            child,
-            _dir: dir,
-        };
-        let until = Instant::now() + Duration::from_secs(20);
-        while crate::http::get(port, "/v2/").map_or(true, |r| r.status != 200) {
-            if Instant::now() > until {
-                bail!("the registry on 127.0.0.1:{port} did not answer within 20 s");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Ok(server)
-    }
-}
-
-impl Drop for RegistryServer {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn naive_procedure_is_the_seeds() {
-        let config = Config {
-            registry: "127.0.0.1:5000/kiora".into(),
-            ..Config::default()
-        };
-        let cmds = naive_commands(&config, Path::new("/dev-tree"), Path::new("/w/tree"), "t1");
-        let lines: Vec<Vec<&str>> = cmds.iter().map(|c| c.argv()).collect();
-        assert_eq!(lines[0], ["cp", "-a", "/dev-tree", "/w/tree"]);
-        assert!(lines[1].ends_with(&[
-            "composer",
-            "install",
-            "--no-dev",
-            "--no-interaction",
-            "--no-progress"
-        ]));
-        assert!(lines[2].ends_with(&["npm", "ci"]));
-        for build in &cmds[4..7] {
-            assert_eq!(build.argv()[..2], ["docker", "build"]);
-            assert_eq!(
-                build.env,
-                [("DOCKER_BUILDKIT".to_string(), "0".to_string())]
-            );
-            assert!(!build.args.iter().any(|a| a.contains("cache")));
-        }
-        assert_eq!(
-            lines[9],
-            ["docker", "push", "127.0.0.1:5000/kiora/crm-gdb_nginx:t1"]
-        );
-        assert_eq!(cmds.len(), 10);
-    }
-
-    #[test]
-    fn naive_set_tag_replaces_the_text() {
-        let text = "services:\n  php:\n    image: r/crm-gdb_php:1.0.0\n  worker:\n    image: r/crm-gdb_php:1.0.0-supervisor\n  nginx:\n    image: r/crm-gdb_nginx:1.0.0\n  edge:\n    image: r/crm-gdb_edge:0.1.0\n";
-        assert_eq!(
-            naive_set_tag(text, "2.0"),
-            text.replace("php:1.0.0-supervisor", "php:2.0-supervisor")
-                .replace("php:1.0.0\n", "php:2.0\n")
-                .replace("nginx:1.0.0", "nginx:2.0")
-        );
-    }
-
-    #[test]
-    fn table_shows_ratios_goals_and_skips() {
-        let rows = vec![
-            row(
-                "warm",
-                Some(Value::Time(Duration::from_secs(100))),
-                Some(Value::Time(Duration::from_secs(20))),
-                Some(Goal::Ratio(0.25)),
-            ),
-            row(
-                "help",
-                None,
-                Some(Value::Time(Duration::from_millis(400))),
-                Some(Goal::Below(Duration::from_millis(300))),
-            ),
-            skipped("cargo", "no cargo".into()),
-        ];
-        let table = render(&rows);
-        let lines: Vec<&str> = table.lines().collect();
-        assert!(
-            lines[1].contains("0.20x") && lines[1].ends_with("met"),
-            "{table}"
-        );
-        assert!(
-            lines[2].contains("0.400s") && lines[2].ends_with("MISSED"),
-            "{table}"
-        );
-        assert!(lines[3].ends_with("skipped: no cargo"), "{table}");
-    }
 }

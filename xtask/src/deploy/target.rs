@@ -1,5 +1,5 @@
 //! Where a deploy goes: a directory on this machine, or one on a server reached with the system
-//! `ssh` (host keys checked against known_hosts, as ssh does by default).
+//! `ssh` (host keys always checked against known_hosts, whatever the ssh config says).
 //!
 //! Commands for the target are built as argument vectors like every other command. For ssh,
 //! which hands the remote shell one string, they are quoted once, here, in [`Target::cmd`]: a
@@ -78,7 +78,16 @@ impl Target {
         words.push(cmd.program.clone());
         words.extend(cmd.args.iter().cloned());
         let remote: Vec<String> = words.iter().map(|w| quote(w)).collect();
-        let mut wrapped = Cmd::new("ssh").args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]);
+        // On the command line, these win over any ssh config (ssh keeps the first value it
+        // gets): a config with `StrictHostKeyChecking no` or `accept-new` cannot weaken them.
+        let mut wrapped = Cmd::new("ssh").args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "ConnectTimeout=10",
+        ]);
         if let Some(config) = &self.ssh_config {
             wrapped = wrapped.arg("-F").arg(config.display().to_string());
         }
@@ -253,6 +262,8 @@ mod tests {
                 "ssh",
                 "-o",
                 "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
                 "-o",
                 "ConnectTimeout=10",
                 "-F",

@@ -3,11 +3,12 @@
 //! push one release while the other sets the tag). The second is refused with a one-line message
 //! naming the holder; it does not wait, since a build takes minutes and the user should decide.
 //!
-//! The lock is `flock(2)` on a file outside the developer's tree (never dirty their checkout),
-//! `$XDG_RUNTIME_DIR/xtask-<hash of the root>.lock`, or in `/tmp` without XDG_RUNTIME_DIR. Not
-//! in `$TMPDIR`: two shells with different TMPDIRs must still see the same lock. The kernel
-//! drops a flock when its process dies, even by SIGKILL, so a crash never leaves a stale lock;
-//! the file itself is removed on release.
+//! The lock is `flock(2)` on `xtask-tree.lock` in the tree's git directory (`.git`, or the
+//! worktree's own git dir): never a file of the developer's checkout, and the one place every
+//! run on that tree finds, whatever its user, `$XDG_RUNTIME_DIR` or `$TMPDIR` (sudo, cron and a
+//! login shell alike). A tree that is not a git checkout uses `/tmp/xtask-<hash of the
+//! root>.lock`. The kernel drops a flock when its process dies, even by SIGKILL, so a crash
+//! never leaves a stale lock; the file itself is removed on release.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -34,30 +35,43 @@ impl Drop for TreeLock {
 
 /// Locks `root` (already canonical) for `task`, or refuses if another xtask holds it.
 pub fn acquire(root: &Path, task: &str) -> Result<TreeLock> {
-    acquire_in(&lock_dir(), root, task)
+    acquire_at(lock_path(root), root, task)
 }
 
+#[cfg(test)]
 fn acquire_in(dir: &Path, root: &Path, task: &str) -> Result<TreeLock> {
-    let path = dir.join(format!(
-        "xtask-{:016x}.lock",
-        fnv1a(root.as_os_str().as_encoded_bytes())
-    ));
+    acquire_at(dir.join(hashed_name(root)), root, task)
+}
+
+fn acquire_at(path: PathBuf, root: &Path, task: &str) -> Result<TreeLock> {
     loop {
-        let file = OpenOptions::new()
+        let opened = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(0o600)
+            // Readable by all: a run as another user (sudo) can still name the holder.
+            .mode(0o644)
             // Another user could have planted a symlink in /tmp.
             .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .with_context(|| {
-                format!(
-                    "cannot open the lock file {}; check that directory is writable",
-                    path.display()
-                )
-            })?;
+            .open(&path);
+        // A file of another user (a run under sudo): a live holder is named below; one that
+        // died left it behind, and read-only is enough to take the lock and then remove it.
+        let read_only =
+            matches!(&opened, Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied);
+        let opened = match opened {
+            Err(_) if read_only => OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path),
+            other => other,
+        };
+        let file = opened.with_context(|| {
+            format!(
+                "cannot open the lock file {}; check that directory is writable",
+                path.display()
+            )
+        })?;
         // SAFETY: flock(2) on a file descriptor we own; no memory is involved.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let err = std::io::Error::last_os_error();
@@ -84,6 +98,15 @@ fn acquire_in(dir: &Path, root: &Path, task: &str) -> Result<TreeLock> {
         if !same_file {
             continue;
         }
+        if read_only {
+            std::fs::remove_file(&path).with_context(|| {
+                format!(
+                    "{} holds a lock file of another user that no process holds; remove it",
+                    path.display()
+                )
+            })?;
+            continue;
+        }
         let mut file = file;
         file.set_len(0)?;
         writeln!(
@@ -96,12 +119,35 @@ fn acquire_in(dir: &Path, root: &Path, task: &str) -> Result<TreeLock> {
     }
 }
 
-/// Per-user and in memory when the session has one; `/tmp` (same for every shell) otherwise.
-fn lock_dir() -> PathBuf {
-    std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|dir| dir.is_absolute() && dir.is_dir())
-        .unwrap_or_else(|| PathBuf::from("/tmp"))
+/// `xtask-tree.lock` in the git directory of `root`, where every run on the tree finds it; for a
+/// tree that is not a git checkout, a file in `/tmp` named after the root (the same for every
+/// shell and user, unlike `$TMPDIR` or `$XDG_RUNTIME_DIR`).
+fn lock_path(root: &Path) -> PathBuf {
+    match git_dir(root) {
+        Some(dir) => dir.join("xtask-tree.lock"),
+        None => Path::new("/tmp").join(hashed_name(root)),
+    }
+}
+
+/// `root/.git`, or the directory a `.git` file points at (`gitdir: ...`, in a worktree or a
+/// submodule); read here rather than asked of git, which takes a lock-free path anyway.
+fn git_dir(root: &Path) -> Option<PathBuf> {
+    let dot_git = root.join(".git");
+    let meta = std::fs::symlink_metadata(&dot_git).ok()?;
+    if meta.is_dir() {
+        return Some(dot_git);
+    }
+    let text = std::fs::read_to_string(&dot_git).ok()?;
+    let dir = text.strip_prefix("gitdir:")?.trim();
+    let dir = root.join(dir);
+    dir.is_dir().then_some(dir)
+}
+
+fn hashed_name(root: &Path) -> String {
+    format!(
+        "xtask-{:016x}.lock",
+        fnv1a(root.as_os_str().as_encoded_bytes())
+    )
 }
 
 /// FNV-1a, 64 bits: stable across Rust versions (unlike `DefaultHasher`), so two xtask builds
@@ -174,6 +220,44 @@ mod tests {
             "{err:#}"
         );
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+    }
+
+    #[test]
+    fn the_lock_lives_in_the_git_dir_of_the_tree() {
+        let trees = tempfile::tempdir().unwrap();
+        let (repo, worktree, plain) = (
+            trees.path().join("repo"),
+            trees.path().join("wt"),
+            trees.path().join("plain"),
+        );
+        std::fs::create_dir_all(repo.join(".git/worktrees/wt")).unwrap();
+        std::fs::create_dir_all(&worktree).unwrap();
+        std::fs::create_dir_all(&plain).unwrap();
+        // What `git worktree add` writes: a .git file pointing at the worktree's own git dir.
+        std::fs::write(worktree.join(".git"), "gitdir: ../repo/.git/worktrees/wt\n").unwrap();
+        assert_eq!(lock_path(&repo), repo.join(".git/xtask-tree.lock"));
+        assert_eq!(
+            lock_path(&worktree),
+            worktree.join("../repo/.git/worktrees/wt/xtask-tree.lock")
+        );
+        assert_eq!(
+            lock_path(&plain),
+            Path::new("/tmp").join(hashed_name(&plain))
+        );
+
+        // Whatever the caller's environment: two runs on the tree take the same lock, and the
+        // file goes with the last holder.
+        let first = acquire(&worktree, "build-app").unwrap();
+        assert!(repo.join(".git/worktrees/wt/xtask-tree.lock").is_file());
+        let err = acquire(&worktree, "set-tag").unwrap_err().to_string();
+        assert!(err.contains("is busy: `build-app` (pid "), "{err}");
+        drop(first);
+        assert!(!repo.join(".git/worktrees/wt/xtask-tree.lock").exists());
+        assert_eq!(
+            std::fs::read_dir(&worktree).unwrap().count(),
+            1,
+            "only .git"
+        );
     }
 
     #[test]

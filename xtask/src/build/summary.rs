@@ -11,7 +11,8 @@
 
 use std::time::Duration;
 
-use crate::cmd::{Cmd, Runner, Verbosity};
+use crate::cmd::{Cmd, Runner};
+use crate::progress::Verbosity;
 use crate::progress::{seconds, Timing};
 use crate::reference::ImageRef;
 

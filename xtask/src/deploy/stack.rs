@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::cmd::Cmd;
-use crate::deployment::Deployment;
+use crate::deploy::deployment::Deployment;
+use crate::deploy::remote::Remote;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Color {
@@ -44,16 +45,20 @@ const LIVE_CONF: &str = "/etc/nginx/crm-edge/live.conf";
 const SMOKE_LIMIT: Duration = Duration::from_secs(15);
 
 pub struct Stack<'a> {
-    pub d: &'a Deployment<'a>,
+    deployment: &'a Deployment,
 }
 
 impl<'a> Stack<'a> {
-    pub fn new(d: &'a Deployment<'a>) -> Stack<'a> {
-        Stack { d }
+    pub fn new(deployment: &'a Deployment) -> Stack<'a> {
+        Stack { deployment }
     }
 
     fn name(&self) -> &str {
-        &self.d.project
+        &self.deployment.stack
+    }
+
+    fn remote(&self) -> &Remote {
+        &self.deployment.remote
     }
 
     pub fn project(&self, color: Color) -> String {
@@ -62,7 +67,7 @@ impl<'a> Stack<'a> {
 
     /// `docker compose` of one project of the stack (the file interpolates CRM_STACK).
     fn compose(&self, project: &str) -> Cmd {
-        let mut cmd = self.d.compose();
+        let mut cmd = self.deployment.compose();
         let at = cmd
             .args
             .iter()
@@ -74,30 +79,28 @@ impl<'a> Stack<'a> {
     }
 
     fn run(&self, cmd: Cmd) -> Result<()> {
-        self.d.runner.run(&self.d.on_target(cmd))
+        self.remote().run(cmd)
     }
 
     fn query(&self, cmd: Cmd) -> Result<String> {
-        self.d.runner.query(&self.d.on_target(cmd))
+        self.remote().query(cmd)
     }
 
     /// The edge network and the shared volumes, created once (Compose never deletes them).
     pub fn ensure_shared(&self) -> Result<()> {
         let network = format!("{}_edge", self.name());
-        if !self.d.runner.succeeds(
-            &self
-                .d
-                .on_target(Cmd::new("docker").args(["network", "inspect", &network])),
-        )? {
+        if !self
+            .remote()
+            .succeeds(Cmd::new("docker").args(["network", "inspect", &network]))?
+        {
             self.run(Cmd::new("docker").args(["network", "create", &network]))?;
         }
         for volume in ["data", "assets"] {
             let volume = format!("{}_{volume}", self.name());
-            if !self.d.runner.succeeds(
-                &self
-                    .d
-                    .on_target(Cmd::new("docker").args(["volume", "inspect", &volume])),
-            )? {
+            if !self
+                .remote()
+                .succeeds(Cmd::new("docker").args(["volume", "inspect", &volume]))?
+            {
                 self.run(Cmd::new("docker").args(["volume", "create", &volume]))?;
             }
         }
@@ -173,7 +176,7 @@ impl<'a> Stack<'a> {
         ))
     }
 
-    /// The seed's "clear the assets volume" (recreate strategy only: old pages lose their assets).
+    /// The old Makefile's "clear the assets volume" (recreate strategy only: old pages lose their assets).
     pub fn clear_assets(&self, nginx_image: &str) -> Result<()> {
         self.run(asset_tool(
             self.name(),
@@ -189,7 +192,7 @@ impl<'a> Stack<'a> {
             self.compose(&project)
                 .args(["up", "--detach", "--remove-orphans"]),
         )?;
-        if self.d.runner.dry_run {
+        if self.remote().dry_run() {
             return Ok(());
         }
         self.gate(&project, limit)
@@ -202,14 +205,9 @@ impl<'a> Stack<'a> {
             .next()
             .context("the new release has no nginx")?;
         // Polled: an nginx whose php was just restarted re-resolves it within 5 s.
-        let probe = self.d.on_target(Cmd::new("docker").args([
-            "exec",
-            &nginx,
-            "nginx-healthcheck",
-            "/health",
-        ]));
+        let probe = Cmd::new("docker").args(["exec", &nginx, "nginx-healthcheck", "/health"]);
         let start = Instant::now();
-        while !self.d.runner.succeeds(&probe)? {
+        while !self.remote().succeeds(probe.clone())? {
             if start.elapsed() > SMOKE_LIMIT {
                 bail!("the new release ({project}) does not answer /health through its nginx");
             }
@@ -240,11 +238,10 @@ impl<'a> Stack<'a> {
                 if status != "running" || health == "unhealthy" {
                     bail!("{service} is {status} ({health})");
                 }
-                if self.d.runner.succeeds(&self.d.on_target(ready_probe(
-                    &id,
-                    service,
-                    &words[3..],
-                )))? {
+                if self
+                    .remote()
+                    .succeeds(ready_probe(&id, service, &words[3..]))?
+                {
                     continue;
                 }
                 still.push(id);
@@ -263,7 +260,7 @@ impl<'a> Stack<'a> {
 
     /// Starts the edge if it is not running (first deploy).
     pub fn ensure_edge(&self, limit: Duration) -> Result<()> {
-        if self.edge()?.is_some() && !self.d.runner.dry_run {
+        if self.edge()?.is_some() && !self.remote().dry_run() {
             return Ok(());
         }
         let project = format!("{}-edge", self.name());
@@ -271,7 +268,7 @@ impl<'a> Stack<'a> {
             self.compose(&project)
                 .args(["--profile", "edge", "up", "--detach", "edge"]),
         )?;
-        if self.d.runner.dry_run {
+        if self.remote().dry_run() {
             return Ok(());
         }
         self.gate(&project, limit)
@@ -279,60 +276,36 @@ impl<'a> Stack<'a> {
     }
 
     /// Points the edge at `color`: new live.conf (written, then renamed), config check, graceful
-    /// reload (old workers finish their requests). Runs as cleanup when `undoing`, since putting
-    /// the old release back must happen even after Ctrl-C.
-    pub fn switch(&self, color: Color, undoing: bool) -> Result<()> {
+    /// reload (old workers finish their requests). On an undoing deployment it runs as cleanup,
+    /// since putting the old release back must happen even after Ctrl-C.
+    pub fn switch(&self, color: Color) -> Result<()> {
         let Some(edge) = self
             .edge()?
-            .or_else(|| self.d.runner.dry_run.then(|| "EDGE".to_string()))
+            .or_else(|| self.remote().dry_run().then(|| "EDGE".to_string()))
         else {
             bail!("the edge proxy is not running")
         };
-        let conf = format!("set $crm_live \"{}:80\";\n", self.project(color));
-        let new = format!("{LIVE_CONF}.new");
-        let cmds = [
-            Cmd::new("docker")
-                .args([
-                    "exec",
-                    "-i",
-                    &edge,
-                    "dd",
-                    &format!("of={new}"),
-                    "status=none",
-                ])
-                .stdin(conf),
-            Cmd::new("docker").args(["exec", &edge, "mv", "-f", &new, LIVE_CONF]),
-            Cmd::new("docker").args(["exec", &edge, "nginx", "-t", "-q"]),
-            Cmd::new("docker").args(["exec", &edge, "nginx", "-s", "reload"]),
-        ];
-        for cmd in cmds {
-            let cmd = self.d.on_target(cmd);
-            if undoing {
-                self.d.runner.cleanup(&cmd).map(drop)
-            } else {
-                self.d.runner.run(&cmd)
-            }
-            .with_context(|| format!("switching the edge to {}", self.project(color)))?;
+        for cmd in switch_commands(&edge, &self.project(color)) {
+            self.remote()
+                .run(cmd)
+                .with_context(|| format!("switching the edge to {}", self.project(color)))?;
         }
         Ok(())
     }
 
     /// Stops and removes a color's containers (its volumes are shared and stay).
-    pub fn remove(&self, color: Color, undoing: bool) -> Result<()> {
-        let cmd = self.d.on_target(self.compose(&self.project(color)).args([
+    /// A cleanup: it runs after Ctrl-C too (draining the old release, or undoing the new one).
+    pub fn remove(&self, color: Color) -> Result<()> {
+        let cmd = self.compose(&self.project(color)).args([
             "down",
             "--remove-orphans",
             "--timeout",
             "10",
-        ]));
-        if undoing {
-            self.d.runner.cleanup(&cmd).map(drop)
-        } else {
-            self.d.runner.run(&cmd)
-        }
+        ]);
+        self.remote().cleanup(cmd).map(drop)
     }
 
-    /// Stops a color without removing it (recreate strategy: the seed's `docker compose stop`).
+    /// Stops a color without removing it (recreate strategy: the old Makefile's `docker compose stop`).
     pub fn stop(&self, color: Color) -> Result<()> {
         self.run(
             self.compose(&self.project(color))
@@ -343,17 +316,14 @@ impl<'a> Stack<'a> {
     /// Starts a stopped color again and puts its assets back (undoing a recreate); a cleanup.
     pub fn restart(&self, color: Color) -> Result<()> {
         let project = self.project(color);
-        let cmd = self
-            .d
-            .on_target(self.compose(&project).args(["up", "--detach"]));
-        self.d.runner.cleanup(&cmd)?;
+        self.remote()
+            .cleanup(self.compose(&project).args(["up", "--detach"]))?;
         if let Some(image) = self.image_of(color, "nginx")? {
-            let bridge = self.d.on_target(asset_tool(
+            self.remote().cleanup(asset_tool(
                 self.name(),
                 &image,
                 &["cp", "-a", "/var/www/app/public/build/.", "/assets/"],
-            ));
-            self.d.runner.cleanup(&bridge)?;
+            ))?;
         }
         Ok(())
     }
@@ -394,13 +364,10 @@ impl<'a> Stack<'a> {
 
     /// The last lines of a color's logs (printed when a release fails).
     pub fn logs(&self, color: Color) -> String {
-        let cmd = self.d.on_target(self.compose(&self.project(color)).args([
-            "logs",
-            "--no-color",
-            "--tail",
-            "60",
-        ]));
-        crate::progress::strip_escapes(&self.d.runner.cleanup(&cmd).unwrap_or_default())
+        let cmd = self
+            .compose(&self.project(color))
+            .args(["logs", "--no-color", "--tail", "60"]);
+        crate::progress::strip_escapes(&self.remote().cleanup(cmd).unwrap_or_default())
     }
 }
 
@@ -425,6 +392,28 @@ fn ready_probe(id: &str, service: &str, healthcheck: &[&str]) -> Cmd {
     cmd
 }
 
+/// Points the edge container `edge` at `project`: new live.conf (written, then renamed), config
+/// check, graceful reload.
+fn switch_commands(edge: &str, project: &str) -> [Cmd; 4] {
+    let conf = format!("set $crm_live \"{project}:80\";\n");
+    let new = format!("{LIVE_CONF}.new");
+    [
+        Cmd::new("docker")
+            .args([
+                "exec",
+                "-i",
+                edge,
+                "dd",
+                &format!("of={new}"),
+                "status=none",
+            ])
+            .stdin(conf),
+        Cmd::new("docker").args(["exec", edge, "mv", "-f", &new, LIVE_CONF]),
+        Cmd::new("docker").args(["exec", edge, "nginx", "-t", "-q"]),
+        Cmd::new("docker").args(["exec", edge, "nginx", "-s", "reload"]),
+    ]
+}
+
 /// A throwaway container of the nginx image with the shared assets volume at /assets.
 fn asset_tool(stack: &str, nginx_image: &str, argv: &[&str]) -> Cmd {
     Cmd::new("docker")
@@ -445,8 +434,9 @@ fn asset_tool(stack: &str, nginx_image: &str, argv: &[&str]) -> Cmd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::{Runner, Verbosity};
-    use crate::target::Target;
+    use crate::cmd::Runner;
+    use crate::deploy::target::Target;
+    use crate::progress::Verbosity;
 
     #[test]
     fn each_color_is_its_own_project_of_the_same_file() {
@@ -471,6 +461,44 @@ mod tests {
         );
         assert_eq!(cmd.env, [("CRM_STACK".to_string(), "crm".to_string())]);
         assert_eq!(Color::Blue.other(), Color::Green);
+    }
+
+    #[test]
+    fn a_switch_rewrites_live_conf_then_reloads_gracefully() {
+        let [write, rename, check, reload] = switch_commands("e1", "crm-green");
+        assert_eq!(
+            write.argv(),
+            [
+                "docker",
+                "exec",
+                "-i",
+                "e1",
+                "dd",
+                "of=/etc/nginx/crm-edge/live.conf.new",
+                "status=none"
+            ]
+        );
+        assert_eq!(
+            write.stdin.as_deref(),
+            Some(&b"set $crm_live \"crm-green:80\";\n"[..])
+        );
+        assert_eq!(
+            rename.argv(),
+            [
+                "docker",
+                "exec",
+                "e1",
+                "mv",
+                "-f",
+                "/etc/nginx/crm-edge/live.conf.new",
+                "/etc/nginx/crm-edge/live.conf"
+            ]
+        );
+        assert_eq!(check.argv(), ["docker", "exec", "e1", "nginx", "-t", "-q"]);
+        assert_eq!(
+            reload.argv(),
+            ["docker", "exec", "e1", "nginx", "-s", "reload"]
+        );
     }
 
     #[test]

@@ -25,10 +25,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::cmd::{Cmd, Runner, Verbosity};
-use crate::deployment::{Deployment, LOCK_DIR};
+use crate::cmd::{Cmd, Runner};
+use crate::deploy::deployment::{who, Deployment};
+use crate::deploy::target::Target;
+use crate::progress::Verbosity;
 use crate::project::now_rfc3339;
-use crate::target::Target;
+
+pub const LOCK_DIR: &str = ".deploy/lock";
 
 /// How long a lease lasts without renewal.
 pub const LEASE: Duration = Duration::from_secs(30);
@@ -364,8 +367,8 @@ fn new_token(here: &Here) -> String {
 /// Reads the lock: its holder, how long ago it was renewed, and whether it may still work.
 /// None when there is no lock.
 pub fn inspect(d: &Deployment, here: &Here) -> Result<Option<Found>> {
-    let runner = d.runner;
-    let target = d.target;
+    let runner = &d.remote.runner;
+    let target = d.target();
     let dir_stat = runner.output(&stat(target, LOCK_DIR))?;
     if !dir_stat.status.success() {
         let exists =
@@ -417,8 +420,8 @@ pub fn inspect(d: &Deployment, here: &Here) -> Result<Option<Found>> {
 
 /// Held while a deploy runs: renews the lease, and releases the lock when dropped (also after
 /// an error or Ctrl-C).
-pub struct Guard<'a> {
-    d: &'a Deployment<'a>,
+pub struct Lock {
+    d: Deployment,
     /// Dead deploys' locks were found beside this one (`lock.dead-*`): the target may be half
     /// changed, and the caller reconciles it, then calls [`Guard::reconciled`].
     pub took_over: bool,
@@ -429,7 +432,7 @@ pub struct Guard<'a> {
     renewal: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
 }
 
-impl Drop for Guard<'_> {
+impl Drop for Lock {
     fn drop(&mut self) {
         if let Some((stop, handle)) = self.renewal.take() {
             drop(stop);
@@ -441,14 +444,15 @@ impl Drop for Guard<'_> {
     }
 }
 
-impl Guard<'_> {
+impl Lock {
     /// The target agrees with itself again: the dead locks are removed. Until then they stay, so
     /// whoever takes the lock next (this run may die too) knows to reconcile.
     pub fn reconciled(&mut self) -> Result<()> {
         for grave in std::mem::take(&mut self.graves) {
             self.d
+                .remote
                 .runner
-                .run(&remove(self.d.target, &format!(".deploy/{grave}")))?;
+                .run(&remove(self.d.target(), &format!(".deploy/{grave}")))?;
         }
         Ok(())
     }
@@ -457,21 +461,21 @@ impl Guard<'_> {
     /// holder that lost its lock (taken over after its lease expired, or `lock release --force`)
     /// never removes its successor's.
     fn release(&self) -> Result<()> {
-        let d = self.d;
-        let runner = d.runner;
+        let d = &self.d;
+        let runner = &d.remote.runner;
         if runner.dry_run {
-            return runner.cleanup(&remove(d.target, LOCK_DIR)).map(drop);
+            return runner.cleanup(&remove(d.target(), LOCK_DIR)).map(drop);
         }
         let aside = format!("lock.release-{}", self.token);
-        if runner.cleanup(&bury(d.target, &aside)).is_err() {
+        if runner.cleanup(&bury(d.target(), &aside)).is_err() {
             eprintln!("warning: the deploy lock was no longer there when this run ended (released by hand?)");
             return Ok(());
         }
         // A cleanup read: after Ctrl-C a query is refused, and the lock would be put back.
         let owner = runner
             .cleanup(
-                &d.target
-                    .cmd(Cmd::new("cat").arg(path(d.target, &format!(".deploy/{aside}/owner")))),
+                &d.target()
+                    .cmd(Cmd::new("cat").arg(path(d.target(), &format!(".deploy/{aside}/owner")))),
             )
             .unwrap_or_default();
         let ours = match Holder::parse(&owner) {
@@ -480,26 +484,26 @@ impl Guard<'_> {
             None => !self.written,
         };
         if !ours {
-            runner.cleanup(&unbury(d.target, &aside))?;
+            runner.cleanup(&unbury(d.target(), &aside))?;
             eprintln!("warning: the deploy lock was taken over while this run held it; left to its new holder");
             return Ok(());
         }
-        runner.cleanup(&remove(d.target, &format!(".deploy/{aside}")))?;
+        runner.cleanup(&remove(d.target(), &format!(".deploy/{aside}")))?;
         Ok(())
     }
 }
 
-impl<'a> Deployment<'a> {
+impl Deployment {
     /// Takes the deploy lock, or refuses naming who holds it and since when. A dead holder's lock
     /// is taken over.
-    pub fn lock(&self, operation: &str) -> Result<Guard<'_>> {
+    pub fn lock(&self, operation: &str) -> Result<Lock> {
         self.lock_waiting(operation, None)
     }
 
     /// [`Deployment::lock`], waiting up to `wait` for a live holder to finish.
-    pub fn lock_waiting(&self, operation: &str, wait: Option<Duration>) -> Result<Guard<'_>> {
-        let runner = self.runner;
-        let target = self.target;
+    pub fn lock_waiting(&self, operation: &str, wait: Option<Duration>) -> Result<Lock> {
+        let runner = &self.remote.runner;
+        let target = self.target();
         runner.run(&target.cmd(Cmd::new("mkdir").args(["-p", &path(target, ".deploy")])))?;
         let here = Here::detect();
         let deadline = wait.map(|w| Instant::now() + w);
@@ -592,10 +596,10 @@ impl<'a> Deployment<'a> {
     }
 
     /// Writes the owner record and the first heartbeat, then starts renewing.
-    fn hold(&self, operation: &str, here: &Here) -> Result<Guard<'_>> {
+    fn hold(&self, operation: &str, here: &Here) -> Result<Lock> {
         let token = new_token(here);
-        let mut guard = Guard {
-            d: self,
+        let mut guard = Lock {
+            d: self.clone(),
             took_over: false,
             token: token.clone(),
             written: false,
@@ -605,7 +609,7 @@ impl<'a> Deployment<'a> {
         let holder = Holder {
             token,
             operation: operation.to_string(),
-            who: crate::deployment::who(),
+            who: who(),
             host: here.host.clone(),
             pid: std::process::id(),
             pid_start: pid_start(std::process::id()),
@@ -613,15 +617,13 @@ impl<'a> Deployment<'a> {
             since: now_rfc3339(),
             lease_secs: LEASE.as_secs(),
         };
-        self.runner.run(&start_lease(self.target, &holder.token))?;
-        self.write_atomically(
-            &format!("{LOCK_DIR}/owner"),
-            holder.to_text().as_bytes(),
-            false,
-        )?;
+        self.remote
+            .runner
+            .run(&start_lease(self.target(), &holder.token))?;
+        self.write_atomically(&format!("{LOCK_DIR}/owner"), holder.to_text().as_bytes())?;
         guard.written = true;
-        if !self.runner.dry_run {
-            guard.renewal = Some(renew(self.target.clone(), &holder.token));
+        if !self.remote.runner.dry_run {
+            guard.renewal = Some(renew(self.target().clone(), &holder.token));
         }
         // Whoever moved a dead lock aside (maybe another deploy, which then lost the mkdir race),
         // the one that holds the lock now reconciles.
@@ -632,18 +634,20 @@ impl<'a> Deployment<'a> {
 
     /// `lock.dead-*`: locks of dead deploys, moved aside, the target not reconciled since.
     pub fn graves(&self) -> Result<Vec<String>> {
-        let deploy_dir = path(self.target, ".deploy");
-        if self.runner.dry_run
-            || !self
-                .runner
-                .succeeds(&self.target.cmd(Cmd::new("test").args(["-d", &deploy_dir])))?
+        let deploy_dir = path(self.target(), ".deploy");
+        if self.remote.runner.dry_run
+            || !self.remote.runner.succeeds(
+                &self
+                    .target()
+                    .cmd(Cmd::new("test").args(["-d", &deploy_dir])),
+            )?
         {
             return Ok(Vec::new());
         }
-        let listing = self.runner.query(
+        let listing = self.remote.runner.query(
             &self
-                .target
-                .cmd(Cmd::new("ls").args(["-1", &path(self.target, ".deploy")])),
+                .target()
+                .cmd(Cmd::new("ls").args(["-1", &path(self.target(), ".deploy")])),
         )?;
         Ok(listing
             .lines()
@@ -655,7 +659,7 @@ impl<'a> Deployment<'a> {
     /// `lock release`: removes the lock whoever holds it. Dead locks moved aside stay: the next
     /// deploy reconciles the target and removes them.
     pub fn force_release(&self) -> Result<()> {
-        self.runner.run(&remove(self.target, LOCK_DIR))
+        self.remote.runner.run(&remove(self.target(), LOCK_DIR))
     }
 }
 

@@ -9,7 +9,8 @@ use anyhow::{Context, Result};
 use crate::cmd::Cmd;
 use crate::compose_file;
 use crate::config::APP_IMAGES;
-use crate::stack::{Color, Stack};
+use crate::deploy::deployment::Deployment;
+use crate::deploy::stack::{Color, Stack};
 
 /// What reconciling will do, decided from what was found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,9 +75,8 @@ impl Plan {
 }
 
 /// Makes the target agree with its edge (see the module doc); says in one line what was done.
-pub fn after_takeover(stack: &Stack) -> Result<()> {
-    let d = stack.d;
-    let runner = d.runner;
+pub fn after_takeover(d: &Deployment) -> Result<()> {
+    let stack = Stack::new(d);
     let live = stack.live_release()?;
     let mut present = Vec::new();
     for color in [Color::Blue, Color::Green] {
@@ -95,18 +95,18 @@ pub fn after_takeover(stack: &Stack) -> Result<()> {
     let plan = plan(live, &present, compose_tag.as_deref());
     for color in &plan.remove {
         stack
-            .remove(*color, false)
+            .remove(*color)
             .with_context(|| format!("removing {} after the takeover", stack.project(*color)))?;
     }
     if let Some(tag) = &plan.set_compose_tag {
         let (fixed, _) = compose_file::set_tag(&text, tag, &APP_IMAGES)
             .map_err(|err| anyhow::anyhow!("cannot set {tag} in compose.yaml: {err}"))?;
-        d.write_atomically("compose.yaml", fixed.as_bytes(), false)?;
+        d.write_atomically("compose.yaml", fixed.as_bytes())?;
     }
     // A write the dead deploy left half-done.
-    runner
-        .run(&d.on_target(Cmd::new("rm").args(["-f", &d.target.path("compose.yaml.xtask-new")])))?;
-    runner.say(plan.describe(&d.project));
+    d.remote
+        .run(Cmd::new("rm").args(["-f", &d.target().path("compose.yaml.xtask-new")]))?;
+    d.remote.say(plan.describe(&d.stack));
     Ok(())
 }
 

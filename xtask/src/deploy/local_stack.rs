@@ -142,25 +142,6 @@ pub fn edge_image(text: &str) -> Option<String> {
         .next()
 }
 
-/// The edge image: local, pulled, or (pinned like the base images) built from docker/edge.
-pub fn ensure_edge_image(ctx: &crate::tasks::Ctx, image: &str) -> Result<()> {
-    let runner = &ctx.runner;
-    if runner.succeeds(&docker::image_exists(image))?
-        || runner.succeeds(&Cmd::new("docker").args(["pull", image]))?
-    {
-        return Ok(());
-    }
-    let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
-    runner.say(format!("  {image} is neither local nor pullable: building it (docker-publish --image edge --no-push)"));
-    crate::tasks::docker_publish::run(
-        ctx,
-        crate::tasks::docker_publish::BaseImage::Edge,
-        tag,
-        false,
-        &[],
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -139,7 +139,7 @@ pub fn source_entries(runner: &Runner, root: &Path, head: bool) -> Result<Vec<(S
             .zip(out.lines().map(String::from))
             .collect());
     }
-    let files = crate::staging::working_tree_files(runner, root)?;
+    let files = crate::build::staging::working_tree_files(runner, root)?;
     hash_files(runner, root, &files)
 }
 
@@ -156,13 +156,13 @@ pub fn cache_dir() -> Option<PathBuf> {
 }
 
 /// One kind of cached output (`vendor`, `assets`) under one key.
-pub struct Entry {
+pub struct CacheEntry {
     pub path: PathBuf,
 }
 
-impl Entry {
-    pub fn new(cache: &Path, kind: &str, key: &str) -> Entry {
-        Entry {
+impl CacheEntry {
+    pub fn new(cache: &Path, kind: &str, key: &str) -> CacheEntry {
+        CacheEntry {
             path: cache.join(kind).join(key),
         }
     }
@@ -229,7 +229,7 @@ fn copy(from: &Path, to: &Path) -> Cmd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::Verbosity;
+    use crate::progress::Verbosity;
 
     fn runner() -> Runner {
         Runner::new(false, Verbosity::Quiet)
@@ -411,7 +411,7 @@ mod tests {
         let cache = tempfile::tempdir().unwrap();
         let src = tempfile::tempdir().unwrap();
         write(src.path(), "vendor/autoload.php", "<?php");
-        let entry = Entry::new(cache.path(), "vendor", "k1");
+        let entry = CacheEntry::new(cache.path(), "vendor", "k1");
         assert!(!entry.hit());
         entry.store(&runner(), &src.path().join("vendor")).unwrap();
         assert!(entry.hit());

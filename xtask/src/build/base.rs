@@ -1,0 +1,160 @@
+//! The pinned base images (`crm-gdb_php_base`, the PHP-FPM runtime; `crm-gdb_php_build`, the
+//! same plus composer and node; `crm-gdb_edge`, the proxy in front of the releases): their build
+//! definitions, publishing them, and making sure they are in the local engine.
+
+use anyhow::Result;
+
+use crate::build::push::push_all;
+use crate::build::tools::Tools;
+use crate::build::{platform, summary};
+use crate::cmd::Cmd;
+use crate::ctx::Ctx;
+use crate::docker::{self, Build, Builder};
+use crate::progress::Steps;
+use crate::project;
+use crate::reference::{check_release_tag, ImageRef};
+
+/// The base image families this task can publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BaseImage {
+    /// crm-gdb_php_base and crm-gdb_php_build, from docker/php/Dockerfile.
+    Php,
+    /// crm-gdb_edge, the proxy in front of the releases, from docker/edge/Dockerfile.
+    Edge,
+}
+
+/// Builds the base images of `image` at `tag` and pushes them (unless `push` is false), with
+/// numbered steps and the final table.
+pub fn publish(
+    ctx: &Ctx,
+    image: BaseImage,
+    tag: &str,
+    push: bool,
+    platforms: &[String],
+) -> Result<()> {
+    check_release_tag(tag)?;
+    let runner = &ctx.runner;
+    docker::check_engine(runner)?;
+    let builder = Builder::detect(runner)?;
+    platform::preflight(runner, builder, platforms, push)?;
+    let revision = project::head_revision(runner, &ctx.root).unwrap_or_else(|_| "unknown".into());
+    let config = crate::config::Config {
+        base_tag: tag.to_string(),
+        ..ctx.config.clone()
+    };
+    let mut builds = base_builds(ctx, image, &config, &revision);
+    for build in &mut builds {
+        build.platforms = platforms.to_vec();
+    }
+    let mut steps = Steps::new(builds.len() + 1, runner.verbosity);
+    steps.say(format!("Building with {}", builder.describe()));
+    for build in &builds {
+        steps.step(&format!("Building {}", build.image), || {
+            runner.run(&build.command(builder))
+        })?;
+    }
+    let images: Vec<&ImageRef> = builds.iter().map(|b| &b.image).collect();
+    if push && builds.iter().any(|b| b.pushes_itself(builder)) {
+        steps.skip("Pushing", "pushed by the multi-platform build");
+    } else if push {
+        steps.step("Pushing", || push_all(ctx, &images))?;
+    } else {
+        steps.skip("Pushing", "--no-push: the images stay in the local engine");
+    }
+    steps.say(format!(
+        "Published {} base image(s) in {}",
+        images.len(),
+        steps.elapsed()
+    ));
+    summary::show(runner, &images, steps.timings());
+    Ok(())
+}
+
+fn base_builds(
+    ctx: &Ctx,
+    image: BaseImage,
+    config: &crate::config::Config,
+    revision: &str,
+) -> Vec<Build> {
+    let labels = docker::oci_labels(&config.base_tag, revision, &project::now_rfc3339());
+    let build = |dockerfile: std::path::PathBuf,
+                 target: Option<&str>,
+                 context: std::path::PathBuf,
+                 image: ImageRef| Build {
+        dockerfile,
+        target: target.map(String::from),
+        context,
+        image,
+        build_args: vec![("OS_IMAGE".into(), config.os_image.clone())],
+        labels: labels.clone(),
+        platforms: Vec::new(),
+    };
+    match image {
+        BaseImage::Php => {
+            let context = ctx.root.join("docker/php");
+            vec![
+                build(
+                    context.join("Dockerfile"),
+                    Some("base"),
+                    context.clone(),
+                    config.php_base(),
+                ),
+                build(
+                    context.join("Dockerfile"),
+                    Some("build"),
+                    context.clone(),
+                    config.php_build(),
+                ),
+            ]
+        }
+        // Its context is the project root: it shares nginx's healthcheck script.
+        BaseImage::Edge => vec![build(
+            ctx.root.join("docker/edge/Dockerfile"),
+            None,
+            ctx.root.clone(),
+            config.image(crate::config::EDGE, &config.base_tag),
+        )],
+    }
+}
+
+/// The pinned base images must be local, or pullable; otherwise point at `docker-publish`.
+pub fn ensure_base_images(ctx: &Ctx, tools: &Tools) -> Result<()> {
+    let config = &ctx.config;
+    let mut needed = vec![config.php_base()];
+    needed.extend(tools.image().cloned());
+    for image in needed {
+        if ctx
+            .runner
+            .succeeds(&docker::image_exists(&image.to_string()))?
+        {
+            ctx.runner.say(format!("  {image}: in the local engine"));
+            continue;
+        }
+        ctx.runner.run(&docker::pull(&image)).map_err(|err| {
+            // Ctrl-C during the pull is no reason to send the user to docker-publish.
+            if err.is::<crate::interrupt::Interrupted>() {
+                return err;
+            }
+            anyhow::anyhow!(
+                "base image {image} is neither in the local engine nor pullable from {}; build and publish it with \
+                 `cargo xtask docker-publish --image php --tag {}` (add --no-push to keep it local)",
+                image.host(),
+                config.base_tag
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The edge image: local, pulled, or (pinned like the base images) built from docker/edge.
+pub fn ensure_edge_image(ctx: &Ctx, image: &str) -> Result<()> {
+    let runner = &ctx.runner;
+    if runner.succeeds(&docker::image_exists(image))?
+        || runner.succeeds(&Cmd::new("docker").args(["pull", image]))?
+    {
+        return Ok(());
+    }
+    let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
+    runner.say(format!("  {image} is neither local nor pullable: building it (docker-publish --image edge --no-push)"));
+    publish(ctx, BaseImage::Edge, tag, false, &[])
+}

@@ -1,0 +1,20 @@
+//! The build side: what makes and publishes images. Nothing here calls a task.
+//!
+//! build_cache   the inputs key of a release and the vendor/ and public/build/ caches
+//! staging       a clean copy of HEAD (or the working tree) to build from
+//! platform      --platform checks against the engine's builder
+//! summary       the final table of built images
+//! tree_lock     one writer per project tree (build-app, set-tag)
+
+pub mod base;
+pub mod build_cache;
+pub mod compose_tag;
+pub mod login;
+pub mod platform;
+pub mod push;
+pub mod release;
+pub mod reuse;
+pub mod staging;
+pub mod summary;
+pub mod tools;
+pub mod tree_lock;

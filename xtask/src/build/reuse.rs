@@ -1,0 +1,167 @@
+//! Reuse of release images: images already built from exactly the same inputs (the inputs key
+//! of `build_cache`, kept as an image label) are re-tagged instead of rebuilt.
+
+use anyhow::Result;
+
+use crate::build::build_cache::{self, INPUTS_LABEL};
+use crate::build::staging::Source;
+use crate::build::tools::Tools;
+use crate::cmd::{Cmd, Runner};
+use crate::ctx::Ctx;
+use crate::docker::Builder;
+
+/// The three release images, in the order of [`release_builds`].
+const ROLES: [&str; 3] = ["php", "supervisor", "nginx"];
+
+/// An image already built from the same inputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reusable {
+    pub id: String,
+    /// The reference it was built as (`<none>` if it lost its tag since).
+    pub built_as: String,
+}
+
+/// The inputs key of this build (see `build_cache`), or `None` when a base image is not in the
+/// local engine yet (nothing built from it can be there either).
+pub fn inputs_key(
+    ctx: &Ctx,
+    tools: &Tools,
+    platforms: &[String],
+    source: Source,
+    builder: Builder,
+) -> Result<Option<String>> {
+    let runner = &ctx.runner;
+    let mut entries = build_cache::source_entries(runner, &ctx.root, source == Source::Head)?;
+    let mut bases = vec![
+        ("base".to_string(), ctx.config.php_base().to_string()),
+        ("os".to_string(), ctx.config.os_image.clone()),
+    ];
+    if let Some(image) = tools.image() {
+        bases.push(("tools".to_string(), image.to_string()));
+    }
+    // One `docker image inspect` for all of them: it fails if one is missing.
+    let (names, images): (Vec<String>, Vec<String>) = bases.into_iter().unzip();
+    let inspect = Cmd::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}"])
+        .args(images);
+    match runner.query(&inspect) {
+        Ok(ids) if ids.lines().count() == names.len() => {
+            entries.extend(names.into_iter().zip(ids.lines().map(String::from)));
+        }
+        Err(err) if err.is::<crate::interrupt::Interrupted>() => return Err(err),
+        _ => return Ok(None),
+    }
+    entries.extend(key_options(tools, builder, platforms));
+    Ok(Some(build_cache::hash_text(
+        runner,
+        &build_cache::material(&entries),
+    )?))
+}
+
+/// The options that change what gets built, as inputs-key entries.
+fn key_options(tools: &Tools, builder: Builder, platforms: &[String]) -> Vec<(String, String)> {
+    vec![
+        (
+            "tools-from".into(),
+            if *tools == Tools::Host {
+                "host"
+            } else {
+                "build-image"
+            }
+            .into(),
+        ),
+        ("builder".into(), format!("{builder:?}")),
+        ("platforms".into(), platforms.join(",")),
+    ]
+}
+
+/// The three images (php, supervisor, nginx) labelled with `key`, if all three are local.
+pub fn find_reusable(runner: &Runner, key: &str) -> Result<Option<Vec<Reusable>>> {
+    // One query for the three (a docker call costs ~50 ms; this path is all about those).
+    let answer = runner.query(&Cmd::new("docker").args([
+        "image",
+        "ls",
+        "--filter",
+        &format!("label={INPUTS_LABEL}={key}"),
+        "--format",
+        "{{.ID}} {{.Repository}}:{{.Tag}}",
+    ]))?;
+    Ok(ROLES
+        .iter()
+        .map(|role| pick_reusable(&answer, role))
+        .collect())
+}
+
+/// Which release image `REPO:TAG` is: php, supervisor (`-supervisor` tag) or nginx.
+fn role_of(reference: &str) -> Option<&'static str> {
+    let (repository, tag) = reference.rsplit_once(':')?;
+    let name = repository.rsplit('/').next().unwrap_or(repository);
+    match name {
+        crate::config::PHP if tag.ends_with(crate::config::SUPERVISOR_SUFFIX) => Some("supervisor"),
+        crate::config::PHP => Some("php"),
+        crate::config::NGINX => Some("nginx"),
+        _ => None,
+    }
+}
+
+/// From `ID REPO:TAG` lines of images of one inputs key: the image of `role` (an untagged
+/// image cannot say which it is, so it is not picked).
+fn pick_reusable(answer: &str, role: &str) -> Option<Reusable> {
+    answer
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .find(|(_, reference)| role_of(reference) == Some(role))
+        .map(|(id, reference)| Reusable {
+            id: id.to_string(),
+            built_as: reference.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`key_options`] of the build image's tools, or of the host's.
+    fn key_options(
+        host_tools: bool,
+        builder: Builder,
+        platforms: &[String],
+    ) -> Vec<(String, String)> {
+        let config = crate::config::Config::default();
+        super::key_options(&Tools::new(&config, host_tools), builder, platforms)
+    }
+
+    #[test]
+    fn reusable_images_are_told_apart_by_name() {
+        assert_eq!(pick_reusable("", "php"), None);
+        let answer = "1111 <none>:<none>\n\
+                      2222 127.0.0.1:5000/kiora/crm-gdb_php:1.4.0-supervisor\n\
+                      3333 127.0.0.1:5000/kiora/crm-gdb_php:1.4.0\n\
+                      4444 crm-gdb_nginx:1.4.0\n\
+                      5555 r/crm-gdb_php_base:0.4.1";
+        let pick = |role| pick_reusable(answer, role).map(|r| (r.id, r.built_as));
+        assert_eq!(
+            pick("php"),
+            Some((
+                "3333".into(),
+                "127.0.0.1:5000/kiora/crm-gdb_php:1.4.0".into()
+            ))
+        );
+        assert_eq!(pick("supervisor").unwrap().0, "2222");
+        assert_eq!(pick("nginx").unwrap().0, "4444");
+        assert_eq!(pick_reusable("1111 <none>:<none>", "php"), None);
+        assert_eq!(role_of("r/crm-gdb_php_build:0.4.1"), None);
+    }
+
+    #[test]
+    fn build_options_are_part_of_the_inputs_key() {
+        let plain = key_options(false, Builder::Buildx, &[]);
+        assert_ne!(plain, key_options(true, Builder::Buildx, &[]));
+        assert_ne!(plain, key_options(false, Builder::Classic, &[]));
+        assert_ne!(
+            plain,
+            key_options(false, Builder::Buildx, &["linux/amd64".into()])
+        );
+        assert_eq!(plain, key_options(false, Builder::Buildx, &[]));
+    }
+}

@@ -1,0 +1,30 @@
+//! The deploy side: a target (this machine or a server over ssh) and what runs on it.
+//! Nothing here calls a task.
+//!
+//! target        where a deploy goes; commands for ssh quoted once
+//! options       the target options of deploy, rollback, backup and status
+//! remote        a runner bound to a target (a value: cloneable, Send)
+//! deployment    one stack on a target: its files, compose project, pulls and health check
+//! lock          the deploy lock on a target: a lease, and the takeover of a dead holder's lock
+//! reconcile     after a takeover: the target made to agree with its edge
+//! history       what was deployed there, when, by whom, with what result
+//! backups       archives of the data volume, and restoring one
+//! stack         the blue/green releases behind the edge on a target
+//! switch        from the live release to another: the plan, its steps and its undo
+//! local_stack   the one-project stack of `up` and `test-image` on this machine
+//! testbed       machines to deploy to, made here: network namespaces with their own engine and sshd
+//! local_env     the local stack's secrets: made once, kept outside the tree and the images
+
+pub mod backups;
+pub mod deployment;
+pub mod history;
+pub mod local_env;
+pub mod local_stack;
+pub mod lock;
+pub mod options;
+pub mod reconcile;
+pub mod remote;
+pub mod stack;
+pub mod switch;
+pub mod target;
+pub mod testbed;

@@ -1,0 +1,109 @@
+//! A [`Runner`] bound to a [`Target`]: every command given to it runs there (through
+//! [`Target::cmd`], so over ssh when the target is a server). A plain value (cloneable, `Send`),
+//! so several targets can be driven side by side on threads.
+//!
+//! Its [`Mode`] says what `run` means: do the work, or put things back. Undoing runs each action
+//! as a cleanup (also after Ctrl-C: putting the previous release back must happen), which
+//! replaces an `if undoing { cleanup } else { run }` at every call.
+
+use anyhow::Result;
+
+use crate::cmd::{Cmd, Runner};
+use crate::deploy::target::Target;
+
+/// What [`Remote::run`] is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Work: an action stops at Ctrl-C.
+    Forward,
+    /// Putting things back after a failure or Ctrl-C: every action runs as a cleanup.
+    Undo,
+}
+
+#[derive(Clone, Debug)]
+pub struct Remote {
+    pub target: Target,
+    pub runner: Runner,
+    pub mode: Mode,
+}
+
+impl Remote {
+    pub fn new(target: Target, runner: Runner) -> Remote {
+        Remote {
+            target,
+            runner,
+            mode: Mode::Forward,
+        }
+    }
+
+    /// The same target, with every action run as a cleanup.
+    pub fn undoing(&self) -> Remote {
+        Remote {
+            mode: Mode::Undo,
+            ..self.clone()
+        }
+    }
+
+    /// `cmd` as it runs on the target (wrapped in ssh for a server).
+    pub fn cmd(&self, cmd: Cmd) -> Cmd {
+        self.target.cmd(cmd)
+    }
+
+    /// An action on the target (a cleanup when undoing).
+    pub fn run(&self, cmd: Cmd) -> Result<()> {
+        let cmd = self.cmd(cmd);
+        match self.mode {
+            Mode::Forward => self.runner.run(&cmd),
+            Mode::Undo => self.runner.cleanup(&cmd).map(drop),
+        }
+    }
+
+    /// A read-only query on the target: its trimmed stdout.
+    pub fn query(&self, cmd: Cmd) -> Result<String> {
+        self.runner.query(&self.cmd(cmd))
+    }
+
+    /// A read-only check on the target: did it exit 0?
+    pub fn succeeds(&self, cmd: Cmd) -> Result<bool> {
+        self.runner.succeeds(&self.cmd(cmd))
+    }
+
+    /// A read-only command on the target, status and output, for callers that explain failures.
+    pub fn output(&self, cmd: Cmd) -> Result<std::process::Output> {
+        self.runner.output(&self.cmd(cmd))
+    }
+
+    /// A tidying-up action on the target, run even after Ctrl-C; its trimmed stdout.
+    pub fn cleanup(&self, cmd: Cmd) -> Result<String> {
+        self.runner.cleanup(&self.cmd(cmd))
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.runner.dry_run
+    }
+
+    pub fn say(&self, line: impl AsRef<str>) {
+        self.runner.say(line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::Verbosity;
+
+    #[test]
+    fn a_remote_is_a_value_threads_can_share() {
+        fn send_and_clone<T: Send + Sync + Clone>() {}
+        send_and_clone::<Remote>();
+        let target = Target::new(Some("deploy@web1:2222"), "/srv/crm", None).unwrap();
+        let remote = Remote::new(target, Runner::new(true, Verbosity::Quiet));
+        assert_eq!(remote.undoing().mode, Mode::Undo);
+        assert_eq!(remote.mode, Mode::Forward);
+        let argv = remote.cmd(Cmd::new("ls")).argv().join(" ");
+        assert!(
+            argv.starts_with("ssh ") && argv.ends_with(" web1 -- ls"),
+            "{argv}"
+        );
+    }
+}
