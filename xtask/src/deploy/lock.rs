@@ -6,7 +6,8 @@
 //!                               start time, the boot id of the machine running xtask, since
 //!   .deploy/lock/lease-TOKEN    its mtime is the holder's heartbeat, renewed (`touch -c`) every
 //!                               5 s by a thread while the guard lives; expired after 30 s
-//!   .deploy/lock.dead-TOKEN/    a dead holder's lock, moved aside by the deploy that took over
+//!   .deploy/lock.dead-TOKEN/    a dead holder's lock, moved aside; it stays until the target
+//!                               was reconciled, so whoever holds the lock next knows to do it
 //!
 //! A holder is provably dead when it ran on this machine (same host name and boot id) and its
 //! pid is gone or belongs to another process now, when this machine rebooted since, or when its
@@ -17,8 +18,9 @@
 //! Taking over is race-free: the dead lock is renamed to `lock.dead-<its token>` (one rename
 //! wins; the name is the same for every contender, and a non-empty directory of that name makes
 //! any later rename fail), the renamed lock is checked to be the one judged dead (else it goes
-//! back), then the usual `mkdir`. The takeover is said in one line and recorded in the history;
-//! the caller (deploy) then reconciles the target.
+//! back), then the usual `mkdir`. The takeover is said in one line and recorded in the history.
+//! Whoever then holds the lock sees `lock.dead-*` ([`Lock::took_over`]): deploy reconciles the
+//! target (`reconcile.rs`) and calls [`Lock::reconciled`].
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};

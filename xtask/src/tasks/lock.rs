@@ -1,6 +1,6 @@
 //! `cargo xtask lock status|release --dir PATH [--host ...]`: the target's deploy lock, for the
 //! rare case a person must act. A deploy takes over the lock of a dead holder by itself (see
-//! `deploy_lock`); `release` is for a live-looking holder you know is gone. It refuses a holder
+//! `deploy/lock.rs`); `release` is for a live-looking holder you know is gone. It refuses a holder
 //! that is alive unless `--force`, and records the release in the history.
 
 use anyhow::{bail, Result};
