@@ -425,7 +425,7 @@ pub fn inspect(d: &Deployment, here: &Here) -> Result<Option<Found>> {
 pub struct Lock {
     d: Deployment,
     /// Dead deploys' locks were found beside this one (`lock.dead-*`): the target may be half
-    /// changed, and the caller reconciles it, then calls [`Guard::reconciled`].
+    /// changed, and the caller reconciles it, then calls [`Lock::reconciled`].
     pub took_over: bool,
     token: String,
     /// The owner record was written: from then on the lock is ours only if it names our token.
