@@ -31,7 +31,7 @@ use config::Config;
 use ctx::Ctx;
 use progress::Verbosity;
 use tasks::{
-    backup, bench, bench_deploy, build_app, completions, docker_publish, doctor, down, login,
+    backup, bench, bench_deploy, build_app, completions, docker_publish, doctor, down, lock, login,
     rollback, set_tag, status, test_image, up,
 };
 
@@ -124,6 +124,11 @@ enum Task {
         after_help = "Example:\n  cargo xtask status --host deploy@web1.example.com --dir /srv/crm"
     )]
     Status(status::Args),
+    /// Show or release the target's deploy lock (a deploy takes over a dead holder's lock by itself).
+    #[command(
+        after_help = "Examples:\n  cargo xtask lock status --host deploy@web1.example.com --dir /srv/crm\n  cargo xtask lock release --dir /srv/crm"
+    )]
+    Lock(lock::Args),
     /// Measure failed requests and gaps under load for recreate, rolling, rollback and a broken release.
     #[command(after_help = "Example:\n  cargo xtask bench-deploy")]
     BenchDeploy,
@@ -215,6 +220,7 @@ fn run(cli: Cli) -> Result<()> {
         Task::Rollback(args) => rollback::run(&ctx, &args),
         Task::Backup(args) => backup::run(&ctx, &args),
         Task::Status(args) => status::run(&ctx, &args),
+        Task::Lock(args) => lock::run(&ctx, &args),
         Task::BenchDeploy => bench_deploy::run(&ctx),
         Task::Bench => bench::run(&ctx),
         Task::Doctor => doctor::run(&ctx),

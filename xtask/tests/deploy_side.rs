@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 use xshell::{cmd, Shell};
@@ -424,36 +423,4 @@ fn newest_backup(target: &Path) -> String {
         .collect();
     names.sort();
     names.pop().expect("a backup archive")
-}
-
-/// Removes every project, volume and network of the test's stack.
-struct RemoveStack(String);
-
-impl Drop for RemoveStack {
-    fn drop(&mut self) {
-        let stack = &self.0;
-        for color in ["blue", "green", "edge"] {
-            let project = format!("{stack}-{color}");
-            let ids = Command::new("docker")
-                .args([
-                    "ps",
-                    "-aq",
-                    "--filter",
-                    &format!("label=com.docker.compose.project={project}"),
-                ])
-                .output()
-                .unwrap();
-            for id in String::from_utf8_lossy(&ids.stdout).lines() {
-                let _ = Command::new("docker").args(["rm", "-f", id]).output();
-            }
-        }
-        for volume in ["data", "assets", "edge-conf"] {
-            let _ = Command::new("docker")
-                .args(["volume", "rm", "-f", &format!("{stack}_{volume}")])
-                .output();
-        }
-        let _ = Command::new("docker")
-            .args(["network", "rm", &format!("{stack}_edge")])
-            .output();
-    }
 }

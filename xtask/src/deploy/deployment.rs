@@ -4,7 +4,7 @@
 //! same code serves a local directory and a server over ssh.
 //!
 //! On the target, next to `compose.yaml` and `.env`:
-//!   .deploy/lock/owner     who holds the deploy lock, and since when
+//!   .deploy/lock/          the deploy lock: its owner and lease (see `lock.rs`)
 //!   .deploy/history.tsv    time, tag, revision, who, strategy, result: one line per operation
 //!   backups/data-*.tar.gz  archives of the data volume, the last N kept
 

@@ -51,8 +51,9 @@ impl Entry {
         )
     }
 
+    /// The release was put in service (`ok`, or `ok; ...` when only the old one's removal failed).
     pub fn succeeded(&self) -> bool {
-        self.result == "ok"
+        self.result == "ok" || self.result.starts_with("ok;")
     }
 }
 

@@ -5,7 +5,8 @@
 //! options       the target options of deploy, rollback, backup and status
 //! remote        a runner bound to a target (a value: cloneable, Send)
 //! deployment    one stack on a target: its files, compose project, pulls and health check
-//! lock          the deploy lock on a target
+//! lock          the deploy lock on a target: a lease, and the takeover of a dead holder's lock
+//! reconcile     after a takeover: the target made to agree with its edge
 //! history       what was deployed there, when, by whom, with what result
 //! backups       archives of the data volume, and restoring one
 //! stack         the blue/green releases behind the edge on a target
@@ -21,6 +22,7 @@ pub mod local_env;
 pub mod local_stack;
 pub mod lock;
 pub mod options;
+pub mod reconcile;
 pub mod remote;
 pub mod stack;
 pub mod switch;

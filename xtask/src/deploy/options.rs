@@ -11,6 +11,8 @@ use crate::deploy::target::Target;
 /// Where and how: shared by deploy, rollback, backup and status.
 pub struct TargetOptions {
     pub target: Target,
+    /// How long to wait for a live holder of the deploy lock (None: refuse at once).
+    pub lock_wait: Option<std::time::Duration>,
     /// Stack name on the target (Compose projects STACK-blue, STACK-green, STACK-edge).
     pub stack: String,
     pub keep_backups: usize,
@@ -52,6 +54,7 @@ impl TargetArgs {
         }
         Ok(TargetOptions {
             target: Target::new(self.host.as_deref(), &self.dir, self.ssh_config.clone())?,
+            lock_wait: None,
             stack: self.stack.clone(),
             keep_backups: self.keep_backups,
         })

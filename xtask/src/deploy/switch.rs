@@ -55,9 +55,71 @@ pub fn switch_release(
     steps.step(&format!("Checking {}", target.describe()), || {
         target.check(runner)
     })?;
-    let _lock = steps.step("Taking the deploy lock", || {
-        d.lock(&format!("{operation} {tag}"))
+    let mut lock = steps.step("Taking the deploy lock", || {
+        d.lock_waiting(&format!("{operation} {tag}"), opts.lock_wait)
     })?;
+    // From here on, whatever happens, the run leaves one history line saying what serves.
+    let mut report = Report::default();
+    let result = locked(
+        ctx,
+        opts,
+        (&d, &stack, &mut lock),
+        &mut steps,
+        (tag, strategy, operation),
+        started,
+        &mut report,
+    );
+    if let Err(err) = d.record(
+        tag,
+        &report.revision,
+        strategy.name(),
+        &report.line(&result),
+    ) {
+        eprintln!("warning: could not append to the history: {err:#}");
+    }
+    result
+}
+
+/// What the history line of a run says.
+#[derive(Default)]
+struct Report {
+    revision: String,
+    /// The release serving before the switch (`nothing` on a first deploy).
+    serving: Option<String>,
+    /// Set once the switch was attempted: how it ended.
+    outcome: Option<String>,
+}
+
+impl Report {
+    fn line<T>(&self, result: &Result<T>) -> String {
+        match (result, &self.outcome) {
+            (Ok(_), _) => "ok".into(),
+            (Err(_), Some(outcome)) => outcome.clone(),
+            (Err(err), None) => format!(
+                "failed before any change ({}); {} serves",
+                format!("{err:#}").lines().next().unwrap_or_default(),
+                self.serving.as_deref().unwrap_or("what served before")
+            ),
+        }
+    }
+}
+
+/// The deploy under the lock: everything after taking it.
+fn locked(
+    ctx: &Ctx,
+    opts: &TargetOptions,
+    (d, stack, lock): (&Deployment, &Stack, &mut crate::deploy::lock::Lock),
+    steps: &mut Steps,
+    (tag, strategy, operation): (&str, Strategy, &str),
+    started: Instant,
+    report: &mut Report,
+) -> Result<Duration> {
+    let runner = &ctx.runner;
+    let target = &opts.target;
+    if lock.took_over {
+        crate::deploy::reconcile::after_takeover(d)?;
+        lock.reconciled()?;
+    }
     let old_text = d.read("compose.yaml")?;
     let (new_text, _) = compose_file::set_tag(&old_text, tag, &APP_IMAGES).map_err(|err| {
         anyhow::anyhow!(
@@ -83,6 +145,7 @@ pub fn switch_release(
     };
     let next = live.map(Color::other).unwrap_or(Color::Blue);
     let from = old_tag.clone().unwrap_or_else(|| "nothing".into());
+    report.serving = Some(from.clone());
     runner.say(format!(
         "{operation}: {from} -> {tag} on {} ({} strategy)",
         target.describe(),
@@ -118,7 +181,7 @@ pub fn switch_release(
     };
     let mut progress = Progress::default();
     let switched = steps.step(&format!("Switching to {tag} ({})", strategy.name()), || {
-        plan.run(&stack, &d, &mut progress)
+        plan.run(stack, d, &mut progress)
     });
     let verified = switched.and_then(|()| {
         steps.step("Verifying /health through the edge", || {
@@ -129,13 +192,14 @@ pub fn switch_release(
         })
     });
     let revision = d.revision(&php);
+    report.revision = revision.clone();
     if let Err(err) = verified {
         let logs = if progress.started_next {
             stack.logs(next)
         } else {
             String::new()
         };
-        let undo = plan.undo(&d, &old_text, &progress);
+        let undo = plan.undo(d, &old_text, &progress);
         if !logs.is_empty() {
             eprintln!("--- logs of {} ({tag}) ---\n{logs}", stack.project(next));
         }
@@ -144,28 +208,38 @@ pub fn switch_release(
             (Ok(()), None) => "nothing was serving before; nothing is now".to_string(),
             (Err(undo_err), _) => format!("AND putting {from} back failed: {undo_err:#}"),
         };
-        let _ = d.record(
-            tag,
-            &revision,
-            strategy.name(),
-            &format!("failed; {outcome}"),
-        );
+        report.outcome = Some(format!("failed; {outcome}"));
         return Err(err.context(format!("{operation} of {tag} failed; {outcome}")));
     }
 
-    steps.step("Draining the old release and recording", || {
-        if let Some(old) = live {
-            std::thread::sleep(if runner.dry_run {
-                Duration::ZERO
-            } else {
-                DRAIN
-            });
-            stack
-                .remove(old)
-                .context("the old release could not be removed (the new one is serving)")?;
-        }
-        d.record(tag, &revision, strategy.name(), "ok")
-    })?;
+    // The new release serves: a failure or a signal from here on leaves it serving.
+    report.outcome = Some(format!(
+        "ok; {tag} serves, but the old release was not removed"
+    ));
+    steps
+        .step("Draining the old release and recording", || {
+            if let Some(old) = live {
+                std::thread::sleep(if runner.dry_run {
+                    Duration::ZERO
+                } else {
+                    DRAIN
+                });
+                stack
+                    .remove(old)
+                    .context("the old release could not be removed (the new one is serving)")?;
+            }
+            Ok(())
+        })
+        .inspect_err(|err| {
+            report.outcome = Some(format!(
+                "ok; {tag} serves, but the old release was not removed ({})",
+                err.root_cause()
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+            ))
+        })?;
     runner.say(format!(
         "{tag} is live on {} ({operation} took {})",
         target.describe(),

@@ -69,6 +69,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     )?;
     let opts = TargetOptions {
         target: Target::new(None, &dir.path().display().to_string(), None)?,
+        lock_wait: None,
         stack: format!("bench{}", std::process::id()),
         keep_backups: 2,
     };

@@ -2,7 +2,8 @@
 //! production with Docker Compose, on this machine or over ssh.
 //!
 //! 1. check the target (reachable, host key known, directory and compose.yaml there);
-//! 2. take the deploy lock (a second deploy is refused, naming who holds it and since when);
+//! 2. take the deploy lock (a second deploy is refused, naming who holds it and since when, or
+//!    waits with `--lock-wait`; a dead deploy's lock is taken over and the target reconciled);
 //! 3. pull the release on the target: the tag exists, before anything is stopped;
 //! 4. back up the data volume (the last N archives are kept);
 //! 5. switch: `rolling` (default) starts the release beside the live one, gates on health,
@@ -29,11 +30,15 @@ pub struct Args {
     /// rolling: new containers beside the old, switch once healthy; recreate: the old Makefile's stop-and-start.
     #[arg(long, value_enum, default_value = "rolling")]
     pub strategy: Strategy,
+    /// When another deploy holds the lock, wait for it this long (90s, 10m, 1h) instead of failing.
+    #[arg(long, value_name = "DURATION", value_parser = crate::deploy::lock::parse_wait)]
+    pub lock_wait: Option<std::time::Duration>,
     #[command(flatten)]
     pub target: TargetArgs,
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
-    let opts = args.target.options()?;
+    let mut opts = args.target.options()?;
+    opts.lock_wait = args.lock_wait;
     switch_release(ctx, &opts, &args.tag, args.strategy, "deploy").map(drop)
 }

@@ -13,6 +13,7 @@ pub mod deploy;
 pub mod docker_publish;
 pub mod doctor;
 pub mod down;
+pub mod lock;
 pub mod login;
 pub mod rollback;
 pub mod set_tag;

@@ -329,8 +329,11 @@ pub fn http_post_json(port: u16, path: &str, json: &str) -> Option<(u16, String)
     )
 }
 
+/// A safety cap on a probe nobody stopped.
+const PROBE_LIMIT: Duration = Duration::from_secs(30 * 60);
+
 /// A bounded load probe: GETs the `expected` paths in turn, about 20 per second, until stopped
-/// (or 5 min). An answer counts only if it is a 200 with the expected body within 2 s (connect
+/// (or 30 min). An answer counts only if it is a 200 with the expected body within 2 s (connect
 /// and read); anything else is a failure. It records the longest gap between two good answers,
 /// from its start to its end: a 9 s stall that ends in a 200 is a 9 s gap.
 pub struct Probe {
@@ -409,9 +412,7 @@ impl Probe {
         let handle = std::thread::spawn(move || {
             let (mut result, start) = (ProbeResult::default(), Instant::now());
             let mut last_ok = start;
-            while !flag.load(std::sync::atomic::Ordering::SeqCst)
-                && start.elapsed() < Duration::from_secs(300)
-            {
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) && start.elapsed() < PROBE_LIMIT {
                 let wanted = &expected[result.requests % expected.len()];
                 result.requests += 1;
                 let sent = Instant::now();
@@ -454,5 +455,37 @@ impl Probe {
     pub fn stop(self) -> ProbeResult {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         self.handle.join().unwrap()
+    }
+}
+
+/// Removes every project, volume and network of the test's stack.
+pub struct RemoveStack(pub String);
+
+impl Drop for RemoveStack {
+    fn drop(&mut self) {
+        let stack = &self.0;
+        for color in ["blue", "green", "edge"] {
+            let project = format!("{stack}-{color}");
+            let ids = Command::new("docker")
+                .args([
+                    "ps",
+                    "-aq",
+                    "--filter",
+                    &format!("label=com.docker.compose.project={project}"),
+                ])
+                .output()
+                .unwrap();
+            for id in String::from_utf8_lossy(&ids.stdout).lines() {
+                let _ = Command::new("docker").args(["rm", "-f", id]).output();
+            }
+        }
+        for volume in ["data", "assets", "edge-conf"] {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f", &format!("{stack}_{volume}")])
+                .output();
+        }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &format!("{stack}_edge")])
+            .output();
     }
 }

@@ -147,6 +147,11 @@ impl Sshd {
         self.dir.path().join("ssh_config_unknown_host")
     }
 
+    /// The listening server's pid: each connection is served by a child of it.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `USER@127.0.0.1:PORT`, e.g. `root@127.0.0.1:40123`.
     pub fn host_spec(&self) -> String {
         format!("{}@127.0.0.1:{}", self.user, self.port)

@@ -1,0 +1,154 @@
+//! After taking over the lock of a dead deploy, the target is made to agree with itself before
+//! anything else: the edge's live.conf says which color serves; the other color's containers
+//! (a half-started next release, or an old one that was being drained) are removed, and
+//! compose.yaml is made to name the release the live color runs. With no edge or no live color
+//! (a first deploy that died), both colors are removed and the deploy starts as a first one.
+
+use anyhow::{Context, Result};
+
+use crate::cmd::Cmd;
+use crate::compose_file;
+use crate::config::APP_IMAGES;
+use crate::deploy::deployment::Deployment;
+use crate::deploy::stack::{Color, Stack};
+
+/// What reconciling will do, decided from what was found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The color serving per the edge and its release (None: nothing serves).
+    pub live: Option<(Color, Option<String>)>,
+    /// Colors with containers that do not serve: removed.
+    pub remove: Vec<Color>,
+    /// The tag compose.yaml must name, when it names another one.
+    pub set_compose_tag: Option<String>,
+}
+
+/// `present`: the colors that have containers; `compose_tag`: the release compose.yaml names.
+pub fn plan(
+    live: Option<(Color, Option<String>)>,
+    present: &[Color],
+    compose_tag: Option<&str>,
+) -> Plan {
+    let remove = present
+        .iter()
+        .copied()
+        .filter(|c| live.as_ref().map(|(l, _)| l) != Some(c))
+        .collect();
+    let set_compose_tag = match &live {
+        Some((_, Some(tag))) if compose_tag != Some(tag.as_str()) => Some(tag.clone()),
+        _ => None,
+    };
+    Plan {
+        live,
+        remove,
+        set_compose_tag,
+    }
+}
+
+impl Plan {
+    /// One line: what serves and what was done.
+    pub fn describe(&self, stack: &str) -> String {
+        let mut line = match &self.live {
+            Some((color, tag)) => format!(
+                "reconciled: {} ({stack}-{}) serves per the edge",
+                tag.as_deref().unwrap_or("an unknown release"),
+                color.name()
+            ),
+            None => "reconciled: nothing serves per the edge (a first deploy)".to_string(),
+        };
+        let removed: Vec<String> = self
+            .remove
+            .iter()
+            .map(|c| format!("{stack}-{}", c.name()))
+            .collect();
+        line.push_str(&if removed.is_empty() {
+            "; no other containers".to_string()
+        } else {
+            format!("; removed {}", removed.join(" and "))
+        });
+        line.push_str(&match &self.set_compose_tag {
+            Some(tag) => format!("; compose.yaml set back to {tag}"),
+            None => "; compose.yaml agrees".to_string(),
+        });
+        line
+    }
+}
+
+/// Makes the target agree with its edge (see the module doc); says in one line what was done.
+pub fn after_takeover(d: &Deployment) -> Result<()> {
+    let stack = Stack::new(d);
+    let live = stack.live_release()?;
+    let mut present = Vec::new();
+    for color in [Color::Blue, Color::Green] {
+        let mut any = false;
+        for service in ["php", "worker", "nginx"] {
+            any |= stack.image_of(color, service)?.is_some();
+        }
+        if any {
+            present.push(color);
+        }
+    }
+    let text = d.read("compose.yaml")?;
+    let compose_tag = compose_file::app_references(&text, &APP_IMAGES)
+        .ok()
+        .and_then(|refs| refs.first().and_then(|r| compose_file::release_of(r)));
+    let plan = plan(live, &present, compose_tag.as_deref());
+    for color in &plan.remove {
+        stack
+            .remove(*color)
+            .with_context(|| format!("removing {} after the takeover", stack.project(*color)))?;
+    }
+    if let Some(tag) = &plan.set_compose_tag {
+        let (fixed, _) = compose_file::set_tag(&text, tag, &APP_IMAGES)
+            .map_err(|err| anyhow::anyhow!("cannot set {tag} in compose.yaml: {err}"))?;
+        d.write_atomically("compose.yaml", fixed.as_bytes())?;
+    }
+    // A write the dead deploy left half-done.
+    d.remote
+        .run(Cmd::new("rm").args(["-f", &d.target().path("compose.yaml.xtask-new")]))?;
+    d.remote.say(plan.describe(&d.stack));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_edge_decides() {
+        // Killed while starting green: green goes, compose.yaml back to blue's release.
+        let p = plan(
+            Some((Color::Blue, Some("1.0.0".into()))),
+            &[Color::Blue, Color::Green],
+            Some("1.1.0"),
+        );
+        assert_eq!(p.remove, [Color::Green]);
+        assert_eq!(p.set_compose_tag.as_deref(), Some("1.0.0"));
+        assert_eq!(
+            p.describe("crm"),
+            "reconciled: 1.0.0 (crm-blue) serves per the edge; removed crm-green; compose.yaml set back to 1.0.0"
+        );
+        // Killed while draining blue after the switch: blue goes, compose.yaml already right.
+        let p = plan(
+            Some((Color::Green, Some("1.1.0".into()))),
+            &[Color::Blue, Color::Green],
+            Some("1.1.0"),
+        );
+        assert_eq!(p.remove, [Color::Blue]);
+        assert_eq!(p.set_compose_tag, None);
+        // Killed while pulling: nothing to do.
+        let p = plan(
+            Some((Color::Blue, Some("1.0.0".into()))),
+            &[Color::Blue],
+            Some("1.0.0"),
+        );
+        assert_eq!(
+            p.describe("crm"),
+            "reconciled: 1.0.0 (crm-blue) serves per the edge; no other containers; compose.yaml agrees"
+        );
+        // A first deploy that died: whatever was started goes.
+        let p = plan(None, &[Color::Blue], Some("1.0.0"));
+        assert_eq!(p.remove, [Color::Blue]);
+        assert_eq!(p.set_compose_tag, None);
+    }
+}
