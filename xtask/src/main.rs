@@ -9,6 +9,7 @@ mod config;
 mod ctx;
 mod deploy;
 mod docker;
+mod fleet;
 mod http;
 mod interrupt;
 mod probe;
