@@ -9,6 +9,7 @@ mod config;
 mod ctx;
 mod deploy;
 mod docker;
+mod environments;
 mod fleet;
 mod http;
 mod interrupt;
