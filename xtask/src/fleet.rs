@@ -418,6 +418,70 @@ pub fn check_canary(hosts: usize, canary: usize) -> Result<()> {
     Ok(())
 }
 
+/// A plain text table: a header row, then one row per host, columns padded to their widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(header.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// The releases a fleet serves, each with its hosts, when there is more than one (None: one
+/// release, or nothing deployed anywhere). `live` is (host, live tag or None).
+pub fn split_releases(live: &[(String, Option<String>)]) -> Option<String> {
+    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+    for (host, tag) in live {
+        let tag = tag.clone().unwrap_or_else(|| "nothing".into());
+        match groups.iter_mut().find(|(t, _)| *t == tag) {
+            Some((_, hosts)) => hosts.push(host),
+            None => groups.push((tag, vec![host])),
+        }
+    }
+    (groups.len() > 1).then(|| {
+        groups
+            .iter()
+            .map(|(tag, hosts)| format!("{tag} on {}", hosts.join(", ")))
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
+/// The one release every host agrees to go back to (from each host's history), or a refusal
+/// naming who says what. `previous` is (host, that host's previous successful release).
+pub fn agreed_release(previous: &[(String, Option<String>)]) -> Result<String> {
+    let tags: Vec<&Option<String>> = previous.iter().map(|(_, t)| t).collect();
+    match tags.first() {
+        Some(Some(first)) if tags.iter().all(|t| t.as_deref() == Some(first)) => {
+            Ok(first.clone())
+        }
+        _ => {
+            let said: Vec<String> = previous
+                .iter()
+                .map(|(h, t)| format!("{h}: {}", t.as_deref().unwrap_or("none")))
+                .collect();
+            bail!(
+                "the hosts' histories disagree on the previous release ({}); pick one with --to TAG",
+                said.join(", ")
+            )
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -663,5 +727,45 @@ mod tests {
         assert_eq!(report.failure.as_ref().unwrap().0, Stage::Finish);
         assert_eq!(report.fates[0], Fate::Switched);
         assert!(matches!(report.fates[1], Fate::SwitchedUntidy(_)));
+    }
+    #[test]
+    fn tables_align_their_columns() {
+        let t = table(
+            &["host", "result"],
+            &[
+                vec!["web1".into(), "switched".into()],
+                vec!["10.0.0.12".into(), "reverted".into()],
+            ],
+        );
+        assert_eq!(
+            t,
+            "host       result\nweb1       switched\n10.0.0.12  reverted\n"
+        );
+    }
+
+    #[test]
+    fn a_fleet_on_two_releases_is_named() {
+        let live = |v: &[(&str, Option<&str>)]| -> Vec<(String, Option<String>)> {
+            v.iter()
+                .map(|(h, t)| (h.to_string(), t.map(String::from)))
+                .collect()
+        };
+        assert_eq!(split_releases(&live(&[("a", Some("1")), ("b", Some("1"))])), None);
+        assert_eq!(
+            split_releases(&live(&[("a", Some("1")), ("b", Some("2")), ("c", Some("1"))])),
+            Some("1 on a, c; 2 on b".into())
+        );
+        assert_eq!(
+            split_releases(&live(&[("a", None), ("b", Some("2"))])),
+            Some("nothing on a; 2 on b".into())
+        );
+        assert_eq!(
+            agreed_release(&live(&[("a", Some("1")), ("b", Some("1"))])).unwrap(),
+            "1"
+        );
+        let e = agreed_release(&live(&[("a", Some("1")), ("b", Some("0")), ("c", None)]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "the hosts' histories disagree on the previous release (a: 1, b: 0, c: none); pick one with --to TAG");
     }
 }
