@@ -9,7 +9,8 @@
 //!     hosts:                   # [user@]host[:port], reached with the system ssh
 //!       - deploy@web1.example.com
 //!       - deploy@web2.example.com:2222
-//!     dir: /srv/crm            # deploy directory on every host
+//!       - {host: deploy@web3.example.com, dir: /opt/crm}   # a host with its own directory
+//!     dir: /srv/crm            # deploy directory on every host (unless the host names its own)
 //!     stack: crm               # Compose project prefix (STACK-blue, STACK-green, STACK-edge)
 //!     ssh_config: ci/ssh_config   # optional `ssh -F` file, relative to this file
 //!     strategy: rolling        # rolling | recreate
@@ -46,6 +47,8 @@ pub enum Kind {
 pub struct Host {
     pub spec: String,
     pub ssh: SshHost,
+    /// Its deploy directory, when it is not the environment's `dir`.
+    pub dir: Option<String>,
 }
 
 /// An environment of deploy.yaml; `None` values fall back to the built-in defaults.
@@ -54,7 +57,8 @@ pub struct Environment {
     pub name: String,
     pub kind: Kind,
     pub hosts: Vec<Host>,
-    pub dir: String,
+    /// The deploy directory of hosts that do not name their own.
+    pub dir: Option<String>,
     pub stack: Option<String>,
     pub ssh_config: Option<PathBuf>,
     pub strategy: Option<String>,
@@ -162,7 +166,8 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Vec<Environment>> {
     let Some(root) = docs.first() else {
         bail!("{file}: empty; expected `environments:` with at least one environment");
     };
-    let top = mapping(root).ok_or_else(|| at(root, "expected a mapping with `environments:`".into()))?;
+    let top =
+        mapping(root).ok_or_else(|| at(root, "expected a mapping with `environments:`".into()))?;
     let mut environments = None;
     for (key, value) in top {
         match key.data.as_str() {
@@ -175,10 +180,13 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Vec<Environment>> {
             }
         }
     }
-    let environments = environments
-        .ok_or_else(|| at(root, "no `environments:` key".into()))?;
-    let envs = mapping(environments)
-        .ok_or_else(|| at(environments, "`environments` must map names to settings".into()))?;
+    let environments = environments.ok_or_else(|| at(root, "no `environments:` key".into()))?;
+    let envs = mapping(environments).ok_or_else(|| {
+        at(
+            environments,
+            "`environments` must map names to settings".into(),
+        )
+    })?;
     let mut out = Vec::new();
     for (name_node, body) in envs {
         let name = name_node
@@ -195,8 +203,12 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Vec<Environment>> {
                 )
             })?
             .to_string();
-        let fields = mapping(body)
-            .ok_or_else(|| at(body, format!("environment {name}: expected a mapping of settings")))?;
+        let fields = mapping(body).ok_or_else(|| {
+            at(
+                body,
+                format!("environment {name}: expected a mapping of settings"),
+            )
+        })?;
         let mut get = std::collections::BTreeMap::new();
         for (key, value) in fields {
             let k = key.data.as_str().unwrap_or_default();
@@ -248,21 +260,91 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Vec<Environment>> {
             .get("hosts")
             .ok_or_else(|| at(body, format!("environment {name} has no `hosts:`")))?;
         let YamlData::Sequence(items) = &hosts_node.data else {
-            return Err(at(hosts_node, format!("{}: expected a list of [user@]host[:port]", key("hosts"))));
+            return Err(at(
+                hosts_node,
+                format!("{}: expected a list of [user@]host[:port]", key("hosts")),
+            ));
         };
         if items.is_empty() {
-            return Err(at(hosts_node, format!("{}: the list is empty", key("hosts"))));
+            return Err(at(
+                hosts_node,
+                format!("{}: the list is empty", key("hosts")),
+            ));
+        }
+        let absolute = |node: &MarkedYaml, k: &str, dir: &str| -> Result<()> {
+            if dir.starts_with('/') && !dir.contains(['\0', '\n']) {
+                Ok(())
+            } else {
+                Err(at(
+                    node,
+                    format!(
+                        "{}: {dir:?} must be an absolute path on the hosts (e.g. /srv/crm)",
+                        key(k)
+                    ),
+                ))
+            }
+        };
+        let dir = string("dir")?;
+        if let (Some(node), Some(dir)) = (get.get("dir"), &dir) {
+            absolute(node, "dir", dir)?;
         }
         let mut hosts: Vec<Host> = Vec::new();
         for item in items {
-            let spec = scalar(item)
-                .ok_or_else(|| at(item, format!("{}: expected [user@]host[:port]", key("hosts"))))?;
-            let ssh = parse_host(&spec).map_err(|e| at(item, format!("{}: {e:#}", key("hosts"))))?;
+            // `user@host[:port]`, or `{host: user@host[:port], dir: /path}`.
+            let (spec, own_dir) = match (&item.data, mapping(item)) {
+                (_, Some(fields)) => {
+                    let mut spec = None;
+                    let mut own = None;
+                    for (k, v) in fields {
+                        match k.data.as_str() {
+                            Some("host") => spec = scalar(v),
+                            Some("dir") => {
+                                let d = scalar(v).unwrap_or_default();
+                                absolute(v, "hosts.dir", &d)?;
+                                own = Some(d);
+                            }
+                            _ => {
+                                return Err(at(
+                                    k,
+                                    format!("unknown key {} in a host of environment {name} (known: host, dir)", show(k)),
+                                ))
+                            }
+                        }
+                    }
+                    let spec = spec.ok_or_else(|| {
+                        at(
+                            item,
+                            format!("{}: a host entry needs `host:`", key("hosts")),
+                        )
+                    })?;
+                    (spec, own)
+                }
+                _ => (
+                    scalar(item).ok_or_else(|| {
+                        at(
+                            item,
+                            format!("{}: expected [user@]host[:port]", key("hosts")),
+                        )
+                    })?,
+                    None,
+                ),
+            };
+            let ssh =
+                parse_host(&spec).map_err(|e| at(item, format!("{}: {e:#}", key("hosts"))))?;
+            if own_dir.is_none() && dir.is_none() {
+                return Err(at(
+                    item,
+                    format!("{}: {spec} has no deploy directory: set `dir:` for the environment or the host", key("hosts")),
+                ));
+            }
             // The same machine twice (whatever the user) would deploy to one directory twice.
-            if let Some(first) = hosts
-                .iter()
-                .find(|h| h.ssh.host == ssh.host && h.ssh.port.unwrap_or(22) == ssh.port.unwrap_or(22))
-            {
+            let same_dir =
+                |h: &Host| h.dir.as_ref().or(dir.as_ref()) == own_dir.as_ref().or(dir.as_ref());
+            if let Some(first) = hosts.iter().find(|h| {
+                h.ssh.host == ssh.host
+                    && h.ssh.port.unwrap_or(22) == ssh.port.unwrap_or(22)
+                    && same_dir(h)
+            }) {
                 return Err(at(
                     item,
                     format!(
@@ -272,19 +354,13 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Vec<Environment>> {
                     ),
                 ));
             }
-            hosts.push(Host { spec, ssh });
+            hosts.push(Host {
+                spec,
+                ssh,
+                dir: own_dir,
+            });
         }
 
-        let dir_node = get
-            .get("dir")
-            .ok_or_else(|| at(body, format!("environment {name} has no `dir:`")))?;
-        let dir = string("dir")?.unwrap_or_default();
-        if !dir.starts_with('/') {
-            return Err(at(
-                dir_node,
-                format!("{}: {dir:?} must be an absolute path on the hosts (e.g. /srv/crm)", key("dir")),
-            ));
-        }
         parsed("stack", &|v| check_stack(v))?;
         parsed("strategy", &|v| match v {
             "rolling" | "recreate" => Ok(()),
@@ -292,7 +368,10 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Vec<Environment>> {
         })?;
         let canary = match (get.get("canary"), string("canary")?) {
             (Some(node), Some(spec)) => find_host(&hosts, &spec).ok_or_else(|| {
-                at(node, format!("{}: {spec:?} is not one of the hosts", key("canary")))
+                at(
+                    node,
+                    format!("{}: {spec:?} is not one of the hosts", key("canary")),
+                )
             })?,
             _ => 0,
         };
@@ -314,10 +393,14 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Vec<Environment>> {
             ssh_config: string("ssh_config")?.map(|p| base.join(p)),
             strategy: string("strategy")?,
             canary,
-            canary_wait: string("canary_wait")?.map(|v| parse_duration(&v)).transpose()?,
+            canary_wait: string("canary_wait")?
+                .map(|v| parse_duration(&v))
+                .transpose()?,
             wave: string("wave")?.map(|v| Wave::parse(&v)).transpose()?,
             keep_backups: string("keep_backups")?.map(|v| v.parse()).transpose()?,
-            min_free_disk: string("min_free_disk")?.map(|v| parse_size(&v)).transpose()?,
+            min_free_disk: string("min_free_disk")?
+                .map(|v| parse_size(&v))
+                .transpose()?,
         });
     }
     Ok(out)
@@ -369,8 +452,12 @@ pub fn check_stack(stack: &str) -> Result<()> {
 
 /// `500ms`, `30s`, `2m`, `1h`.
 pub fn parse_duration(text: &str) -> Result<Duration> {
-    let bad = || anyhow::anyhow!("invalid duration {text:?}: a number and a unit, e.g. 30s, 2m, 500ms");
-    let digits = text.trim().find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let bad =
+        || anyhow::anyhow!("invalid duration {text:?}: a number and a unit, e.g. 30s, 2m, 500ms");
+    let digits = text
+        .trim()
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(bad)?;
     let (number, unit) = text.trim().split_at(digits);
     let n: u64 = number.parse().map_err(|_| bad())?;
     Ok(match unit {
@@ -443,7 +530,10 @@ environments:
 ";
 
     fn err(text: &str) -> String {
-        format!("{:#}", parse(text, "deploy.yaml", Path::new("/repo")).unwrap_err())
+        format!(
+            "{:#}",
+            parse(text, "deploy.yaml", Path::new("/repo")).unwrap_err()
+        )
     }
 
     #[test]
@@ -455,7 +545,7 @@ environments:
         assert_eq!(prod.hosts.len(), 3);
         assert_eq!(prod.hosts[1].ssh.port, Some(2222));
         assert_eq!(prod.hosts[1].spec, "deploy@web2.example.com:2222");
-        assert_eq!(prod.dir, "/srv/crm");
+        assert_eq!(prod.dir.as_deref(), Some("/srv/crm"));
         assert_eq!(prod.ssh_config, Some(PathBuf::from("/repo/ci/ssh_config")));
         assert_eq!(prod.canary, 1);
         assert_eq!(prod.canary_wait, Some(Duration::from_secs(30)));
@@ -471,6 +561,16 @@ environments:
         assert_eq!(prod.host_index("web3.example.com").unwrap(), 2);
         assert_eq!(prod.host_index("web2.example.com:2222").unwrap(), 1);
         assert!(prod.host_index("web9").is_err());
+    }
+
+    #[test]
+    fn hosts_may_name_their_own_directory() {
+        let text = "environments:\n  t:\n    hosts:\n      - {host: root@10.0.0.11, dir: /tmp/m1}\n      - root@10.0.0.12\n      - {host: root@10.0.0.11, dir: /tmp/m1b}\n    dir: /srv/crm\n";
+        let envs = parse(text, "deploy.yaml", Path::new("/repo")).unwrap();
+        let dirs: Vec<Option<&str>> = envs[0].hosts.iter().map(|h| h.dir.as_deref()).collect();
+        assert_eq!(dirs, [Some("/tmp/m1"), None, Some("/tmp/m1b")]);
+        let e = err(&text.replace("/tmp/m1b", "/tmp/m1"));
+        assert!(e.contains("appears twice"), "{e}");
     }
 
     #[test]
@@ -494,9 +594,15 @@ environments:
             "{e}"
         );
         let e = err(&EXAMPLE.replace("canary: web2.example.com", "canary: web9"));
-        assert!(e.contains("environments.production.canary: \"web9\" is not one of the hosts"), "{e}");
+        assert!(
+            e.contains("environments.production.canary: \"web9\" is not one of the hosts"),
+            "{e}"
+        );
         let e = err(&EXAMPLE.replace("wave: 50%", "wave: 0"));
-        assert!(e.contains("deploy.yaml:14: environments.production.wave: invalid wave"), "{e}");
+        assert!(
+            e.contains("deploy.yaml:14: environments.production.wave: invalid wave"),
+            "{e}"
+        );
         let e = err(&EXAMPLE.replace("- web3.example.com", "- -oProxyCommand=x"));
         assert!(e.contains("invalid --host"), "{e}");
         let e = err(&EXAMPLE.replace("dir: /srv/crm\n", "dir: srv\n"));
@@ -504,9 +610,18 @@ environments:
         let e = err(&EXAMPLE.replace("strategy: rolling", "strategy: yolo"));
         assert!(e.contains("unknown strategy \"yolo\""), "{e}");
         let e = err("environments:\n  prod:\n    hosts: [a]\n    dir: /x\n    kind: swarm\n");
-        assert!(e.contains("swarm environments are not supported yet"), "{e}");
+        assert!(
+            e.contains("swarm environments are not supported yet"),
+            "{e}"
+        );
         let e = err("environments:\n  prod:\n    dir: /x\n");
         assert!(e.contains("has no `hosts:`"), "{e}");
+        let e = err("environments:\n  prod:\n    hosts: [a]\n");
+        assert!(e.contains("a has no deploy directory"), "{e}");
+        let e = err("environments:\n  prod:\n    hosts: [{host: a, dirr: /x}]\n");
+        assert!(e.contains("unknown key \"dirr\" in a host"), "{e}");
+        let e = err("environments:\n  prod:\n    hosts: [{host: a, dir: x}]\n");
+        assert!(e.contains("must be an absolute path"), "{e}");
         let e = err("envs: {}\n");
         assert!(e.starts_with("deploy.yaml:1: unknown key \"envs\""), "{e}");
         let e = err("environments: [\n");
@@ -527,8 +642,14 @@ environments:
         let e = load(&path, "prod").unwrap_err().to_string();
         assert!(e.starts_with("unknown environment \"prod\" in "), "{e}");
         assert!(e.ends_with("it has production, staging"), "{e}");
-        assert_eq!(load(&path, "staging").unwrap().dir, "/srv/crm-staging");
-        let e = format!("{:#}", load(&dir.path().join("nope.yaml"), "x").unwrap_err());
+        assert_eq!(
+            load(&path, "staging").unwrap().dir.as_deref(),
+            Some("/srv/crm-staging")
+        );
+        let e = format!(
+            "{:#}",
+            load(&dir.path().join("nope.yaml"), "x").unwrap_err()
+        );
         assert!(e.starts_with("cannot read "), "{e}");
     }
 

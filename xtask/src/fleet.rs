@@ -357,9 +357,9 @@ fn each<M: Member>(
             handles
                 .into_iter()
                 .map(|(i, h)| {
-                    let result = h
-                        .join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("the thread of this host panicked")));
+                    let result = h.join().unwrap_or_else(|_| {
+                        Err(anyhow::anyhow!("the thread of this host panicked"))
+                    });
                     (i, result)
                 })
                 .collect()
@@ -388,10 +388,7 @@ fn first_failure(
         .iter()
         .position(|(_, e)| e.is::<Interrupted>())
         .unwrap_or(0);
-    failed
-        .into_iter()
-        .nth(at)
-        .map(|(i, err)| (stage, i, err))
+    failed.into_iter().nth(at).map(|(i, err)| (stage, i, err))
 }
 
 pub fn stage_name(stage: Stage) -> String {
@@ -466,9 +463,7 @@ pub fn split_releases(live: &[(String, Option<String>)]) -> Option<String> {
 pub fn agreed_release(previous: &[(String, Option<String>)]) -> Result<String> {
     let tags: Vec<&Option<String>> = previous.iter().map(|(_, t)| t).collect();
     match tags.first() {
-        Some(Some(first)) if tags.iter().all(|t| t.as_deref() == Some(first)) => {
-            Ok(first.clone())
-        }
+        Some(Some(first)) if tags.iter().all(|t| t.as_deref() == Some(first)) => Ok(first.clone()),
         _ => {
             let said: Vec<String> = previous
                 .iter()
@@ -496,7 +491,10 @@ mod tests {
 
     impl Fake {
         fn step(&self, step: &'static str) -> Result<()> {
-            self.log.lock().unwrap().push(format!("{step} {}", self.name));
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("{step} {}", self.name));
             match self.fail_at.as_deref() {
                 Some(at) if at == step => bail!("{step} broke on {}", self.name),
                 Some("interrupt") if step == "switch" => Err(Interrupted(2).into()),
@@ -590,7 +588,10 @@ mod tests {
             vec![vec![1, 2, 3], vec![4]]
         );
         assert_eq!(Plan::new(3, 0, Wave::Percent(1)).waves.len(), 2);
-        assert_eq!(Plan::new(1, 0, Wave::Hosts(1)).waves, Vec::<Vec<usize>>::new());
+        assert_eq!(
+            Plan::new(1, 0, Wave::Hosts(1)).waves,
+            Vec::<Vec<usize>>::new()
+        );
         assert_eq!(Wave::parse("3").unwrap(), Wave::Hosts(3));
         assert_eq!(Wave::parse("25%").unwrap(), Wave::Percent(25));
         for bad in ["0", "0%", "101%", "-1", "x", "", "%"] {
@@ -626,7 +627,9 @@ mod tests {
         let (stage, host, _) = report.failure.as_ref().unwrap();
         assert_eq!((*stage, *host), (Stage::Check, 1));
         assert!(calls(&log, "lock").is_empty(), "{log:?}");
-        assert!(matches!(&report.fates[1], Fate::Refused(w) if w.starts_with("unreachable: check broke on b")));
+        assert!(
+            matches!(&report.fates[1], Fate::Refused(w) if w.starts_with("unreachable: check broke on b"))
+        );
         assert_eq!(report.fates[0], Fate::Untouched);
     }
 
@@ -637,7 +640,10 @@ mod tests {
         assert_eq!(calls(&log, "unlock"), ["a"]);
         assert!(calls(&log, "prepare").is_empty());
         assert!(calls(&log, "lock").contains(&"b".to_string()));
-        assert!(!calls(&log, "lock").contains(&"c".to_string()), "stops at b");
+        assert!(
+            !calls(&log, "lock").contains(&"c".to_string()),
+            "stops at b"
+        );
     }
 
     #[test]
@@ -665,7 +671,10 @@ mod tests {
         assert_eq!(calls(&log, "switch"), ["a"]);
         assert!(calls(&log, "watch").is_empty());
         assert_eq!(report.fates[0], Fate::Failed("switch broke on a".into()));
-        assert_eq!(report.fates[1..], [Fate::NeverSwitched, Fate::NeverSwitched]);
+        assert_eq!(
+            report.fates[1..],
+            [Fate::NeverSwitched, Fate::NeverSwitched]
+        );
         let (report, _) = fleet(&["a!watch", "b"], Wave::Hosts(1), true);
         assert_eq!(report.failure.as_ref().unwrap().0, Stage::Canary);
         assert_eq!(report.fates[0], Fate::Failed("watch broke on a".into()));
@@ -687,7 +696,10 @@ mod tests {
                 Fate::NeverSwitched
             ]
         );
-        assert!(calls(&log, "finish").is_empty(), "nobody drops its old release");
+        assert!(
+            calls(&log, "finish").is_empty(),
+            "nobody drops its old release"
+        );
         assert_eq!(calls(&log, "switch"), ["a", "b", "c"]);
         assert_eq!(calls(&log, "unlock").len(), 5);
     }
@@ -750,9 +762,16 @@ mod tests {
                 .map(|(h, t)| (h.to_string(), t.map(String::from)))
                 .collect()
         };
-        assert_eq!(split_releases(&live(&[("a", Some("1")), ("b", Some("1"))])), None);
         assert_eq!(
-            split_releases(&live(&[("a", Some("1")), ("b", Some("2")), ("c", Some("1"))])),
+            split_releases(&live(&[("a", Some("1")), ("b", Some("1"))])),
+            None
+        );
+        assert_eq!(
+            split_releases(&live(&[
+                ("a", Some("1")),
+                ("b", Some("2")),
+                ("c", Some("1"))
+            ])),
             Some("1 on a, c; 2 on b".into())
         );
         assert_eq!(
