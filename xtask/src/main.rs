@@ -9,8 +9,6 @@ mod config;
 mod ctx;
 mod deploy;
 mod docker;
-mod environments;
-mod fleet;
 mod http;
 mod interrupt;
 mod probe;

@@ -117,7 +117,10 @@ fn fleet_deploys_end_on_one_release() {
     let out = run(&["deploy", "--env", "e2e", "--tag", "1.0.0-a", "--wave", "1"]);
     let loads = stop(probes);
     std::fs::write(fleet.dir(3).join(".env"), &good_env).unwrap();
-    assert!(!out.status.success(), "a release failing on m3 fails the fleet");
+    assert!(
+        !out.status.success(),
+        "a release failing on m3 fails the fleet"
+    );
     let err = stderr(&out);
     for (m, load) in loads.iter().enumerate() {
         assert_eq!(load.failed, 0, "m{}: {:?}", m + 1, load.failures);
@@ -235,7 +238,10 @@ fn fleet_deploys_end_on_one_release() {
         line.contains("failed") || line.contains("REVERT FAILED"),
         "the report names the dead machine: {err}"
     );
-    assert!(!fleet.locked(3), "the dead engine's machine is unlocked (ssh still works)");
+    assert!(
+        !fleet.locked(3),
+        "the dead engine's machine is unlocked (ssh still works)"
+    );
     bed.start_engine(3);
     eprintln!("fleet e2e took {:?}", started.elapsed());
 }
@@ -318,7 +324,13 @@ impl<'a> Fleet<'a> {
     /// result, deploy id).
     fn last_history(&self, m: usize) -> Vec<String> {
         let text = std::fs::read_to_string(self.dir(m).join(".deploy/history.tsv")).unwrap();
-        let fields: Vec<String> = text.lines().last().unwrap().split('\t').map(String::from).collect();
+        let fields: Vec<String> = text
+            .lines()
+            .last()
+            .unwrap()
+            .split('\t')
+            .map(String::from)
+            .collect();
         assert_eq!(fields.len(), 7, "{fields:?}");
         fields
     }

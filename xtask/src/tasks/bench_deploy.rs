@@ -17,7 +17,8 @@ use crate::build::base::ensure_edge_image;
 use crate::cmd::{Cmd, Runner};
 use crate::ctx::Ctx;
 use crate::deploy::options::TargetOptions;
-use crate::deploy::switch::{self, Strategy};
+use crate::deploy::rollout::{self, Fleet};
+use crate::deploy::switch::Strategy;
 use crate::deploy::target::Target;
 use crate::probe::{Load, Probe};
 use crate::progress::Verbosity;
@@ -117,8 +118,14 @@ struct Row {
 }
 
 fn scenarios(ctx: &Ctx, opts: &TargetOptions, port: u16) -> Result<Vec<Row>> {
-    switch::switch_release(ctx, opts, A, Strategy::Rolling, "deploy")
-        .context("the first deploy failed")?;
+    let deploy = |tag: &str, strategy: Strategy| {
+        let fleet = Fleet {
+            strategy,
+            ..Fleet::one(opts)
+        };
+        rollout::deploy(&ctx.runner, &fleet, tag, "deploy")
+    };
+    deploy(A, Strategy::Rolling).context("the first deploy failed")?;
     let page = crate::http::get(port, "/")?.body;
     let asset = page
         .split("\"/build/")
@@ -156,14 +163,16 @@ fn scenarios(ctx: &Ctx, opts: &TargetOptions, port: u16) -> Result<Vec<Row>> {
     };
     Ok(vec![
         measure("deploy --strategy recreate (Makefile)", &|| {
-            switch::switch_release(ctx, opts, B, Strategy::Recreate, "deploy")
+            deploy(B, Strategy::Recreate)
         }),
         measure("deploy --strategy rolling", &|| {
-            switch::switch_release(ctx, opts, A, Strategy::Rolling, "deploy")
+            deploy(A, Strategy::Rolling)
         }),
-        measure("rollback", &|| switch::rollback(ctx, opts, None)),
+        measure("rollback", &|| {
+            rollout::rollback(&ctx.runner, &Fleet::one(opts), None)
+        }),
         measure("broken release, auto rollback", &|| {
-            switch::switch_release(ctx, opts, X, Strategy::Rolling, "deploy")
+            deploy(X, Strategy::Rolling)
         }),
     ])
 }

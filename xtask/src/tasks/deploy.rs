@@ -1,5 +1,6 @@
 //! `cargo xtask deploy --tag x.y.z --dir PATH [--host user@host[:port]]`: put a release in
-//! production with Docker Compose, on this machine or over ssh.
+//! production with Docker Compose, on this machine or over ssh; `--env NAME` on every host of an
+//! environment of deploy.yaml (a canary first, then waves), all switched or all put back.
 //!
 //! 1. check the target (reachable, host key known, directory and compose.yaml there);
 //! 2. take the deploy lock (a second deploy is refused, naming who holds it and since when);
@@ -14,11 +15,16 @@
 //!
 //! `rollback` runs the same switch towards an earlier tag.
 
+use std::time::Duration;
+
 use anyhow::Result;
 
 use crate::ctx::Ctx;
+use crate::deploy::environments::parse_duration;
+use crate::deploy::fleet::Wave;
 use crate::deploy::options::TargetArgs;
-use crate::deploy::switch::{switch_release, Strategy};
+use crate::deploy::rollout;
+use crate::deploy::switch::Strategy;
 use crate::reference::ReleaseTag;
 
 #[derive(clap::Args)]
@@ -26,14 +32,43 @@ pub struct Args {
     /// Release tag to deploy (must be in the registry).
     #[arg(long)]
     pub tag: ReleaseTag,
-    /// rolling: new containers beside the old, switch once healthy; recreate: the old Makefile's stop-and-start.
-    #[arg(long, value_enum, default_value = "rolling")]
-    pub strategy: Strategy,
+    /// rolling: new containers beside the old, switch once healthy; recreate: the old Makefile's stop-and-start [default: rolling].
+    #[arg(long, value_enum)]
+    pub strategy: Option<Strategy>,
+    /// Hosts switched together after the canary: a number, or a share of the fleet such as 50% [default: 1].
+    #[arg(long, requires = "env", value_parser = parse_wave)]
+    pub wave: Option<Wave>,
+    /// The host that switches first, alone [default: the environment's canary, else its first host].
+    #[arg(long, requires = "env", value_name = "HOST")]
+    pub canary_host: Option<String>,
+    /// Keep checking the canary this long before the other hosts switch, e.g. 30s or 2m.
+    #[arg(long, requires = "env", value_parser = parse_wait)]
+    pub canary_wait: Option<Duration>,
     #[command(flatten)]
     pub target: TargetArgs,
 }
 
+fn parse_wave(text: &str) -> Result<Wave, String> {
+    Wave::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_wait(text: &str) -> Result<Duration, String> {
+    parse_duration(text).map_err(|e| e.to_string())
+}
+
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
-    let opts = args.target.options()?;
-    switch_release(ctx, &opts, &args.tag, args.strategy, "deploy").map(drop)
+    let mut fleet = args.target.fleet(&ctx.root)?;
+    if let Some(strategy) = args.strategy {
+        fleet.strategy = strategy;
+    }
+    if let Some(wave) = args.wave {
+        fleet.wave = wave;
+    }
+    if let Some(host) = &args.canary_host {
+        fleet.canary = fleet.host_index(host)?;
+    }
+    if let Some(wait) = args.canary_wait {
+        fleet.canary_wait = Some(wait);
+    }
+    rollout::deploy(&ctx.runner, &fleet, &args.tag, "deploy").map(drop)
 }

@@ -30,8 +30,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use saphyr::{LoadableYamlNode, MarkedYaml, YamlData};
 
-use crate::fleet::Wave;
-use crate::target::{parse_host, SshHost};
+use crate::deploy::fleet::Wave;
+use crate::deploy::target::{parse_host, SshHost};
 
 /// The file `--env` reads when neither `--deploy-config` nor `XTASK_DEPLOY_CONFIG` is given.
 pub const DEFAULT_FILE: &str = "deploy.yaml";
@@ -68,21 +68,6 @@ pub struct Environment {
     pub wave: Option<Wave>,
     pub keep_backups: Option<usize>,
     pub min_free_disk: Option<u64>,
-}
-
-impl Environment {
-    /// The index of `spec` among the hosts: the exact entry, or its host name (or `host:port`)
-    /// when only one entry has it.
-    pub fn host_index(&self, spec: &str) -> Result<usize> {
-        find_host(&self.hosts, spec).with_context(|| {
-            let names: Vec<&str> = self.hosts.iter().map(|h| h.spec.as_str()).collect();
-            format!(
-                "{spec:?} is not a host of environment {} ({})",
-                self.name,
-                names.join(", ")
-            )
-        })
-    }
 }
 
 fn find_host(hosts: &[Host], spec: &str) -> Option<usize> {
@@ -558,9 +543,9 @@ environments:
             (staging.canary, staging.stack.as_deref(), staging.wave),
             (0, None, None)
         );
-        assert_eq!(prod.host_index("web3.example.com").unwrap(), 2);
-        assert_eq!(prod.host_index("web2.example.com:2222").unwrap(), 1);
-        assert!(prod.host_index("web9").is_err());
+        assert_eq!(find_host(&prod.hosts, "web3.example.com"), Some(2));
+        assert_eq!(find_host(&prod.hosts, "web2.example.com:2222"), Some(1));
+        assert_eq!(find_host(&prod.hosts, "web9"), None);
     }
 
     #[test]

@@ -170,6 +170,7 @@ pub struct Report {
     pub failure: Option<(Stage, usize, anyhow::Error)>,
 }
 
+#[cfg(test)]
 impl Report {
     pub fn succeeded(&self) -> bool {
         self.failure.is_none()
@@ -405,14 +406,6 @@ pub fn stage_name(stage: Stage) -> String {
 /// An error and its causes on one line.
 pub fn one_line(err: &anyhow::Error) -> String {
     format!("{err:#}").replace('\n', " ")
-}
-
-/// Refuses a canary that is not one of the hosts (by index, from the environment or a flag).
-pub fn check_canary(hosts: usize, canary: usize) -> Result<()> {
-    if canary >= hosts {
-        bail!("the canary must be one of the fleet's {hosts} hosts");
-    }
-    Ok(())
 }
 
 /// A plain text table: a header row, then one row per host, columns padded to their widest cell.
