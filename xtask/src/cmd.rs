@@ -298,6 +298,20 @@ impl Runner {
         captured(cmd, false)
     }
 
+    /// [`Runner::query`] that also runs after Ctrl-C: what a cleanup needs to know (e.g. which
+    /// container is the edge, to point it back at the previous release).
+    pub fn query_for_cleanup(&self, cmd: &Cmd) -> Result<String> {
+        self.echo(cmd);
+        captured(cmd, false)
+    }
+
+    /// [`Runner::succeeds`] that also runs after Ctrl-C, for cleanups.
+    pub fn succeeds_for_cleanup(&self, cmd: &Cmd) -> Result<bool> {
+        self.echo(cmd);
+        let expr = cmd.expression().unchecked().stdout_null().stderr_null();
+        Ok(wait_for(cmd, expr, false)?.status.success())
+    }
+
     /// Runs a read-only check and says whether it exited 0 (output discarded).
     pub fn succeeds(&self, cmd: &Cmd) -> Result<bool> {
         self.echo(cmd);

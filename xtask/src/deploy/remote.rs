@@ -72,14 +72,21 @@ impl Remote {
         }
     }
 
-    /// A read-only query on the target: its trimmed stdout.
+    /// A read-only query on the target: its trimmed stdout. When undoing it also runs after
+    /// Ctrl-C (putting the edge back needs to find the edge).
     pub fn query(&self, cmd: Cmd) -> Result<String> {
-        self.runner.query(&self.cmd(cmd))
+        match self.mode {
+            Mode::Forward => self.runner.query(&self.cmd(cmd)),
+            Mode::Undo => self.runner.query_for_cleanup(&self.cmd(cmd)),
+        }
     }
 
-    /// A read-only check on the target: did it exit 0?
+    /// A read-only check on the target: did it exit 0? (When undoing, also after Ctrl-C.)
     pub fn succeeds(&self, cmd: Cmd) -> Result<bool> {
-        self.runner.succeeds(&self.cmd(cmd))
+        match self.mode {
+            Mode::Forward => self.runner.succeeds(&self.cmd(cmd)),
+            Mode::Undo => self.runner.succeeds_for_cleanup(&self.cmd(cmd)),
+        }
     }
 
     /// A read-only command on the target, status and output, for callers that explain failures.

@@ -435,7 +435,8 @@ impl Member for HostRun<'_> {
     }
 
     fn revert(&mut self, why: &str) -> Result<()> {
-        let (d, spec) = (&self.d, self.spec);
+        // Every command a cleanup, so that it also runs after Ctrl-C.
+        let (d, spec) = (&self.d.undoing(), self.spec);
         let Some(prepared) = self.prepared.as_ref() else {
             // Locked, not prepared: nothing changed; the history still says what happened.
             let _ = d.record(
