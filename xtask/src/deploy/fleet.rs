@@ -168,6 +168,8 @@ pub struct Report {
     pub fates: Vec<Fate>,
     /// The step, the host, and its error; None when every host switched.
     pub failure: Option<(Stage, usize, anyhow::Error)>,
+    /// From the moment the failing step ended to every host being back on its previous release.
+    pub recovered_after: Option<Duration>,
 }
 
 #[cfg(test)]
@@ -207,6 +209,7 @@ pub fn run<M: Member>(members: &mut [M], plan: &Plan, options: Options) -> Repor
         return Report {
             fates,
             failure: Some(failure),
+            recovered_after: None,
         };
     }
 
@@ -235,12 +238,14 @@ pub fn run<M: Member>(members: &mut [M], plan: &Plan, options: Options) -> Repor
                 return Report {
                     fates,
                     failure: Some((Stage::Lock, i, err)),
+                    recovered_after: None,
                 };
             }
         }
     }
 
     let result = switch_all(members, plan, options, &all, &mut fates);
+    let mut recovered_after = None;
     let failure = match result {
         Ok(()) => {
             // 6. Every host serves the new release: only now do they drop the old one.
@@ -253,6 +258,7 @@ pub fn run<M: Member>(members: &mut [M], plan: &Plan, options: Options) -> Repor
             failure
         }
         Err(failure) => {
+            let seen = std::time::Instant::now();
             let why = format!(
                 "{} on {}: {}",
                 stage_name(failure.0),
@@ -260,13 +266,18 @@ pub fn run<M: Member>(members: &mut [M], plan: &Plan, options: Options) -> Repor
                 one_line(&failure.2)
             );
             revert_all(members, &all, options.parallel, &mut fates, &why);
+            recovered_after = Some(seen.elapsed());
             Some(failure)
         }
     };
     for &i in order.iter().rev() {
         members[i].unlock();
     }
-    Report { fates, failure }
+    Report {
+        fates,
+        failure,
+        recovered_after,
+    }
 }
 
 /// Steps 3 to 5. On error, `fates` says who is switched (to be reverted) and who failed.

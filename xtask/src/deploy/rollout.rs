@@ -70,6 +70,17 @@ impl Fleet {
 /// Takes every host of `fleet` to `tag`, or leaves every one where it was. Returns how long after
 /// the start the last host's edge began sending traffic to `tag`.
 pub fn deploy(runner: &Runner, fleet: &Fleet, tag: &str, operation: &str) -> Result<Duration> {
+    deploy_measured(runner, fleet, tag, operation).0
+}
+
+/// [`deploy`], and after a failure, how long the fleet took from the failure to serving one
+/// release again (for the benchmark).
+pub fn deploy_measured(
+    runner: &Runner,
+    fleet: &Fleet,
+    tag: &str,
+    operation: &str,
+) -> (Result<Duration>, Option<Duration>) {
     let spec = Spec {
         tag: tag.to_string(),
         strategy: fleet.strategy,
@@ -138,18 +149,28 @@ pub fn deploy(runner: &Runner, fleet: &Fleet, tag: &str, operation: &str) -> Res
         // Printed even under -q: it is the command's answer.
         eprint!("{}", fleet::table(&["host", "from", "to", "result"], &rows));
     }
+    let recovered = report.recovered_after;
+    if several {
+        if let Some(took) = recovered {
+            runner.say(format!(
+                "every host was back on its previous release {} after the failure",
+                crate::progress::seconds(took)
+            ));
+        }
+    }
     let Some((stage, at, err)) = report.failure else {
         let switched = members.iter().filter_map(|m| m.switched_after).max();
-        return Ok(switched.unwrap_or_default());
+        return (Ok(switched.unwrap_or_default()), None);
     };
     if !several {
         // One host: the same words as always.
-        return Err(match (stage, &members[0].outcome) {
+        let err = match (stage, &members[0].outcome) {
             (Stage::Canary, Some(outcome)) => {
                 err.context(format!("{operation} of {tag} failed; {outcome}"))
             }
             _ => err,
-        });
+        };
+        return (Err(err), recovered);
     }
     let host = &members[at].label;
     let broken: Vec<&str> = members
@@ -168,10 +189,11 @@ pub fn deploy(runner: &Runner, fleet: &Fleet, tag: &str, operation: &str) -> Res
             broken.join(", ")
         ),
     };
-    Err(err.context(format!(
+    let err = err.context(format!(
         "{operation} of {tag} failed at {} on {host}; {state}",
         fleet::stage_name(stage)
-    )))
+    ));
+    (Err(err), recovered)
 }
 
 /// Moves every host back to `to`, or to the previous successful release the hosts' histories

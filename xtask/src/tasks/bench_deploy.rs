@@ -7,7 +7,8 @@
 //! between good answers and the duration:
 //!   deploy --strategy recreate (the old Makefile's way) | deploy --strategy rolling | rollback |
 //!   a broken release, rolled back automatically.
-//! Everything it starts is removed at the end.
+//! Everything it starts is removed at the end. `--machines N` measures a fleet deploy on N real
+//! machines instead (see `bench_deploy/fleet.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,17 @@ const A: &str = "bench-a";
 const B: &str = "bench-b";
 const X: &str = "bench-broken";
 
-pub fn run(ctx: &Ctx) -> Result<()> {
+mod fleet;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Measure a fleet deploy on N real machines (a testbed made and removed here; needs root)
+    /// instead of the one-machine scenarios.
+    #[arg(long, value_name = "N")]
+    pub machines: Option<usize>,
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     if ctx.runner.dry_run {
         bail!("bench-deploy measures real deploys; it has no --dry-run");
     }
@@ -52,6 +63,11 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     };
     build_app::run(&quiet, &build)?;
     make_variants(&quiet)?;
+    if let Some(machines) = args.machines {
+        let result = fleet::run(ctx, &quiet, machines, A, B);
+        remove_images(&quiet);
+        return result;
+    }
 
     let dir = tempfile::Builder::new()
         .prefix("xtask-bench-deploy.")
@@ -76,19 +92,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
 
     let result = scenarios(&quiet, &opts, port);
     remove_stack(&quiet.runner, &opts.stack);
-    for tag in [A, B, X] {
-        let images: Vec<String> = ctx
-            .config
-            .app_images(tag)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        let _ = quiet.runner.cleanup(
-            &Cmd::new("docker")
-                .args(["image", "rm", "--force"])
-                .args(images),
-        );
-    }
+    remove_images(&quiet);
     let rows = result?;
     let table = table(&rows);
     println!("{table}");
@@ -201,6 +205,23 @@ fn make_variants(ctx: &Ctx) -> Result<()> {
     ]))?;
     ctx.runner
         .run(&Cmd::new("docker").args(["tag", &nginx_a.to_string(), &nginx_x.to_string()]))
+}
+
+/// The local images of A, B and X.
+fn remove_images(quiet: &Ctx) {
+    for tag in [A, B, X] {
+        let images: Vec<String> = quiet
+            .config
+            .app_images(tag)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let _ = quiet.runner.cleanup(
+            &Cmd::new("docker")
+                .args(["image", "rm", "--force"])
+                .args(images),
+        );
+    }
 }
 
 fn remove_stack(runner: &Runner, stack: &str) {
