@@ -345,6 +345,8 @@ struct HostRun<'a> {
     started: Instant,
     /// After a revert: what it serves now, in words (for a one-host error).
     outcome: Option<String>,
+    /// Its own step failed (not another host's): its new containers' logs are worth showing.
+    failed: bool,
 }
 
 impl<'a> HostRun<'a> {
@@ -365,6 +367,7 @@ impl<'a> HostRun<'a> {
             switched_after: None,
             started: Instant::now(),
             outcome: None,
+            failed: false,
         }
     }
 
@@ -426,6 +429,7 @@ impl Member for HostRun<'_> {
         if prepared.switched() {
             self.switched_after = Some(self.started.elapsed());
         }
+        self.failed = result.is_err();
         result
     }
 
@@ -434,10 +438,13 @@ impl Member for HostRun<'_> {
             "Watching the canary for {}",
             crate::progress::seconds(duration)
         ));
-        self.prepared
+        let result = self
+            .prepared
             .as_ref()
             .context("internal: the host was not prepared")?
-            .watch(&self.d, duration)
+            .watch(&self.d, duration);
+        self.failed = result.is_err();
+        result
     }
 
     fn finish(&mut self) -> Result<()> {
@@ -471,7 +478,7 @@ impl Member for HostRun<'_> {
             return Ok(());
         };
         let (undo, logs) = prepared.revert(d);
-        if !logs.is_empty() {
+        if self.failed && !logs.is_empty() {
             self.print_logs(&prepared.next_project(d), &logs);
         }
         let from = prepared.from.as_deref().unwrap_or("nothing");
