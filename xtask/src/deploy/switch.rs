@@ -335,18 +335,24 @@ impl Switch {
                 stack.switch(live)?;
             }
         }
-        if progress.started_next {
-            stack.remove(next)?;
-        }
-        if progress.wrote_compose {
-            d.write_atomically("compose.yaml", old_text.as_bytes())?;
-        }
-        if progress.stopped_live {
-            if let Some(live) = live {
-                stack.restart(live)?;
-            }
-        }
-        Ok(())
+        // The edge is back on the live release (or never left it): from here on, one failed
+        // step does not stop the next (compose.yaml must name what serves even if the new
+        // containers could not be removed, e.g. the engine died); the first error is returned.
+        let removed = if progress.started_next {
+            stack.remove(next)
+        } else {
+            Ok(())
+        };
+        let restored = if progress.wrote_compose {
+            d.write_atomically("compose.yaml", old_text.as_bytes())
+        } else {
+            Ok(())
+        };
+        let restarted = match (progress.stopped_live, live) {
+            (true, Some(live)) => stack.restart(live),
+            _ => Ok(()),
+        };
+        removed.and(restored).and(restarted)
     }
 }
 
