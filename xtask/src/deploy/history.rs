@@ -62,8 +62,9 @@ impl Entry {
         )
     }
 
+    /// The release went live (`ok`, or `ok; ...` when only tidying up the old one failed).
     pub fn succeeded(&self) -> bool {
-        self.result == "ok"
+        self.result == "ok" || self.result.starts_with("ok;")
     }
 }
 
@@ -166,6 +167,12 @@ mod tests {
             entry("1.2.0", "failed; rolled back"),
             entry("1.1.0", "ok"),
         ];
+        assert!(entry(
+            "1.3.0",
+            "ok; 1.3.0 serves, but the old release was not removed"
+        )
+        .succeeded());
+        assert!(!entry("1.3.0", "okay").succeeded());
         assert_eq!(
             previous_release(&history, Some("1.1.0")).as_deref(),
             Some("1.0.0")

@@ -231,23 +231,36 @@ impl Prepared {
         let stack = Stack::new(d);
         let revision = d.revision(&self.php);
         steps.step("Draining the old release and recording", || {
-            if let Some(old) = self.plan.live {
-                std::thread::sleep(if d.remote.dry_run() {
-                    Duration::ZERO
-                } else {
-                    DRAIN
-                });
-                stack
-                    .remove(old)
-                    .context("the old release could not be removed (the new one is serving)")?;
-            }
-            d.record(
+            let removed = match self.plan.live {
+                Some(old) => {
+                    std::thread::sleep(if d.remote.dry_run() {
+                        Duration::ZERO
+                    } else {
+                        DRAIN
+                    });
+                    stack
+                        .remove(old)
+                        .context("the old release could not be removed (the new one is serving)")
+                }
+                None => Ok(()),
+            };
+            // One history line whatever happens: the new release serves either way.
+            let result = match &removed {
+                Ok(()) => "ok".to_string(),
+                Err(err) => format!(
+                    "ok; {} serves, but the old release was not removed ({})",
+                    spec.tag,
+                    format!("{err:#}").replace('\n', " ")
+                ),
+            };
+            d.undoing().record(
                 &spec.deploy_id,
                 &spec.tag,
                 &revision,
                 spec.strategy.name(),
-                "ok",
-            )
+                &result,
+            )?;
+            removed
         })
     }
 
