@@ -66,10 +66,27 @@ fn fleet_deploys_end_on_one_release() {
 
     // A -> B in waves of one, under load on every edge: nothing fails, every machine serves B.
     let probes = fleet.probes();
-    let out = run(&["deploy", "--env", "e2e", "--tag", "1.0.0-b", "--wave", "1"]);
+    let out = run(&[
+        "deploy",
+        "--env",
+        "e2e",
+        "--tag",
+        "1.0.0-b",
+        "--wave",
+        "1",
+        "--canary-wait",
+        "3s",
+    ]);
     let loads = stop(probes);
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "[{}] Watching the canary for 3.0s",
+            fleet.label(1)
+        )),
+        "{err}"
+    );
     assert!(
         err.contains(&format!("[{}] [5/7] Switching to 1.0.0-b", fleet.label(3))),
         "lines are prefixed with their host: {err}"
