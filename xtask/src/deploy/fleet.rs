@@ -116,7 +116,7 @@ impl Plan {
 /// Where a host ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fate {
-    /// Not reached: the fleet stopped before this host's turn at the checks or locks.
+    /// Nothing was changed on it: the fleet stopped at the checks or locks (its own passed).
     Untouched,
     /// Its check or lock failed (`unreachable: ...`, `locked: ...`); nothing was changed.
     Refused(String),
@@ -138,7 +138,7 @@ impl Fate {
     /// For the report's `result` column.
     pub fn describe(&self) -> String {
         match self {
-            Fate::Untouched => "not reached".into(),
+            Fate::Untouched => "nothing changed".into(),
             Fate::Refused(why) => why.clone(),
             Fate::NeverSwitched => "never switched".into(),
             Fate::Failed(why) => format!("failed, put back: {why}"),
