@@ -19,9 +19,9 @@ use crate::deploy::fleet::Wave;
 use crate::deploy::rollout::{self, Fleet, FleetHost};
 use crate::deploy::switch::Strategy;
 use crate::deploy::target::Target;
+use crate::deploy::testbed::{self, Layout, Name, UpOptions, BASE_DIR};
 use crate::probe::{Load, Probe};
 use crate::tasks::bench::registry::RegistryServer;
-use crate::deploy::testbed::{self, Layout, Name, UpOptions, BASE_DIR};
 
 /// The port of every machine's edge (each machine has its own network).
 const EDGE_PORT: u16 = 8080;
