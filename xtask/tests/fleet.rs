@@ -122,8 +122,9 @@ fn fleet_deploys_end_on_one_release() {
         assert!(!fleet.locked(m), "m{m} not locked");
     }
 
-    // A release that fails only on machine 3 (its .env breaks the data directory): the command
-    // fails, machines 1 and 2 are back on B, machine 3 never served A, no request failed.
+    // A release that fails only on machine 3 (its .env breaks the data directory): the canary,
+    // then machines 2 and 3 together (the environment's wave of 2); the command fails, machines
+    // 1 and 2 are back on B, machine 3 never served A, no request failed.
     let good_env = std::fs::read_to_string(fleet.dir(3).join(".env")).unwrap();
     std::fs::write(
         fleet.dir(3).join(".env"),
@@ -131,7 +132,7 @@ fn fleet_deploys_end_on_one_release() {
     )
     .unwrap();
     let probes = fleet.probes();
-    let out = run(&["deploy", "--env", "e2e", "--tag", "1.0.0-a", "--wave", "1"]);
+    let out = run(&["deploy", "--env", "e2e", "--tag", "1.0.0-a"]);
     let loads = stop(probes);
     std::fs::write(fleet.dir(3).join(".env"), &good_env).unwrap();
     assert!(
@@ -157,6 +158,10 @@ fn fleet_deploys_end_on_one_release() {
         report_line(&err, &fleet.label(1)).contains("reverted")
             && report_line(&err, &fleet.label(2)).contains("reverted")
             && report_line(&err, &fleet.label(3)).contains("failed"),
+        "{err}"
+    );
+    assert!(
+        err.contains("every host was back on its previous release"),
         "{err}"
     );
     assert!(
@@ -225,8 +230,6 @@ fn fleet_deploys_end_on_one_release() {
             "e2e",
             "--tag",
             "1.0.0-b",
-            "--wave",
-            "1",
             "--deploy-config",
             fleet.config.to_str().unwrap(),
         ],
@@ -237,7 +240,7 @@ fn fleet_deploys_end_on_one_release() {
         running
             .wait_for_line(Duration::from_secs(240), |l| l.starts_with(&marker))
             .is_some(),
-        "wave 2 started: {}",
+        "the wave after the canary started: {}",
         running.stderr()
     );
     bed.stop_engine(3);
@@ -304,7 +307,7 @@ impl<'a> Fleet<'a> {
         std::fs::write(
             &config,
             format!(
-                "environments:\n  e2e:\n    hosts:\n{hosts}    stack: e2e\n    ssh_config: {ssh}\n    keep_backups: 2\n    min_free_disk: 100MiB\n  e2e-dead:\n    hosts:\n{two_hosts}{dead}    stack: e2e\n    ssh_config: {ssh}\n",
+                "environments:\n  e2e:\n    hosts:\n{hosts}    stack: e2e\n    ssh_config: {ssh}\n    wave: 2\n    keep_backups: 2\n    min_free_disk: 100MiB\n  e2e-dead:\n    hosts:\n{two_hosts}{dead}    stack: e2e\n    ssh_config: {ssh}\n",
                 ssh = bed.ssh_config().display()
             ),
         )

@@ -41,8 +41,12 @@ pub trait Member: Send {
     fn watch(&mut self, duration: Duration) -> Result<()>;
     /// Every host switched: drain and remove the old release, record success.
     fn finish(&mut self) -> Result<()>;
-    /// Put back whatever this host changed (nothing if it never switched) and record the failure
-    /// (`why`, in one line). Cleanup commands only.
+    /// Point the edge back at the previous release, if this host switched: the fast part of a
+    /// revert, done on every host first so the fleet serves one release again at once.
+    /// Cleanup commands only.
+    fn switch_back(&mut self) -> Result<()>;
+    /// Put back whatever else this host changed (nothing if it never switched) and record the
+    /// failure (`why`, in one line). Cleanup commands only.
     fn revert(&mut self, why: &str) -> Result<()>;
     /// Release the lock (if held). Also a cleanup.
     fn unlock(&mut self);
@@ -265,8 +269,9 @@ pub fn run<M: Member>(members: &mut [M], plan: &Plan, options: Options) -> Repor
                 members[failure.1].label(),
                 one_line(&failure.2)
             );
-            revert_all(members, &all, options.parallel, &mut fates, &why);
-            recovered_after = Some(seen.elapsed());
+            revert_all(members, &all, options.parallel, &mut fates, &why, || {
+                recovered_after = Some(seen.elapsed())
+            });
             Some(failure)
         }
     };
@@ -325,19 +330,28 @@ fn switch_all<M: Member>(
 }
 
 /// Reverts every host that got as far as its lock; a host whose own step failed undoes its part.
+/// First every edge goes back (then `back` is called: the fleet serves one release again), then
+/// the new containers are removed and the failure recorded.
 fn revert_all<M: Member>(
     members: &mut [M],
     all: &[usize],
     parallel: bool,
     fates: &mut [Fate],
     why: &str,
+    back: impl FnOnce(),
 ) {
     let reached: Vec<usize> = all
         .iter()
         .copied()
         .filter(|&i| !matches!(fates[i], Fate::Untouched | Fate::Refused(_)))
         .collect();
-    let failed = each(members, &reached, parallel, |m| m.revert(why));
+    let mut failed = each(members, &reached, parallel, |m| m.switch_back());
+    back();
+    for (i, err) in each(members, &reached, parallel, |m| m.revert(why)) {
+        if !failed.iter().any(|(j, _)| *j == i) {
+            failed.push((i, err));
+        }
+    }
     for &i in &reached {
         if fates[i] == Fate::Switched {
             fates[i] = Fate::Reverted;
@@ -531,6 +545,9 @@ mod tests {
         }
         fn finish(&mut self) -> Result<()> {
             self.step("finish")
+        }
+        fn switch_back(&mut self) -> Result<()> {
+            self.step("switch_back")
         }
         fn revert(&mut self, _: &str) -> Result<()> {
             self.step("revert")

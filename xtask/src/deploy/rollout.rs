@@ -463,6 +463,13 @@ impl Member for HostRun<'_> {
         Ok(())
     }
 
+    fn switch_back(&mut self) -> Result<()> {
+        match self.prepared.as_mut() {
+            Some(prepared) => prepared.switch_back(&self.d),
+            None => Ok(()),
+        }
+    }
+
     fn revert(&mut self, why: &str) -> Result<()> {
         // Every command a cleanup, so that it also runs after Ctrl-C.
         let (d, spec) = (&self.d.undoing(), self.spec);

@@ -264,6 +264,16 @@ impl Prepared {
         })
     }
 
+    /// Points the edge back at the live release if it was switched (a cleanup: also after
+    /// Ctrl-C); the rest of the undo is [`Prepared::revert`].
+    pub fn switch_back(&mut self, d: &Deployment) -> Result<()> {
+        if let (true, Some(live)) = (self.progress.switched, self.plan.live) {
+            Stack::new(&d.undoing()).switch(live)?;
+            self.progress.switched = false;
+        }
+        Ok(())
+    }
+
     /// Puts the previous release back (cleanup commands: also after Ctrl-C). Returns the undo's
     /// result and the new containers' logs (empty if none were started).
     pub fn revert(&self, d: &Deployment) -> (Result<()>, String) {
