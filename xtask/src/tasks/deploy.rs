@@ -2,7 +2,7 @@
 //! production with Docker Compose, on this machine or over ssh; `--env NAME` on every host of an
 //! environment of deploy.yaml (a canary first, then waves), all switched or all put back.
 //!
-//! 1. check the target (reachable, host key known, directory and compose.yaml there);
+//! 1. check the target (reachable, host key known, directory and compose.yaml there, free disk);
 //! 2. take the deploy lock (a second deploy is refused, naming who holds it and since when);
 //! 3. pull the release on the target: the tag exists, before anything is stopped;
 //! 4. back up the data volume (the last N archives are kept);
@@ -11,8 +11,11 @@
 //!    (stop, clear and copy the assets, start), with downtime;
 //! 6. verify `/health` through the edge; on any failure (or Ctrl-C) put the previous release
 //!    back, show the new containers' logs and exit non-zero;
-//! 7. append to the target's history (time, tag, revision, who, strategy, result).
+//! 7. append to the target's history (time, tag, revision, who, strategy, result, deploy id).
 //!
+//! With `--env`, every host runs these steps, scheduled by `deploy/fleet.rs`: checks and pulls in
+//! parallel, locks in a fixed order, a canary, then waves; no host drops its old release before
+//! every host switched, and any failure (or Ctrl-C) puts every switched host back.
 //! `rollback` runs the same switch towards an earlier tag.
 
 use std::time::Duration;
