@@ -38,14 +38,14 @@ pub struct Args {
     /// rolling: new containers beside the old, switch once healthy; recreate: the old Makefile's stop-and-start [default: rolling].
     #[arg(long, value_enum)]
     pub strategy: Option<Strategy>,
-    /// Hosts switched together after the canary: a number, or a share of the fleet such as 50% [default: 1].
-    #[arg(long, requires = "env", value_parser = parse_wave)]
+    /// Hosts switched together after the canary: a number, or a share of the fleet such as 50% [default: 1]. With --env only.
+    #[arg(long, conflicts_with = "dir", value_parser = parse_wave)]
     pub wave: Option<Wave>,
     /// The host that switches first, alone [default: the environment's canary, else its first host].
-    #[arg(long, requires = "env", value_name = "HOST")]
+    #[arg(long, conflicts_with = "dir", value_name = "HOST")]
     pub canary_host: Option<String>,
     /// Keep checking the canary this long before the other hosts switch, e.g. 30s or 2m.
-    #[arg(long, requires = "env", value_parser = parse_wait)]
+    #[arg(long, conflicts_with = "dir", value_parser = parse_wait)]
     pub canary_wait: Option<Duration>,
     #[command(flatten)]
     pub target: TargetArgs,
@@ -74,4 +74,33 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         fleet.canary_wait = Some(wait);
     }
     rollout::deploy(&ctx.runner, &fleet, &args.tag, "deploy").map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn fleet_flags_need_an_environment() {
+        let parse = |a: &[&str]| Cli::try_parse_from(std::iter::once("x").chain(a.iter().copied()));
+        for flag in [
+            ["--wave", "2"],
+            ["--canary-host", "web1"],
+            ["--canary-wait", "3s"],
+        ] {
+            let mut a = vec!["--tag", "1.0.0", "--dir", "/srv"];
+            a.extend(flag);
+            assert!(parse(&a).is_err(), "{flag:?} without --env");
+            let mut a = vec!["--tag", "1.0.0", "--env", "prod"];
+            a.extend(flag);
+            assert!(parse(&a).is_ok(), "{flag:?} with --env");
+        }
+    }
 }
