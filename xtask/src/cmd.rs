@@ -241,6 +241,33 @@ impl Runner {
         Ok(())
     }
 
+    /// [`Runner::run`] for one host of several running side by side: the child's output is
+    /// captured and printed afterwards, each line prefixed with `[label]`, so hosts' lines
+    /// never interleave mid-line and always say whose they are.
+    pub fn run_labelled(&self, cmd: &Cmd, label: &str) -> Result<()> {
+        if self.dry_run {
+            progress::print_line(true, &format!("[{label}] {cmd}"));
+            return Ok(());
+        }
+        self.echo(cmd);
+        let output = wait(
+            cmd,
+            cmd.expression()
+                .unchecked()
+                .stderr_to_stdout()
+                .stdout_capture(),
+        )?;
+        if self.verbosity > Verbosity::Quiet || !output.status.success() {
+            for line in progress::strip_escapes(&String::from_utf8_lossy(&output.stdout)).lines() {
+                progress::print_line(false, &format!("[{label}] {line}"));
+            }
+        }
+        if !output.status.success() {
+            bail!("`{}` failed ({})", short(cmd), describe(output.status));
+        }
+        Ok(())
+    }
+
     /// Runs a read-only query (also in dry-run mode) and returns its trimmed stdout.
     pub fn query(&self, cmd: &Cmd) -> Result<String> {
         self.echo(cmd);
@@ -269,6 +296,20 @@ impl Runner {
         }
         self.echo(cmd);
         captured(cmd, false)
+    }
+
+    /// [`Runner::query`] that also runs after Ctrl-C: what a cleanup needs to know (e.g. which
+    /// container is the edge, to point it back at the previous release).
+    pub fn query_for_cleanup(&self, cmd: &Cmd) -> Result<String> {
+        self.echo(cmd);
+        captured(cmd, false)
+    }
+
+    /// [`Runner::succeeds`] that also runs after Ctrl-C, for cleanups.
+    pub fn succeeds_for_cleanup(&self, cmd: &Cmd) -> Result<bool> {
+        self.echo(cmd);
+        let expr = cmd.expression().unchecked().stdout_null().stderr_null();
+        Ok(wait_for(cmd, expr, false)?.status.success())
     }
 
     /// Runs a read-only check and says whether it exited 0 (output discarded).
@@ -573,6 +614,17 @@ mod tests {
         runner
             .run_keeping_stderr(&Cmd::new("sh").args(["-c", "echo fine >&2"]))
             .unwrap();
+    }
+
+    #[test]
+    fn labelled_runs_fail_like_plain_ones() {
+        let runner = Runner::new(false, Verbosity::Quiet);
+        runner.run_labelled(&Cmd::new("true"), "web1").unwrap();
+        let err = runner
+            .run_labelled(&Cmd::new("sh").args(["-c", "echo oops; exit 3"]), "web1")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "`sh -c 'echo oops; exit 3'` failed (exit code 3)");
     }
 
     #[test]

@@ -8,6 +8,12 @@ use crate::reference::ImageRef;
 pub const DEFAULT_REGISTRY: &str = "registry.kiora.tech/kiora";
 pub const DEFAULT_BASE_TAG: &str = "0.4.1";
 pub const DEFAULT_OS_IMAGE: &str = "debian:bookworm-slim";
+
+/// Deploy targets: the stack name, the data backups kept, and the free space a target needs
+/// (pulls and backups) before a deploy starts there.
+pub const DEFAULT_STACK: &str = "crm";
+pub const DEFAULT_KEEP_BACKUPS: usize = 5;
+pub const MIN_FREE_DISK: u64 = 1 << 30;
 /// Compose project name of the stack `up` starts on this machine.
 pub const LOCAL_PROJECT: &str = "crm-gdb-local";
 

@@ -24,12 +24,19 @@ impl Response {
 }
 
 pub fn get(port: u16, path: &str) -> Result<Response> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))
-        .with_context(|| format!("cannot connect to 127.0.0.1:{port}"))?;
+    get_at(LOOPBACK, port, path)
+}
+
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+/// GET `http://addr:port/path` (loopback, or a test machine's address).
+pub fn get_at(addr: std::net::IpAddr, port: u16, path: &str) -> Result<Response> {
+    let mut stream = TcpStream::connect((addr, port))
+        .with_context(|| format!("cannot connect to {addr}:{port}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: {addr}:{port}\r\nConnection: close\r\n\r\n"
     )?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;

@@ -130,8 +130,10 @@ enum Task {
     )]
     Lock(lock::Args),
     /// Measure failed requests and gaps under load for recreate, rolling, rollback and a broken release.
-    #[command(after_help = "Example:\n  cargo xtask bench-deploy")]
-    BenchDeploy,
+    #[command(
+        after_help = "Examples:\n  cargo xtask bench-deploy\n  sudo cargo xtask bench-deploy --machines 3   (a testbed of 3 machines; writes docs/benchmarks-fleet.md)"
+    )]
+    BenchDeploy(bench_deploy::Args),
     /// Time build-app against the old Makefile procedure (cold, warm, no change, staging, sizes).
     #[command(
         after_help = "Examples:\n  cargo xtask bench\n  cargo xtask bench --registry 127.0.0.1:5000/kiora\n\nWithout --registry (or XTASK_REGISTRY) it starts its own `docker-registry serve` on 127.0.0.1.\nIt prunes the engine's build cache (`docker builder prune -af`) for the cold build.\nWrites docs/benchmarks.md."
@@ -221,7 +223,7 @@ fn run(cli: Cli) -> Result<()> {
         Task::Backup(args) => backup::run(&ctx, &args),
         Task::Status(args) => status::run(&ctx, &args),
         Task::Lock(args) => lock::run(&ctx, &args),
-        Task::BenchDeploy => bench_deploy::run(&ctx),
+        Task::BenchDeploy(args) => bench_deploy::run(&ctx, &args),
         Task::Bench => bench::run(&ctx),
         Task::Doctor => doctor::run(&ctx),
         Task::Testbed(args) => tasks::testbed::run(&ctx, args),

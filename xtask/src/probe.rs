@@ -1,4 +1,4 @@
-//! A bounded load probe on loopback for the deploy benchmark: GETs a few paths in turn, about
+//! A bounded load probe (on loopback, or a test machine's address) for the deploy benchmark: GETs a few paths in turn, about
 //! 20 per second, until stopped (or 10 minutes), counting failures and the longest gap between
 //! two good answers.
 
@@ -27,6 +27,11 @@ const LIMIT: Duration = Duration::from_secs(600);
 
 impl Probe {
     pub fn start(port: u16, paths: Vec<String>) -> Probe {
+        Probe::start_at(std::net::Ipv4Addr::LOCALHOST.into(), port, paths)
+    }
+
+    /// The same probe on `addr:port` (a test machine's edge).
+    pub fn start_at(addr: std::net::IpAddr, port: u16, paths: Vec<String>) -> Probe {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
@@ -35,7 +40,7 @@ impl Probe {
                 let sent = Instant::now();
                 let path = &paths[load.requests % paths.len()];
                 load.requests += 1;
-                match http::get(port, path) {
+                match http::get_at(addr, port, path) {
                     Ok(response) if response.status == 200 => {
                         load.longest_gap = load.longest_gap.max(last_ok.elapsed());
                         last_ok = Instant::now();

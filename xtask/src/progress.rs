@@ -28,6 +28,8 @@ pub struct Steps {
     started: Instant,
     live: bool,
     timings: Vec<Timing>,
+    /// `[web2] `: the host whose steps these are, when several run side by side.
+    prefix: String,
 }
 
 /// How long one step took, for the final summary; `None` when it was skipped.
@@ -46,7 +48,16 @@ impl Steps {
             started: Instant::now(),
             live: verbosity > Verbosity::Quiet && stderr_takes_live_line(),
             timings: Vec::new(),
+            prefix: String::new(),
         }
+    }
+
+    /// Steps of one host among several running at once: every line starts with `[label] `, and
+    /// there is no live status line (one line cannot show several hosts).
+    pub fn prefixed(mut self, label: &str) -> Steps {
+        self.prefix = format!("[{label}] ");
+        self.live = false;
+        self
     }
 
     /// Runs one step under a numbered header and reports how long it took, or that it failed.
@@ -68,7 +79,10 @@ impl Steps {
         let took = seconds(started.elapsed());
         match &result {
             Ok(_) => self.say(format!("[{n}/{total}] done in {took}")),
-            Err(_) => print_line(false, &format!("[{n}/{total}] failed after {took}")),
+            Err(_) => print_line(
+                false,
+                &format!("{}[{n}/{total}] failed after {took}", self.prefix),
+            ),
         }
         result
     }
@@ -88,7 +102,7 @@ impl Steps {
 
     pub fn say(&self, line: impl AsRef<str>) {
         if self.verbosity > Verbosity::Quiet {
-            print_line(false, line.as_ref());
+            print_line(false, &format!("{}{}", self.prefix, line.as_ref()));
         }
     }
 

@@ -1,5 +1,6 @@
-//! The history of a target, `.deploy/history.tsv`: time, tag, revision, who, strategy and result
-//! of every operation, one tab-separated line each, appended also after Ctrl-C.
+//! The history of a target, `.deploy/history.tsv`: time, tag, revision, who, strategy, result
+//! and deploy id of every operation, one tab-separated line each, appended also after Ctrl-C.
+//! The hosts of one fleet deploy share its id. Lines written before ids existed have 6 fields.
 
 use anyhow::Result;
 
@@ -18,13 +19,21 @@ pub struct Entry {
     pub who: String,
     pub strategy: String,
     pub result: String,
+    /// Shared by every host's line of one fleet operation; empty on old lines.
+    pub id: String,
 }
 
 impl Entry {
     fn parse(line: &str) -> Option<Entry> {
         let f: Vec<&str> = line.split('\t').collect();
-        let [time, tag, revision, who, strategy, result] = f.as_slice() else {
-            return None;
+        let (time, tag, revision, who, strategy, result, id) = match f.as_slice() {
+            [time, tag, revision, who, strategy, result] => {
+                (time, tag, revision, who, strategy, result, &"")
+            }
+            [time, tag, revision, who, strategy, result, id] => {
+                (time, tag, revision, who, strategy, result, id)
+            }
+            _ => return None,
         };
         let s = |v: &&str| v.to_string();
         Some(Entry {
@@ -34,6 +43,7 @@ impl Entry {
             who: s(who),
             strategy: s(strategy),
             result: s(result),
+            id: s(id),
         })
     }
 
@@ -41,17 +51,18 @@ impl Entry {
         // Tabs and newlines would break the format; none of our values has them, but be sure.
         let clean = |v: &str| v.replace(['\t', '\n'], " ");
         format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\n",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
             clean(&self.time),
             clean(&self.tag),
             clean(&self.revision),
             clean(&self.who),
             clean(&self.strategy),
-            clean(&self.result)
+            clean(&self.result),
+            clean(&self.id)
         )
     }
 
-    /// The release was put in service (`ok`, or `ok; ...` when only the old one's removal failed).
+    /// The release went live (`ok`, or `ok; ...` when only tidying up the old one failed).
     pub fn succeeded(&self) -> bool {
         self.result == "ok" || self.result.starts_with("ok;")
     }
@@ -72,9 +83,18 @@ impl Deployment {
             .collect())
     }
 
-    /// Appends one line (also after Ctrl-C: the history must say what happened).
-    pub fn record(&self, tag: &str, revision: &str, strategy: &str, result: &str) -> Result<()> {
+    /// Appends one line (also after Ctrl-C: the history must say what happened); `id` is the
+    /// operation's deploy id.
+    pub fn record(
+        &self,
+        id: &str,
+        tag: &str,
+        revision: &str,
+        strategy: &str,
+        result: &str,
+    ) -> Result<()> {
         let entry = Entry {
+            id: id.into(),
             time: now_rfc3339(),
             tag: tag.into(),
             revision: revision.into(),
@@ -117,10 +137,14 @@ mod tests {
             who: "me@box".into(),
             strategy: "rolling".into(),
             result: "ok".into(),
+            id: "20261121T100000Z-42".into(),
         };
         assert_eq!(Entry::parse(entry.line().trim_end()), Some(entry.clone()));
         assert!(entry.succeeded());
         assert_eq!(Entry::parse("garbage"), None);
+        // Lines written before deploy ids: 6 fields, read with an empty id.
+        let old = Entry::parse("t\t1.0\tabc\tme@box\trolling\tok").unwrap();
+        assert_eq!((old.tag.as_str(), old.id.as_str()), ("1.0", ""));
     }
 
     fn entry(tag: &str, result: &str) -> Entry {
@@ -131,6 +155,7 @@ mod tests {
             who: "w".into(),
             strategy: "rolling".into(),
             result: result.into(),
+            id: String::new(),
         }
     }
 
@@ -142,6 +167,12 @@ mod tests {
             entry("1.2.0", "failed; rolled back"),
             entry("1.1.0", "ok"),
         ];
+        assert!(entry(
+            "1.3.0",
+            "ok; 1.3.0 serves, but the old release was not removed"
+        )
+        .succeeded());
+        assert!(!entry("1.3.0", "okay").succeeded());
         assert_eq!(
             previous_release(&history, Some("1.1.0")).as_deref(),
             Some("1.0.0")

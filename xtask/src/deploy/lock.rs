@@ -327,29 +327,6 @@ pub fn remove(target: &Target, rel: &str) -> Cmd {
     target.cmd(Cmd::new("rm").args(["-rf", &path(target, rel)]))
 }
 
-/// `--lock-wait 90s|10m|1h|45`: how long a deploy waits for a live holder.
-pub fn parse_wait(text: &str) -> std::result::Result<Duration, String> {
-    let text = text.trim();
-    let (digits, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let n: u64 = digits.parse().map_err(|_| {
-        format!("invalid duration {text:?}: a number with s, m or h, e.g. 90s or 10m")
-    })?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => {
-            return Err(format!(
-                "invalid duration {text:?}: a number with s, m or h, e.g. 90s or 10m"
-            ))
-        }
-    };
-    Ok(Duration::from_secs(secs))
-}
-
 fn new_token(here: &Here) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -564,6 +541,7 @@ impl Deployment {
                     let previous = found.describe();
                     runner.say(format!("took over the deploy lock of {previous}: {why}"));
                     if let Err(err) = self.record(
+                        "-",
                         "-",
                         "",
                         "lock",
@@ -999,19 +977,5 @@ mod tests {
         drop(guard);
         let owner = std::fs::read_to_string(dir.path().join(LOCK_DIR).join("owner")).unwrap();
         assert_eq!(Holder::parse(&owner), Some(other));
-    }
-
-    #[test]
-    fn lock_wait_durations() {
-        assert_eq!(parse_wait("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_wait("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_wait("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_wait("45"), Ok(Duration::from_secs(45)));
-        for bad in ["", "m", "10x", "-5s", "1.5m"] {
-            assert!(parse_wait(bad).is_err(), "{bad}");
-        }
-        let h = here("a-b.c", "x");
-        let token = new_token(&h);
-        assert!(is_token(&token) && token.starts_with("a_b_c-"), "{token}");
     }
 }

@@ -10,13 +10,19 @@
 //! history       what was deployed there, when, by whom, with what result
 //! backups       archives of the data volume, and restoring one
 //! stack         the blue/green releases behind the edge on a target
-//! switch        from the live release to another: the plan, its steps and its undo
+//! switch        one host from its live release to another, in phases: check, prepare, switch,
+//!               finish or revert
+//! fleet         scheduling the phases over several hosts so they end on one release
+//! rollout       deploy, rollback and status of a fleet (a single target is a fleet of one)
+//! environments  the named environments of deploy.yaml
 //! local_stack   the one-project stack of `up` and `test-image` on this machine
 //! testbed       machines to deploy to, made here: network namespaces with their own engine and sshd
 //! local_env     the local stack's secrets: made once, kept outside the tree and the images
 
 pub mod backups;
 pub mod deployment;
+pub mod environments;
+pub mod fleet;
 pub mod history;
 pub mod local_env;
 pub mod local_stack;
@@ -24,6 +30,7 @@ pub mod lock;
 pub mod options;
 pub mod reconcile;
 pub mod remote;
+pub mod rollout;
 pub mod stack;
 pub mod switch;
 pub mod target;

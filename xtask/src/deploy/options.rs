@@ -1,62 +1,297 @@
-//! Where a deploy goes, as given on the command line (`--host`, `--dir`, `--stack`, ...) and
-//! as checked: shared by deploy, rollback, backup and status.
+//! Where a deploy goes, as given on the command line (`--host`, `--dir`, `--stack`, ...) or by
+//! an environment of the deploy config (`--env`), and as checked: shared by deploy, rollback,
+//! backup and status. Precedence: flag (or its XTASK_ variable), then the environment, then the
+//! defaults of `config.rs`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use crate::config::{DEFAULT_KEEP_BACKUPS, DEFAULT_STACK, MIN_FREE_DISK};
+use crate::deploy::environments;
+use crate::deploy::fleet::Wave;
+use crate::deploy::rollout::{Fleet, FleetHost};
+use crate::deploy::switch::Strategy;
 use crate::deploy::target::Target;
 
 /// Where and how: shared by deploy, rollback, backup and status.
 pub struct TargetOptions {
     pub target: Target,
-    /// How long to wait for a live holder of the deploy lock (None: refuse at once).
-    pub lock_wait: Option<std::time::Duration>,
     /// Stack name on the target (Compose projects STACK-blue, STACK-green, STACK-edge).
     pub stack: String,
     pub keep_backups: usize,
 }
 
-/// Where a deploy goes, shared by deploy, rollback, backup and status.
+/// Where a deploy goes, shared by deploy, rollback, backup and status: one target (`--host`,
+/// `--dir`) or an environment of the deploy config (`--env`).
 #[derive(Args)]
 pub struct TargetArgs {
+    /// Environment of the deploy config (deploy.yaml): its hosts, directory and defaults.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["host", "dir"])]
+    env: Option<String>,
+    /// The deploy environments file [default: deploy.yaml at the project root].
+    #[arg(long, env = "XTASK_DEPLOY_CONFIG", value_name = "FILE")]
+    deploy_config: Option<PathBuf>,
     /// Server as [user@]host[:port], reached with the system ssh (host keys checked); omit for this machine.
     #[arg(long)]
     host: Option<String>,
     /// Deploy directory on the target, holding compose.yaml and .env.
-    #[arg(long)]
-    dir: String,
-    /// Stack name on the target (Compose projects STACK-blue, STACK-green, STACK-edge).
-    #[arg(long, env = "XTASK_STACK", default_value = "crm")]
-    stack: String,
+    #[arg(long, required_unless_present = "env")]
+    dir: Option<String>,
+    /// Stack name on the target (Compose projects STACK-blue, STACK-green, STACK-edge) [default: crm].
+    #[arg(long, env = "XTASK_STACK")]
+    stack: Option<String>,
     /// ssh config file for ssh -F (e.g. keys and known_hosts of a CI runner).
     #[arg(long, env = "XTASK_SSH_CONFIG")]
     ssh_config: Option<PathBuf>,
-    /// Number of data backups kept on the target.
-    #[arg(long, default_value_t = 5)]
-    keep_backups: usize,
+    /// Number of data backups kept on the target [default: 5].
+    #[arg(long)]
+    keep_backups: Option<usize>,
+    /// Refuse a target with less free space in its deploy directory, e.g. 2GiB [default: 1GiB].
+    #[arg(long, env = "XTASK_MIN_FREE_DISK", value_parser = parse_size)]
+    min_free_disk: Option<u64>,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    crate::deploy::environments::parse_size(text).map_err(|e| e.to_string())
 }
 
 impl TargetArgs {
-    /// Checked: a valid stack name and target.
+    /// Checked: a valid stack name and target. One target only (backup): `--env` is refused.
     pub fn options(&self) -> Result<TargetOptions> {
-        let valid = !self.stack.is_empty()
-            && self
-                .stack
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-            && self
-                .stack
-                .starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
-        if !valid {
-            anyhow::bail!("invalid --stack {:?}: lowercase letters, digits, '-' and '_' (a Compose project name)", self.stack);
+        if let Some(env) = &self.env {
+            bail!("--env {env}: this task works on one target; give --host and --dir of one host of the environment");
         }
+        let stack = self.stack.clone().unwrap_or_else(|| DEFAULT_STACK.into());
+        check_stack(&stack)?;
+        let dir = self.dir.as_deref().context("--dir is required")?;
         Ok(TargetOptions {
-            target: Target::new(self.host.as_deref(), &self.dir, self.ssh_config.clone())?,
-            lock_wait: None,
-            stack: self.stack.clone(),
-            keep_backups: self.keep_backups,
+            target: Target::new(self.host.as_deref(), dir, self.ssh_config.clone())?,
+            stack,
+            keep_backups: self.keep_backups.unwrap_or(DEFAULT_KEEP_BACKUPS),
         })
+    }
+
+    /// The hosts and defaults of `--env` (from the deploy config; flags override it), or the one
+    /// target of `--host`/`--dir` as a fleet of one. Every mistake is refused here, before
+    /// anything connects.
+    pub fn fleet(&self, root: &Path) -> Result<Fleet> {
+        let Some(name) = &self.env else {
+            let opts = self.options()?;
+            let mut fleet = Fleet::one(&opts);
+            fleet.min_free_disk = self.min_free_disk.unwrap_or(MIN_FREE_DISK);
+            return Ok(fleet);
+        };
+        let file = self
+            .deploy_config
+            .clone()
+            .unwrap_or_else(|| root.join(environments::DEFAULT_FILE));
+        let env = environments::load(&file, name)?;
+        let stack = self
+            .stack
+            .clone()
+            .or(env.stack.clone())
+            .unwrap_or_else(|| DEFAULT_STACK.into());
+        check_stack(&stack)?;
+        let ssh_config = self.ssh_config.clone().or(env.ssh_config.clone());
+        let hosts = env
+            .hosts
+            .iter()
+            .map(|h| {
+                let dir = h.dir.as_ref().or(env.dir.as_ref()).context("no dir")?;
+                Ok(FleetHost {
+                    label: environments::label(&h.ssh),
+                    spec: h.spec.clone(),
+                    target: Target::new(Some(&h.spec), dir, ssh_config.clone())?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Fleet {
+            env: Some(env.name.clone()),
+            hosts,
+            stack,
+            keep_backups: self
+                .keep_backups
+                .or(env.keep_backups)
+                .unwrap_or(DEFAULT_KEEP_BACKUPS),
+            min_free_disk: self
+                .min_free_disk
+                .or(env.min_free_disk)
+                .unwrap_or(MIN_FREE_DISK),
+            canary: env.canary,
+            canary_wait: env.canary_wait,
+            lock_wait: None,
+            wave: env.wave.unwrap_or(Wave::Hosts(1)),
+            strategy: env
+                .strategy
+                .as_deref()
+                .and_then(Strategy::parse)
+                .unwrap_or(Strategy::Rolling),
+        })
+    }
+}
+
+/// A Compose project name prefix, as `--stack` or `stack:` gives it.
+fn check_stack(stack: &str) -> Result<()> {
+    environments::check_stack(stack).map_err(|_| {
+        anyhow::anyhow!(
+            "invalid --stack {stack:?}: lowercase letters, digits, '-' and '_' (a Compose project name)"
+        )
+    })
+}
+
+impl Fleet {
+    /// One target as a fleet of one (`--host`/`--dir`, and the benchmarks).
+    pub fn one(opts: &TargetOptions) -> Fleet {
+        let label = match &opts.target.ssh {
+            Some(ssh) => environments::label(ssh),
+            None => "local".into(),
+        };
+        Fleet {
+            env: None,
+            hosts: vec![FleetHost {
+                spec: label.clone(),
+                label,
+                target: opts.target.clone(),
+            }],
+            stack: opts.stack.clone(),
+            keep_backups: opts.keep_backups,
+            min_free_disk: MIN_FREE_DISK,
+            canary: 0,
+            canary_wait: None,
+            lock_wait: None,
+            wave: Wave::Hosts(1),
+            strategy: Strategy::Rolling,
+        }
+    }
+
+    /// The index of a host named as in the deploy config, by its label or host name.
+    pub fn host_index(&self, name: &str) -> Result<usize> {
+        let matches: Vec<usize> = (0..self.hosts.len())
+            .filter(|&i| {
+                let h = &self.hosts[i];
+                h.spec == name
+                    || h.label == name
+                    || h.target.ssh.as_ref().is_some_and(|s| s.host == name)
+            })
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(*one),
+            _ => {
+                let names: Vec<&str> = self.hosts.iter().map(|h| h.label.as_str()).collect();
+                bail!(
+                    "--canary-host {name:?} is not one host of the fleet ({})",
+                    names.join(", ")
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        target: TargetArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<TargetArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied())).map(|c| c.target)
+    }
+
+    const CONFIG: &str = "environments:\n  prod:\n    hosts: [deploy@web1, deploy@web2:2222]\n    dir: /srv/crm\n    stack: shop\n    keep_backups: 3\n    wave: 50%\n    canary: web2\n";
+
+    #[test]
+    fn env_conflicts_with_host_and_dir() {
+        assert!(parse(&["--env", "prod", "--dir", "/srv"]).is_err());
+        assert!(parse(&["--env", "prod", "--host", "web1"]).is_err());
+        assert!(
+            parse(&["--host", "web1"]).is_err(),
+            "--dir is required without --env"
+        );
+        assert!(parse(&["--env", "prod"]).is_ok());
+    }
+
+    #[test]
+    fn flags_override_the_environment_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("deploy.yaml");
+        std::fs::write(&file, CONFIG).unwrap();
+        let f = file.to_str().unwrap();
+        let fleet = parse(&["--env", "prod", "--deploy-config", f])
+            .unwrap()
+            .fleet(Path::new("/nowhere"))
+            .unwrap();
+        assert_eq!(fleet.env.as_deref(), Some("prod"));
+        assert_eq!(
+            (fleet.stack.as_str(), fleet.keep_backups, fleet.canary),
+            ("shop", 3, 1)
+        );
+        assert_eq!(fleet.wave, Wave::Percent(50));
+        assert_eq!(fleet.min_free_disk, MIN_FREE_DISK);
+        let labels: Vec<&str> = fleet.hosts.iter().map(|h| h.label.as_str()).collect();
+        assert_eq!(labels, ["web1", "web2:2222"]);
+        assert_eq!(
+            fleet.hosts[1].target.describe(),
+            "deploy@web2:2222:/srv/crm"
+        );
+        assert_eq!(fleet.host_index("web2").unwrap(), 1);
+        assert!(fleet.host_index("web9").is_err());
+
+        let fleet = parse(&[
+            "--env",
+            "prod",
+            "--deploy-config",
+            f,
+            "--stack",
+            "other",
+            "--keep-backups",
+            "9",
+            "--min-free-disk",
+            "2GiB",
+        ])
+        .unwrap()
+        .fleet(Path::new("/nowhere"))
+        .unwrap();
+        assert_eq!((fleet.stack.as_str(), fleet.keep_backups), ("other", 9));
+        assert_eq!(fleet.min_free_disk, 2 << 30);
+
+        // The default file is deploy.yaml at the project root.
+        std::fs::write(dir.path().join("deploy.yaml"), CONFIG).unwrap();
+        let fleet = parse(&["--env", "prod"])
+            .unwrap()
+            .fleet(dir.path())
+            .unwrap();
+        assert_eq!(fleet.hosts.len(), 2);
+        let e = parse(&["--env", "nope"])
+            .unwrap()
+            .fleet(dir.path())
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("unknown environment \"nope\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn one_target_is_a_fleet_of_one_with_the_defaults() {
+        let fleet = parse(&["--dir", "/srv/crm"])
+            .unwrap()
+            .fleet(Path::new("/"))
+            .unwrap();
+        assert_eq!(fleet.hosts.len(), 1);
+        assert_eq!((fleet.stack.as_str(), fleet.keep_backups), ("crm", 5));
+        assert!(parse(&["--env", "prod"]).unwrap().options().is_err());
+        let e = parse(&["--dir", "/srv", "--stack", "Bad"])
+            .unwrap()
+            .options()
+            .err()
+            .unwrap();
+        assert!(e.to_string().starts_with("invalid --stack \"Bad\""), "{e}");
     }
 }

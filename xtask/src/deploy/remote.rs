@@ -6,6 +6,8 @@
 //! as a cleanup (also after Ctrl-C: putting the previous release back must happen), which
 //! replaces an `if undoing { cleanup } else { run }` at every call.
 
+use std::sync::Arc;
+
 use anyhow::Result;
 
 use crate::cmd::{Cmd, Runner};
@@ -25,6 +27,8 @@ pub struct Remote {
     pub target: Target,
     pub runner: Runner,
     pub mode: Mode,
+    /// Set when several targets run side by side: output lines are prefixed `[label] `.
+    pub label: Option<Arc<str>>,
 }
 
 impl Remote {
@@ -33,6 +37,15 @@ impl Remote {
             target,
             runner,
             mode: Mode::Forward,
+            label: None,
+        }
+    }
+
+    /// The same target, its output prefixed with `[label]` (one host of a fleet).
+    pub fn labelled(&self, label: &str) -> Remote {
+        Remote {
+            label: Some(label.into()),
+            ..self.clone()
         }
     }
 
@@ -52,20 +65,28 @@ impl Remote {
     /// An action on the target (a cleanup when undoing).
     pub fn run(&self, cmd: Cmd) -> Result<()> {
         let cmd = self.cmd(cmd);
-        match self.mode {
-            Mode::Forward => self.runner.run(&cmd),
-            Mode::Undo => self.runner.cleanup(&cmd).map(drop),
+        match (self.mode, &self.label) {
+            (Mode::Forward, None) => self.runner.run(&cmd),
+            (Mode::Forward, Some(label)) => self.runner.run_labelled(&cmd, label),
+            (Mode::Undo, _) => self.runner.cleanup(&cmd).map(drop),
         }
     }
 
-    /// A read-only query on the target: its trimmed stdout.
+    /// A read-only query on the target: its trimmed stdout. When undoing it also runs after
+    /// Ctrl-C (putting the edge back needs to find the edge).
     pub fn query(&self, cmd: Cmd) -> Result<String> {
-        self.runner.query(&self.cmd(cmd))
+        match self.mode {
+            Mode::Forward => self.runner.query(&self.cmd(cmd)),
+            Mode::Undo => self.runner.query_for_cleanup(&self.cmd(cmd)),
+        }
     }
 
-    /// A read-only check on the target: did it exit 0?
+    /// A read-only check on the target: did it exit 0? (When undoing, also after Ctrl-C.)
     pub fn succeeds(&self, cmd: Cmd) -> Result<bool> {
-        self.runner.succeeds(&self.cmd(cmd))
+        match self.mode {
+            Mode::Forward => self.runner.succeeds(&self.cmd(cmd)),
+            Mode::Undo => self.runner.succeeds_for_cleanup(&self.cmd(cmd)),
+        }
     }
 
     /// A read-only command on the target, status and output, for callers that explain failures.
@@ -83,7 +104,10 @@ impl Remote {
     }
 
     pub fn say(&self, line: impl AsRef<str>) {
-        self.runner.say(line)
+        match &self.label {
+            None => self.runner.say(line),
+            Some(label) => self.runner.say(format!("[{label}] {}", line.as_ref())),
+        }
     }
 }
 

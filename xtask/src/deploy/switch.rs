@@ -1,15 +1,30 @@
-//! Taking a target from its live release to another one: the switch shared by `deploy` and
-//! `rollback` (see `tasks/deploy.rs` for the steps).
+//! Taking one target from its live release to another, in phases, so that a fleet can hold
+//! every host at the same point (see `fleet.rs`): nobody drops its old release before every host
+//! has switched. A one-host deploy or rollback is a fleet of one and runs the same phases.
+//!
+//!   check      ssh, directory, compose.yaml, free disk space             [1/7]
+//!   lock       the deploy lock                                            [2/7]
+//!   prepare    read compose.yaml, set the tag, pull what is missing,      [3/7]
+//!              back up the data volume -> [`Prepared`]                    [4/7]
+//!   switch     bridge assets, write compose.yaml, start the next color,   [5/7]
+//!              gate on health, ensure the edge, switch it; then verify    [6/7]
+//!              /health through the edge
+//!   finish     drain, remove the old color, record `ok`                   [7/7]
+//!   revert     edge back, next color removed, compose.yaml restored: every command a cleanup,
+//!              so it also runs after Ctrl-C.
+//!
+//! Until `finish`, a switched host still runs its old release, so reverting it is an instant
+//! edge switch back.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::cmd::Cmd;
 use crate::compose_file;
 use crate::config::APP_IMAGES;
-use crate::ctx::Ctx;
 use crate::deploy::deployment::Deployment;
-use crate::deploy::options::TargetOptions;
+use crate::deploy::environments::show_size;
 use crate::deploy::stack::{Color, Stack};
 use crate::progress::Steps;
 
@@ -29,97 +44,86 @@ impl Strategy {
             Strategy::Recreate => "recreate",
         }
     }
+
+    pub fn parse(name: &str) -> Option<Strategy> {
+        match name {
+            "rolling" => Some(Strategy::Rolling),
+            "recreate" => Some(Strategy::Recreate),
+            _ => None,
+        }
+    }
 }
 
 /// How long a new release may take to become healthy.
 const HEALTH_LIMIT: Duration = Duration::from_secs(120);
 /// How long the edge's old workers get to finish in-flight requests to the old release.
 const DRAIN: Duration = Duration::from_secs(2);
+/// How often a watched canary is checked.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
 
-/// Takes the target from its live release to `tag`, or leaves it on the live one. Returns how
-/// long after the start the edge began sending traffic to `tag`.
-pub fn switch_release(
-    ctx: &Ctx,
-    opts: &TargetOptions,
-    tag: &str,
-    strategy: Strategy,
-    operation: &str,
-) -> Result<Duration> {
-    let started = Instant::now();
-    let runner = &ctx.runner;
-    let target = &opts.target;
-    let d = Deployment::new(target, runner, &opts.stack);
-    let stack = Stack::new(&d);
-    let mut steps = Steps::new(7, runner.verbosity);
-
-    steps.step(&format!("Checking {}", target.describe()), || {
-        target.check(runner)
-    })?;
-    let mut lock = steps.step("Taking the deploy lock", || {
-        d.lock_waiting(&format!("{operation} {tag}"), opts.lock_wait)
-    })?;
-    // From here on, whatever happens, the run leaves one history line saying what serves.
-    let mut report = Report::default();
-    let result = locked(
-        ctx,
-        opts,
-        (&d, &stack, &mut lock),
-        &mut steps,
-        (tag, strategy, operation),
-        started,
-        &mut report,
-    );
-    if let Err(err) = d.record(
-        tag,
-        &report.revision,
-        strategy.name(),
-        &report.line(&result),
-    ) {
-        eprintln!("warning: could not append to the history: {err:#}");
-    }
-    result
+/// What goes where: the same for every host of a fleet.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub tag: String,
+    pub strategy: Strategy,
+    /// `deploy` or `rollback`, for the lock, messages and errors.
+    pub operation: String,
+    /// Shared by every host's history line of one operation.
+    pub deploy_id: String,
+    pub keep_backups: usize,
+    pub min_free_disk: u64,
+    /// How long to wait for a live holder of a host's deploy lock (None: refuse at once).
+    pub lock_wait: Option<Duration>,
 }
 
-/// What the history line of a run says.
-#[derive(Default)]
-struct Report {
-    revision: String,
-    /// The release serving before the switch (`nothing` on a first deploy).
-    serving: Option<String>,
-    /// Set once the switch was attempted: how it ended.
-    outcome: Option<String>,
+/// A new deploy id: the start time and our pid, e.g. `20261201T120000Z-4242`.
+pub fn new_deploy_id() -> String {
+    let stamp: String = crate::project::now_rfc3339()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    format!("{stamp}-{}", std::process::id())
 }
 
-impl Report {
-    fn line<T>(&self, result: &Result<T>) -> String {
-        match (result, &self.outcome) {
-            (Ok(_), _) => "ok".into(),
-            (Err(_), Some(outcome)) => outcome.clone(),
-            (Err(err), None) => format!(
-                "failed before any change ({}); {} serves",
-                format!("{err:#}").lines().next().unwrap_or_default(),
-                self.serving.as_deref().unwrap_or("what served before")
-            ),
-        }
+/// Refuses a target that cannot take a release: unreachable, no directory or compose.yaml,
+/// or less than `min_free` bytes free where the images and backups go.
+pub fn check(d: &Deployment, min_free: u64) -> Result<()> {
+    let target = d.target();
+    target.check(&d.remote.runner)?;
+    let out = d.remote.query(Cmd::new("df").args(["-Pk", &target.dir]))?;
+    let free = parse_df(&out).with_context(|| format!("cannot read `df -Pk` output: {out:?}"))?;
+    if free < min_free {
+        bail!(
+            "only {} free in {} (need {}); free some space (e.g. `docker image prune`) or lower min_free_disk",
+            show_size(free),
+            target.describe(),
+            show_size(min_free)
+        );
     }
+    Ok(())
 }
 
-/// The deploy under the lock: everything after taking it.
-fn locked(
-    ctx: &Ctx,
-    opts: &TargetOptions,
-    (d, stack, lock): (&Deployment, &Stack, &mut crate::deploy::lock::Lock),
-    steps: &mut Steps,
-    (tag, strategy, operation): (&str, Strategy, &str),
-    started: Instant,
-    report: &mut Report,
-) -> Result<Duration> {
-    let runner = &ctx.runner;
-    let target = &opts.target;
-    if lock.took_over {
-        crate::deploy::reconcile::after_takeover(d)?;
-        lock.reconciled()?;
-    }
+/// Available bytes from `df -Pk` (POSIX format: a header, then one line whose 4th field is KiB).
+fn parse_df(out: &str) -> Option<u64> {
+    let line = out.lines().nth(1)?;
+    let kib: u64 = line.split_whitespace().nth(3)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// A host ready to switch: the new compose.yaml decided, the images pulled, the data backed up.
+pub struct Prepared {
+    plan: Switch,
+    old_text: String,
+    php: String,
+    /// The live release's tag, if any.
+    pub from: Option<String>,
+    progress: Progress,
+}
+
+/// Reads compose.yaml, sets the tag, pulls what the host lacks, backs up the data ([3/7], [4/7]).
+pub fn prepare(d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<Prepared> {
+    let (target, tag) = (d.target(), &spec.tag);
+    let stack = Stack::new(d);
     let old_text = d.read("compose.yaml")?;
     let (new_text, _) = compose_file::set_tag(&old_text, tag, &APP_IMAGES).map_err(|err| {
         anyhow::anyhow!(
@@ -139,17 +143,17 @@ fn locked(
         .find(|i| i.contains("/crm-gdb_nginx:"))
         .cloned()
         .context("compose.yaml names no crm-gdb_nginx image")?;
-    let (live, old_tag) = match stack.live_release()? {
+    let (live, from) = match stack.live_release()? {
         Some((color, tag)) => (Some(color), tag),
         None => (None, None),
     };
     let next = live.map(Color::other).unwrap_or(Color::Blue);
-    let from = old_tag.clone().unwrap_or_else(|| "nothing".into());
-    report.serving = Some(from.clone());
-    runner.say(format!(
-        "{operation}: {from} -> {tag} on {} ({} strategy)",
+    d.remote.say(format!(
+        "{}: {} -> {tag} on {} ({} strategy)",
+        spec.operation,
+        from.as_deref().unwrap_or("nothing"),
         target.describe(),
-        strategy.name()
+        spec.strategy.name()
     ));
 
     // The edge (pinned) is needed from the first deploy on; images already there are not pulled
@@ -162,119 +166,144 @@ fn locked(
     steps.step("Backing up the data volume", || {
         match d.backup(
             &php,
-            old_tag.as_deref().unwrap_or("initial"),
-            opts.keep_backups,
+            from.as_deref().unwrap_or("initial"),
+            spec.keep_backups,
         )? {
-            Some(name) => runner.say(format!("  {}/{name}", crate::deploy::backups::BACKUPS)),
-            None => runner.say("  no data volume yet: nothing to back up"),
+            Some(name) => d
+                .remote
+                .say(format!("  {}/{name}", crate::deploy::backups::BACKUPS)),
+            None => d.remote.say("  no data volume yet: nothing to back up"),
         }
         Ok(())
     })?;
+    Ok(Prepared {
+        plan: Switch {
+            strategy: spec.strategy,
+            live,
+            next,
+            nginx,
+            new_text,
+        },
+        old_text,
+        php,
+        from,
+        progress: Progress::default(),
+    })
+}
 
-    let plan = Switch {
-        strategy,
-        live,
-        next,
-        nginx,
-        new_text,
-        started,
-    };
-    let mut progress = Progress::default();
-    let switched = steps.step(&format!("Switching to {tag} ({})", strategy.name()), || {
-        plan.run(stack, d, &mut progress)
-    });
-    let verified = switched.and_then(|()| {
-        steps.step("Verifying /health through the edge", || {
-            if runner.dry_run {
-                return Ok(());
-            }
-            d.http_check(&php, stack.port()?)
+impl Prepared {
+    /// Starts the new release beside the live one, points the edge at it ([5/7]), verifies
+    /// /health through the edge ([6/7]). On error, [`Prepared::revert`] undoes what was done.
+    pub fn switch(&mut self, d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<()> {
+        let stack = Stack::new(d);
+        let (plan, progress) = (&self.plan, &mut self.progress);
+        steps.step(
+            &format!("Switching to {} ({})", spec.tag, spec.strategy.name()),
+            || plan.run(&stack, d, progress),
+        )?;
+        steps.step("Verifying /health through the edge", || self.verify(d))
+    }
+
+    /// Whether the edge was pointed at the new release (so it served it).
+    pub fn switched(&self) -> bool {
+        self.progress.switched
+    }
+
+    fn verify(&self, d: &Deployment) -> Result<()> {
+        if d.remote.dry_run() {
+            return Ok(());
+        }
+        d.http_check(&self.php, Stack::new(d).port()?)
+    }
+
+    /// Keeps checking /health through the edge for `duration` (a canary's probation).
+    pub fn watch(&self, d: &Deployment, duration: Duration) -> Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < duration {
+            crate::interrupt::check()?;
+            self.verify(d)
+                .context("the canary stopped answering /health during its wait")?;
+            std::thread::sleep(WATCH_EVERY.min(duration.saturating_sub(start.elapsed())));
+        }
+        Ok(())
+    }
+
+    /// Every host switched: drains and removes the old color, records success ([7/7]).
+    pub fn finish(self, d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<()> {
+        let stack = Stack::new(d);
+        let revision = d.revision(&self.php);
+        steps.step("Draining the old release and recording", || {
+            let removed = match self.plan.live {
+                Some(old) => {
+                    std::thread::sleep(if d.remote.dry_run() {
+                        Duration::ZERO
+                    } else {
+                        DRAIN
+                    });
+                    stack
+                        .remove(old)
+                        .context("the old release could not be removed (the new one is serving)")
+                }
+                None => Ok(()),
+            };
+            // One history line whatever happens: the new release serves either way.
+            let result = match &removed {
+                Ok(()) => "ok".to_string(),
+                Err(err) => format!(
+                    "ok; {} serves, but the old release was not removed ({})",
+                    spec.tag,
+                    format!("{err:#}").replace('\n', " ")
+                ),
+            };
+            d.undoing().record(
+                &spec.deploy_id,
+                &spec.tag,
+                &revision,
+                spec.strategy.name(),
+                &result,
+            )?;
+            removed
         })
-    });
-    let revision = d.revision(&php);
-    report.revision = revision.clone();
-    if let Err(err) = verified {
-        let logs = if progress.started_next {
-            stack.logs(next)
+    }
+
+    /// Points the edge back at the live release if it was switched (a cleanup: also after
+    /// Ctrl-C); the rest of the undo is [`Prepared::revert`].
+    pub fn switch_back(&mut self, d: &Deployment) -> Result<()> {
+        if let (true, Some(live)) = (self.progress.switched, self.plan.live) {
+            Stack::new(&d.undoing()).switch(live)?;
+            self.progress.switched = false;
+        }
+        Ok(())
+    }
+
+    /// Puts the previous release back (cleanup commands: also after Ctrl-C). Returns the undo's
+    /// result and the new containers' logs (empty if none were started).
+    pub fn revert(&self, d: &Deployment) -> (Result<()>, String) {
+        let logs = if self.progress.started_next {
+            Stack::new(d).logs(self.plan.next)
         } else {
             String::new()
         };
-        let undo = plan.undo(d, &old_text, &progress);
-        if !logs.is_empty() {
-            eprintln!("--- logs of {} ({tag}) ---\n{logs}", stack.project(next));
-        }
-        let outcome = match (&undo, live) {
-            (Ok(()), Some(_)) => format!("rolled back: {from} keeps serving"),
-            (Ok(()), None) => "nothing was serving before; nothing is now".to_string(),
-            (Err(undo_err), _) => format!("AND putting {from} back failed: {undo_err:#}"),
-        };
-        report.outcome = Some(format!("failed; {outcome}"));
-        return Err(err.context(format!("{operation} of {tag} failed; {outcome}")));
+        (self.plan.undo(d, &self.old_text, &self.progress), logs)
     }
 
-    // The new release serves: a failure or a signal from here on leaves it serving.
-    report.outcome = Some(format!(
-        "ok; {tag} serves, but the old release was not removed"
-    ));
-    steps
-        .step("Draining the old release and recording", || {
-            if let Some(old) = live {
-                std::thread::sleep(if runner.dry_run {
-                    Duration::ZERO
-                } else {
-                    DRAIN
-                });
-                stack
-                    .remove(old)
-                    .context("the old release could not be removed (the new one is serving)")?;
-            }
-            Ok(())
-        })
-        .inspect_err(|err| {
-            report.outcome = Some(format!(
-                "ok; {tag} serves, but the old release was not removed ({})",
-                err.root_cause()
-                    .to_string()
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-            ))
-        })?;
-    runner.say(format!(
-        "{tag} is live on {} ({operation} took {})",
-        target.describe(),
-        steps.elapsed()
-    ));
-    Ok(progress.switched_after)
-}
-
-/// Returns how long after the start the edge began sending traffic to the earlier release.
-/// `rollback`: to `to`, or to the previous successful release in the target's history.
-pub fn rollback(ctx: &Ctx, opts: &TargetOptions, to: Option<&str>) -> Result<Duration> {
-    opts.target.check(&ctx.runner)?;
-    let d = Deployment::new(&opts.target, &ctx.runner, &opts.stack);
-    let stack = Stack::new(&d);
-    let live = stack.live_release()?.and_then(|(_, tag)| tag);
-    let tag = match to {
-        Some(tag) => tag.to_string(),
-        None => {
-            let history = d.history()?;
-            match crate::deploy::history::previous_release(&history, live.as_deref()) {
-                Some(tag) => tag,
-                None => bail!(
-                    "the history of {} names no earlier successful release; use --to TAG",
-                    opts.target.describe()
-                ),
-            }
-        }
-    };
-    if live.as_deref() == Some(tag.as_str()) {
-        bail!(
-            "{tag} is already live on {}; nothing to roll back to",
-            opts.target.describe()
-        );
+    /// Whether anything users could see was touched (compose.yaml written, the live one stopped).
+    pub fn touched(&self) -> bool {
+        self.progress.wrote_compose || self.progress.stopped_live
     }
-    switch_release(ctx, opts, &tag, Strategy::Rolling, "rollback")
+
+    /// The Compose project the new release starts in.
+    pub fn next_project(&self, d: &Deployment) -> String {
+        Stack::new(d).project(self.plan.next)
+    }
+
+    pub fn serving_before(&self) -> bool {
+        self.plan.live.is_some()
+    }
+
+    pub fn revision(&self, d: &Deployment) -> String {
+        d.revision(&self.php)
+    }
 }
 
 /// What has been changed so far, so a failure undoes exactly that.
@@ -284,8 +313,6 @@ struct Progress {
     wrote_compose: bool,
     started_next: bool,
     switched: bool,
-    /// From the start of the operation to the edge's reload.
-    switched_after: Duration,
 }
 
 /// The switch a deploy or rollback makes, decided before anything changes.
@@ -299,8 +326,6 @@ struct Switch {
     nginx: String,
     /// compose.yaml naming the release.
     new_text: String,
-    /// When the operation started, for [`Progress::switched_after`].
-    started: Instant,
 }
 
 impl Switch {
@@ -322,9 +347,7 @@ impl Switch {
         stack.start(next, HEALTH_LIMIT)?;
         stack.ensure_edge(HEALTH_LIMIT)?;
         progress.switched = true;
-        stack.switch(next)?;
-        progress.switched_after = self.started.elapsed();
-        Ok(())
+        stack.switch(next)
     }
 
     /// Puts the previous release back (also after Ctrl-C: every command here is a cleanup).
@@ -337,17 +360,51 @@ impl Switch {
                 stack.switch(live)?;
             }
         }
-        if progress.started_next {
-            stack.remove(next)?;
+        // The edge is back on the live release (or never left it): from here on, one failed
+        // step does not stop the next (compose.yaml must name what serves even if the new
+        // containers could not be removed, e.g. the engine died); the first error is returned.
+        let removed = if progress.started_next {
+            stack.remove(next)
+        } else {
+            Ok(())
+        };
+        let restored = if progress.wrote_compose {
+            d.write_atomically("compose.yaml", old_text.as_bytes())
+        } else {
+            Ok(())
+        };
+        let restarted = match (progress.stopped_live, live) {
+            (true, Some(live)) => stack.restart(live),
+            _ => Ok(()),
+        };
+        removed.and(restored).and(restarted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_space_from_df() {
+        let out = "Filesystem     1024-blocks     Used Available Capacity Mounted on\n/dev/vda         264212084 12517728  82768160      14% /";
+        assert_eq!(parse_df(out), Some(82768160 * 1024));
+        assert_eq!(parse_df("garbage"), None);
+        assert_eq!(parse_df("h\n/dev/x 1 2 lots 3% /"), None);
+    }
+
+    #[test]
+    fn deploy_ids_are_time_and_pid() {
+        let id = new_deploy_id();
+        assert!(id.ends_with(&format!("-{}", std::process::id())), "{id}");
+        assert!(id.starts_with("20") && !id.contains(':'), "{id}");
+    }
+
+    #[test]
+    fn strategies_by_name() {
+        for s in [Strategy::Rolling, Strategy::Recreate] {
+            assert_eq!(Strategy::parse(s.name()), Some(s));
         }
-        if progress.wrote_compose {
-            d.write_atomically("compose.yaml", old_text.as_bytes())?;
-        }
-        if progress.stopped_live {
-            if let Some(live) = live {
-                stack.restart(live)?;
-            }
-        }
-        Ok(())
+        assert_eq!(Strategy::parse("yolo"), None);
     }
 }

@@ -7,7 +7,8 @@
 //! between good answers and the duration:
 //!   deploy --strategy recreate (the old Makefile's way) | deploy --strategy rolling | rollback |
 //!   a broken release, rolled back automatically.
-//! Everything it starts is removed at the end.
+//! Everything it starts is removed at the end. `--machines N` measures a fleet deploy on N real
+//! machines instead (see `bench_deploy/fleet.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,8 @@ use crate::build::base::ensure_edge_image;
 use crate::cmd::{Cmd, Runner};
 use crate::ctx::Ctx;
 use crate::deploy::options::TargetOptions;
-use crate::deploy::switch::{self, Strategy};
+use crate::deploy::rollout::{self, Fleet};
+use crate::deploy::switch::Strategy;
 use crate::deploy::target::Target;
 use crate::probe::{Load, Probe};
 use crate::progress::Verbosity;
@@ -27,7 +29,17 @@ const A: &str = "bench-a";
 const B: &str = "bench-b";
 const X: &str = "bench-broken";
 
-pub fn run(ctx: &Ctx) -> Result<()> {
+mod fleet;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Measure a fleet deploy on N real machines (a testbed made and removed here; needs root)
+    /// instead of the one-machine scenarios.
+    #[arg(long, value_name = "N")]
+    pub machines: Option<usize>,
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     if ctx.runner.dry_run {
         bail!("bench-deploy measures real deploys; it has no --dry-run");
     }
@@ -51,6 +63,11 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     };
     build_app::run(&quiet, &build)?;
     make_variants(&quiet)?;
+    if let Some(machines) = args.machines {
+        let result = fleet::run(ctx, &quiet, machines, A, B);
+        remove_images(&quiet);
+        return result;
+    }
 
     let dir = tempfile::Builder::new()
         .prefix("xtask-bench-deploy.")
@@ -69,26 +86,13 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     )?;
     let opts = TargetOptions {
         target: Target::new(None, &dir.path().display().to_string(), None)?,
-        lock_wait: None,
         stack: format!("bench{}", std::process::id()),
         keep_backups: 2,
     };
 
     let result = scenarios(&quiet, &opts, port);
     remove_stack(&quiet.runner, &opts.stack);
-    for tag in [A, B, X] {
-        let images: Vec<String> = ctx
-            .config
-            .app_images(tag)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        let _ = quiet.runner.cleanup(
-            &Cmd::new("docker")
-                .args(["image", "rm", "--force"])
-                .args(images),
-        );
-    }
+    remove_images(&quiet);
     let rows = result?;
     let table = table(&rows);
     println!("{table}");
@@ -118,8 +122,14 @@ struct Row {
 }
 
 fn scenarios(ctx: &Ctx, opts: &TargetOptions, port: u16) -> Result<Vec<Row>> {
-    switch::switch_release(ctx, opts, A, Strategy::Rolling, "deploy")
-        .context("the first deploy failed")?;
+    let deploy = |tag: &str, strategy: Strategy| {
+        let fleet = Fleet {
+            strategy,
+            ..Fleet::one(opts)
+        };
+        rollout::deploy(&ctx.runner, &fleet, tag, "deploy")
+    };
+    deploy(A, Strategy::Rolling).context("the first deploy failed")?;
     let page = crate::http::get(port, "/")?.body;
     let asset = page
         .split("\"/build/")
@@ -157,14 +167,16 @@ fn scenarios(ctx: &Ctx, opts: &TargetOptions, port: u16) -> Result<Vec<Row>> {
     };
     Ok(vec![
         measure("deploy --strategy recreate (Makefile)", &|| {
-            switch::switch_release(ctx, opts, B, Strategy::Recreate, "deploy")
+            deploy(B, Strategy::Recreate)
         }),
         measure("deploy --strategy rolling", &|| {
-            switch::switch_release(ctx, opts, A, Strategy::Rolling, "deploy")
+            deploy(A, Strategy::Rolling)
         }),
-        measure("rollback", &|| switch::rollback(ctx, opts, None)),
+        measure("rollback", &|| {
+            rollout::rollback(&ctx.runner, &Fleet::one(opts), None)
+        }),
         measure("broken release, auto rollback", &|| {
-            switch::switch_release(ctx, opts, X, Strategy::Rolling, "deploy")
+            deploy(X, Strategy::Rolling)
         }),
     ])
 }
@@ -193,6 +205,23 @@ fn make_variants(ctx: &Ctx) -> Result<()> {
     ]))?;
     ctx.runner
         .run(&Cmd::new("docker").args(["tag", &nginx_a.to_string(), &nginx_x.to_string()]))
+}
+
+/// The local images of A, B and X.
+fn remove_images(quiet: &Ctx) {
+    for tag in [A, B, X] {
+        let images: Vec<String> = quiet
+            .config
+            .app_images(tag)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let _ = quiet.runner.cleanup(
+            &Cmd::new("docker")
+                .args(["image", "rm", "--force"])
+                .args(images),
+        );
+    }
 }
 
 fn remove_stack(runner: &Runner, stack: &str) {

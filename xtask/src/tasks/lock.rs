@@ -91,6 +91,7 @@ fn release(ctx: &Ctx, opts: &TargetOptions, force: bool) -> Result<()> {
     d.force_release()?;
     d.record(
         "-",
+        "-",
         "",
         "lock",
         &format!("lock of {holder} released by hand ({why})"),

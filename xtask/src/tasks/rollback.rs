@@ -1,12 +1,13 @@
 //! `cargo xtask rollback [--to TAG] --dir PATH [--host ...]`: return the target to the previous
 //! successful release from its history (or to TAG), with the same zero-downtime switch as
-//! `deploy`. Fast: the images are already on the target, so nothing is pulled.
+//! `deploy`. Fast: the images are already on the target, so nothing is pulled. With `--env`, every
+//! host goes back together to the release their histories agree on (or `--to TAG`), all or none.
 
 use anyhow::Result;
 
 use crate::ctx::Ctx;
 use crate::deploy::options::TargetArgs;
-use crate::deploy::switch::rollback;
+use crate::deploy::rollout;
 use crate::reference::ReleaseTag;
 
 #[derive(clap::Args)]
@@ -19,5 +20,6 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
-    rollback(ctx, &args.target.options()?, args.to.as_deref()).map(drop)
+    let fleet = args.target.fleet(&ctx.root)?;
+    rollout::rollback(&ctx.runner, &fleet, args.to.as_deref()).map(drop)
 }

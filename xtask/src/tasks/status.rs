@@ -1,11 +1,15 @@
 //! `cargo xtask status --dir PATH [--host ...]`: the target's live release, its containers'
-//! health, the last lines of the deploy history and the backups.
+//! health, the last lines of the deploy history and the backups. `--env NAME`: a table of the
+//! environment's hosts (live release, health, last deploy, lock), and an error when the fleet
+//! serves more than one release or a host cannot be asked.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use crate::ctx::Ctx;
 use crate::deploy::deployment::Deployment;
+use crate::deploy::fleet;
 use crate::deploy::options::TargetArgs;
+use crate::deploy::rollout;
 use crate::deploy::stack::Stack;
 
 #[derive(clap::Args)]
@@ -15,6 +19,10 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    let fleet = args.target.fleet(&ctx.root)?;
+    if let Some(env) = &fleet.env {
+        return fleet_status(ctx, env, &fleet);
+    }
     let opts = &args.target.options()?;
     let runner = &ctx.runner;
     opts.target.check(runner)?;
@@ -52,4 +60,52 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         }
     );
     Ok(())
+}
+
+/// One line per host; the fleet's problems (two releases, hosts that did not answer) after it.
+fn fleet_status(ctx: &Ctx, env: &str, fleet: &rollout::Fleet) -> Result<()> {
+    let hosts = rollout::status(&ctx.runner, fleet);
+    let rows: Vec<Vec<String>> = hosts
+        .iter()
+        .map(|h| match &h.unreachable {
+            Some(why) => vec![
+                h.label.clone(),
+                "?".into(),
+                format!("unreachable: {why}"),
+                String::new(),
+                String::new(),
+            ],
+            None => vec![
+                h.label.clone(),
+                h.live.clone().unwrap_or_else(|| "nothing".into()),
+                h.health.clone(),
+                h.last.clone(),
+                h.lock.clone(),
+            ],
+        })
+        .collect();
+    println!("environment {env} (stack {})", fleet.stack);
+    print!(
+        "{}",
+        fleet::table(&["host", "live", "health", "last deploy", "lock"], &rows)
+    );
+    let reachable: Vec<(String, Option<String>)> = hosts
+        .iter()
+        .filter(|h| h.unreachable.is_none())
+        .map(|h| (h.label.clone(), h.live.clone()))
+        .collect();
+    let split = fleet::split_releases(&reachable);
+    if let Some(split) = &split {
+        println!("TWO RELEASES: the fleet serves {split}");
+    }
+    let down: Vec<&str> = hosts
+        .iter()
+        .filter(|h| h.unreachable.is_some())
+        .map(|h| h.label.as_str())
+        .collect();
+    match (split, down.is_empty()) {
+        (Some(split), _) => bail!("environment {env} serves more than one release ({split}); deploy one release to all of it, or roll it back"),
+        (None, false) => bail!("cannot ask {} of environment {env}", down.join(", ")),
+        (None, true) => Ok(()),
+    }
 }

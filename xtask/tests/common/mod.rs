@@ -172,11 +172,31 @@ fn http_request(port: u16, request: &str) -> Option<(u16, String)> {
     http_request_within(port, request, Duration::from_secs(10))
 }
 
+/// Minimal HTTP/1.0 GET of `addr:port`, a test machine's address (2 s limits): (status, body).
+pub fn http_get_at(addr: &str, port: u16, path: &str) -> Option<(u16, String)> {
+    let ip: std::net::IpAddr = addr.parse().ok()?;
+    http_request_at(
+        ip,
+        port,
+        &format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n"),
+        PROBE_TIMEOUT,
+    )
+}
+
 /// [`http_request`] giving up after `limit` to connect, and after `limit` without a byte of the
 /// answer.
 fn http_request_within(port: u16, request: &str, limit: Duration) -> Option<(u16, String)> {
+    http_request_at([127, 0, 0, 1].into(), port, request, limit)
+}
+
+fn http_request_at(
+    ip: std::net::IpAddr,
+    port: u16,
+    request: &str,
+    limit: Duration,
+) -> Option<(u16, String)> {
     use std::io::{Read, Write};
-    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let address = std::net::SocketAddr::from((ip, port));
     let mut stream = std::net::TcpStream::connect_timeout(&address, limit).ok()?;
     stream.set_read_timeout(Some(limit)).ok()?;
     stream.set_write_timeout(Some(limit)).ok()?;

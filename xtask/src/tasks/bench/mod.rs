@@ -17,7 +17,7 @@
 //! skipped with a line saying why. The table is printed and written to `docs/benchmarks.md`.
 
 mod reference;
-mod registry;
+pub(crate) mod registry;
 mod table;
 
 use std::path::{Path, PathBuf};

@@ -5,14 +5,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 /// `docker-registry serve` on a free loopback port, stopped (by its pid) on drop.
-pub(super) struct RegistryServer {
-    pub(super) port: u16,
+pub(crate) struct RegistryServer {
+    pub(crate) port: u16,
     child: std::process::Child,
     _dir: tempfile::TempDir,
 }
 
 impl RegistryServer {
-    pub(super) fn start() -> Result<RegistryServer> {
+    pub(crate) fn start() -> Result<RegistryServer> {
         let dir = tempfile::Builder::new()
             .prefix("xtask-bench-registry.")
             .tempdir()?;

@@ -1,0 +1,574 @@
+//! Deploy, rollback and status for a fleet: the hosts of an environment of deploy.yaml, or the
+//! one target of `--host`/`--dir` (a fleet of one, same code path). Each host runs the phases
+//! of `switch.rs`; `fleet.rs` schedules them so the fleet ends on one release.
+//!
+//! With several hosts every output line starts with `[host]`, and the command ends with a
+//! table: host, from, to, result (switched / reverted / never switched / unreachable: ...).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cmd::Runner;
+use crate::deploy::deployment::Deployment;
+use crate::deploy::fleet::{self, Fate, Member, Plan, Stage, Wave};
+use crate::deploy::history::previous_release;
+use crate::deploy::lock::{Lock, LOCK_DIR};
+use crate::deploy::stack::Stack;
+use crate::deploy::switch::{self, Prepared, Spec, Strategy};
+use crate::deploy::target::Target;
+use crate::progress::Steps;
+
+/// One host of a fleet: how output names it, and where it deploys.
+#[derive(Clone, Debug)]
+pub struct FleetHost {
+    pub label: String,
+    /// As the deploy config writes it (`deploy@web1`), for `--canary-host`.
+    pub spec: String,
+    pub target: Target,
+}
+
+/// Where a deploy, rollback or status goes, resolved from deploy.yaml and the flags.
+#[derive(Clone, Debug)]
+pub struct Fleet {
+    /// The environment's name; None for `--host`/`--dir`.
+    pub env: Option<String>,
+    pub hosts: Vec<FleetHost>,
+    pub stack: String,
+    pub keep_backups: usize,
+    pub min_free_disk: u64,
+    /// Index into `hosts`.
+    pub canary: usize,
+    pub canary_wait: Option<Duration>,
+    /// How long each host's lock is waited for when a live deploy holds it.
+    pub lock_wait: Option<Duration>,
+    pub wave: Wave,
+    pub strategy: Strategy,
+}
+
+impl Fleet {
+    fn describe(&self) -> String {
+        match &self.env {
+            Some(env) => format!("{} hosts of {env}", self.hosts.len()),
+            None => self.hosts[0].target.describe(),
+        }
+    }
+
+    fn deployments(&self, runner: &Runner) -> Vec<Deployment> {
+        let prefixed = self.hosts.len() > 1;
+        self.hosts
+            .iter()
+            .map(|h| {
+                let mut d = Deployment::new(&h.target, runner, &self.stack);
+                if prefixed {
+                    d.remote = d.remote.labelled(&h.label);
+                }
+                d
+            })
+            .collect()
+    }
+}
+
+/// Takes every host of `fleet` to `tag`, or leaves every one where it was. Returns how long after
+/// the start the last host's edge began sending traffic to `tag`.
+pub fn deploy(runner: &Runner, fleet: &Fleet, tag: &str, operation: &str) -> Result<Duration> {
+    deploy_measured(runner, fleet, tag, operation).0
+}
+
+/// [`deploy`], and after a failure, how long the fleet took from the failure to serving one
+/// release again (for the benchmark).
+pub fn deploy_measured(
+    runner: &Runner,
+    fleet: &Fleet,
+    tag: &str,
+    operation: &str,
+) -> (Result<Duration>, Option<Duration>) {
+    let spec = Spec {
+        tag: tag.to_string(),
+        strategy: fleet.strategy,
+        operation: operation.to_string(),
+        deploy_id: switch::new_deploy_id(),
+        keep_backups: fleet.keep_backups,
+        min_free_disk: fleet.min_free_disk,
+        lock_wait: fleet.lock_wait,
+    };
+    let several = fleet.hosts.len() > 1;
+    let plan = Plan::new(fleet.hosts.len(), fleet.canary, fleet.wave);
+    if several {
+        let label = |i: usize| fleet.hosts[i].label.clone();
+        let waves: Vec<String> = plan
+            .waves
+            .iter()
+            .map(|w| {
+                format!(
+                    "[{}]",
+                    w.iter().map(|&i| label(i)).collect::<Vec<_>>().join(", ")
+                )
+            })
+            .collect();
+        runner.say(format!(
+            "{operation} {tag} to {} (deploy id {}): canary {}{}, then {}",
+            fleet.describe(),
+            spec.deploy_id,
+            label(plan.canary),
+            fleet
+                .canary_wait
+                .map(|w| format!(" watched for {}", crate::progress::seconds(w)))
+                .unwrap_or_default(),
+            if waves.is_empty() {
+                "nothing else".to_string()
+            } else {
+                format!("waves {}", waves.join(" "))
+            }
+        ));
+    }
+    let mut members: Vec<HostRun> = fleet
+        .deployments(runner)
+        .into_iter()
+        .zip(&fleet.hosts)
+        .map(|(d, h)| HostRun::new(d, &spec, h.label.clone(), several))
+        .collect();
+    let report = fleet::run(
+        &mut members,
+        &plan,
+        fleet::Options {
+            parallel: !runner.dry_run,
+            canary_wait: fleet.canary_wait,
+        },
+    );
+    if several {
+        let rows: Vec<Vec<String>> = members
+            .iter()
+            .zip(&report.fates)
+            .map(|(m, fate)| {
+                vec![
+                    m.label.clone(),
+                    m.from.clone().unwrap_or_else(|| "?".into()),
+                    tag.to_string(),
+                    fate.describe(),
+                ]
+            })
+            .collect();
+        // Printed even under -q: it is the command's answer.
+        eprint!("{}", fleet::table(&["host", "from", "to", "result"], &rows));
+    }
+    let recovered = report.recovered_after;
+    if several {
+        if let Some(took) = recovered {
+            runner.say(format!(
+                "every host was back on its previous release {} after the failure",
+                crate::progress::seconds(took)
+            ));
+        }
+    }
+    let Some((stage, at, err)) = report.failure else {
+        let switched = members.iter().filter_map(|m| m.switched_after).max();
+        return (Ok(switched.unwrap_or_default()), None);
+    };
+    if !several {
+        // One host: the same words as always.
+        let err = match (stage, &members[0].outcome) {
+            (Stage::Canary, Some(outcome)) => {
+                err.context(format!("{operation} of {tag} failed; {outcome}"))
+            }
+            _ => err,
+        };
+        return (Err(err), recovered);
+    }
+    let host = &members[at].label;
+    let broken: Vec<&str> = members
+        .iter()
+        .zip(&report.fates)
+        .filter(|(_, f)| matches!(f, Fate::RevertFailed(_)))
+        .map(|(m, _)| m.label.as_str())
+        .collect();
+    let state = match stage {
+        Stage::Check | Stage::Lock => "nothing was changed".to_string(),
+        Stage::Prepare => "no host switched".to_string(),
+        Stage::Finish => format!("{tag} serves on every host"),
+        _ if broken.is_empty() => "every host is back on its previous release".to_string(),
+        _ => format!(
+            "putting the previous release back FAILED on {}: check it with `cargo xtask status`",
+            broken.join(", ")
+        ),
+    };
+    let err = err.context(format!(
+        "{operation} of {tag} failed at {} on {host}; {state}",
+        fleet::stage_name(stage)
+    ));
+    (Err(err), recovered)
+}
+
+/// Moves every host back to `to`, or to the previous successful release the hosts' histories
+/// agree on, with the same all-or-nothing run as a deploy.
+pub fn rollback(runner: &Runner, fleet: &Fleet, to: Option<&str>) -> Result<Duration> {
+    let mut live = Vec::new();
+    let mut previous = Vec::new();
+    for (h, d) in fleet.hosts.iter().zip(fleet.deployments(runner)) {
+        h.target.check(runner)?;
+        let tag = Stack::new(&d).live_release()?.and_then(|(_, tag)| tag);
+        let before = previous_release(&d.history()?, tag.as_deref());
+        live.push((h.label.clone(), tag));
+        previous.push((h.label.clone(), before));
+    }
+    let tag = match to {
+        Some(tag) => tag.to_string(),
+        None if fleet.hosts.len() == 1 => match &previous[0].1 {
+            Some(tag) => tag.clone(),
+            None => bail!(
+                "the history of {} names no earlier successful release; use --to TAG",
+                fleet.describe()
+            ),
+        },
+        None => fleet::agreed_release(&previous)?,
+    };
+    if live.iter().all(|(_, t)| t.as_deref() == Some(tag.as_str())) {
+        if fleet.hosts.len() == 1 {
+            bail!(
+                "{tag} is already live on {}; nothing to roll back to",
+                fleet.describe()
+            );
+        }
+        bail!("{tag} is already live on every host; nothing to roll back to");
+    }
+    let fleet = Fleet {
+        strategy: Strategy::Rolling,
+        ..fleet.clone()
+    };
+    deploy(runner, &fleet, &tag, "rollback")
+}
+
+/// One row of `status --env`: what a host serves and how it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostStatus {
+    pub label: String,
+    /// The live release's tag; None when nothing is deployed (or the host is unreachable).
+    pub live: Option<String>,
+    pub health: String,
+    pub last: String,
+    pub lock: String,
+    pub unreachable: Option<String>,
+}
+
+/// Asks every host (in parallel) for its live release, health, last history line and lock.
+pub fn status(runner: &Runner, fleet: &Fleet) -> Vec<HostStatus> {
+    let deployments = fleet.deployments(runner);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = deployments
+            .iter()
+            .zip(&fleet.hosts)
+            .map(|(d, h)| scope.spawn(move || host_status(d, &h.label)))
+            .collect();
+        handles
+            .into_iter()
+            .zip(&fleet.hosts)
+            .map(|(handle, h)| {
+                handle.join().unwrap_or_else(|_| HostStatus {
+                    label: h.label.clone(),
+                    live: None,
+                    health: String::new(),
+                    last: String::new(),
+                    lock: String::new(),
+                    unreachable: Some("the status thread panicked".into()),
+                })
+            })
+            .collect()
+    })
+}
+
+fn host_status(d: &Deployment, label: &str) -> HostStatus {
+    let ask = || -> Result<HostStatus> {
+        d.target().check(&d.remote.runner)?;
+        let stack = Stack::new(d);
+        let (live, health) = match stack.live_release()? {
+            Some((color, tag)) => (tag, health(&stack.ps(color)?)),
+            None => (None, "-".into()),
+        };
+        let last = d
+            .history()?
+            .last()
+            .map(|e| format!("{} {} {}", e.time, e.tag, e.result))
+            .unwrap_or_else(|| "-".into());
+        let lock = if d
+            .remote
+            .succeeds(crate::cmd::Cmd::new("test").args(["-d", &d.target().path(LOCK_DIR)]))?
+        {
+            format!(
+                "held: {}",
+                d.read(&format!("{LOCK_DIR}/owner"))
+                    .unwrap_or_else(|_| "unknown".into())
+            )
+        } else {
+            "free".into()
+        };
+        Ok(HostStatus {
+            label: label.to_string(),
+            live,
+            health,
+            last,
+            lock,
+            unreachable: None,
+        })
+    };
+    ask().unwrap_or_else(|err| HostStatus {
+        label: label.to_string(),
+        live: None,
+        health: String::new(),
+        last: String::new(),
+        lock: String::new(),
+        unreachable: Some(fleet::one_line(&err)),
+    })
+}
+
+/// `3/3 healthy` from the `docker compose ps` table of the live color.
+fn health(ps: &str) -> String {
+    let rows: Vec<&str> = ps
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let healthy = rows.iter().filter(|l| l.contains("(healthy)")).count();
+    format!("{healthy}/{} healthy", rows.len())
+}
+
+/// One host driven by the fleet scheduler through the phases of `switch.rs`.
+struct HostRun<'a> {
+    d: Deployment,
+    spec: &'a Spec,
+    label: String,
+    /// Output prefixed with the label (fleets of more than one host).
+    prefixed: bool,
+    steps: Steps,
+    lock: Option<Lock>,
+    prepared: Option<Prepared>,
+    /// The release it served before (for the report).
+    from: Option<String>,
+    /// When its edge began sending traffic to the new release, from the start.
+    switched_after: Option<Duration>,
+    started: Instant,
+    /// After a revert: what it serves now, in words (for a one-host error).
+    outcome: Option<String>,
+    /// Its own step failed (not another host's): its new containers' logs are worth showing.
+    failed: bool,
+}
+
+impl<'a> HostRun<'a> {
+    fn new(d: Deployment, spec: &'a Spec, label: String, prefixed: bool) -> HostRun<'a> {
+        let mut steps = Steps::new(7, d.remote.runner.verbosity);
+        if prefixed {
+            steps = steps.prefixed(&label);
+        }
+        HostRun {
+            d,
+            spec,
+            label,
+            prefixed,
+            steps,
+            lock: None,
+            prepared: None,
+            from: None,
+            switched_after: None,
+            started: Instant::now(),
+            outcome: None,
+            failed: false,
+        }
+    }
+
+    /// Prints the failed release's logs under the host's name.
+    fn print_logs(&self, project: &str, logs: &str) {
+        let header = format!("--- logs of {project} ({}) ---", self.spec.tag);
+        if self.prefixed {
+            let lines: Vec<String> = std::iter::once(header.as_str())
+                .chain(logs.lines())
+                .map(|line| format!("[{}] {line}", self.label))
+                .collect();
+            crate::progress::print_line(false, &lines.join("\n"));
+        } else {
+            eprintln!("{header}\n{logs}");
+        }
+    }
+}
+
+impl Member for HostRun<'_> {
+    fn label(&self) -> String {
+        self.label.clone()
+    }
+
+    fn lock_key(&self) -> String {
+        self.d.target().describe()
+    }
+
+    fn check(&mut self) -> Result<()> {
+        let (d, min) = (&self.d, self.spec.min_free_disk);
+        self.steps
+            .step(&format!("Checking {}", d.target().describe()), || {
+                switch::check(d, min)
+            })
+    }
+
+    fn lock(&mut self) -> Result<()> {
+        let d = &self.d;
+        let operation = format!("{} {}", self.spec.operation, self.spec.tag);
+        let wait = self.spec.lock_wait;
+        let mut lock = self.steps.step("Taking the deploy lock", || {
+            d.lock_waiting(&operation, wait)
+        })?;
+        // A dead deploy's lock was taken over: put the host in a known state before anything.
+        if lock.took_over {
+            crate::deploy::reconcile::after_takeover(d)?;
+            lock.reconciled()?;
+        }
+        self.lock = Some(lock);
+        Ok(())
+    }
+
+    fn prepare(&mut self) -> Result<()> {
+        let prepared = switch::prepare(&self.d, self.spec, &mut self.steps)?;
+        self.from = Some(prepared.from.clone().unwrap_or_else(|| "nothing".into()));
+        self.prepared = Some(prepared);
+        Ok(())
+    }
+
+    fn switch(&mut self) -> Result<()> {
+        let prepared = self
+            .prepared
+            .as_mut()
+            .context("internal: the host was not prepared")?;
+        let result = prepared.switch(&self.d, self.spec, &mut self.steps);
+        if prepared.switched() {
+            self.switched_after = Some(self.started.elapsed());
+        }
+        self.failed = result.is_err();
+        result
+    }
+
+    fn watch(&mut self, duration: Duration) -> Result<()> {
+        self.d.remote.say(format!(
+            "Watching the canary for {}",
+            crate::progress::seconds(duration)
+        ));
+        let result = self
+            .prepared
+            .as_ref()
+            .context("internal: the host was not prepared")?
+            .watch(&self.d, duration);
+        self.failed = result.is_err();
+        result
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        let prepared = self
+            .prepared
+            .take()
+            .context("internal: the host was not prepared")?;
+        prepared.finish(&self.d, self.spec, &mut self.steps)?;
+        self.d.remote.say(format!(
+            "{} is live on {} ({} took {})",
+            self.spec.tag,
+            self.d.target().describe(),
+            self.spec.operation,
+            self.steps.elapsed()
+        ));
+        Ok(())
+    }
+
+    fn switch_back(&mut self) -> Result<()> {
+        match self.prepared.as_mut() {
+            Some(prepared) => prepared.switch_back(&self.d),
+            None => Ok(()),
+        }
+    }
+
+    fn revert(&mut self, why: &str) -> Result<()> {
+        // Every command a cleanup, so that it also runs after Ctrl-C.
+        let (d, spec) = (&self.d.undoing(), self.spec);
+        let Some(prepared) = self.prepared.as_ref() else {
+            // Locked, not prepared: nothing changed; the history still says what happened.
+            let _ = d.record(
+                &spec.deploy_id,
+                &spec.tag,
+                "",
+                spec.strategy.name(),
+                &format!("failed; never switched ({why})"),
+            );
+            return Ok(());
+        };
+        let (undo, logs) = prepared.revert(d);
+        if self.failed && !logs.is_empty() {
+            self.print_logs(&prepared.next_project(d), &logs);
+        }
+        let from = prepared.from.as_deref().unwrap_or("nothing");
+        let outcome = match (&undo, prepared.serving_before(), prepared.touched()) {
+            (Ok(()), _, false) if self.prefixed => "never switched".to_string(),
+            (Ok(()), true, _) => format!("rolled back: {from} keeps serving"),
+            (Ok(()), false, _) => "nothing was serving before; nothing is now".to_string(),
+            (Err(err), _, _) => format!("AND putting {from} back failed: {err:#}"),
+        };
+        let _ = d.record(
+            &spec.deploy_id,
+            &spec.tag,
+            &prepared.revision(d),
+            spec.strategy.name(),
+            &format!("failed; {outcome} ({why})"),
+        );
+        self.outcome = Some(outcome);
+        undo
+    }
+
+    fn unlock(&mut self) {
+        self.lock = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_counts_healthy_containers() {
+        let ps = "SERVICE   IMAGE   STATUS\nphp  x  Up 2 minutes (healthy)\nworker  y  Up 2 minutes (healthy)\nnginx  z  Up 2 minutes (unhealthy)\n";
+        assert_eq!(health(ps), "2/3 healthy");
+        assert_eq!(health("SERVICE IMAGE STATUS\n"), "0/0 healthy");
+    }
+
+    fn fleet_of(n: usize) -> Fleet {
+        Fleet {
+            env: Some("production".into()),
+            hosts: (1..=n)
+                .map(|i| FleetHost {
+                    label: format!("web{i}"),
+                    spec: format!("deploy@web{i}"),
+                    target: Target::new(Some(&format!("deploy@web{i}")), "/srv/crm", None).unwrap(),
+                })
+                .collect(),
+            stack: "crm".into(),
+            keep_backups: 5,
+            min_free_disk: 1,
+            canary: 0,
+            canary_wait: None,
+            lock_wait: None,
+            wave: Wave::Hosts(1),
+            strategy: Strategy::Rolling,
+        }
+    }
+
+    #[test]
+    fn each_host_of_a_fleet_gets_its_own_labelled_remote() {
+        let runner = Runner::new(true, crate::progress::Verbosity::Quiet);
+        let ds = fleet_of(3).deployments(&runner);
+        let labels: Vec<Option<String>> = ds
+            .iter()
+            .map(|d| d.remote.label.as_deref().map(String::from))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                Some("web1".into()),
+                Some("web2".into()),
+                Some("web3".into())
+            ]
+        );
+        assert_eq!(fleet_of(1).deployments(&runner)[0].remote.label, None);
+        assert_eq!(fleet_of(3).describe(), "3 hosts of production");
+    }
+}
