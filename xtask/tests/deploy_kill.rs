@@ -451,8 +451,10 @@ impl Setup<'_> {
             "the lock is released"
         );
         let last = history_lines(Path::new(self.dir)).pop().unwrap_or_default();
+        // time, tag, revision, who, strategy, result, deploy id
+        let fields: Vec<&str> = last.split('\t').collect();
         assert!(
-            last.contains(&format!("\t{tag}\t")) && last.ends_with("\tok"),
+            fields.get(1) == Some(&tag) && fields.get(5) == Some(&"ok"),
             "the last history line says {tag} serves: {last}"
         );
     }
