@@ -43,6 +43,16 @@ impl Color {
 const LIVE_CONF: &str = "/etc/nginx/crm-edge/live.conf";
 /// How long a healthy release's nginx may take to answer /health (its resolver caches 5 s).
 const SMOKE_LIMIT: Duration = Duration::from_secs(15);
+/// Copies a release's hashed assets into the shared volume the edge serves. `--no-clobber`:
+/// a file already there has the same content (its name is its hash), and overwriting it would let
+/// the edge serve it half-written to a page of the live release.
+const BRIDGE_ASSETS: &[&str] = &[
+    "cp",
+    "-a",
+    "--no-clobber",
+    "/var/www/app/public/build/.",
+    "/assets/",
+];
 
 pub struct Stack<'a> {
     deployment: &'a Deployment,
@@ -169,11 +179,7 @@ impl<'a> Stack<'a> {
 
     /// Adds a release's hashed assets to the shared archive the edge serves.
     pub fn bridge_assets(&self, nginx_image: &str) -> Result<()> {
-        self.run(asset_tool(
-            self.name(),
-            nginx_image,
-            &["cp", "-a", "/var/www/app/public/build/.", "/assets/"],
-        ))
+        self.run(asset_tool(self.name(), nginx_image, BRIDGE_ASSETS))
     }
 
     /// The old Makefile's "clear the assets volume" (recreate strategy only: old pages lose their assets).
@@ -319,11 +325,8 @@ impl<'a> Stack<'a> {
         self.remote()
             .cleanup(self.compose(&project).args(["up", "--detach"]))?;
         if let Some(image) = self.image_of(color, "nginx")? {
-            self.remote().cleanup(asset_tool(
-                self.name(),
-                &image,
-                &["cp", "-a", "/var/www/app/public/build/.", "/assets/"],
-            ))?;
+            self.remote()
+                .cleanup(asset_tool(self.name(), &image, BRIDGE_ASSETS))?;
         }
         Ok(())
     }
@@ -540,11 +543,7 @@ mod tests {
 
     #[test]
     fn assets_are_copied_from_the_release_image() {
-        let cmd = asset_tool(
-            "crm",
-            "r/crm-gdb_nginx:2",
-            &["cp", "-a", "/var/www/app/public/build/.", "/assets/"],
-        );
+        let cmd = asset_tool("crm", "r/crm-gdb_nginx:2", BRIDGE_ASSETS);
         assert_eq!(
             cmd.argv(),
             [
@@ -559,6 +558,7 @@ mod tests {
                 "crm_assets:/assets",
                 "r/crm-gdb_nginx:2",
                 "-a",
+                "--no-clobber",
                 "/var/www/app/public/build/.",
                 "/assets/",
             ]
