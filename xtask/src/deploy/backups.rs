@@ -9,6 +9,9 @@ use crate::project::now_rfc3339;
 
 pub const BACKUPS: &str = "backups";
 
+/// How many times an archive is taken when files change under tar.
+const TAR_ATTEMPTS: usize = 3;
+
 impl Deployment {
     /// Archives the data volume into `backups/`, keeps the newest `keep`, returns the archive's
     /// name (None when there is no data volume yet: a first deploy).
@@ -49,9 +52,18 @@ impl Deployment {
                 ".",
             ],
         );
-        self.remote
-            .run(archive)
-            .context("backing up the data volume failed; nothing was changed")?;
+        // tar exits 1 when a file changed while it read it (the live worker rewrites its stats
+        // every few seconds): that archive is not consistent, so it is taken again.
+        let mut attempt = 1;
+        while let Err(err) = self.remote.run(archive.clone()) {
+            if attempt == TAR_ATTEMPTS || !err.to_string().ends_with("(exit code 1)") {
+                return Err(err.context("backing up the data volume failed; nothing was changed"));
+            }
+            attempt += 1;
+            self.remote.say(format!(
+                "  a file changed while it was archived; again ({attempt}/{TAR_ATTEMPTS})"
+            ));
+        }
         self.prune_backups(keep)?;
         Ok(Some(name))
     }
