@@ -150,8 +150,22 @@ fn push_releases(quiet: &Ctx, pushed: &Config, tags: &[&str]) -> Result<Vec<Stri
         runner: quiet.runner,
         root: quiet.root.clone(),
     };
-    let refs: Vec<_> = images.iter().map(|(_, remote)| remote).collect();
-    crate::build::push::push_all(&to_push, &refs)?;
+    // One tag after the other: B is A under another tag, and the same blobs pushed side by side
+    // to a fresh registry race ("blob unknown to registry").
+    for tag in tags {
+        let refs: Vec<_> = images
+            .iter()
+            .map(|(_, remote)| remote)
+            .filter(|r| r.tag.starts_with(tag) && r.name != crate::config::EDGE)
+            .collect();
+        crate::build::push::push_all(&to_push, &refs)?;
+    }
+    let edge: Vec<_> = images
+        .iter()
+        .map(|(_, remote)| remote)
+        .filter(|r| r.name == crate::config::EDGE)
+        .collect();
+    crate::build::push::push_all(&to_push, &edge)?;
     Ok(images
         .iter()
         .map(|(_, remote)| remote.to_string())
