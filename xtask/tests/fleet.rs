@@ -200,6 +200,7 @@ fn fleet_deploys_end_on_one_release() {
     running.signal(libc::SIGINT);
     let code = running.wait(Duration::from_secs(180)).code();
     let loads = stop(probes);
+    eprintln!("--- deploy interrupted in wave 1 ->\n{}", running.stderr());
     assert_eq!(code, Some(130), "{}", running.stderr());
     for (m, load) in loads.iter().enumerate() {
         assert_eq!(load.failed, 0, "m{}: {:?}", m + 1, load.failures);
@@ -247,6 +248,7 @@ fn fleet_deploys_end_on_one_release() {
     let status = running.wait(Duration::from_secs(240));
     let loads = stop(probes);
     let err = running.stderr();
+    eprintln!("--- deploy while m3's engine dies ->\n{err}");
     assert!(!status.success(), "{err}");
     for m in 1..=2 {
         assert_eq!(loads[m - 1].failed, 0, "m{m}: {:?}", loads[m - 1].failures);

@@ -9,6 +9,25 @@ use crate::project::now_rfc3339;
 
 pub const BACKUPS: &str = "backups";
 
+/// How many times an archive is taken when the data changes under tar.
+const TAR_ATTEMPTS: usize = 3;
+
+/// True when tar's complaints are only about the worker's stats file and the directory that
+/// holds it (`tar: ./stats.json: file changed as we read it`, `tar: .: file changed ...`).
+fn only_stats_changed(stderr: &str) -> bool {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    !lines.is_empty()
+        && lines.iter().all(|line| {
+            let Some(path) = line
+                .strip_prefix("tar: ")
+                .and_then(|l| l.strip_suffix(": file changed as we read it"))
+            else {
+                return false;
+            };
+            matches!(path, "." | "./stats.json" | "./stats.json.tmp")
+        })
+}
+
 impl Deployment {
     /// Archives the data volume into `backups/`, keeps the newest `keep`, returns the archive's
     /// name (None when there is no data volume yet: a first deploy).
@@ -49,11 +68,39 @@ impl Deployment {
                 ".",
             ],
         );
-        self.remote
-            .run(archive)
-            .context("backing up the data volume failed; nothing was changed")?;
+        if self.remote.dry_run() {
+            self.remote.run(archive)?;
+        } else {
+            self.archive(archive)
+                .context("backing up the data volume failed; nothing was changed")?;
+        }
         self.prune_backups(keep)?;
         Ok(Some(name))
+    }
+
+    /// Runs the archiving container. tar exits 1 when something changed while it read it: the
+    /// live worker rewrites its stats file (a temp file renamed over it, so the directory
+    /// changes too) every few seconds, which is harmless; any other file changing makes the
+    /// archive inconsistent, so it is taken again.
+    fn archive(&self, archive: Cmd) -> Result<()> {
+        for attempt in 1..=TAR_ATTEMPTS {
+            let output = self.remote.output(archive.clone())?;
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            match output.status.code() {
+                Some(0) => return Ok(()),
+                Some(1) if only_stats_changed(&stderr) => return Ok(()),
+                Some(1) if attempt < TAR_ATTEMPTS => self.remote.say(format!(
+                    "  data changed while it was archived; again ({}/{TAR_ATTEMPTS})",
+                    attempt + 1
+                )),
+                _ => anyhow::bail!(
+                    "the archiving container failed ({}): {}",
+                    output.status,
+                    stderr.trim()
+                ),
+            }
+        }
+        anyhow::bail!("the data kept changing while it was archived ({TAR_ATTEMPTS} times)")
     }
 
     /// Archive names in `backups/`, oldest first (names sort by time).
@@ -142,6 +189,21 @@ mod tests {
 
     fn deployment_for(target: &Target, runner: &Runner) -> Deployment {
         Deployment::new(target, runner, "crm-gdb")
+    }
+
+    #[test]
+    fn only_the_workers_stats_may_change_under_tar() {
+        assert!(only_stats_changed("tar: .: file changed as we read it\n"));
+        assert!(only_stats_changed(
+            "tar: ./stats.json: file changed as we read it\ntar: .: file changed as we read it\n"
+        ));
+        assert!(!only_stats_changed(
+            "tar: ./crm.sqlite: file changed as we read it\ntar: .: file changed as we read it\n"
+        ));
+        assert!(!only_stats_changed(
+            "tar: /backup/x: Cannot open: Permission denied\n"
+        ));
+        assert!(!only_stats_changed(""));
     }
 
     #[test]

@@ -293,11 +293,10 @@ fn host_status(d: &Deployment, label: &str) -> HostStatus {
             .remote
             .succeeds(crate::cmd::Cmd::new("test").args(["-d", &d.target().path(LOCK_DIR)]))?
         {
-            format!(
-                "held: {}",
-                d.read(&format!("{LOCK_DIR}/owner"))
-                    .unwrap_or_else(|_| "unknown".into())
-            )
+            let owner = d
+                .read(&format!("{LOCK_DIR}/owner"))
+                .unwrap_or_else(|_| "unknown".into());
+            format!("held: {}", lock_summary(&owner))
         } else {
             "free".into()
         };
@@ -318,6 +317,21 @@ fn host_status(d: &Deployment, label: &str) -> HostStatus {
         lock: String::new(),
         unreachable: Some(fleet::one_line(&err)),
     })
+}
+
+/// One line for a lock's owner file: `key=value` lines (`operation`, `who`, `since`) or the
+/// single line older versions wrote.
+fn lock_summary(owner: &str) -> String {
+    let get = |key: &str| {
+        owner
+            .lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+            .map(str::trim)
+    };
+    match (get("operation"), get("who"), get("since")) {
+        (Some(op), Some(who), Some(since)) => format!("{op} by {who} since {since}"),
+        _ => owner.lines().next().unwrap_or("unknown").trim().to_string(),
+    }
 }
 
 /// `3/3 healthy` from the `docker compose ps` table of the live color.
@@ -523,6 +537,20 @@ impl Member for HostRun<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lock_owner_in_one_line() {
+        let owner = "token=abc\noperation=deploy 1.4.0\nwho=ci@runner\npid=42\nsince=2026-12-01T10:00:00Z\n";
+        assert_eq!(
+            lock_summary(owner),
+            "deploy 1.4.0 by ci@runner since 2026-12-01T10:00:00Z"
+        );
+        assert_eq!(
+            lock_summary("deploy 1.4.0 by me@box (pid 1) since 2026"),
+            "deploy 1.4.0 by me@box (pid 1) since 2026"
+        );
+        assert_eq!(lock_summary(""), "unknown");
+    }
 
     #[test]
     fn health_counts_healthy_containers() {

@@ -119,37 +119,57 @@ fn measure_fleet(
     Ok(())
 }
 
-/// Tags the local release images (and the edge) after the throwaway registry and pushes them,
-/// so every machine pulls them as a server would. Returns the names it tagged.
+/// Tags the local release images (and the edge) after the throwaway registry and pushes them
+/// (retried like a release's pushes), so every machine pulls them as a server would. Returns
+/// the names it tagged.
 fn push_releases(quiet: &Ctx, pushed: &Config, tags: &[&str]) -> Result<Vec<String>> {
     let mut images = Vec::new();
     for tag in tags {
         for (local, remote) in quiet
             .config
             .app_images(tag)
-            .iter()
-            .zip(pushed.app_images(tag).iter())
+            .into_iter()
+            .zip(pushed.app_images(tag))
         {
-            images.push((local.to_string(), remote.to_string()));
+            images.push((local.to_string(), remote));
         }
     }
     let compose = crate::deploy::local_stack::render(&quiet.root, &quiet.config, tags[0])?;
     if let Some(edge) = crate::deploy::local_stack::edge_image(&compose) {
         ensure_edge_image(quiet, &edge)?;
-        let remote = edge.replacen(&quiet.config.registry, &pushed.registry, 1);
-        images.push((edge, remote));
+        let tag = edge.rsplit(':').next().unwrap_or_default();
+        images.push((edge.clone(), pushed.image(crate::config::EDGE, tag)));
     }
     for (local, remote) in &images {
         quiet
             .runner
-            .run(&Cmd::new("docker").args(["tag", local, remote]))?;
+            .run(&Cmd::new("docker").args(["tag", local, &remote.to_string()]))?;
     }
-    let pushes: Vec<Vec<Cmd>> = images
+    let to_push = Ctx {
+        config: pushed.clone(),
+        runner: quiet.runner,
+        root: quiet.root.clone(),
+    };
+    // One tag after the other: B is A under another tag, and the same blobs pushed side by side
+    // to a fresh registry race ("blob unknown to registry").
+    for tag in tags {
+        let refs: Vec<_> = images
+            .iter()
+            .map(|(_, remote)| remote)
+            .filter(|r| r.tag.starts_with(tag) && r.name != crate::config::EDGE)
+            .collect();
+        crate::build::push::push_all(&to_push, &refs)?;
+    }
+    let edge: Vec<_> = images
         .iter()
-        .map(|(_, remote)| vec![Cmd::new("docker").args(["push", "--quiet", remote])])
+        .map(|(_, remote)| remote)
+        .filter(|r| r.name == crate::config::EDGE)
         .collect();
-    quiet.runner.run_parallel(&pushes)?;
-    Ok(images.into_iter().map(|(_, remote)| remote).collect())
+    crate::build::push::push_all(&to_push, &edge)?;
+    Ok(images
+        .iter()
+        .map(|(_, remote)| remote.to_string())
+        .collect())
 }
 
 fn scenarios(
