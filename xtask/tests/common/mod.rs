@@ -504,8 +504,12 @@ impl Drop for RemoveStack {
                 .args(["volume", "rm", "-f", &format!("{stack}_{volume}")])
                 .output();
         }
-        let _ = Command::new("docker")
-            .args(["network", "rm", &format!("{stack}_edge")])
-            .output();
+        // Each Compose project also made a `PROJECT_default` network: Docker has only ~30
+        // address pools, so leftovers make later tests fail to create networks.
+        for network in ["_edge", "-blue_default", "-green_default", "-edge_default"] {
+            let _ = Command::new("docker")
+                .args(["network", "rm", &format!("{stack}{network}")])
+                .output();
+        }
     }
 }
