@@ -103,8 +103,10 @@ fn is_transient(err: &anyhow::Error) -> bool {
         text.push_str(&failed.stderr);
     }
     let lower = text.to_lowercase();
-    const FOR_GOOD: [&str; 10] = [
+    const FOR_GOOD: [&str; 11] = [
         "unauthorized",
+        // The client knows the registry wants a login and has none for it.
+        "no basic auth credentials",
         "authentication required",
         "denied",
         "forbidden",
@@ -266,6 +268,7 @@ mod tests {
         }
         for for_good in [
             "unauthorized: authentication required",
+            "no basic auth credentials",
             "denied: requested access to the resource is denied",
             "received unexpected HTTP status: 403 Forbidden",
             "Get \"https://nosuch.invalid/v2/\": dial tcp: lookup nosuch.invalid on 127.0.0.53:53: no such host",

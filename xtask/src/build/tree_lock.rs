@@ -130,7 +130,7 @@ fn lock_path(root: &Path) -> PathBuf {
 }
 
 /// `root/.git`, or the directory a `.git` file points at (`gitdir: ...`, in a worktree or a
-/// submodule); read here rather than asked of git, which takes a lock-free path anyway.
+/// submodule): read from the file, no git process needed to take a lock.
 fn git_dir(root: &Path) -> Option<PathBuf> {
     let dot_git = root.join(".git");
     let meta = std::fs::symlink_metadata(&dot_git).ok()?;
