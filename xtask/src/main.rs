@@ -31,8 +31,8 @@ use config::Config;
 use ctx::Ctx;
 use progress::Verbosity;
 use tasks::{
-    backup, bench, bench_deploy, build_app, completions, docker_publish, doctor, down, login,
-    rollback, set_tag, status, test_image, up,
+    backup, bench, bench_deploy, build_app, completions, docker_publish, doctor, down, exec, login,
+    logs, rollback, set_tag, status, test_image, up,
 };
 
 #[derive(Parser)]
@@ -124,6 +124,16 @@ enum Task {
         after_help = "Example:\n  cargo xtask status --host deploy@web1.example.com --dir /srv/crm"
     )]
     Status(status::Args),
+    /// Show the live release's logs on a target (per service or all; -f follows until Ctrl-C).
+    #[command(
+        after_help = "Examples:\n  cargo xtask logs --host deploy@web1.example.com --dir /srv/crm -f\n  cargo xtask logs --dir /srv/crm --service php --since 10m"
+    )]
+    Logs(logs::Args),
+    /// Run a command in the live php container (or --new: in a throwaway one of a release); its exit status is ours.
+    #[command(
+        after_help = "Examples:\n  cargo xtask exec --dir /srv/crm -- php bin/console cache:clear\n  cargo xtask exec --host deploy@web1.example.com --dir /srv/crm -i -- bash\n  cargo xtask exec --dir /srv/crm --new --tag 1.4.0 -- php -v"
+    )]
+    Exec(exec::Args),
     /// Measure failed requests and gaps under load for recreate, rolling, rollback and a broken release.
     #[command(after_help = "Example:\n  cargo xtask bench-deploy")]
     BenchDeploy,
@@ -175,6 +185,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            // `exec`: the command's own status is ours; it already said what it had to.
+            if let Some(cmd::Exited(code)) = err.downcast_ref::<cmd::Exited>() {
+                return ExitCode::from((*code).clamp(1, 255) as u8);
+            }
             eprintln!("error: {err:#}");
             match err.downcast_ref::<interrupt::Interrupted>() {
                 Some(interrupt::Interrupted(signal)) => ExitCode::from(128 + *signal as u8),
@@ -215,6 +229,8 @@ fn run(cli: Cli) -> Result<()> {
         Task::Rollback(args) => rollback::run(&ctx, &args),
         Task::Backup(args) => backup::run(&ctx, &args),
         Task::Status(args) => status::run(&ctx, &args),
+        Task::Logs(args) => logs::run(&ctx, &args),
+        Task::Exec(args) => exec::run(&ctx, &args),
         Task::BenchDeploy => bench_deploy::run(&ctx),
         Task::Bench => bench::run(&ctx),
         Task::Doctor => doctor::run(&ctx),

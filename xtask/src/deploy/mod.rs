@@ -9,6 +9,9 @@
 //! history       what was deployed there, when, by whom, with what result
 //! backups       archives of the data volume, and restoring one
 //! stack         the blue/green releases behind the edge on a target
+//! ops           the live release's logs, one-off commands in it or beside it
+//! maintenance   the edge's maintenance page (503 with Retry-After; health checks still answered)
+//! prune         what a target no longer needs: old release images, containers, assets, backups
 //! switch        from the live release to another: the plan, its steps and its undo
 //! local_stack   the one-project stack of `up` and `test-image` on this machine
 //! testbed       machines to deploy to, made here: network namespaces with their own engine and sshd
@@ -20,6 +23,7 @@ pub mod history;
 pub mod local_env;
 pub mod local_stack;
 pub mod lock;
+pub mod ops;
 pub mod options;
 pub mod remote;
 pub mod stack;
