@@ -32,7 +32,7 @@ use ctx::Ctx;
 use progress::Verbosity;
 use tasks::{
     backup, bench, bench_deploy, build_app, completions, docker_publish, doctor, down, exec, login,
-    logs, rollback, set_tag, status, test_image, up,
+    logs, maintenance, rollback, set_tag, status, test_image, up,
 };
 
 #[derive(Parser)]
@@ -134,6 +134,11 @@ enum Task {
         after_help = "Examples:\n  cargo xtask exec --dir /srv/crm -- php bin/console cache:clear\n  cargo xtask exec --host deploy@web1.example.com --dir /srv/crm -i -- bash\n  cargo xtask exec --dir /srv/crm --new --tag 1.4.0 -- php -v"
     )]
     Exec(exec::Args),
+    /// Turn the edge's maintenance page on or off (503 with Retry-After; health checks still answer).
+    #[command(
+        after_help = "Examples:\n  cargo xtask maintenance on --dir /srv/crm --message 'Back at 14:00'\n  cargo xtask maintenance status --dir /srv/crm\n  cargo xtask maintenance off --dir /srv/crm"
+    )]
+    Maintenance(maintenance::Args),
     /// Measure failed requests and gaps under load for recreate, rolling, rollback and a broken release.
     #[command(after_help = "Example:\n  cargo xtask bench-deploy")]
     BenchDeploy,
@@ -231,6 +236,7 @@ fn run(cli: Cli) -> Result<()> {
         Task::Status(args) => status::run(&ctx, &args),
         Task::Logs(args) => logs::run(&ctx, &args),
         Task::Exec(args) => exec::run(&ctx, &args),
+        Task::Maintenance(args) => maintenance::run(&ctx, &args),
         Task::BenchDeploy => bench_deploy::run(&ctx),
         Task::Bench => bench::run(&ctx),
         Task::Doctor => doctor::run(&ctx),

@@ -23,6 +23,7 @@ pub mod history;
 pub mod local_env;
 pub mod local_stack;
 pub mod lock;
+pub mod maintenance;
 pub mod ops;
 pub mod options;
 pub mod remote;

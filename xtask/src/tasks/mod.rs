@@ -16,6 +16,7 @@ pub mod down;
 pub mod exec;
 pub mod login;
 pub mod logs;
+pub mod maintenance;
 pub mod rollback;
 pub mod set_tag;
 pub mod status;
