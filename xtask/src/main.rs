@@ -32,7 +32,7 @@ use ctx::Ctx;
 use progress::Verbosity;
 use tasks::{
     backup, bench, bench_deploy, build_app, completions, docker_publish, doctor, down, exec, login,
-    logs, maintenance, rollback, set_tag, status, test_image, up,
+    logs, maintenance, prune, rollback, set_tag, status, test_image, up,
 };
 
 #[derive(Parser)]
@@ -139,6 +139,11 @@ enum Task {
         after_help = "Examples:\n  cargo xtask maintenance on --dir /srv/crm --message 'Back at 14:00'\n  cargo xtask maintenance status --dir /srv/crm\n  cargo xtask maintenance off --dir /srv/crm"
     )]
     Maintenance(maintenance::Args),
+    /// Remove what a target no longer needs: old release images, stopped containers, assets, backups; trim the build cache.
+    #[command(
+        after_help = "Examples:\n  cargo xtask prune --dir /srv/crm --dry-run\n  cargo xtask prune --host deploy@web1.example.com --dir /srv/crm --keep 3"
+    )]
+    Prune(prune::Args),
     /// Measure failed requests and gaps under load for recreate, rolling, rollback and a broken release.
     #[command(after_help = "Example:\n  cargo xtask bench-deploy")]
     BenchDeploy,
@@ -237,6 +242,7 @@ fn run(cli: Cli) -> Result<()> {
         Task::Logs(args) => logs::run(&ctx, &args),
         Task::Exec(args) => exec::run(&ctx, &args),
         Task::Maintenance(args) => maintenance::run(&ctx, &args),
+        Task::Prune(args) => prune::run(&ctx, &args),
         Task::BenchDeploy => bench_deploy::run(&ctx),
         Task::Bench => bench::run(&ctx),
         Task::Doctor => doctor::run(&ctx),

@@ -26,6 +26,7 @@ pub mod lock;
 pub mod maintenance;
 pub mod ops;
 pub mod options;
+pub mod prune;
 pub mod remote;
 pub mod stack;
 pub mod switch;

@@ -17,6 +17,7 @@ pub mod exec;
 pub mod login;
 pub mod logs;
 pub mod maintenance;
+pub mod prune;
 pub mod rollback;
 pub mod set_tag;
 pub mod status;
