@@ -255,6 +255,14 @@ pub fn plan(d: &Deployment, keep: usize, keep_backups: usize) -> Result<Plan> {
     let history = d.history()?;
     let live = stack.live_release()?.and_then(|(_, tag)| tag);
     let kept = kept_releases(&history, live.as_deref(), keep);
+    // Without a release to keep, "everything else" would be every image of the repositories,
+    // e.g. those of `up` on the same engine.
+    if kept.tags.is_empty() {
+        anyhow::bail!(
+            "nothing is deployed on {} and its history names no release: nothing to prune",
+            d.target().describe()
+        );
+    }
     let compose_yaml = d.read("compose.yaml")?;
     let q = |cmd: Cmd| d.remote.query(cmd);
 
