@@ -67,25 +67,26 @@ fn logs_exec_maintenance_prune_on_one_target() {
     )
     .unwrap();
     let on_target = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(["--dir", &dir, "--stack", &stack]);
+        let all = with_target(args, &["--dir", &dir, "--stack", &stack]);
         xtask(root, tmp.path(), &prefix, &all)
     };
     let sshd = sshd::Sshd::start();
     let ssh_config = sshd.client_config();
     let host = sshd.host_spec();
     let over_ssh = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend([
-            "--host",
-            &host,
-            "--ssh-config",
-            ssh_config.to_str().unwrap(),
-            "--dir",
-            &dir,
-            "--stack",
-            &stack,
-        ]);
+        let all = with_target(
+            args,
+            &[
+                "--host",
+                &host,
+                "--ssh-config",
+                ssh_config.to_str().unwrap(),
+                "--dir",
+                &dir,
+                "--stack",
+                &stack,
+            ],
+        );
         xtask(root, tmp.path(), &prefix, &all)
     };
     assert!(on_target(&["deploy", "--tag", "1.0.0-a"]).status.success());
@@ -352,6 +353,15 @@ fn logs_exec_maintenance_prune_on_one_target() {
     assert!(stderr(&out).contains("1.0.0-g is live"), "{}", stderr(&out));
     assert_eq!(load.failed, 0, "rollback after prune: {:?}", load.failures);
     assert!(load.requests > 20, "{load:?}");
+}
+
+/// `args` with the target options before `--` (what follows it is exec's command), else at the end.
+fn with_target<'a>(args: &[&'a str], target: &[&'a str]) -> Vec<&'a str> {
+    let at = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+    let mut all = args[..at].to_vec();
+    all.extend(target);
+    all.extend(&args[at..]);
+    all
 }
 
 fn wait_with_limit(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
