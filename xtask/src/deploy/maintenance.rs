@@ -171,6 +171,11 @@ pub fn state(d: &Deployment) -> Result<State> {
     })
 }
 
+/// `maintenance: STATE`, the line `status` and `maintenance status` print.
+pub fn status_line(d: &Deployment) -> Result<String> {
+    Ok(format!("maintenance: {}", state(d)?.describe()))
+}
+
 /// Turns maintenance mode on (again: a new message replaces the old one). A configuration the
 /// edge refuses is removed before the error is reported: the edge keeps serving as before.
 pub fn on(d: &Deployment, message: &str, retry_after: u32) -> Result<()> {

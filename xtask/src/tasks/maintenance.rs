@@ -66,7 +66,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             ));
         }
         Action::Status { .. } => {
-            println!("maintenance: {}", maintenance::state(&d)?.describe());
+            println!("{}", maintenance::status_line(&d)?);
         }
     }
     Ok(())

@@ -29,10 +29,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         }
         None => println!("live:     nothing deployed yet"),
     }
-    println!(
-        "maintenance: {}",
-        crate::deploy::maintenance::state(&d)?.describe()
-    );
+    println!("{}", crate::deploy::maintenance::status_line(&d)?);
     println!("history (last 5):");
     let history = d.history()?;
     for e in history.iter().rev().take(5).rev() {
