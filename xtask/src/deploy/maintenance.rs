@@ -5,6 +5,8 @@
 //! the edge's own `/nginx-health` still answers 200. The page is a file beside it; the message
 //! is HTML-escaped into the page and never enters nginx's configuration.
 
+use std::time::{Duration, Instant};
+
 use anyhow::{bail, Context, Result};
 
 use crate::cmd::Cmd;
@@ -189,7 +191,7 @@ pub fn on(d: &Deployment, message: &str, retry_after: u32) -> Result<()> {
                 .context("turning maintenance mode on failed; the edge serves as before");
         }
     }
-    Ok(())
+    settle(d, &edge, false)
 }
 
 pub fn off(d: &Deployment) -> Result<()> {
@@ -199,7 +201,38 @@ pub fn off(d: &Deployment) -> Result<()> {
             .run(cmd)
             .context("turning maintenance mode off failed")?;
     }
+    settle(d, &edge, true)
+}
+
+/// How long the edge's new workers may take to replace the old ones after a reload.
+const SETTLE_LIMIT: Duration = Duration::from_secs(10);
+
+/// `nginx -s reload` returns before the new workers answer: waits until `/` through the edge
+/// answers 200 (`ok`) or not, so the mode is in force when the command returns. A live release
+/// that does not answer 200 leaves a warning, not an error (the edge did reload).
+fn settle(d: &Deployment, edge: &str, ok: bool) -> Result<()> {
+    if d.remote.dry_run() {
+        return Ok(());
+    }
+    let start = Instant::now();
+    while d.remote.succeeds(front_page_probe(edge))? != ok {
+        if start.elapsed() > SETTLE_LIMIT {
+            d.remote.say(format!(
+                "  warning: / through the edge still answers {} after {}s",
+                if ok { "non-200" } else { "200" },
+                SETTLE_LIMIT.as_secs()
+            ));
+            return Ok(());
+        }
+        crate::interrupt::check()?;
+        std::thread::sleep(Duration::from_millis(200));
+    }
     Ok(())
+}
+
+/// Does `/` answer 200 through the edge? (Its image's healthcheck script, with a path.)
+fn front_page_probe(edge: &str) -> Cmd {
+    Cmd::new("docker").args(["exec", edge, "nginx-healthcheck", "/"])
 }
 
 #[cfg(test)]
@@ -304,6 +337,14 @@ mod tests {
                     "/etc/nginx/crm-edge/maintenance.html"
                 ],
             ]
+        );
+    }
+
+    #[test]
+    fn the_front_page_is_probed_from_inside_the_edge() {
+        assert_eq!(
+            front_page_probe("e1").argv(),
+            ["docker", "exec", "e1", "nginx-healthcheck", "/"]
         );
     }
 
