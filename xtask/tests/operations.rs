@@ -269,6 +269,7 @@ fn logs_exec_maintenance_prune_on_one_target() {
         .filter(|kind| cache.join(kind).is_dir())
         .flat_map(|kind| std::fs::read_dir(cache.join(kind)).unwrap())
         .map(|e| e.unwrap().path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
         .collect();
     entries.sort();
     assert!(entries.len() >= 2, "{entries:?}");
