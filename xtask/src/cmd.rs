@@ -74,6 +74,11 @@ impl Cmd {
     }
 
     fn expression(&self) -> duct::Expression {
+        self.expression_with(false)
+    }
+
+    /// With `terminal_stdin`, a child given no stdin bytes reads ours (an interactive shell).
+    fn expression_with(&self, terminal_stdin: bool) -> duct::Expression {
         let mut expr = duct::cmd(&self.program, &self.args);
         // Secrets we were given stay ours; a child that needs one gets it on stdin. Innermost,
         // so it wins over everything below (duct applies the inner expression's setting last).
@@ -88,6 +93,7 @@ impl Cmd {
         }
         match &self.stdin {
             Some(bytes) => expr.stdin_bytes(bytes.clone()),
+            None if terminal_stdin => expr,
             // Children never read the terminal: a prompt would hang CI.
             None => expr.stdin_null(),
         }
@@ -159,6 +165,19 @@ impl fmt::Display for Failed {
 }
 
 impl std::error::Error for Failed {}
+
+/// A command's own non-zero exit status, passed on as ours (`exec`): `main` exits with it and
+/// prints nothing, since the command already said what it had to.
+#[derive(Debug)]
+pub struct Exited(pub i32);
+
+impl fmt::Display for Exited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the command exited with status {}", self.0)
+    }
+}
+
+impl std::error::Error for Exited {}
 
 /// Runs [`Cmd`]s, or only prints them under `--dry-run`.
 ///
@@ -266,6 +285,25 @@ impl Runner {
             bail!("`{}` failed ({})", short(cmd), describe(output.status));
         }
         Ok(())
+    }
+
+    /// Runs a command attached to our stdout and stderr as they are (no capture, no relay: its
+    /// output is the point, e.g. `logs -f`), and to our stdin with `terminal_stdin`. Returns its
+    /// exit status; Ctrl-C stops it like any child and is reported as [`interrupt::Interrupted`].
+    /// Under `--dry-run` it is printed and not run (status 0).
+    pub fn attached(&self, cmd: &Cmd, terminal_stdin: bool) -> Result<i32> {
+        if self.dry_run {
+            progress::print_line(true, &cmd.to_string());
+            return Ok(0);
+        }
+        self.echo(cmd);
+        let output = wait(cmd, cmd.expression_with(terminal_stdin).unchecked())?;
+        use std::os::unix::process::ExitStatusExt;
+        Ok(match (output.status.code(), output.status.signal()) {
+            (Some(code), _) => code,
+            (None, Some(signal)) => 128 + signal,
+            _ => 1,
+        })
     }
 
     /// Runs a read-only query (also in dry-run mode) and returns its trimmed stdout.
@@ -645,6 +683,23 @@ mod tests {
         assert!(environ.lines().any(|l| l == "OTHER=kept"), "{environ}");
         assert!(!environ.contains("XTASK_REGISTRY_PASSWORD"), "{environ}");
         assert!(!environ.contains("s3cr3t"), "{environ}");
+    }
+
+    #[test]
+    fn attached_commands_pass_their_status_on() {
+        let runner = Runner::new(false, Verbosity::Quiet);
+        let status = |script: &str| {
+            runner
+                .attached(&Cmd::new("sh").args(["-c", script]), false)
+                .unwrap()
+        };
+        assert_eq!(status("exit 3"), 3);
+        assert_eq!(status("true"), 0);
+        assert_eq!(status("kill -TERM $$"), 128 + libc::SIGTERM);
+        // Without terminal_stdin, the child's stdin is empty, never ours.
+        assert_eq!(status("test \"$(cat)\" = ''"), 0);
+        let dry = Runner::new(true, Verbosity::Quiet);
+        assert_eq!(dry.attached(&Cmd::new("false"), true).unwrap(), 0);
     }
 
     #[test]

@@ -31,8 +31,8 @@ use config::Config;
 use ctx::Ctx;
 use progress::Verbosity;
 use tasks::{
-    backup, bench, bench_deploy, build_app, completions, docker_publish, doctor, down, lock, login,
-    rollback, set_tag, status, test_image, up,
+    backup, bench, bench_deploy, build_app, completions, docker_publish, doctor, down, exec, lock,
+    login, logs, maintenance, prune, rollback, set_tag, status, test_image, up,
 };
 
 #[derive(Parser)]
@@ -129,6 +129,26 @@ enum Task {
         after_help = "Examples:\n  cargo xtask lock status --host deploy@web1.example.com --dir /srv/crm\n  cargo xtask lock release --dir /srv/crm"
     )]
     Lock(lock::Args),
+    /// Show the live release's logs on a target (per service or all; -f follows until Ctrl-C).
+    #[command(
+        after_help = "Examples:\n  cargo xtask logs --host deploy@web1.example.com --dir /srv/crm -f\n  cargo xtask logs --dir /srv/crm --service php --since 10m"
+    )]
+    Logs(logs::Args),
+    /// Run a command in the live php container (or --new: in a throwaway one of a release); its exit status is ours.
+    #[command(
+        after_help = "Examples:\n  cargo xtask exec --dir /srv/crm -- php bin/console cache:clear\n  cargo xtask exec --host deploy@web1.example.com --dir /srv/crm -i -- bash\n  cargo xtask exec --dir /srv/crm --new --tag 1.4.0 -- php -v"
+    )]
+    Exec(exec::Args),
+    /// Turn the edge's maintenance page on or off (503 with Retry-After; health checks still answer).
+    #[command(
+        after_help = "Examples:\n  cargo xtask maintenance on --dir /srv/crm --message 'Back at 14:00'\n  cargo xtask maintenance status --dir /srv/crm\n  cargo xtask maintenance off --dir /srv/crm"
+    )]
+    Maintenance(maintenance::Args),
+    /// Remove what a target no longer needs: old release images, stopped containers, assets, backups; trim the build cache.
+    #[command(
+        after_help = "Examples:\n  cargo xtask prune --dir /srv/crm --dry-run\n  cargo xtask prune --host deploy@web1.example.com --dir /srv/crm --keep 3"
+    )]
+    Prune(prune::Args),
     /// Measure failed requests and gaps under load for recreate, rolling, rollback and a broken release.
     #[command(
         after_help = "Examples:\n  cargo xtask bench-deploy\n  sudo cargo xtask bench-deploy --machines 3   (a testbed of 3 machines; writes docs/benchmarks-fleet.md)"
@@ -182,6 +202,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            // `exec`: the command's own status is ours; it already said what it had to.
+            if let Some(cmd::Exited(code)) = err.downcast_ref::<cmd::Exited>() {
+                return ExitCode::from((*code).clamp(1, 255) as u8);
+            }
             eprintln!("error: {err:#}");
             match err.downcast_ref::<interrupt::Interrupted>() {
                 Some(interrupt::Interrupted(signal)) => ExitCode::from(128 + *signal as u8),
@@ -223,6 +247,10 @@ fn run(cli: Cli) -> Result<()> {
         Task::Backup(args) => backup::run(&ctx, &args),
         Task::Status(args) => status::run(&ctx, &args),
         Task::Lock(args) => lock::run(&ctx, &args),
+        Task::Logs(args) => logs::run(&ctx, &args),
+        Task::Exec(args) => exec::run(&ctx, &args),
+        Task::Maintenance(args) => maintenance::run(&ctx, &args),
+        Task::Prune(args) => prune::run(&ctx, &args),
         Task::BenchDeploy(args) => bench_deploy::run(&ctx, &args),
         Task::Bench => bench::run(&ctx),
         Task::Doctor => doctor::run(&ctx),

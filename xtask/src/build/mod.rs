@@ -1,6 +1,7 @@
 //! The build side: what makes and publishes images. Nothing here calls a task.
 //!
 //! build_cache   the inputs key of a release and the vendor/ and public/build/ caches
+//! cache_trim    trimming that cache by age and size (prune)
 //! staging       a clean copy of HEAD (or the working tree) to build from
 //! platform      --platform checks against the engine's builder
 //! summary       the final table of built images
@@ -8,6 +9,7 @@
 
 pub mod base;
 pub mod build_cache;
+pub mod cache_trim;
 pub mod compose_tag;
 pub mod login;
 pub mod platform;

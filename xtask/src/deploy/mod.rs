@@ -15,6 +15,9 @@
 //! fleet         scheduling the phases over several hosts so they end on one release
 //! rollout       deploy, rollback and status of a fleet (a single target is a fleet of one)
 //! environments  the named environments of deploy.yaml
+//! ops           the live release's logs, one-off commands in it or beside it
+//! maintenance   the edge's maintenance page (503 with Retry-After; health checks still answered)
+//! prune         what a target no longer needs: old release images, containers, assets, backups
 //! local_stack   the one-project stack of `up` and `test-image` on this machine
 //! testbed       machines to deploy to, made here: network namespaces with their own engine and sshd
 //! local_env     the local stack's secrets: made once, kept outside the tree and the images
@@ -27,7 +30,10 @@ pub mod history;
 pub mod local_env;
 pub mod local_stack;
 pub mod lock;
+pub mod maintenance;
+pub mod ops;
 pub mod options;
+pub mod prune;
 pub mod reconcile;
 pub mod remote;
 pub mod rollout;

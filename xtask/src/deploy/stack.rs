@@ -76,7 +76,7 @@ impl<'a> Stack<'a> {
     }
 
     /// `docker compose` of one project of the stack (the file interpolates CRM_STACK).
-    fn compose(&self, project: &str) -> Cmd {
+    pub fn compose(&self, project: &str) -> Cmd {
         let mut cmd = self.deployment.compose();
         let at = cmd
             .args
@@ -118,7 +118,7 @@ impl<'a> Stack<'a> {
     }
 
     /// Container ids of a project's service (all of them when `service` is None).
-    fn containers(&self, project: &str, service: Option<&str>) -> Result<Vec<String>> {
+    pub fn containers(&self, project: &str, service: Option<&str>) -> Result<Vec<String>> {
         let mut cmd = self.compose(project).args(["ps", "--all", "--quiet"]);
         if let Some(service) = service {
             cmd = cmd.arg(service);
@@ -131,7 +131,8 @@ impl<'a> Stack<'a> {
             .collect())
     }
 
-    fn edge(&self) -> Result<Option<String>> {
+    /// The edge container's id, None before the first deploy.
+    pub fn edge(&self) -> Result<Option<String>> {
         Ok(self
             .containers(&format!("{}-edge", self.name()), Some("edge"))?
             .into_iter()

@@ -37,6 +37,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         }
         None => println!("live:     nothing deployed yet"),
     }
+    println!("{}", crate::deploy::maintenance::status_line(&d)?);
     println!("history (last 5):");
     let history = d.history()?;
     for e in history.iter().rev().take(5).rev() {
