@@ -1,5 +1,7 @@
 //! The build side: what makes and publishes images. Nothing here calls a task.
 //!
+//! registry_api  the registry HTTP API (manifests, labels) for loopback registries
+//! registry_reuse re-tags in the registry; a release of the same inputs found there
 //! build_cache   the inputs key of a release and the vendor/ and public/build/ caches
 //! staging       a clean copy of HEAD (or the working tree) to build from
 //! platform      --platform checks against the engine's builder
@@ -12,6 +14,8 @@ pub mod compose_tag;
 pub mod login;
 pub mod platform;
 pub mod push;
+pub mod registry_api;
+pub mod registry_reuse;
 pub mod release;
 pub mod reuse;
 pub mod staging;
