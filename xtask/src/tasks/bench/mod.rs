@@ -643,7 +643,7 @@ fn largest_layers(runner: &Runner, image: &str, count: usize) -> Vec<(u64, Strin
         return Vec::new();
     };
     let mut layers = parse_history(&answer);
-    layers.sort_by(|a, b| b.0.cmp(&a.0));
+    layers.sort_by_key(|l| std::cmp::Reverse(l.0));
     layers.truncate(count);
     layers
 }
