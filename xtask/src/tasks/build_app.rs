@@ -249,7 +249,13 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
                     // The cache travels inside the image; the previous release feeds this build
                     // (on a CI runner whose engine is empty, only the changed layers are built).
                     build.inline_cache = true;
-                    if let Some(previous) = previous.as_deref().filter(|p| *p != opts.tag.as_str())
+                    // Only nginx takes the previous release as cache source: its costly layer
+                    // (apt-get) is one small download; php's layers above the local base are
+                    // the changed app itself, and importing its cache means fetching the base.
+                    let nginx = build.image.name == crate::config::NGINX;
+                    if let Some(previous) = previous
+                        .as_deref()
+                        .filter(|p| nginx && *p != opts.tag.as_str())
                     {
                         let same_image = ImageRef {
                             tag: previous_tag_of(&build.image.tag, opts.tag.as_str(), previous),
