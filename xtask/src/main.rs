@@ -127,7 +127,7 @@ enum Task {
     /// Measure failed requests and gaps under load for recreate, rolling, rollback and a broken release.
     #[command(after_help = "Example:\n  cargo xtask bench-deploy")]
     BenchDeploy,
-    /// Time build-app against the Makefile procedure with BuildKit (cold, CI cold runner, warm, no change, staging, sizes).
+    /// Time build-app against the old Makefile procedure run with BuildKit (cold, CI cold runner, warm, no change, sizes).
     #[command(
         after_help = "Examples:\n  cargo xtask bench\n  cargo xtask bench --registry 127.0.0.1:5000/kiora\n\nWithout --registry (or XTASK_REGISTRY) it starts its own `docker-registry serve` on 127.0.0.1.\nIt prunes the engine's whole build cache (`docker builder prune -af`) for the cold builds:\nrun it where nothing else uses the engine.\nWrites docs/benchmarks.md."
     )]
