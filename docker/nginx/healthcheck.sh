@@ -9,4 +9,5 @@ path=${1:-/nginx-health}
 exec 3<>/dev/tcp/127.0.0.1/80
 printf 'GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n' "$path" >&3
 read -r -t 3 _ status _ <&3
-[ "$status" = 200 ]
+# On failure the status goes to stderr: a deploy tells "the app answered 5xx" from "no answer".
+[ "$status" = 200 ] || { echo "nginx-healthcheck: HTTP $status" >&2; exit 1; }

@@ -60,6 +60,10 @@ pub struct Build {
     /// multi-platform image cannot be loaded into the engine (`platform::check` refuses the
     /// builders that cannot do it, the classic one included).
     pub platforms: Vec<String>,
+    /// `--cache-to type=inline` (buildx): the cache goes with the image, for later builds.
+    pub inline_cache: bool,
+    /// `--cache-from` images (buildx): earlier releases whose layers this build may reuse.
+    pub cache_from: Vec<String>,
 }
 
 impl Build {
@@ -88,6 +92,16 @@ impl Build {
         }
         for (key, value) in &self.labels {
             cmd = cmd.arg("--label").arg(format!("{key}={value}"));
+        }
+        if builder == Builder::Buildx {
+            if self.inline_cache {
+                cmd = cmd.args(["--cache-to", "type=inline"]);
+            }
+            for image in &self.cache_from {
+                cmd = cmd
+                    .arg("--cache-from")
+                    .arg(format!("type=registry,ref={image}"));
+            }
         }
         cmd.arg(path(&self.context))
     }
@@ -210,6 +224,8 @@ mod tests {
             build_args: vec![("BASE_IMAGE".into(), "r/b:0.4.1".into())],
             labels: vec![("org.opencontainers.image.version".into(), "1.4.0".into())],
             platforms: Vec::new(),
+            inline_cache: false,
+            cache_from: Vec::new(),
         }
     }
 
@@ -290,6 +306,32 @@ mod tests {
         );
         assert!(two.pushes_itself(Builder::Buildx));
         assert!(!two.pushes_itself(Builder::Classic));
+    }
+
+    #[test]
+    fn buildx_builds_carry_their_cache_and_read_the_previous_release() {
+        let cached = Build {
+            inline_cache: true,
+            cache_from: vec!["r/crm-gdb_php:1.3.0".into()],
+            ..build()
+        };
+        let argv = cached.command(Builder::Buildx);
+        let argv = argv.argv();
+        assert_eq!(
+            argv[argv.len() - 5..],
+            [
+                "--cache-to",
+                "type=inline",
+                "--cache-from",
+                "type=registry,ref=r/crm-gdb_php:1.3.0",
+                "/s"
+            ]
+        );
+        assert!(!cached
+            .command(Builder::Classic)
+            .args
+            .iter()
+            .any(|a| a.contains("cache")));
     }
 
     #[test]

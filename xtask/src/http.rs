@@ -1,5 +1,5 @@
-//! A tiny HTTP/1.0 client for loopback checks (`/health`), so checking the running app needs
-//! neither curl nor an HTTP crate.
+//! A tiny HTTP/1.0 client for loopback checks (`/health`) and plain-HTTP registries (the
+//! registry API of `build/registry_api.rs`), so neither needs curl nor an HTTP crate.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -12,6 +12,8 @@ pub struct Response {
     /// Header lines as `(lowercase name, value)`.
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// The body as received (a manifest is re-sent byte for byte: its digest depends on them).
+    pub bytes: Vec<u8>,
 }
 
 impl Response {
@@ -24,24 +26,72 @@ impl Response {
 }
 
 pub fn get(port: u16, path: &str) -> Result<Response> {
-    get_at(LOOPBACK, port, path)
+    get_at(std::net::Ipv4Addr::LOCALHOST.into(), port, path)
 }
-
-const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 /// GET `http://addr:port/path` (loopback, or a test machine's address).
 pub fn get_at(addr: std::net::IpAddr, port: u16, path: &str) -> Result<Response> {
-    let mut stream = TcpStream::connect((addr, port))
-        .with_context(|| format!("cannot connect to {addr}:{port}"))?;
+    request(&format!("{addr}:{port}"), &Request::get(path))
+}
+
+/// One HTTP request: method, path, extra header lines and a body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub method: &'static str,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn get(path: &str) -> Request {
+        Request {
+            method: "GET",
+            path: path.to_string(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Request {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// The bytes on the wire for `host` (`HOST:PORT`): HTTP/1.0, one request per connection.
+    pub fn encode(&self, host: &str) -> Vec<u8> {
+        let mut head = format!("{} {} HTTP/1.0\r\nHost: {host}\r\n", self.method, self.path);
+        for (name, value) in &self.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if !self.body.is_empty() || self.method == "PUT" {
+            head.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
+        }
+        head.push_str("Connection: close\r\n\r\n");
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(&self.body);
+        bytes
+    }
+}
+
+/// Sends `request` to `host` (`HOST:PORT`, plain HTTP) and reads the whole answer.
+pub fn request(host: &str, request: &Request) -> Result<Response> {
+    let mut stream =
+        TcpStream::connect(host).with_context(|| format!("cannot connect to {host}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {addr}:{port}\r\nConnection: close\r\n\r\n"
-    )?;
+    stream.write_all(&request.encode(host))?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    parse(&raw)
+}
+
+/// Status, headers and body of a raw HTTP answer.
+pub fn parse(raw: &[u8]) -> Result<Response> {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or((raw, &raw[raw.len()..]), |at| (&raw[..at], &raw[at + 4..]));
+    let head = String::from_utf8_lossy(split.0);
     let status = head
         .split_whitespace()
         .nth(1)
@@ -56,7 +106,8 @@ pub fn get_at(addr: std::net::IpAddr, port: u16, path: &str) -> Result<Response>
     Ok(Response {
         status,
         headers,
-        body: body.to_string(),
+        body: String::from_utf8_lossy(split.1).into_owned(),
+        bytes: split.1.to_vec(),
     })
 }
 
@@ -77,5 +128,39 @@ pub fn wait_for_ok(port: u16, path: &str, limit: Duration) -> Result<Response> {
             );
         }
         std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_plain_http_1_0() {
+        let get = Request::get("/v2/").header("Accept", "a/b");
+        assert_eq!(
+            String::from_utf8(get.encode("127.0.0.1:5000")).unwrap(),
+            "GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1:5000\r\nAccept: a/b\r\nConnection: close\r\n\r\n"
+        );
+        let put = Request {
+            method: "PUT",
+            body: b"{}".to_vec(),
+            ..Request::get("/m")
+        };
+        assert_eq!(
+            String::from_utf8(put.encode("h:1")).unwrap(),
+            "PUT /m HTTP/1.0\r\nHost: h:1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+        );
+    }
+
+    #[test]
+    fn answers_keep_their_bytes() {
+        let answer =
+            parse(b"HTTP/1.1 200 OK\r\nDocker-Content-Digest: sha256:ab\r\n\r\n{\"a\":1}\r\n")
+                .unwrap();
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.header("docker-content-digest"), Some("sha256:ab"));
+        assert_eq!(answer.bytes, b"{\"a\":1}\r\n");
+        assert!(parse(b"garbage").is_err());
     }
 }

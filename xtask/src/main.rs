@@ -154,9 +154,9 @@ enum Task {
         after_help = "Examples:\n  cargo xtask bench-deploy\n  sudo cargo xtask bench-deploy --machines 3   (a testbed of 3 machines; writes docs/benchmarks-fleet.md)"
     )]
     BenchDeploy(bench_deploy::Args),
-    /// Time build-app against the old Makefile procedure (cold, warm, no change, staging, sizes).
+    /// Time build-app against the old Makefile procedure run with BuildKit (cold, CI cold runner, warm, no change, sizes).
     #[command(
-        after_help = "Examples:\n  cargo xtask bench\n  cargo xtask bench --registry 127.0.0.1:5000/kiora\n\nWithout --registry (or XTASK_REGISTRY) it starts its own `docker-registry serve` on 127.0.0.1.\nIt prunes the engine's build cache (`docker builder prune -af`) for the cold build.\nWrites docs/benchmarks.md."
+        after_help = "Examples:\n  cargo xtask bench\n  cargo xtask bench --registry 127.0.0.1:5000/kiora\n\nWithout --registry (or XTASK_REGISTRY) it starts its own `docker-registry serve` on 127.0.0.1.\nIt prunes the engine's whole build cache (`docker builder prune -af`) for the cold builds:\nrun it where nothing else uses the engine.\nWrites docs/benchmarks.md."
     )]
     Bench,
     /// Check this machine has what the tasks need, and say what to install when it has not.

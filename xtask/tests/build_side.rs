@@ -155,6 +155,9 @@ fn publish_then_build_app_from_a_developers_tree() {
         ["1.4.0", "1.4.0-supervisor", "1.4.1", "1.4.1-supervisor"]
     );
     assert_eq!(registry.tags("crm-gdb_nginx"), ["1.4.0", "1.4.1"]);
+    // ... by the registry itself: the same manifests under the new tags (no `docker push`).
+    assert!(log.contains("re-tagged in the registry"), "{log}");
+    same_manifests(&registry, TAG, "1.4.1");
 
     // The old Makefile's "test the image locally": the release behind the edge, secrets from an env file.
     let env_file = tmp
@@ -188,6 +191,71 @@ fn publish_then_build_app_from_a_developers_tree() {
     );
     bad_input(&sh, root, tmp.path(), &prefix);
     push_failure(&sh, root, tmp.path(), &prefix);
+    cold_runner(&sh, root, tmp.path(), &registry);
+}
+
+/// The three release manifests of `new` are those of `old`, byte for byte (same digests).
+fn same_manifests(registry: &Registry, old: &str, new: &str) {
+    for (name, suffix) in [
+        ("crm-gdb_php", ""),
+        ("crm-gdb_php", "-supervisor"),
+        ("crm-gdb_nginx", ""),
+    ] {
+        let digest = |tag: &str| registry.manifest_digest(name, &format!("{tag}{suffix}"));
+        assert!(
+            digest(old).is_some(),
+            "{name}:{old}{suffix} not in the registry"
+        );
+        assert_eq!(digest(new), digest(old), "{name}:{new}{suffix}");
+    }
+}
+
+/// A CI runner's empty engine (no release image local) and a registry that holds a release of
+/// the same inputs: build-app re-tags it in the registry; nothing is built, pulled or pushed.
+fn cold_runner(sh: &Shell, root: &Path, tmp: &Path, registry: &Registry) {
+    let prefix = registry.prefix();
+    let format = "{{.Repository}}:{{.Tag}}";
+    let listed = cmd!(sh, "docker image ls --format {format}")
+        .read()
+        .unwrap();
+    let releases: Vec<&str> = listed
+        .lines()
+        .filter(|i| {
+            i.starts_with(&format!("{prefix}/crm-gdb_php:"))
+                || i.starts_with(&format!("{prefix}/crm-gdb_nginx:"))
+        })
+        .collect();
+    assert!(!releases.is_empty());
+    cmd!(sh, "docker image rm --force {releases...}")
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .unwrap();
+    let out = xtask(root, tmp, &prefix, &["build-app", "--tag", "1.4.2"]);
+    assert!(out.status.success(), "build-app 1.4.2 failed");
+    let log = stderr(&out);
+    assert!(
+        log.contains("Re-tagging the release in the registry")
+            && log.contains("no build, no layer moved"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("composer install") && is_empty_dir(tmp),
+        "{log}"
+    );
+    same_manifests(registry, "1.4.1", "1.4.2");
+    // No layer moved: the engine still has none of the release images.
+    assert!(cmd!(sh, "docker image inspect {prefix}/crm-gdb_php:1.4.2")
+        .quiet()
+        .ignore_stderr()
+        .run()
+        .is_err());
+    assert!(
+        std::fs::read_to_string(root.join("compose.yaml"))
+            .unwrap()
+            .contains("crm-gdb_php:1.4.2"),
+        "compose.yaml points at the new release"
+    );
 }
 
 /// What must and must not be inside the release images.

@@ -146,6 +146,12 @@ fn deploy_rollback_backup_locally_and_over_ssh() {
         "{}",
         stderr(&out)
     );
+    // Failed as soon as that was certain (its /health answers 503), not at the deadline.
+    assert!(
+        stderr(&out).contains("/health answered HTTP 503 3 times in a row"),
+        "{}",
+        stderr(&out)
+    );
     assert!(
         stderr(&out).contains("--- logs of") && !stderr(&out).contains('\x1b'),
         "the failed release's logs are shown, as plain text without a terminal"

@@ -88,6 +88,8 @@ fn base_builds(
         build_args: vec![("OS_IMAGE".into(), config.os_image.clone())],
         labels: labels.clone(),
         platforms: Vec::new(),
+        inline_cache: false,
+        cache_from: Vec::new(),
     };
     match image {
         BaseImage::Php => {

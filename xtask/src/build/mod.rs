@@ -1,5 +1,7 @@
 //! The build side: what makes and publishes images. Nothing here calls a task.
 //!
+//! registry_api  the registry HTTP API (manifests, labels) for loopback registries
+//! registry_reuse re-tags in the registry; a release of the same inputs found there
 //! build_cache   the inputs key of a release and the vendor/ and public/build/ caches
 //! cache_trim    trimming that cache by age and size (prune)
 //! staging       a clean copy of HEAD (or the working tree) to build from
@@ -14,6 +16,8 @@ pub mod compose_tag;
 pub mod login;
 pub mod platform;
 pub mod push;
+pub mod registry_api;
+pub mod registry_reuse;
 pub mod release;
 pub mod reuse;
 pub mod staging;

@@ -32,6 +32,8 @@ pub fn release_builds(
         build_args: vec![("BASE_IMAGE".into(), config.php_base().to_string())],
         labels: with_base(config.php_base().to_string()),
         platforms: Vec::new(),
+        inline_cache: false,
+        cache_from: Vec::new(),
     };
     vec![
         php_build("php", php),
@@ -44,6 +46,8 @@ pub fn release_builds(
             build_args: vec![("OS_IMAGE".into(), config.os_image.clone())],
             labels: with_base(config.os_image.clone()),
             platforms: Vec::new(),
+            inline_cache: false,
+            cache_from: Vec::new(),
         },
     ]
 }

@@ -104,16 +104,29 @@ impl Tools {
             build_cache::dependency_key(runner, app_dir, &build_cache::VENDOR_INPUTS, tool_id)?;
         let entry = build_cache::CacheEntry::new(cache, "vendor", &key);
         let vendor = app_dir.join("vendor");
+        let autoload = autoload_entry(runner, cache, app_dir, &key)?;
+        if let Some(autoload) = autoload.as_ref().filter(|a| a.hit()) {
+            runner.say(format!(
+                "  vendor/ and its classmap from the cache ({}): same packages, same files under src/; composer skipped",
+                autoload.path.display()
+            ));
+            return autoload.restore(runner, &vendor);
+        }
         if entry.hit() {
             runner.say(format!(
                 "  vendor/ from the cache ({}): composer.json and composer.lock unchanged",
                 entry.path.display()
             ));
             entry.restore(runner, &vendor)?;
-            return self.run(runner, app_dir, &COMPOSER_DUMP);
+            self.run(runner, app_dir, &COMPOSER_DUMP)?;
+        } else {
+            self.run(runner, app_dir, &COMPOSER_INSTALL)?;
+            entry.store(runner, &vendor)?;
         }
-        self.run(runner, app_dir, &COMPOSER_INSTALL)?;
-        entry.store(runner, &vendor)
+        match autoload {
+            Some(autoload) => autoload.store(runner, &vendor),
+            None => Ok(()),
+        }
     }
 
     /// `npm ci && npm run build`, or nothing but a copy when the cache has the public/build/ of
@@ -161,6 +174,63 @@ impl Tools {
         }
         result
     }
+}
+
+/// The cache entry of vendor/ with its optimized classmap, when the autoloader allows one: with
+/// PSR-4 only (no `classmap`/`files`/`exclude-from-classmap` rule in composer.json), the
+/// classmap composer writes maps each class to the file at its PSR-4 path, so it depends on
+/// the packages (`vendor_key`) and the list of files under the autoload directory, not on
+/// their contents: a change inside `src/` needs no composer run at all. `None`: always run it.
+fn autoload_entry(
+    runner: &Runner,
+    cache: &Path,
+    app_dir: &Path,
+    vendor_key: &str,
+) -> Result<Option<build_cache::CacheEntry>> {
+    let composer = std::fs::read_to_string(app_dir.join("composer.json")).unwrap_or_default();
+    let Some(dirs) = psr4_only_dirs(&composer) else {
+        return Ok(None);
+    };
+    let mut entries = vec![("vendor".to_string(), vendor_key.to_string())];
+    for dir in dirs {
+        for file in build_cache::files_under(app_dir, &dir) {
+            entries.push(("file".to_string(), file));
+        }
+    }
+    let key = build_cache::hash_text(runner, &build_cache::material(&entries))?;
+    Ok(Some(build_cache::CacheEntry::new(cache, "autoload", &key)))
+}
+
+/// The PSR-4 directories of composer.json's `autoload`, or `None` if it has any other rule
+/// (whose output would depend on file contents) or cannot be read plainly.
+fn psr4_only_dirs(composer_json: &str) -> Option<Vec<String>> {
+    if [
+        "\"classmap\"",
+        "\"files\"",
+        "\"exclude-from-classmap\"",
+        "\"psr-0\"",
+    ]
+    .iter()
+    .any(|rule| composer_json.contains(rule))
+    {
+        return None;
+    }
+    let autoload = composer_json.find("\"autoload\"")?;
+    let psr4 = autoload + composer_json[autoload..].find("\"psr-4\"")?;
+    let body = &composer_json[psr4..];
+    let body = &body[body.find('{')? + 1..body.find('}')?];
+    if body.contains('[') {
+        return None; // several directories for one prefix: not read here
+    }
+    // "Crm\\": "src/" pairs: every second quoted string is a directory.
+    let strings: Vec<&str> = body.split('"').skip(1).step_by(2).collect();
+    let dirs: Vec<String> = strings
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|d| d.trim_end_matches('/').to_string())
+        .collect();
+    (!dirs.is_empty() && dirs.iter().all(|d| !d.is_empty() && !d.contains(".."))).then_some(dirs)
 }
 
 /// Removes a tool container, if there is one: usually it is gone already (`--rm`), and the
@@ -218,6 +288,29 @@ mod tests {
             .unwrap();
         assert_eq!(argv[image - 3..image], ["/s/app:/app", "--workdir", "/app"]);
         assert_eq!(argv[image + 1..], COMPOSER_INSTALL);
+    }
+
+    #[test]
+    fn only_a_psr4_autoloader_lets_composer_be_skipped() {
+        let app =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../app/composer.json"))
+                .unwrap();
+        assert_eq!(psr4_only_dirs(&app), Some(vec!["src".to_string()]));
+        let two = r#"{"autoload": {"psr-4": {"A\\": "src/", "B\\": "lib"}}}"#;
+        assert_eq!(
+            psr4_only_dirs(two),
+            Some(vec!["src".to_string(), "lib".to_string()])
+        );
+        for other in [
+            r#"{"autoload": {"psr-4": {"A\\": "src/"}, "files": ["f.php"]}}"#,
+            r#"{"autoload": {"classmap": ["lib/"]}}"#,
+            r#"{"autoload": {"psr-0": {"A": "src/"}}}"#,
+            r#"{"autoload": {"psr-4": {"A\\": "../x"}}}"#,
+            r#"{"require": {}}"#,
+            r#"{"autoload": {"psr-4": {"A\\": ["src/", "lib/"]}}}"#,
+        ] {
+            assert_eq!(psr4_only_dirs(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -212,7 +212,7 @@ impl<'a> Stack<'a> {
             .next()
             .context("the new release has no nginx")?;
         // Polled: an nginx whose php was just restarted re-resolves it within 5 s.
-        let probe = Cmd::new("docker").args(["exec", &nginx, "nginx-healthcheck", "/health"]);
+        let probe = health_probe(&nginx);
         let start = Instant::now();
         while !self.remote().succeeds(probe.clone())? {
             if start.elapsed() > SMOKE_LIMIT {
@@ -226,32 +226,56 @@ impl<'a> Stack<'a> {
 
     /// Ready = each container answers its own healthcheck command, run now with `docker exec`
     /// (the engine's healthcheck only runs every 10 s), and the worker's supervisor says RUNNING.
-    /// A container Docker already calls unhealthy, or that exited, fails at once.
+    /// A broken release fails as soon as that is certain (see [`Watch`]): a container that
+    /// exited, restarts or is called unhealthy; /health answering 5xx [`HEALTH_5XX_LIMIT`]
+    /// times in a row once the app has answered; or, once it has, a container failing its own
+    /// check [`PROBE_FAILURE_LIMIT`] times in a row. Until the app answers at all, only `limit`
+    /// ends the wait: a slow start is not a failure.
     fn gate(&self, project: &str, limit: Duration) -> Result<()> {
         let start = Instant::now();
         let mut pending = self.containers(project, None)?;
         if pending.is_empty() {
             bail!("no container was started");
         }
-        let format = "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{index .Config.Labels \"com.docker.compose.service\"}}{{range $i, $a := .Config.Healthcheck.Test}} {{$a}}{{end}}";
+        let nginx = self.containers(project, Some("nginx"))?.into_iter().next();
+        let format = "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.RestartCount}} {{index .Config.Labels \"com.docker.compose.service\"}}{{range $i, $a := .Config.Healthcheck.Test}} {{$a}}{{end}}";
+        let mut watch = Watch::default();
         loop {
+            // The app's own answer first: it decides whether failures below are certain.
+            if let Some(nginx) = &nginx {
+                let output = self.remote().output(health_probe(nginx))?;
+                let status = answered_status(
+                    output.status.success(),
+                    &String::from_utf8_lossy(&output.stderr),
+                );
+                if let Some(why) = watch.health(status) {
+                    bail!("{why}");
+                }
+            }
             let mut still = Vec::new();
             for id in pending {
                 let line =
                     self.query(Cmd::new("docker").args(["inspect", "--format", format, &id]))?;
                 let words: Vec<&str> = line.split(' ').collect();
-                let (status, health, service) =
-                    (words[0], words[1], words.get(2).copied().unwrap_or("?"));
-                if status != "running" || health == "unhealthy" {
-                    bail!("{service} is {status} ({health})");
+                let (status, health, restarts, service) = (
+                    words[0],
+                    words.get(1).copied().unwrap_or("none"),
+                    words.get(2).and_then(|r| r.parse().ok()).unwrap_or(0),
+                    words.get(3).copied().unwrap_or("?"),
+                );
+                if let Some(why) = state_failure(status, health, restarts) {
+                    bail!("{service} {why}");
                 }
-                if self
-                    .remote()
-                    .succeeds(ready_probe(&id, service, &words[3..]))?
-                {
-                    continue;
+                let test = words.get(4..).unwrap_or_default();
+                let ready = self.remote().succeeds(ready_probe(&id, service, test))?;
+                if watch.probe(&id, ready) {
+                    bail!(
+                        "{service} failed its own check {PROBE_FAILURE_LIMIT} times in a row while the release answers /health"
+                    );
                 }
-                still.push(id);
+                if !ready {
+                    still.push(id);
+                }
             }
             if still.is_empty() {
                 return Ok(());
@@ -260,7 +284,7 @@ impl<'a> Stack<'a> {
                 bail!("not ready after {}s", limit.as_secs());
             }
             crate::interrupt::check()?;
-            std::thread::sleep(Duration::from_millis(500));
+            std::thread::sleep(POLL);
             pending = still;
         }
     }
@@ -373,6 +397,92 @@ impl<'a> Stack<'a> {
             .args(["logs", "--no-color", "--tail", "60"]);
         crate::progress::strip_escapes(&self.remote().cleanup(cmd).unwrap_or_default())
     }
+}
+
+/// How often the gate looks at a starting release.
+const POLL: Duration = Duration::from_millis(500);
+/// 5xx answers of /health in a row, once the app has answered at all, that make a release broken.
+const HEALTH_5XX_LIMIT: u32 = 3;
+/// Failures in a row of a container's own check, once the app answers, that make it broken:
+/// 3 s at [`POLL`], more than a worker takes to be RUNNING after its php answers.
+const PROBE_FAILURE_LIMIT: u32 = 6;
+
+/// What the gate has seen so far of a starting release, to tell a slow start (wait, up to the
+/// deadline) from a certain failure (stop now).
+#[derive(Debug, Default)]
+struct Watch {
+    /// The app (php behind nginx) has answered /health at least once, whatever the status.
+    answered: bool,
+    health_5xx: u32,
+    /// Failures in a row of each container's own check since the app answered.
+    failures: Vec<(String, u32)>,
+}
+
+impl Watch {
+    /// One look at /health through the release's nginx (`None`: no answer from the app, e.g.
+    /// nginx not up, or 502/504 while php starts). Returns why the release is broken, if it is.
+    fn health(&mut self, status: Option<u16>) -> Option<String> {
+        let status = status?;
+        self.answered = true;
+        if (500..600).contains(&status) {
+            self.health_5xx += 1;
+        } else {
+            self.health_5xx = 0;
+        }
+        (self.health_5xx >= HEALTH_5XX_LIMIT)
+            .then(|| format!("/health answered HTTP {status} {HEALTH_5XX_LIMIT} times in a row"))
+    }
+
+    /// One run of container `id`'s own check; true when its failures have become certain.
+    fn probe(&mut self, id: &str, ready: bool) -> bool {
+        let at = match self.failures.iter().position(|(i, _)| i == id) {
+            Some(at) => at,
+            None => {
+                self.failures.push((id.to_string(), 0));
+                self.failures.len() - 1
+            }
+        };
+        let count = &mut self.failures[at].1;
+        if ready || !self.answered {
+            *count = 0;
+            return false;
+        }
+        *count += 1;
+        *count >= PROBE_FAILURE_LIMIT
+    }
+}
+
+/// Why a container's state already tells a broken release: it stopped, it is being restarted
+/// (or was: a crash loop), or the engine's own healthcheck gave up on it.
+fn state_failure(status: &str, health: &str, restarts: u32) -> Option<String> {
+    if status != "running" {
+        return Some(format!("is {status} ({health})"));
+    }
+    if restarts > 0 {
+        return Some(format!("restarted {restarts} time(s)"));
+    }
+    (health == "unhealthy").then(|| "is running (unhealthy)".to_string())
+}
+
+/// `/health` through a release's nginx, from inside it (its port is not published).
+fn health_probe(nginx: &str) -> Cmd {
+    Cmd::new("docker").args(["exec", nginx, "nginx-healthcheck", "/health"])
+}
+
+/// The status of the app's answer to [`health_probe`]: 200 on success, else the `HTTP NNN`
+/// nginx-healthcheck prints; `None` when the app did not answer (no connection, or nginx's
+/// own 502/504 while php is not reachable yet).
+fn answered_status(success: bool, stderr: &str) -> Option<u16> {
+    if success {
+        return Some(200);
+    }
+    let status: u16 = stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("nginx-healthcheck: HTTP "))?
+        .trim()
+        .parse()
+        .ok()?;
+    (!matches!(status, 502 | 504)).then_some(status)
 }
 
 /// `docker exec` of a container's own healthcheck (`CMD` form), plus supervisor's word for the
@@ -502,6 +612,82 @@ mod tests {
         assert_eq!(
             reload.argv(),
             ["docker", "exec", "e1", "nginx", "-s", "reload"]
+        );
+    }
+
+    #[test]
+    fn a_slow_start_waits_and_a_certain_failure_stops_at_once() {
+        let mut watch = Watch::default();
+        // Nothing answers yet (nginx down, or 502 while php starts): failing checks are a slow start.
+        for _ in 0..20 {
+            assert_eq!(
+                watch.health(answered_status(false, "connect: Connection refused")),
+                None
+            );
+            assert_eq!(
+                watch.health(answered_status(false, "nginx-healthcheck: HTTP 502")),
+                None
+            );
+            assert!(!watch.probe("php", false));
+        }
+        assert!(!watch.answered);
+        // The app answers: from now on failures count.
+        assert_eq!(watch.health(Some(200)), None);
+        for _ in 1..PROBE_FAILURE_LIMIT {
+            assert!(!watch.probe("php", false));
+        }
+        assert!(!watch.probe("worker", false), "counted per container");
+        assert!(watch.probe("php", false));
+        // A success resets the count.
+        assert!(!watch.probe("worker", true));
+        assert!(!watch.probe("worker", false));
+        // 5xx from the app, in a row.
+        let mut watch = Watch::default();
+        let mut said = None;
+        for n in 1..=HEALTH_5XX_LIMIT {
+            said = watch.health(answered_status(false, "nginx-healthcheck: HTTP 500\n"));
+            assert_eq!(said.is_some(), n == HEALTH_5XX_LIMIT);
+            if n == 1 {
+                assert_eq!(watch.health(Some(200)), None, "a 200 in between resets");
+                watch.health(Some(503));
+            }
+        }
+        assert_eq!(said.unwrap(), "/health answered HTTP 500 3 times in a row");
+    }
+
+    #[test]
+    fn container_states_that_are_certain_failures() {
+        assert_eq!(state_failure("running", "starting", 0), None);
+        assert_eq!(state_failure("running", "none", 0), None);
+        assert_eq!(
+            state_failure("exited", "unhealthy", 0).unwrap(),
+            "is exited (unhealthy)"
+        );
+        assert_eq!(
+            state_failure("restarting", "starting", 1).unwrap(),
+            "is restarting (starting)"
+        );
+        assert_eq!(
+            state_failure("running", "starting", 2).unwrap(),
+            "restarted 2 time(s)"
+        );
+        assert_eq!(
+            state_failure("running", "unhealthy", 0).unwrap(),
+            "is running (unhealthy)"
+        );
+        assert_eq!(
+            health_probe("c1").argv(),
+            ["docker", "exec", "c1", "nginx-healthcheck", "/health"]
+        );
+        assert_eq!(answered_status(true, ""), Some(200));
+        assert_eq!(
+            answered_status(false, "nginx-healthcheck: HTTP 404"),
+            Some(404)
+        );
+        assert_eq!(
+            answered_status(false, ""),
+            None,
+            "an old nginx-healthcheck says nothing"
         );
     }
 

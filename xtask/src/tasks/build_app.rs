@@ -18,6 +18,8 @@ use crate::build::base::ensure_base_images;
 use crate::build::build_cache::{self, INPUTS_LABEL};
 use crate::build::compose_tag::{self, check_compose_file};
 use crate::build::push::push_all;
+use crate::build::registry_api::Registry;
+use crate::build::registry_reuse;
 use crate::build::release::{add_base_digest, release_builds};
 use crate::build::reuse::{find_reusable, inputs_key};
 use crate::build::staging::{self, Source};
@@ -94,15 +96,39 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
     platform::preflight(runner, builder, &opts.platform, push)?;
     let tools = Tools::new(config, opts.host_tools);
 
-    // Images already built from exactly these inputs are re-tagged instead of rebuilt.
-    let reused = if opts.platform.len() <= 1 && !opts.rebuild {
-        let key = inputs_key(ctx, &tools, &opts.platform, source, builder)?;
-        match key {
-            Some(key) => find_reusable(runner, &key)?,
-            None => None,
-        }
+    let new_images = config.app_images(&opts.tag);
+    let images: Vec<&ImageRef> = new_images.iter().collect();
+    // The registry's own API, where it can be spoken to (loopback): re-tags without pushes.
+    let api = if push && opts.platform.len() <= 1 {
+        Registry::for_image(&new_images[0])
     } else {
         None
+    };
+    let previous = previous_release(&compose_path);
+
+    // Images already built from exactly these inputs are re-tagged instead of rebuilt: the
+    // local engine's first, else (a CI runner's empty engine) the registry's.
+    let key = if opts.platform.len() <= 1 && !opts.rebuild {
+        inputs_key(ctx, &tools, &opts.platform, source, builder)?
+    } else {
+        None
+    };
+    let reused = match &key {
+        Some(key) => find_reusable(runner, key)?,
+        None => None,
+    };
+    let in_registry = match (&reused, &key, &api) {
+        (None, Some(key), Some(api)) => {
+            match registry_reuse::find_release(api, config, key, previous.as_deref()) {
+                Ok(found) => found,
+                Err(err) if err.is::<crate::interrupt::Interrupted>() => return Err(err),
+                Err(err) => {
+                    runner.say(format!("  cannot look in the registry ({err:#}): building"));
+                    None
+                }
+            }
+        }
+        _ => None,
     };
 
     let mut steps = Steps::new(7, runner.verbosity);
@@ -118,33 +144,47 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
         "the working tree"
     };
     let staging_title = format!("Staging {what} in a temporary directory");
-    let staging = match &reused {
-        Some(_) => {
+    let staging = match (&reused, &in_registry) {
+        (Some(_), _) | (_, Some(_)) => {
             steps.skip(&staging_title, "unchanged inputs: nothing to build");
             None
         }
-        None => Some(steps.step(&staging_title, || staging::stage(runner, root, source))?),
+        (None, None) => Some(steps.step(&staging_title, || staging::stage(runner, root, source))?),
     };
 
     steps.step(
         &format!("Checking base images (tag {})", config.base_tag),
-        || match &reused {
+        || match (&reused, &in_registry) {
             // The inputs key was read from their image IDs a moment ago.
-            Some(_) => {
+            (Some(_), _) | (_, Some(_)) => {
                 runner.say("  base images: in the local engine (their IDs are in the inputs key)");
                 Ok(())
             }
-            None => ensure_base_images(ctx, &tools),
+            (None, None) => ensure_base_images(ctx, &tools),
         },
     )?;
-    let new_images = config.app_images(&opts.tag);
-    let images: Vec<&ImageRef> = new_images.iter().collect();
     let title = if push {
         "Building and pushing images"
     } else {
         "Building images"
     };
     match (&reused, &staging) {
+        (None, None) => {
+            let tag = in_registry
+                .as_deref()
+                .expect("nothing staged: reused from the registry");
+            let api = api.as_ref().expect("found through the registry API");
+            for title in ["Installing production dependencies", "Compiling assets"] {
+                steps.skip(title, "unchanged inputs");
+            }
+            steps.step("Re-tagging the release in the registry", || {
+                runner.say(format!(
+                    "  unchanged inputs: {tag} in {} has the same inputs key; no build, no layer moved",
+                    api.host
+                ));
+                registry_reuse::retag(runner, api, &config.app_images(tag), &images).map(drop)
+            })?;
+        }
         (Some(found), _) => {
             for title in ["Installing production dependencies", "Compiling assets"] {
                 steps.skip(title, "unchanged inputs");
@@ -163,10 +203,23 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
                     ])]);
                 }
                 runner.run_parallel(&tags)?;
-                if push {
-                    push_all(ctx, &images)?;
+                if !push {
+                    return Ok(());
                 }
-                Ok(())
+                // Pushed before under another tag: a new tag in the registry is enough.
+                let pushed = match &api {
+                    Some(api) => match registry_reuse::pushed_as(api, config, found, &images) {
+                        Ok(Some(old)) => Some((api, old)),
+                        Ok(None) => None,
+                        Err(err) if err.is::<crate::interrupt::Interrupted>() => return Err(err),
+                        Err(_) => None,
+                    },
+                    None => None,
+                };
+                match pushed {
+                    Some((api, old)) => registry_reuse::retag(runner, api, &old, &images).map(drop),
+                    None => push_all(ctx, &images),
+                }
             })?;
         }
         (None, Some(staging)) => {
@@ -192,6 +245,25 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
                 build.platforms = opts.platform.clone();
                 build.labels.push((INPUTS_LABEL.to_string(), key.clone()));
                 add_base_digest(runner, build)?;
+                if builder == Builder::Buildx && opts.platform.len() <= 1 {
+                    // The cache travels inside the image; the previous release feeds this build
+                    // (on a CI runner whose engine is empty, only the changed layers are built).
+                    build.inline_cache = true;
+                    // Only nginx takes the previous release as cache source: its costly layer
+                    // (apt-get) is one small download; php's layers above the local base are
+                    // the changed app itself, and importing its cache means fetching the base.
+                    let nginx = build.image.name == crate::config::NGINX;
+                    if let Some(previous) = previous
+                        .as_deref()
+                        .filter(|p| nginx && *p != opts.tag.as_str())
+                    {
+                        let same_image = ImageRef {
+                            tag: previous_tag_of(&build.image.tag, opts.tag.as_str(), previous),
+                            ..build.image.clone()
+                        };
+                        build.cache_from.push(same_image.to_string());
+                    }
+                }
             }
             steps.step(title, || {
                 // supervisor is FROM php: after it; nginx is independent: beside them.
@@ -209,7 +281,6 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
                 Ok(())
             })?;
         }
-        (None, None) => unreachable!("staged whenever nothing is reused"),
     }
 
     if push {
@@ -254,6 +325,21 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
     Ok(())
 }
 
+/// The release the compose file points at now (the previous one), if it names one.
+fn previous_release(compose: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(compose).ok()?;
+    let references = compose_file::app_references(&text, &APP_IMAGES).ok()?;
+    references.iter().find_map(|r| compose_file::release_of(r))
+}
+
+/// The tag of the previous release's image matching `tag` (`1.4.0-supervisor` -> `1.3.0-supervisor`).
+fn previous_tag_of(tag: &str, release: &str, previous: &str) -> String {
+    match tag.strip_prefix(release) {
+        Some(suffix) => format!("{previous}{suffix}"),
+        None => previous.to_string(),
+    }
+}
+
 /// The `--tag` value of a build command, for error messages.
 fn tagged(cmd: &Cmd) -> String {
     cmd.args
@@ -280,6 +366,15 @@ mod tests {
     fn build_command_errors_name_the_image() {
         let cmd = Cmd::new("docker").args(["build", "--tag", "r/crm-gdb_php:1", "/s"]);
         assert_eq!(tagged(&cmd), "r/crm-gdb_php:1");
+    }
+
+    #[test]
+    fn the_previous_release_feeds_the_cache_of_the_same_image() {
+        assert_eq!(previous_tag_of("1.4.0", "1.4.0", "1.3.0"), "1.3.0");
+        assert_eq!(
+            previous_tag_of("1.4.0-supervisor", "1.4.0", "1.3.0"),
+            "1.3.0-supervisor"
+        );
     }
 
     #[test]

@@ -1,0 +1,151 @@
+//! Reuse of release images through the registry itself (see `registry_api`): a new tag for
+//! images that did not change is a manifest copied under that tag, not a `docker push` (which
+//! checks every layer); and a runner whose engine is empty (CI) finds a release of the same
+//! inputs key in the registry and re-tags it there: no build, no layer moved.
+
+use anyhow::Result;
+
+use crate::build::build_cache::INPUTS_LABEL;
+use crate::build::registry_api::{Manifest, Registry};
+use crate::build::reuse::Reusable;
+use crate::cmd::Runner;
+use crate::config::Config;
+use crate::reference::ImageRef;
+
+/// How many tags of the php repository are looked at for the inputs key, beyond the previous
+/// release (two small GETs each; a registry keeps many releases).
+const MAX_CANDIDATES: usize = 50;
+
+/// Copies each manifest of `from` under the tag of the matching `to` image. Reads first, then
+/// writes: a missing manifest changes nothing. Returns the digests given to the new tags.
+pub fn retag(
+    runner: &Runner,
+    registry: &Registry,
+    from: &[ImageRef],
+    to: &[&ImageRef],
+) -> Result<Vec<String>> {
+    let mut manifests = Vec::new();
+    for image in from {
+        match registry.manifest(image)? {
+            Some(manifest) => manifests.push(manifest),
+            None => anyhow::bail!("the registry has no {image}"),
+        }
+    }
+    let mut digests = Vec::new();
+    for ((old, new), manifest) in from.iter().zip(to).zip(&manifests) {
+        if runner.dry_run {
+            runner.say(format!(
+                "PUT http://{}/v2/{}/manifests/{} (the manifest of {old})",
+                registry.host,
+                crate::build::registry_api::repository(new),
+                new.tag
+            ));
+            digests.push(manifest.digest.clone());
+            continue;
+        }
+        digests.push(registry.put_manifest(new, manifest)?);
+        runner.say(format!(
+            "  re-tagged in the registry: {old} -> {new} ({})",
+            manifest.digest
+        ));
+    }
+    Ok(digests)
+}
+
+/// The images locally reused, as pushed: each `built_as` reference when it names the same
+/// registry and repository and the registry's manifest has the local image's ID as its config.
+/// `None` when one of them cannot be shown to be in the registry.
+pub fn pushed_as(
+    registry: &Registry,
+    config: &Config,
+    found: &[Reusable],
+    new: &[&ImageRef],
+) -> Result<Option<Vec<ImageRef>>> {
+    let mut out = Vec::new();
+    for (reusable, new) in found.iter().zip(new) {
+        let prefix = format!("{}/{}:", config.registry, new.name);
+        let Some(tag) = reusable.built_as.strip_prefix(&prefix) else {
+            return Ok(None);
+        };
+        let old = ImageRef {
+            tag: tag.to_string(),
+            ..(*new).clone()
+        };
+        let same = registry
+            .manifest(&old)?
+            .and_then(|m| m.config_digest())
+            .is_some_and(|config| same_image(&config, &reusable.id));
+        if !same {
+            return Ok(None);
+        }
+        out.push(old);
+    }
+    Ok(Some(out))
+}
+
+/// A config digest `sha256:<64 hex>` against an image ID, full or short (`docker image ls`).
+fn same_image(config_digest: &str, id: &str) -> bool {
+    let hex = config_digest
+        .strip_prefix("sha256:")
+        .unwrap_or(config_digest);
+    let id = id.strip_prefix("sha256:").unwrap_or(id);
+    id.len() >= 12 && hex.starts_with(id)
+}
+
+/// A release tag whose three images in the registry all carry the inputs key `key`: the
+/// previous release first (`previous`, from the compose file), then the php repository's tags.
+pub fn find_release(
+    registry: &Registry,
+    config: &Config,
+    key: &str,
+    previous: Option<&str>,
+) -> Result<Option<String>> {
+    let probe = config.app_images("x")[0].clone();
+    let mut candidates: Vec<String> = previous.into_iter().map(String::from).collect();
+    let listed = registry.tags(&probe)?;
+    candidates.extend(
+        listed
+            .into_iter()
+            .filter(|t| !t.ends_with(crate::config::SUPERVISOR_SUFFIX))
+            .take(MAX_CANDIDATES),
+    );
+    let mut seen = Vec::new();
+    for tag in candidates {
+        if seen.contains(&tag) {
+            continue;
+        }
+        seen.push(tag.clone());
+        let mut all = true;
+        for image in config.app_images(&tag) {
+            if !has_key(registry, &image, key)? {
+                all = false;
+                break;
+            }
+        }
+        if all {
+            return Ok(Some(tag));
+        }
+    }
+    Ok(None)
+}
+
+fn has_key(registry: &Registry, image: &ImageRef, key: &str) -> Result<bool> {
+    let Some(manifest): Option<Manifest> = registry.manifest(image)? else {
+        return Ok(false);
+    };
+    Ok(registry.label(image, &manifest, INPUTS_LABEL)?.as_deref() == Some(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_digest_is_the_image_id() {
+        let digest = format!("sha256:{}", "ab12".repeat(16));
+        assert!(same_image(&digest, "ab12ab12ab12"));
+        assert!(same_image(&digest, &digest));
+        assert!(!same_image(&digest, "ab12ab12ab13"));
+        assert!(!same_image(&digest, "ab"));
+    }
+}
