@@ -191,7 +191,11 @@ fn make_variants(ctx: &Ctx) -> Result<()> {
     }
     let [php_a, supervisor_a, nginx_a] = config.app_images(A);
     let [php_x, supervisor_x, nginx_x] = config.app_images(X);
-    let broken = format!("FROM {php_a}\nHEALTHCHECK --interval=10s --retries=3 CMD [\"false\"]\n");
+    // Without A's inputs label: else build-app (and `up`) would reuse this broken image as A.
+    let broken = format!(
+        "FROM {php_a}\nHEALTHCHECK --interval=10s --retries=3 CMD [\"false\"]\nLABEL {}=\"\"\n",
+        crate::build_cache::INPUTS_LABEL
+    );
     ctx.runner.run(
         &Cmd::new("docker")
             .args(["build", "--quiet", "--tag", &php_x.to_string(), "-"])
