@@ -194,7 +194,7 @@ fn make_variants(ctx: &Ctx) -> Result<()> {
     // Without A's inputs label: else build-app (and `up`) would reuse this broken image as A.
     let broken = format!(
         "FROM {php_a}\nHEALTHCHECK --interval=10s --retries=3 CMD [\"false\"]\nLABEL {}=\"\"\n",
-        crate::build_cache::INPUTS_LABEL
+        crate::build::build_cache::INPUTS_LABEL
     );
     ctx.runner.run(
         &Cmd::new("docker")
