@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cmd::Cmd;
 use crate::deploy::deployment::Deployment;
-use crate::deploy::stack::Stack;
+use crate::deploy::stack::{check_and_reload, write_in_edge, Stack};
 
 const CONF: &str = "/etc/nginx/crm-edge/maintenance.conf";
 const PAGE: &str = "/etc/nginx/crm-edge/maintenance.html";
@@ -86,24 +86,6 @@ pub fn conf(retry_after: u32) -> String {
     )
 }
 
-/// Writes `bytes` to `path` in the edge container: beside it, then renamed over it.
-fn write_in_edge(edge: &str, path: &str, bytes: String) -> [Cmd; 2] {
-    let new = format!("{path}.new");
-    [
-        Cmd::new("docker")
-            .args([
-                "exec",
-                "-i",
-                edge,
-                "dd",
-                &format!("of={new}"),
-                "status=none",
-            ])
-            .stdin(bytes),
-        Cmd::new("docker").args(["exec", edge, "mv", "-f", &new, path]),
-    ]
-}
-
 /// The page first (the conf names it), then the conf, the config check and the graceful reload.
 pub fn on_commands(edge: &str, message: &str, retry_after: u32) -> Vec<Cmd> {
     let mut cmds: Vec<Cmd> = write_in_edge(edge, PAGE, page(message)).into();
@@ -118,13 +100,6 @@ pub fn off_commands(edge: &str) -> Vec<Cmd> {
     cmds.extend(check_and_reload(edge));
     cmds.push(Cmd::new("docker").args(["exec", edge, "rm", "-f", PAGE]));
     cmds
-}
-
-fn check_and_reload(edge: &str) -> [Cmd; 2] {
-    [
-        Cmd::new("docker").args(["exec", edge, "nginx", "-t", "-q"]),
-        Cmd::new("docker").args(["exec", edge, "nginx", "-s", "reload"]),
-    ]
 }
 
 /// Does the edge's configuration include the maintenance file?

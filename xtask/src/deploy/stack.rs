@@ -510,7 +510,15 @@ fn ready_probe(id: &str, service: &str, healthcheck: &[&str]) -> Cmd {
 /// check, graceful reload.
 fn switch_commands(edge: &str, project: &str) -> [Cmd; 4] {
     let conf = format!("set $crm_live \"{project}:80\";\n");
-    let new = format!("{LIVE_CONF}.new");
+    let [write, rename] = write_in_edge(edge, LIVE_CONF, conf);
+    let [check, reload] = check_and_reload(edge);
+    [write, rename, check, reload]
+}
+
+/// Writes `bytes` to `path` in the edge container: beside it, then renamed over it, so nginx
+/// never reads a half-written file.
+pub fn write_in_edge(edge: &str, path: &str, bytes: String) -> [Cmd; 2] {
+    let new = format!("{path}.new");
     [
         Cmd::new("docker")
             .args([
@@ -521,8 +529,14 @@ fn switch_commands(edge: &str, project: &str) -> [Cmd; 4] {
                 &format!("of={new}"),
                 "status=none",
             ])
-            .stdin(conf),
-        Cmd::new("docker").args(["exec", edge, "mv", "-f", &new, LIVE_CONF]),
+            .stdin(bytes),
+        Cmd::new("docker").args(["exec", edge, "mv", "-f", &new, path]),
+    ]
+}
+
+/// The edge's configuration check, then its graceful reload (old workers finish their requests).
+pub fn check_and_reload(edge: &str) -> [Cmd; 2] {
+    [
         Cmd::new("docker").args(["exec", edge, "nginx", "-t", "-q"]),
         Cmd::new("docker").args(["exec", edge, "nginx", "-s", "reload"]),
     ]
