@@ -64,12 +64,14 @@ pub fn skip(test: &str, why: &str) {
 
 /// The skips recorded by an earlier `cargo test` run are stale: the first helper call of each
 /// test process (all e2e tests start with one) removes them unless they are from the same run.
-/// A run is the `cargo test` process, the parent of every test binary it starts, one at a time.
+/// A run is `$XTASK_TEST_RUN` when set (`.ci/test` runs several `cargo test` at once), else the
+/// `cargo test` process, the parent of every test binary it starts, one at a time.
 pub(crate) fn forget_skips_of_earlier_runs() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let dir = skips_dir();
-        let run = std::os::unix::process::parent_id().to_string();
+        let run = std::env::var("XTASK_TEST_RUN")
+            .unwrap_or_else(|_| std::os::unix::process::parent_id().to_string());
         let marker = dir.join(".run");
         if std::fs::read_to_string(&marker).ok().as_deref() != Some(run.as_str()) {
             let _ = std::fs::remove_dir_all(&dir);
