@@ -1,5 +1,6 @@
-//! End to end on a real engine, registry and sshd: the release command (the database migrations
-//! the php image declares) in deploys over ssh, under a load probe.
+//! End to end on a real machine (a testbed of one: a network namespace with its own Docker
+//! engine and sshd) and a real registry: the release command (the database migrations the php
+//! image declares) in deploys over ssh, under a load probe on the machine's edge.
 //!
 //! - A database of the releases before migrations (today's `contacts` table, with a row) is
 //!   taken as the baseline by the first deploy: the row stays, the schema reaches version 2.
@@ -15,8 +16,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
+use common::testbed::Testbed;
 use common::*;
 use xshell::{cmd, Shell};
 
@@ -31,9 +32,10 @@ $p->exec("INSERT INTO contacts (name, email, created_at) VALUES ('Before', 'befo
 #[test]
 fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
     let test = "migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy";
-    if !engine_available(test) || !sshd::available(test) {
+    if !testbed::available(test) {
         return;
     }
+    let started = std::time::Instant::now();
     let sh = Shell::new().unwrap();
     let registry = Registry::start();
     let prefix = registry.prefix();
@@ -41,7 +43,6 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
     let root = clone.path();
     let tmp = tempfile::tempdir().unwrap();
     let stack = format!("rel{}", std::process::id());
-    let _cleanup = RemoveStack(stack.clone());
     let ok = |args: &[&str]| {
         assert!(
             xtask(root, tmp.path(), &prefix, args).status.success(),
@@ -69,25 +70,31 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
     );
     ok(&["build-app", "--tag", "1.0.0-x"]);
     let php_a = format!("{prefix}/crm-gdb_php:1.0.0-a");
+    eprintln!("releases built after {:?}", started.elapsed());
 
-    // The target, reached over ssh; its data volume holds a database of before migrations.
+    // The target: a machine reached over ssh; its data volume holds a database of before
+    // migrations. The edge is published on the machine's address too (the probe's way in).
+    let bed = Testbed::start(1, Some(registry.port));
+    let machine = Machine(&bed);
+    let addr = bed.addr(1);
+    let ip: std::net::IpAddr = addr.parse().unwrap();
+    let port = 8080;
     let target = tempfile::tempdir().unwrap();
     let dir = target.path().to_str().unwrap().to_string();
-    let port = free_port();
     let compose = std::fs::read_to_string(root.join("compose.yaml"))
         .unwrap()
         .replace("registry.kiora.tech/kiora", &prefix);
     std::fs::write(target.path().join("compose.yaml"), compose).unwrap();
     std::fs::write(
         target.path().join(".env"),
-        format!("APP_SECRET=e2e-secret\nHTTP_PORT={port}\n"),
+        format!("APP_SECRET=e2e-secret\nHTTP_PORT={port}\nHTTP_BIND=0.0.0.0\n"),
     )
     .unwrap();
     let data = format!("{stack}_data");
-    php_on_data(&data, &php_a, PHP_OLD_SCHEMA);
-    let sshd = sshd::Sshd::start();
-    let ssh_config = sshd.client_config();
-    let host = sshd.host_spec();
+    machine.docker(&["pull", "--quiet", &php_a]);
+    machine.php_on_data(&data, &php_a, PHP_OLD_SCHEMA);
+    let ssh_config = bed.ssh_config();
+    let host = bed.host(1);
     let deploy = |args: &[&str]| {
         let mut all = args.to_vec();
         all.extend([
@@ -114,20 +121,21 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
             && err.contains("  | migrate: database at version 2 (was 0)"),
         "{err}"
     );
-    let schema = php_on_data(&data, &php_a, PHP_PRINT_SCHEMA);
+    let schema = machine.php_on_data(&data, &php_a, PHP_PRINT_SCHEMA);
     assert!(
         schema.starts_with("v 1 001_contacts\nv 2 002_contacts_phone\n")
             && schema.contains("c phone\n"),
         "{schema}"
     );
-    let (status, body) = http_post_json(
+    let (status, body) = http_post_json_at(
+        &addr,
         port,
         "/api/contacts",
         r#"{"name":"Ada","email":"ada@example.com","phone":"+33 1 23 45 67 89"}"#,
     )
     .unwrap();
     assert_eq!(status, 201, "{body}");
-    let listed = http_get(port, "/api/contacts").unwrap().1;
+    let listed = http_get_at(&addr, port, "/api/contacts").unwrap().1;
     assert!(
         listed.contains("before@example.com") && listed.contains("+33 1 23 45 67 89"),
         "the row of before migrations is kept, the new column works: {listed}"
@@ -145,7 +153,7 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
 
     // Two deploys of b at the same time, under load: the second waits for the lock; 003 is
     // applied exactly once, before b takes traffic.
-    let probe = Probe::start(port, vec![Expected::page(), Expected::health()]);
+    let probe = Probe::start_at(ip, port, vec![Expected::page(), Expected::health()]);
     let args = ["deploy", "--tag", "1.0.0-b", "--lock-wait", "5m"];
     let (one, two) = std::thread::scope(|s| {
         let one = s.spawn(|| deploy(&args));
@@ -171,18 +179,18 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
             .any(|o| stderr(o).contains("migrate: database at version 3, nothing to apply")),
         "the second deploy ran the command and found nothing to do"
     );
-    let schema = php_on_data(&data, &php_a, PHP_PRINT_SCHEMA);
+    let schema = machine.php_on_data(&data, &php_a, PHP_PRINT_SCHEMA);
     assert_eq!(
         schema.matches("v 3 003_contacts_note\n").count(),
         1,
         "{schema}"
     );
     assert!(schema.contains("c note\n"), "{schema}");
-    assert_eq!(http_get(port, "/health").unwrap().0, 200);
+    assert_eq!(http_get_at(&addr, port, "/health").unwrap().0, 200);
 
     // x's migration fails: stopped before the switch, nothing dropped, b and its schema stay.
-    let before = release_containers(&stack);
-    let probe = Probe::start(port, vec![Expected::page(), Expected::health()]);
+    let before = machine.release_containers(&stack);
+    let probe = Probe::start_at(ip, port, vec![Expected::page(), Expected::health()]);
     let out = deploy(&["deploy", "--tag", "1.0.0-x"]);
     let load = probe.stop();
     assert!(!out.status.success());
@@ -201,18 +209,18 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
     assert!(err.contains("[5/8] failed after"), "{err}");
     assert!(!err.contains("[6/8]"), "nothing switched: {err}");
     assert_eq!(
-        php_on_data(&data, &php_a, PHP_PRINT_SCHEMA),
+        machine.php_on_data(&data, &php_a, PHP_PRINT_SCHEMA),
         schema,
         "schema unchanged"
     );
     assert_eq!(
-        release_containers(&stack),
+        machine.release_containers(&stack),
         before,
         "no container of x started"
     );
-    let leftovers = docker(&["ps", "-aq", "--filter", &format!("name={stack}-release-")]);
+    let leftovers = machine.docker(&["ps", "-aq", "--filter", &format!("name={stack}-release-")]);
     assert_eq!(leftovers.trim(), "", "no release command container is left");
-    let health = http_get(port, "/health").unwrap();
+    let health = http_get_at(&addr, port, "/health").unwrap();
     assert_eq!(health.0, 200, "{}", health.1);
     let history = std::fs::read_to_string(target.path().join(".deploy/history.tsv")).unwrap();
     let last = history.lines().last().unwrap();
@@ -222,7 +230,7 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
             && last.contains("release command"),
         "{last}"
     );
-    let live = docker(&[
+    let live = machine.docker(&[
         "ps",
         "--filter",
         &format!("name={stack}-"),
@@ -233,6 +241,7 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
         live.contains("crm-gdb_php:1.0.0-b") && !live.contains("1.0.0-x"),
         "b serves: {live}"
     );
+    eprintln!("release commands e2e took {:?}", started.elapsed());
 }
 
 /// Commits a new migration file of the app.
@@ -247,50 +256,56 @@ fn add_migration(sh: &Shell, root: &Path, name: &str, sql: &str) {
     .unwrap();
 }
 
-/// Runs PHP code in a throwaway container of `image` on the data volume; its output.
-fn php_on_data(volume: &str, image: &str, code: &str) -> String {
-    let mount = format!("{volume}:/var/www/app/var/data");
-    let out = docker(&[
-        "run",
-        "--rm",
-        "--volume",
-        &mount,
-        "--entrypoint",
-        "php",
-        image,
-        "-r",
-        code,
-    ]);
-    eprintln!("--- php on {volume}:\n{out}");
-    out
-}
+/// The one machine of the testbed: its own engine.
+struct Machine<'a>(&'a Testbed);
 
-/// The containers of the stack's blue and green projects (ids, sorted).
-fn release_containers(stack: &str) -> Vec<String> {
-    let mut ids: Vec<String> = ["blue", "green"]
-        .iter()
-        .flat_map(|color| {
-            docker(&[
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=com.docker.compose.project={stack}-{color}"),
-            ])
-            .lines()
-            .map(String::from)
-            .collect::<Vec<_>>()
-        })
-        .collect();
-    ids.sort();
-    ids
-}
+impl Machine<'_> {
+    /// `docker ARGS` on the machine's engine; its stdout.
+    fn docker(&self, args: &[&str]) -> String {
+        let out = self.0.docker(1).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "docker {args:?} on the machine: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
 
-fn docker(args: &[&str]) -> String {
-    let out: Output = Command::new("docker").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    /// Runs PHP code in a throwaway container of `image` on the data volume; its output.
+    fn php_on_data(&self, volume: &str, image: &str, code: &str) -> String {
+        let mount = format!("{volume}:/var/www/app/var/data");
+        let out = self.docker(&[
+            "run",
+            "--rm",
+            "--volume",
+            &mount,
+            "--entrypoint",
+            "php",
+            image,
+            "-r",
+            code,
+        ]);
+        eprintln!("--- php on {volume}:\n{out}");
+        out
+    }
+
+    /// The containers of the stack's blue and green projects (ids, sorted).
+    fn release_containers(&self, stack: &str) -> Vec<String> {
+        let mut ids: Vec<String> = ["blue", "green"]
+            .iter()
+            .flat_map(|color| {
+                self.docker(&[
+                    "ps",
+                    "-aq",
+                    "--filter",
+                    &format!("label=com.docker.compose.project={stack}-{color}"),
+                ])
+                .lines()
+                .map(String::from)
+                .collect::<Vec<_>>()
+            })
+            .collect();
+        ids.sort();
+        ids
+    }
 }
