@@ -130,12 +130,21 @@ final class App
         }
     }
 
-    /** 200 only when the database can be read and written; load balancers and healthchecks use it. */
+    /**
+     * 200 only when the database can be read and written and is at the schema this release
+     * needs; load balancers and healthchecks use it.
+     */
     private function health(): Response
     {
         try {
             Database::check($this->pdo());
             $counts = $this->contacts()->counts();
+        } catch (SchemaOutdated $e) {
+            // Storage works but this release must not serve on it: its migrations did not run.
+            error_log('health: ' . $e->getMessage());
+
+            return Response::json(['status' => 'error', 'storage' => 'ok', 'schema' => $e->getMessage()], 503)
+                ->withHeader('Cache-Control', 'no-store');
         } catch (\Throwable $e) {
             error_log('health: storage unusable: ' . $e->getMessage());
 

@@ -13,7 +13,7 @@ final class ContactRepository
     {
     }
 
-    /** @return list<array{id:int,name:string,email:string,company:?string,created_at:string,processed_at:?string}> */
+    /** @return list<array{id:int,name:string,email:string,company:?string,phone:?string,created_at:string,processed_at:?string}> */
     public function all(): array
     {
         $rows = $this->pdo->query('SELECT * FROM contacts ORDER BY name COLLATE NOCASE, id')->fetchAll();
@@ -22,16 +22,16 @@ final class ContactRepository
     }
 
     /**
-     * @param array{name:string,email:string,company:?string} $contact already validated
+     * @param array{name:string,email:string,company:?string,phone:?string} $contact already validated
      * @throws DuplicateEmail
      */
     public function add(array $contact): array
     {
         $stmt = $this->pdo->prepare(
-            'INSERT INTO contacts (name, email, company, created_at) VALUES (:name, :email, :company, :created_at)'
+            'INSERT INTO contacts (name, email, company, phone, created_at) VALUES (:name, :email, :company, :phone, :created_at)'
         );
         try {
-            $stmt->execute($contact + ['created_at' => gmdate('Y-m-d\TH:i:s\Z')]);
+            $stmt->execute($contact + ['phone' => null, 'created_at' => gmdate('Y-m-d\TH:i:s\Z')]);
         } catch (PDOException $e) {
             // SQLite reports UNIQUE violations as SQLSTATE 23000.
             if ($e->getCode() === '23000') {

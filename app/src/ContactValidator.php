@@ -8,18 +8,19 @@ namespace Crm;
 final class ContactValidator
 {
     /**
-     * @return array{0: ?array{name:string,email:string,company:?string}, 1: array<string,string>}
+     * @return array{0: ?array{name:string,email:string,company:?string,phone:?string}, 1: array<string,string>}
      *         [contact, []] when valid, [null, errors] otherwise
      */
     public static function validate(mixed $input): array
     {
         if (!is_array($input)) {
-            return [null, ['body' => 'expected an object with name, email and optional company']];
+            return [null, ['body' => 'expected an object with name, email and optional company and phone']];
         }
 
         $name = self::string($input['name'] ?? null);
         $email = self::string($input['email'] ?? null);
         $company = self::string($input['company'] ?? null);
+        $phone = self::string($input['phone'] ?? null);
 
         $errors = [];
         if ($name === null || $name === '') {
@@ -33,6 +34,9 @@ final class ContactValidator
         if ($company !== null && !self::fits($company)) {
             $errors['company'] = 'company must be valid text of at most 200 characters';
         }
+        if ($phone !== null && $phone !== '' && preg_match('/^\+?[0-9 ().-]{3,40}$/', $phone) !== 1) {
+            $errors['phone'] = 'phone must be digits, spaces and + ( ) . - (at most 40)';
+        }
         if ($errors !== []) {
             return [null, $errors];
         }
@@ -41,6 +45,7 @@ final class ContactValidator
             'name' => $name,
             'email' => strtolower($email),
             'company' => $company === '' ? null : $company,
+            'phone' => $phone === '' ? null : $phone,
         ], []];
     }
 

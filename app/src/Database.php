@@ -7,12 +7,26 @@ namespace Crm;
 use PDO;
 
 /**
- * Opens the SQLite database and creates the schema on first use.
- * The web app and the worker share the file, so both go through here.
+ * Opens the SQLite database. The web app and the worker share the file, so both go through here.
+ * The schema belongs to the migrations (Migrator, bin/migrate.php), never created here.
  */
 final class Database
 {
+    /**
+     * The database, checked to be at the schema this release needs.
+     *
+     * @throws SchemaOutdated when its migrations have not run yet
+     */
     public static function open(string $dataDir): PDO
+    {
+        $pdo = self::connect($dataDir);
+        Migrator::ofRelease()->requireCurrent($pdo);
+
+        return $pdo;
+    }
+
+    /** The database as it is, whatever its schema (for the migrator). */
+    public static function connect(string $dataDir): PDO
     {
         if (!is_dir($dataDir) && !@mkdir($dataDir, 0775, true) && !is_dir($dataDir)) {
             throw new \RuntimeException("storage directory $dataDir does not exist and cannot be created");
@@ -25,16 +39,6 @@ final class Database
         // php-fpm and the worker container write concurrently: wait for locks instead of failing.
         $pdo->exec('PRAGMA busy_timeout = 5000');
         $pdo->exec('PRAGMA journal_mode = WAL');
-        $pdo->exec(
-            'CREATE TABLE IF NOT EXISTS contacts (
-                id           INTEGER PRIMARY KEY AUTOINCREMENT,
-                name         TEXT NOT NULL,
-                email        TEXT NOT NULL UNIQUE,
-                company      TEXT,
-                created_at   TEXT NOT NULL,
-                processed_at TEXT
-            )'
-        );
 
         return $pdo;
     }

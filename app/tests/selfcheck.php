@@ -12,6 +12,8 @@ use Crm\ContactValidator;
 use Crm\Csrf;
 use Crm\Database;
 use Crm\DuplicateEmail;
+use Crm\Migrator;
+use Crm\SchemaOutdated;
 use Crm\View;
 use Kiora\DevTools\Check;
 
@@ -19,7 +21,9 @@ $t = new Check();
 
 // Validation
 [$c, $errors] = ContactValidator::validate(['name' => ' Ada ', 'email' => 'ADA@Example.com']);
-$t->same(['name' => 'Ada', 'email' => 'ada@example.com', 'company' => null], $c, 'valid contact is normalised');
+$t->same(['name' => 'Ada', 'email' => 'ada@example.com', 'company' => null, 'phone' => null], $c, 'valid contact is normalised');
+[, $errors] = ContactValidator::validate(['name' => 'Ada', 'email' => 'a@b.c', 'phone' => 'call me']);
+$t->same(['phone'], array_keys($errors), 'a phone that is not a number is rejected');
 [, $errors] = ContactValidator::validate(['name' => '', 'email' => 'nope']);
 $t->same(['name', 'email'], array_keys($errors), 'empty name and bad email are rejected');
 [, $errors] = ContactValidator::validate(['name' => ['x'], 'email' => 1]);
@@ -38,7 +42,35 @@ $t->that(!$csrf->isValid($nonce, $csrf->token(Csrf::newNonce())), 'CSRF token of
 $t->that(!(new Csrf(str_repeat('x', 32)))->isValid($nonce, $csrf->token($nonce)), 'CSRF token of another secret is refused');
 
 // Repository + worker logic on a temporary database
+// Migrations: a new database needs them; the baseline takes a database of the releases before.
 $dir = sys_get_temp_dir() . '/crm-selfcheck-' . bin2hex(random_bytes(4));
+$migrator = Migrator::ofRelease();
+$t->that($migrator->latest() >= 2, 'the release ships its migrations');
+try {
+    Database::open($dir);
+    $t->that(false, 'an unmigrated database is refused');
+} catch (SchemaOutdated $e) {
+    $t->same([0, $migrator->latest()], [$e->at, $e->needs], 'an unmigrated database is refused');
+}
+$old = Database::connect("$dir-old");
+$old->exec('CREATE TABLE contacts (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, email TEXT NOT NULL UNIQUE, company TEXT, created_at TEXT NOT NULL, processed_at TEXT)');
+$old->exec("INSERT INTO contacts (name, email, created_at) VALUES ('Old', 'old@example.com', '2026-01-01T00:00:00Z')");
+$t->same(['001_contacts', '002_contacts_phone'], $migrator->migrate($old, fn () => null), 'a database of before migrations is taken as the baseline');
+$t->same([['name' => 'Old', 'phone' => null]], $old->query('SELECT name, phone FROM contacts')->fetchAll(), 'its rows are kept');
+$t->same([], $migrator->migrate($old, fn () => null), 'applied migrations never run twice');
+$broken = sys_get_temp_dir() . '/crm-selfcheck-migrations-' . bin2hex(random_bytes(4));
+mkdir($broken);
+file_put_contents("$broken/001_a.sql", 'CREATE TABLE a (x TEXT);');
+file_put_contents("$broken/002_b.sql", 'ALTER TABLE a ADD COLUMN y TEXT; SELECT * FROM missing;');
+try {
+    (new Migrator($broken))->migrate($fresh = Database::connect("$dir-broken"), fn () => null);
+    $t->that(false, 'a failing migration is an error');
+} catch (RuntimeException $e) {
+    $t->that(str_starts_with($e->getMessage(), '002_b: '), 'a failing migration is an error naming it');
+    $t->same(0, Migrator::current($fresh), 'and nothing of the run is applied');
+}
+$pdo = Database::connect($dir);
+$migrator->migrate($pdo, fn () => null);
 $pdo = Database::open($dir);
 Database::check($pdo);
 $repo = new ContactRepository($pdo);
@@ -60,13 +92,15 @@ $api = fn (string $method, string $uri, string $body = '') => (new App($dir, [
     'REQUEST_METHOD' => $method, 'REQUEST_URI' => $uri, 'CONTENT_TYPE' => 'application/json',
 ], [], [], $body))->handle();
 $t->same(200, $api('GET', '/health')->status, 'GET /health is 200');
-$t->same(201, $api('POST', '/api/contacts', '{"name":"Bob","email":"bob@example.com"}')->status, 'POST /api/contacts is 201');
+$t->same(201, $api('POST', '/api/contacts', '{"name":"Bob","email":"bob@example.com","phone":"+33 1 23 45 67 89"}')->status, 'POST /api/contacts is 201');
 $t->same(422, $api('POST', '/api/contacts', '{"name":"","email":"x"}')->status, 'invalid contact is 422');
 $t->same(400, $api('POST', '/api/contacts', '{oops')->status, 'broken JSON is 400');
 $t->same(2, count(json_decode($api('GET', '/api/contacts')->body, true)['contacts']), 'GET /api/contacts lists both');
 $t->same(404, $api('GET', '/nope')->status, 'unknown path is 404');
 $t->same(405, $api('DELETE', '/api/contacts')->status, 'wrong method is 405');
 
-array_map('unlink', glob("$dir/*"));
-rmdir($dir);
+foreach ([$dir, "$dir-old", "$dir-broken", $broken] as $d) {
+    array_map('unlink', glob("$d/*"));
+    rmdir($d);
+}
 exit($t->report());

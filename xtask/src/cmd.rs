@@ -306,6 +306,56 @@ impl Runner {
         })
     }
 
+    /// Runs an action whose output a person must see as it comes (a release command): stdout
+    /// and stderr merged, each line printed as it arrives with `prefix` in front (`[web2]   | `),
+    /// so several hosts' lines stay apart. Under `-q` the output is shown only on failure.
+    /// Returns the exit status (128 + signal when killed); the caller words the failure.
+    /// Under `--dry-run` it is printed and not run (status 0).
+    pub fn streamed(&self, cmd: &Cmd, prefix: &str) -> Result<i32> {
+        if self.dry_run {
+            progress::print_line(true, &cmd.to_string());
+            return Ok(0);
+        }
+        self.echo(cmd);
+        let expr = cmd.expression().unchecked().stderr_to_stdout();
+        let output = if self.verbosity == Verbosity::Quiet {
+            let output = wait(cmd, expr.stdout_capture())?;
+            if !output.status.success() {
+                for line in String::from_utf8_lossy(&output.stdout).lines() {
+                    progress::print_line(false, &format!("{prefix}{line}"));
+                }
+            }
+            output
+        } else {
+            let (read, write) = std::io::pipe().context("cannot create a pipe")?;
+            let prefix = prefix.to_string();
+            let relay = std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(read);
+                let mut line = Vec::new();
+                while std::io::BufRead::read_until(&mut reader, b'\n', &mut line)
+                    .is_ok_and(|n| n > 0)
+                {
+                    let text = progress::strip_escapes(&String::from_utf8_lossy(&line));
+                    progress::print_line(
+                        false,
+                        &format!("{prefix}{}", text.trim_end_matches(['\n', '\r'])),
+                    );
+                    line.clear();
+                }
+            });
+            let output = wait(cmd, expr.stdout_file(write));
+            // The pipe closes when the child exits.
+            let _ = relay.join();
+            output?
+        };
+        use std::os::unix::process::ExitStatusExt;
+        Ok(match (output.status.code(), output.status.signal()) {
+            (Some(code), _) => code,
+            (None, Some(signal)) => 128 + signal,
+            _ => 1,
+        })
+    }
+
     /// Runs a read-only query (also in dry-run mode) and returns its trimmed stdout.
     pub fn query(&self, cmd: &Cmd) -> Result<String> {
         self.echo(cmd);
@@ -663,6 +713,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "`sh -c 'echo oops; exit 3'` failed (exit code 3)");
+    }
+
+    #[test]
+    fn streamed_commands_give_their_status() {
+        for verbosity in [Verbosity::Quiet, Verbosity::Normal] {
+            let runner = Runner::new(false, verbosity);
+            let cmd = Cmd::new("sh").args(["-c", "echo one; echo two >&2; exit 4"]);
+            assert_eq!(runner.streamed(&cmd, "  | ").unwrap(), 4);
+            assert_eq!(runner.streamed(&Cmd::new("true"), "  | ").unwrap(), 0);
+        }
+        let dry = Runner::new(true, Verbosity::Quiet);
+        assert_eq!(dry.streamed(&Cmd::new("false"), "").unwrap(), 0);
     }
 
     #[test]

@@ -324,7 +324,7 @@ fn killed_deploys_do_not_block_the_next_one() {
     );
     assert!(
         first
-            .wait_for_line(Duration::from_secs(60), |l| l.contains("[3/7]"))
+            .wait_for_line(Duration::from_secs(60), |l| l.contains("[3/8]"))
             .is_some(),
         "{}",
         first.stderr()

@@ -312,7 +312,7 @@ fn deploy_rollback_backup_locally_and_over_ssh() {
         &[
             "deploy", "--tag", "1.0.0-a", "--dir", &dir, "--stack", &stack,
         ],
-        "[5/7]",
+        "[6/8]",
     );
     let load = probe.stop();
     assert_eq!(code, Some(130), "Ctrl-C exits 130");

@@ -88,7 +88,7 @@ fn fleet_deploys_end_on_one_release() {
         "{err}"
     );
     assert!(
-        err.contains(&format!("[{}] [5/7] Switching to 1.0.0-b", fleet.label(3))),
+        err.contains(&format!("[{}] [6/8] Switching to 1.0.0-b", fleet.label(3))),
         "lines are prefixed with their host: {err}"
     );
     let asset_b = fleet.css(1);
@@ -116,7 +116,7 @@ fn fleet_deploys_end_on_one_release() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("unreachable"), "{err}");
-    assert!(!err.contains("[5/7]"), "nothing switched: {err}");
+    assert!(!err.contains("[6/8]"), "nothing switched: {err}");
     for m in 1..=3 {
         assert_eq!(fleet.css(m), asset_b, "m{m} still serves B");
         assert!(!fleet.locked(m), "m{m} not locked");
@@ -188,7 +188,7 @@ fn fleet_deploys_end_on_one_release() {
         ],
         &[],
     );
-    let marker = format!("[{}] [5/7]", fleet.label(2));
+    let marker = format!("[{}] [6/8]", fleet.label(2));
     assert!(
         running
             .wait_for_line(Duration::from_secs(240), |l| l.starts_with(&marker))
@@ -236,7 +236,7 @@ fn fleet_deploys_end_on_one_release() {
         ],
         &[],
     );
-    let marker = format!("[{}] [5/7]", fleet.label(3));
+    let marker = format!("[{}] [6/8]", fleet.label(3));
     assert!(
         running
             .wait_for_line(Duration::from_secs(240), |l| l.starts_with(&marker))

@@ -10,7 +10,10 @@ use anyhow::{Context, Result};
 
 use crate::cmd::{Cmd, Runner};
 use crate::compose_file;
-use crate::config::{Config, APP_IMAGES, EDGE};
+use crate::config::{Config, APP_IMAGES, EDGE, PHP, SUPERVISOR_SUFFIX};
+use crate::deploy::release_command;
+use crate::deploy::remote::Remote;
+use crate::deploy::target::Target;
 use crate::docker;
 
 pub struct LocalStack {
@@ -79,11 +82,32 @@ impl LocalStack {
                 runner.run(&Cmd::new("docker").args(["volume", "create", volume]))?;
             }
         }
+        self.release_command(runner)?;
         runner.run(
             &self
                 .compose()
                 .args(["up", "--detach", "--wait", "--remove-orphans"]),
         )
+    }
+
+    /// The release's command (its migrations), run as a deploy runs it: once, before the
+    /// release starts, with the project's `.env` and data.
+    fn release_command(&self, runner: &Runner) -> Result<()> {
+        let Some(php) = compose_file::app_references(&self.text, &[PHP])
+            .ok()
+            .and_then(|images| images.into_iter().find(|i| !i.ends_with(SUPERVISOR_SUFFIX)))
+        else {
+            return Ok(());
+        };
+        let dir = self.dir.display().to_string();
+        let remote = Remote::new(Target::new(None, &dir, None)?, *runner);
+        let stack = release_command::Stack {
+            name: &self.project,
+            data_volume: &format!("{}_data", self.project),
+            env_file: &format!("{dir}/.env"),
+        };
+        let tag = php.rsplit_once(':').map_or("the release", |(_, tag)| tag);
+        release_command::run_on(&remote, &stack, &php, tag)
     }
 
     /// Stops and removes the containers; with `data`, also the volumes and the network.

@@ -16,6 +16,7 @@
 //! rollout       deploy, rollback and status of a fleet (a single target is a fleet of one)
 //! environments  the named environments of deploy.yaml
 //! ops           the live release's logs, one-off commands in it or beside it
+//! release_command  what a release declares to run once before it takes traffic (migrations)
 //! maintenance   the edge's maintenance page (503 with Retry-After; health checks still answered)
 //! prune         what a target no longer needs: old release images, containers, assets, backups
 //! local_stack   the one-project stack of `up` and `test-image` on this machine
@@ -35,6 +36,7 @@ pub mod ops;
 pub mod options;
 pub mod prune;
 pub mod reconcile;
+pub mod release_command;
 pub mod remote;
 pub mod rollout;
 pub mod stack;

@@ -149,6 +149,18 @@ pub fn run_new_command(
     argv: &[String],
     attach: Attach,
 ) -> Cmd {
+    throwaway_container(&d.data_volume(), image, env_file, name, argv, attach)
+}
+
+/// [`run_new_command`] with the data volume named (a stack that is no [`Deployment`]: `up`).
+pub fn throwaway_container(
+    data_volume: &str,
+    image: &str,
+    env_file: Option<&str>,
+    name: &str,
+    argv: &[String],
+    attach: Attach,
+) -> Cmd {
     let mut cmd = Cmd::new("docker")
         .args(["run", "--rm", "--name", name])
         .args(attach.flags());
@@ -156,7 +168,7 @@ pub fn run_new_command(
         cmd = cmd.args(["--env-file", env_file]);
     }
     cmd.arg("--volume")
-        .arg(format!("{}:{DATA_PATH}", d.data_volume()))
+        .arg(format!("{data_volume}:{DATA_PATH}"))
         .arg(image)
         .args(argv.iter().cloned())
 }

@@ -99,6 +99,16 @@ impl Remote {
         self.runner.cleanup(&self.cmd(cmd))
     }
 
+    /// An action whose output is shown as it comes, each line after `prefix` (and the host's
+    /// label in a fleet); its exit status, for the caller to word a failure.
+    pub fn streamed(&self, cmd: Cmd, prefix: &str) -> Result<i32> {
+        let prefix = match &self.label {
+            Some(label) => format!("[{label}] {prefix}"),
+            None => prefix.to_string(),
+        };
+        self.runner.streamed(&self.cmd(cmd), &prefix)
+    }
+
     pub fn dry_run(&self) -> bool {
         self.runner.dry_run
     }

@@ -44,6 +44,8 @@ pub struct Fleet {
     pub lock_wait: Option<Duration>,
     pub wave: Wave,
     pub strategy: Strategy,
+    /// Run each release's command before the switch (`--skip-release-command` clears it).
+    pub release_command: bool,
 }
 
 impl Fleet {
@@ -91,6 +93,7 @@ pub fn deploy_measured(
         keep_backups: fleet.keep_backups,
         min_free_disk: fleet.min_free_disk,
         lock_wait: fleet.lock_wait,
+        release_command: fleet.release_command,
     };
     let several = fleet.hosts.len() > 1;
     let plan = Plan::new(fleet.hosts.len(), fleet.canary, fleet.wave);
@@ -368,7 +371,7 @@ struct HostRun<'a> {
 
 impl<'a> HostRun<'a> {
     fn new(d: Deployment, spec: &'a Spec, label: String, prefixed: bool) -> HostRun<'a> {
-        let mut steps = Steps::new(7, d.remote.runner.verbosity);
+        let mut steps = Steps::new(8, d.remote.runner.verbosity);
         if prefixed {
             steps = steps.prefixed(&label);
         }
@@ -577,6 +580,7 @@ mod tests {
             lock_wait: None,
             wave: Wave::Hosts(1),
             strategy: Strategy::Rolling,
+            release_command: true,
         }
     }
 

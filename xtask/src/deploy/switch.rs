@@ -2,14 +2,15 @@
 //! every host at the same point (see `fleet.rs`): nobody drops its old release before every host
 //! has switched. A one-host deploy or rollback is a fleet of one and runs the same phases.
 //!
-//!   check      ssh, directory, compose.yaml, free disk space             [1/7]
-//!   lock       the deploy lock                                            [2/7]
-//!   prepare    read compose.yaml, set the tag, pull what is missing,      [3/7]
-//!              back up the data volume -> [`Prepared`]                    [4/7]
-//!   switch     bridge assets, write compose.yaml, start the next color,   [5/7]
-//!              gate on health, ensure the edge, switch it; then verify    [6/7]
+//!   check      ssh, directory, compose.yaml, free disk space             [1/8]
+//!   lock       the deploy lock                                            [2/8]
+//!   prepare    read compose.yaml, set the tag, pull what is missing,      [3/8]
+//!              back up the data volume,                                   [4/8]
+//!              run the release command -> [`Prepared`]                    [5/8]
+//!   switch     bridge assets, write compose.yaml, start the next color,   [6/8]
+//!              gate on health, ensure the edge, switch it; then verify    [7/8]
 //!              /health through the edge
-//!   finish     drain, remove the old color, record `ok`                   [7/7]
+//!   finish     drain, remove the old color, record `ok`                   [8/8]
 //!   revert     edge back, next color removed, compose.yaml restored: every command a cleanup,
 //!              so it also runs after Ctrl-C.
 //!
@@ -74,6 +75,9 @@ pub struct Spec {
     pub min_free_disk: u64,
     /// How long to wait for a live holder of a host's deploy lock (None: refuse at once).
     pub lock_wait: Option<Duration>,
+    /// Run the release's command (its migrations) before the switch; false for
+    /// `--skip-release-command`.
+    pub release_command: bool,
 }
 
 /// A new deploy id: the start time and our pid, e.g. `20261201T120000Z-4242`.
@@ -110,7 +114,8 @@ fn parse_df(out: &str) -> Option<u64> {
     kib.checked_mul(1024)
 }
 
-/// A host ready to switch: the new compose.yaml decided, the images pulled, the data backed up.
+/// A host ready to switch: the new compose.yaml decided, the images pulled, the data backed up,
+/// the release command run.
 pub struct Prepared {
     plan: Switch,
     old_text: String,
@@ -120,7 +125,9 @@ pub struct Prepared {
     progress: Progress,
 }
 
-/// Reads compose.yaml, sets the tag, pulls what the host lacks, backs up the data ([3/7], [4/7]).
+/// Reads compose.yaml, sets the tag, pulls what the host lacks, backs up the data, runs the
+/// release command ([3/8] to [5/8]). A failure leaves the live release as it was: nothing of
+/// the new one runs yet (the release command's container is gone).
 pub fn prepare(d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<Prepared> {
     let (target, tag) = (d.target(), &spec.tag);
     let stack = Stack::new(d);
@@ -176,6 +183,14 @@ pub fn prepare(d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<Prepare
         }
         Ok(())
     })?;
+    // After the backup (a migration that went wrong can be undone from it), before anything
+    // switches, under the lock (two deploys at once cannot both run it).
+    let title = "Running the release command";
+    if spec.release_command {
+        steps.step(title, || crate::deploy::release_command::run(d, &php, tag))?;
+    } else {
+        steps.skip(title, "--skip-release-command");
+    }
     Ok(Prepared {
         plan: Switch {
             strategy: spec.strategy,
@@ -192,8 +207,8 @@ pub fn prepare(d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<Prepare
 }
 
 impl Prepared {
-    /// Starts the new release beside the live one, points the edge at it ([5/7]), verifies
-    /// /health through the edge ([6/7]). On error, [`Prepared::revert`] undoes what was done.
+    /// Starts the new release beside the live one, points the edge at it ([6/8]), verifies
+    /// /health through the edge ([7/8]). On error, [`Prepared::revert`] undoes what was done.
     pub fn switch(&mut self, d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<()> {
         let stack = Stack::new(d);
         let (plan, progress) = (&self.plan, &mut self.progress);
@@ -228,7 +243,7 @@ impl Prepared {
         Ok(())
     }
 
-    /// Every host switched: drains and removes the old color, records success ([7/7]).
+    /// Every host switched: drains and removes the old color, records success ([8/8]).
     pub fn finish(self, d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<()> {
         let stack = Stack::new(d);
         let revision = d.revision(&self.php);

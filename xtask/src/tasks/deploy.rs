@@ -7,12 +7,15 @@
 //!    waits with `--lock-wait`; a dead deploy's lock is taken over and the target reconciled);
 //! 3. pull the release on the target: the tag exists, before anything is stopped;
 //! 4. back up the data volume (the last N archives are kept);
-//! 5. switch: `rolling` (default) starts the release beside the live one, gates on health,
+//! 5. run the release command (the label org.kiora.release-command of its php image, e.g. the
+//!    database migrations) once, in a throwaway container of the release with the target's
+//!    `.env` and data; if it fails, stop: nothing was switched, the live release serves;
+//! 6. switch: `rolling` (default) starts the release beside the live one, gates on health,
 //!    points the edge at it and drains the old one; `recreate` is the old Makefile's procedure
 //!    (stop, clear and copy the assets, start), with downtime;
-//! 6. verify `/health` through the edge; on any failure (or Ctrl-C) put the previous release
+//! 7. verify `/health` through the edge; on any failure (or Ctrl-C) put the previous release
 //!    back, show the new containers' logs and exit non-zero;
-//! 7. append to the target's history (time, tag, revision, who, strategy, result, deploy id).
+//! 8. append to the target's history (time, tag, revision, who, strategy, result, deploy id).
 //!
 //! With `--env`, every host runs these steps, scheduled by `deploy/fleet.rs`: checks and pulls in
 //! parallel, locks in a fixed order, a canary, then waves; no host drops its old release before
@@ -51,6 +54,9 @@ pub struct Args {
     /// When another deploy holds a host's lock, wait for it this long (90s, 10m, 1h) instead of failing.
     #[arg(long, value_name = "DURATION", value_parser = parse_wait)]
     pub lock_wait: Option<Duration>,
+    /// Do not run the release's command (org.kiora.release-command of its php image: its database migrations) before the switch.
+    #[arg(long)]
+    pub skip_release_command: bool,
     #[command(flatten)]
     pub target: TargetArgs,
 }
@@ -78,6 +84,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         fleet.canary_wait = Some(wait);
     }
     fleet.lock_wait = args.lock_wait;
+    fleet.release_command = !args.skip_release_command;
     rollout::deploy(&ctx.runner, &fleet, &args.tag, "deploy").map(drop)
 }
 

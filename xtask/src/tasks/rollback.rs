@@ -2,6 +2,8 @@
 //! successful release from its history (or to TAG), with the same zero-downtime switch as
 //! `deploy`. Fast: the images are already on the target, so nothing is pulled. With `--env`, every
 //! host goes back together to the release their histories agree on (or `--to TAG`), all or none.
+//! Like a deploy, it runs the release command of the release it installs (its migrations find
+//! the newer schema and apply nothing).
 
 use anyhow::Result;
 
@@ -15,11 +17,16 @@ pub struct Args {
     /// Release to return to (default: the previous successful one in the history).
     #[arg(long)]
     pub to: Option<ReleaseTag>,
+    /// Do not run the release's command (org.kiora.release-command of its php image; its
+    /// migrations apply nothing on a newer schema anyway).
+    #[arg(long)]
+    pub skip_release_command: bool,
     #[command(flatten)]
     pub target: TargetArgs,
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
-    let fleet = args.target.fleet(&ctx.root)?;
+    let mut fleet = args.target.fleet(&ctx.root)?;
+    fleet.release_command = !args.skip_release_command;
     rollout::rollback(&ctx.runner, &fleet, args.to.as_deref()).map(drop)
 }

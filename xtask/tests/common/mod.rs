@@ -378,6 +378,19 @@ pub fn http_post_json(port: u16, path: &str, json: &str) -> Option<(u16, String)
     )
 }
 
+/// [`http_post_json`] to `addr:port`, a test machine's address.
+pub fn http_post_json_at(addr: &str, port: u16, path: &str, json: &str) -> Option<(u16, String)> {
+    http_request_at(
+        addr.parse().ok()?,
+        port,
+        &format!(
+            "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+            json.len()
+        ),
+        Duration::from_secs(10),
+    )
+}
+
 /// A safety cap on a probe nobody stopped.
 const PROBE_LIMIT: Duration = Duration::from_secs(30 * 60);
 
@@ -456,6 +469,11 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Probe {
     pub fn start(port: u16, expected: Vec<Expected>) -> Probe {
+        Probe::start_at([127, 0, 0, 1].into(), port, expected)
+    }
+
+    /// [`Probe::start`] on `ip:port`, e.g. a test machine's address.
+    pub fn start_at(ip: std::net::IpAddr, port: u16, expected: Vec<Expected>) -> Probe {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
@@ -465,9 +483,10 @@ impl Probe {
                 let wanted = &expected[result.requests % expected.len()];
                 result.requests += 1;
                 let sent = Instant::now();
-                let answer = http_request_within(
+                let answer = http_request_at(
+                    ip,
                     port,
-                    &format!("GET {} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", wanted.path),
+                    &format!("GET {} HTTP/1.0\r\nHost: {ip}\r\n\r\n", wanted.path),
                     PROBE_TIMEOUT,
                 );
                 match answer {

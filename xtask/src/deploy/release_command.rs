@@ -1,0 +1,248 @@
+//! The release command: what a release declares must run once before it takes traffic (database
+//! migrations, a cache warm-up), in the release's own image, with the target's `.env` and data.
+//!
+//! A release declares it in its php image, so it is versioned with the code it belongs to and
+//! a deploy from any checkout (or a rollback) runs the command of the release it installs:
+//!
+//!   LABEL org.kiora.release-command='["php", "/var/www/app/bin/migrate.php"]'
+//!
+//! (exec form: a JSON array of strings, each one argument; no shell). A deploy reads the label
+//! on the target once the image is pulled, runs it in a throwaway container (`docker run --rm`,
+//! the builder of `exec --new`) after the backup and before anything switches, under the deploy
+//! lock (two deploys at once cannot run it twice), and stops there when it fails: the live
+//! release never stopped serving. An image without the label has no release command.
+
+use anyhow::{bail, Result};
+use saphyr::{LoadableYamlNode, MarkedYaml, YamlData};
+
+use crate::cmd::Cmd;
+use crate::deploy::deployment::Deployment;
+use crate::deploy::ops::{throwaway_container, Attach};
+use crate::deploy::remote::Remote;
+
+/// The image label that declares a release's command.
+pub const LABEL: &str = "org.kiora.release-command";
+
+/// How each line of the command's output is shown under the deploy's steps.
+const PREFIX: &str = "  | ";
+
+/// The release command of an image: one argument per string.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleaseCommand(pub Vec<String>);
+
+impl ReleaseCommand {
+    /// Reads the label's value: empty (or Go's `<no value>`) means none; anything else must be
+    /// a non-empty JSON array of strings.
+    pub fn parse(label: &str) -> Result<Option<ReleaseCommand>> {
+        let text = label.trim();
+        if text.is_empty() || text == "<no value>" {
+            return Ok(None);
+        }
+        let refuse = || {
+            anyhow::anyhow!(
+                "the label {LABEL} is {text:?}: it must be a JSON array of strings, e.g. [\"php\", \"bin/migrate.php\"]"
+            )
+        };
+        if !text.starts_with('[') {
+            return Err(refuse());
+        }
+        // A JSON array is a YAML flow sequence: the YAML reader the deploy config uses reads it.
+        let docs = MarkedYaml::load_from_str(text).map_err(|_| refuse())?;
+        let [doc] = docs.as_slice() else {
+            return Err(refuse());
+        };
+        let YamlData::Sequence(items) = &doc.data else {
+            return Err(refuse());
+        };
+        let words = items
+            .iter()
+            .map(|item| match &item.data {
+                YamlData::Value(saphyr::Scalar::String(s)) => Some(s.to_string()),
+                _ => None,
+            })
+            .collect::<Option<Vec<String>>>()
+            .ok_or_else(refuse)?;
+        if words.is_empty() || words[0].is_empty() {
+            return Err(refuse());
+        }
+        Ok(Some(ReleaseCommand(words)))
+    }
+
+    /// The command as a person reads it (each word quoted for a shell only where needed).
+    pub fn show(&self) -> String {
+        let words: Vec<String> = self.0.iter().map(|w| crate::cmd::quote(w)).collect();
+        words.join(" ")
+    }
+}
+
+/// `docker image inspect` printing the label of `image` (empty, or `<no value>`, without it).
+pub fn label_query(image: &str) -> Cmd {
+    let format = format!("{{{{index .Config.Labels \"{LABEL}\"}}}}");
+    Cmd::new("docker").args(["image", "inspect", "--format", &format, image])
+}
+
+/// The throwaway container running `command` in `image`, named `STACK-release-PID`.
+pub fn container(
+    data_volume: &str,
+    stack: &str,
+    image: &str,
+    env_file: Option<&str>,
+    command: &ReleaseCommand,
+) -> Cmd {
+    throwaway_container(
+        data_volume,
+        image,
+        env_file,
+        &container_name(stack),
+        &command.0,
+        Attach::default(),
+    )
+}
+
+fn container_name(stack: &str) -> String {
+    format!("{stack}-release-{}", std::process::id())
+}
+
+/// Runs the release command of `image` (release `tag`) on the target, if it declares one. The
+/// image must be on the target. Output is shown line by line as it comes; a failure is one line
+/// naming the command and its exit status, and leaves no container behind.
+pub fn run(d: &Deployment, image: &str, tag: &str) -> Result<()> {
+    let stack = Stack {
+        name: &d.stack,
+        data_volume: &d.data_volume(),
+        env_file: &d.target().path(".env"),
+    };
+    run_on(&d.remote, &stack, image, tag)
+}
+
+/// Where a release command runs: the stack's name, its data volume and the `.env` it gets when
+/// that file exists.
+pub struct Stack<'a> {
+    pub name: &'a str,
+    pub data_volume: &'a str,
+    pub env_file: &'a str,
+}
+
+/// [`run`] for any stack on `remote`'s target (`up` and `test-image`: a local one).
+pub fn run_on(remote: &Remote, stack: &Stack, image: &str, tag: &str) -> Result<()> {
+    let label = match remote.query(label_query(image)) {
+        Ok(label) => label,
+        // A dry run did not pull the image: say what would run.
+        Err(_) if remote.dry_run() => {
+            remote.say(format!(
+                "  the command of the label {LABEL} of {image}, once pulled, as:"
+            ));
+            let placeholder = ReleaseCommand(vec![format!("<{LABEL}>")]);
+            remote.streamed(
+                container(stack.data_volume, stack.name, image, None, &placeholder),
+                "",
+            )?;
+            return Ok(());
+        }
+        Err(err) => return Err(err.context(format!("reading the release command of {image}"))),
+    };
+    let Some(command) = ReleaseCommand::parse(&label)? else {
+        remote.say(format!("  {tag} declares none (no label {LABEL})"));
+        return Ok(());
+    };
+    let env_file = remote
+        .succeeds(Cmd::new("test").args(["-f", stack.env_file]))?
+        .then_some(stack.env_file);
+    remote.say(format!("  {}", command.show()));
+    let cmd = container(stack.data_volume, stack.name, image, env_file, &command);
+    let status = remote.streamed(cmd, PREFIX);
+    if !matches!(status, Ok(0)) {
+        // Interrupted, or the client lost: the container must not run on (nor stay) unseen.
+        let _ =
+            remote.cleanup(Cmd::new("docker").args(["rm", "--force", &container_name(stack.name)]));
+    }
+    match status? {
+        0 => Ok(()),
+        code => bail!(
+            "the release command of {tag} (`{}`) failed with exit code {code} on {}; nothing was switched",
+            command.show(),
+            remote.target.describe()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_label_is_a_json_array_of_strings() {
+        assert_eq!(
+            ReleaseCommand::parse(r#"["php", "/var/www/app/bin/migrate.php"]"#).unwrap(),
+            Some(ReleaseCommand(vec![
+                "php".into(),
+                "/var/www/app/bin/migrate.php".into()
+            ]))
+        );
+        // Words stay whole: no shell ever splits or expands them.
+        let odd = ReleaseCommand::parse(r#"["sh", "-c", "echo $(id); rm -rf /", "a \"b\""]"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(odd.0[2], "echo $(id); rm -rf /");
+        assert_eq!(odd.0[3], "a \"b\"");
+        assert_eq!(odd.show(), r#"sh -c 'echo $(id); rm -rf /' 'a "b"'"#);
+        for none in ["", "  ", "<no value>"] {
+            assert_eq!(ReleaseCommand::parse(none).unwrap(), None, "{none:?}");
+        }
+        for bad in [
+            "php bin/migrate.php",
+            "[]",
+            r#"[""]"#,
+            "[php, 1]",
+            r#"["php", ["x"]]"#,
+            r#"{"cmd": "php"}"#,
+            "[unclosed",
+        ] {
+            let err = ReleaseCommand::parse(bad).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("the label {LABEL} is ")),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn it_runs_in_a_throwaway_container_of_the_release_with_env_and_data() {
+        let command = ReleaseCommand(vec!["php".into(), "bin/migrate.php".into()]);
+        let cmd = container(
+            "crm_data",
+            "crm",
+            "r/crm-gdb_php:1.2.0",
+            Some("/srv/crm/.env"),
+            &command,
+        );
+        assert_eq!(
+            cmd.argv(),
+            [
+                "docker",
+                "run",
+                "--rm",
+                "--name",
+                &format!("crm-release-{}", std::process::id()),
+                "--env-file",
+                "/srv/crm/.env",
+                "--volume",
+                "crm_data:/var/www/app/var/data",
+                "r/crm-gdb_php:1.2.0",
+                "php",
+                "bin/migrate.php"
+            ]
+        );
+        assert_eq!(
+            label_query("r/x:1").argv(),
+            [
+                "docker",
+                "image",
+                "inspect",
+                "--format",
+                "{{index .Config.Labels \"org.kiora.release-command\"}}",
+                "r/x:1"
+            ]
+        );
+    }
+}
