@@ -120,6 +120,13 @@ fn edge_for_maintenance(d: &Deployment) -> Result<String> {
             d.target().describe()
         )
     };
+    if !running(d, &edge)? {
+        bail!(
+            "the edge on {} is stopped; start it (docker compose -p {}-edge --profile edge up -d edge) or deploy again",
+            d.target().describe(),
+            d.stack
+        );
+    }
     if !d.remote.succeeds(supported_probe(&edge))? {
         let image = d
             .remote
@@ -134,10 +141,24 @@ fn edge_for_maintenance(d: &Deployment) -> Result<String> {
     Ok(edge)
 }
 
+/// Is the edge container running (not merely there, stopped)?
+fn running(d: &Deployment, edge: &str) -> Result<bool> {
+    let state = d.remote.query(Cmd::new("docker").args([
+        "inspect",
+        "--format",
+        "{{.State.Running}}",
+        edge,
+    ]))?;
+    Ok(state == "true")
+}
+
 pub fn state(d: &Deployment) -> Result<State> {
     let Some(edge) = Stack::new(d).edge()? else {
         return Ok(State::NoEdge);
     };
+    if !running(d, &edge)? {
+        return Ok(State::NoEdge);
+    }
     if !d.remote.succeeds(supported_probe(&edge))? {
         return Ok(State::Unsupported);
     }
