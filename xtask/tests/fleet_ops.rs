@@ -3,8 +3,8 @@
 //! started on each machine, under that machine's prefix, and ends on SIGINT with 130 leaving no
 //! ssh or remote `docker compose logs` behind; `logs` without -f; `exec` on every host (first
 //! non-zero status, failed hosts named) or on the primary; maintenance on (both edges 503 with
-//! Retry-After), status, off (200), refused as a whole when one edge is down; `prune --dry-run`
-//! per host. One release, one testbed, one deploy serve every scenario.
+//! Retry-After), status, off (200), refused as a whole when one edge is down, and put back on
+//! every host when one fails half-way; `prune --dry-run` per host. One release, one testbed, one deploy serve every scenario.
 
 mod common;
 
@@ -270,6 +270,28 @@ fn logs_exec_maintenance_prune_over_a_fleet() {
         "{err}"
     );
     assert_eq!(http_get_at(&labels[0], EDGE_PORT, "/").unwrap().0, 200);
+    // m2's edge fails half-way (the page cannot be written: a directory is in the way), after
+    // m1 turned on: m1 is put back, the fleet ends off, and the error names m2.
+    let in_the_way = "/etc/nginx/crm-edge/maintenance.html.new";
+    docker_m2(&["exec", &edge, "mkdir", in_the_way]);
+    let out = run(&["maintenance", "on", "--env", "e2e"]);
+    docker_m2(&["exec", &edge, "rmdir", in_the_way]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "maintenance on failed on {}; every host is back as it was",
+            labels[1]
+        )),
+        "{err}"
+    );
+    for label in &labels {
+        assert_eq!(
+            http_get_at(label, EDGE_PORT, "/").unwrap().0,
+            200,
+            "{label} back off"
+        );
+    }
     let out = run(&["maintenance", "status", "--env", "e2e"]);
     assert!(out.status.success(), "both off: {}", stderr(&out));
 

@@ -1,7 +1,8 @@
 //! Where a deploy goes, as given on the command line (`--host`, `--dir`, `--stack`, ...) or by
-//! an environment of the deploy config (`--env`), and as checked: shared by deploy, rollback,
-//! backup and status. Precedence: flag (or its XTASK_ variable), then the environment, then the
-//! defaults of `config.rs`.
+//! an environment of the deploy config (`--env`), and as checked: shared by the deploy side's
+//! tasks (deploy, rollback, status, logs, exec, maintenance, prune; backup takes one target).
+//! Precedence: flag (or its XTASK_ variable), then the environment, then the defaults of
+//! `config.rs`.
 
 use std::path::{Path, PathBuf};
 
