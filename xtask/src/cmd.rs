@@ -298,12 +298,81 @@ impl Runner {
         }
         self.echo(cmd);
         let output = wait(cmd, cmd.expression_with(terminal_stdin).unchecked())?;
-        use std::os::unix::process::ExitStatusExt;
-        Ok(match (output.status.code(), output.status.signal()) {
-            (Some(code), _) => code,
-            (None, Some(signal)) => 128 + signal,
-            _ => 1,
-        })
+        Ok(exit_code(output.status))
+    }
+
+    /// Runs several commands at once, one per host of a fleet (`logs -f` on each), and prints
+    /// their output on our stdout as it comes, line by line, each line prefixed with its label
+    /// (`web1  | ...`, labels padded to one width): lines of two hosts never mix within a line
+    /// and always say whose they are. stdout and stderr of a child are merged (one stream per
+    /// host). Returns each command's exit status, in order. Ctrl-C or SIGTERM stops every child
+    /// (as [`Runner::run_parallel`]) and is reported as [`interrupt::Interrupted`]. Under
+    /// `--dry-run` each is printed, prefixed, and none runs (status 0).
+    pub fn stream_labelled(&self, cmds: &[(String, Cmd)]) -> Result<Vec<i32>> {
+        let width = cmds
+            .iter()
+            .map(|(label, _)| label.chars().count())
+            .max()
+            .unwrap_or(0);
+        if self.dry_run {
+            for (label, cmd) in cmds {
+                progress::print_line(true, &progress::host_line(label, width, &cmd.to_string()));
+            }
+            return Ok(vec![0; cmds.len()]);
+        }
+        let results: Vec<Result<i32>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = cmds
+                .iter()
+                .map(|(label, cmd)| scope.spawn(move || self.stream_one(label, width, cmd)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| {
+                    handle
+                        .join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a command thread panicked")))
+                })
+                .collect()
+        });
+        // An interrupt is reported as such (main maps it to 128 + signal), whichever child saw it.
+        if let Some(at) = results
+            .iter()
+            .position(|r| r.as_ref().is_err_and(|e| e.is::<interrupt::Interrupted>()))
+        {
+            let mut results = results;
+            return Err(results.swap_remove(at).expect_err("an interrupt"));
+        }
+        results.into_iter().collect()
+    }
+
+    /// One child of [`Runner::stream_labelled`]: its merged output relayed with its label.
+    fn stream_one(&self, label: &str, width: usize, cmd: &Cmd) -> Result<i32> {
+        self.echo(cmd);
+        let (read, write) = std::io::pipe().context("cannot create a pipe")?;
+        let label = label.to_string();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(read);
+            let mut line = Vec::new();
+            while std::io::BufRead::read_until(&mut reader, b'\n', &mut line).is_ok_and(|n| n > 0) {
+                let text = String::from_utf8_lossy(&line);
+                // `\r`: a remote terminal (ssh -tt) ends lines with CR LF.
+                let text = progress::strip_escapes(text.trim_end_matches(['\n', '\r']));
+                progress::print_line(true, &progress::host_line(&label, width, &text));
+                line.clear();
+            }
+            let _ = done.send(());
+        });
+        let output = wait(
+            cmd,
+            cmd.expression()
+                .unchecked()
+                .stderr_to_stdout()
+                .stdout_file(write),
+        );
+        // The pipe closes when the child exits; a daemon it left behind could keep it open.
+        let _ = finished.recv_timeout(Duration::from_secs(2));
+        Ok(exit_code(output?.status))
     }
 
     /// Runs an action whose output a person must see as it comes (a release command): stdout
@@ -597,6 +666,16 @@ fn short(cmd: &Cmd) -> String {
     format!("{}{more}", words.join(" "))
 }
 
+/// A child's exit status as a shell reports it: its code, or 128 + the signal that ended it.
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        _ => 1,
+    }
+}
+
 fn describe(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
@@ -762,6 +841,36 @@ mod tests {
         assert_eq!(status("test \"$(cat)\" = ''"), 0);
         let dry = Runner::new(true, Verbosity::Quiet);
         assert_eq!(dry.attached(&Cmd::new("false"), true).unwrap(), 0);
+    }
+
+    #[test]
+    fn streamed_commands_run_side_by_side_and_pass_their_status_on() {
+        let runner = Runner::new(false, Verbosity::Quiet);
+        let started = std::time::Instant::now();
+        let codes = runner
+            .stream_labelled(&[
+                (
+                    "web1".into(),
+                    Cmd::new("sh").args(["-c", "sleep 0.5; echo a"]),
+                ),
+                (
+                    "web22".into(),
+                    Cmd::new("sh").args(["-c", "sleep 0.5; echo b >&2; exit 3"]),
+                ),
+            ])
+            .unwrap();
+        assert_eq!(codes, [0, 3]);
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "side by side: {:?}",
+            started.elapsed()
+        );
+        let dry = Runner::new(true, Verbosity::Quiet);
+        assert_eq!(
+            dry.stream_labelled(&[("web1".into(), Cmd::new("false"))])
+                .unwrap(),
+            [0]
+        );
     }
 
     #[test]

@@ -129,24 +129,24 @@ enum Task {
         after_help = "Examples:\n  cargo xtask lock status --host deploy@web1.example.com --dir /srv/crm\n  cargo xtask lock release --dir /srv/crm"
     )]
     Lock(lock::Args),
-    /// Show the live release's logs on a target (per service or all; -f follows until Ctrl-C).
+    /// Show the live release's logs on a target or every host of --env (per service or all; -f follows until Ctrl-C).
     #[command(
-        after_help = "Examples:\n  cargo xtask logs --host deploy@web1.example.com --dir /srv/crm -f\n  cargo xtask logs --dir /srv/crm --service php --since 10m"
+        after_help = "Examples:\n  cargo xtask logs --host deploy@web1.example.com --dir /srv/crm -f\n  cargo xtask logs --dir /srv/crm --service php --since 10m\n  cargo xtask logs --env production -f   (every host at once, each line prefixed with its host)"
     )]
     Logs(logs::Args),
     /// Run a command in the live php container (or --new: in a throwaway one of a release); its exit status is ours.
     #[command(
-        after_help = "Examples:\n  cargo xtask exec --dir /srv/crm -- php bin/console cache:clear\n  cargo xtask exec --host deploy@web1.example.com --dir /srv/crm -i -- bash\n  cargo xtask exec --dir /srv/crm --new --tag 1.4.0 -- php -v"
+        after_help = "Examples:\n  cargo xtask exec --dir /srv/crm -- php bin/console cache:clear\n  cargo xtask exec --host deploy@web1.example.com --dir /srv/crm -i -- bash\n  cargo xtask exec --dir /srv/crm --new --tag 1.4.0 -- php -v\n  cargo xtask exec --env production -- php bin/console cache:clear   (every host in turn)\n  cargo xtask exec --env production --primary -i -- bash"
     )]
     Exec(exec::Args),
     /// Turn the edge's maintenance page on or off (503 with Retry-After; health checks still answer).
     #[command(
-        after_help = "Examples:\n  cargo xtask maintenance on --dir /srv/crm --message 'Back at 14:00'\n  cargo xtask maintenance status --dir /srv/crm\n  cargo xtask maintenance off --dir /srv/crm"
+        after_help = "Examples:\n  cargo xtask maintenance on --dir /srv/crm --message 'Back at 14:00'\n  cargo xtask maintenance status --dir /srv/crm\n  cargo xtask maintenance off --dir /srv/crm\n  cargo xtask maintenance on --env production   (every host, or none)"
     )]
     Maintenance(maintenance::Args),
     /// Remove what a target no longer needs: old release images, stopped containers, assets, backups; trim the build cache.
     #[command(
-        after_help = "Examples:\n  cargo xtask prune --dir /srv/crm --dry-run\n  cargo xtask prune --host deploy@web1.example.com --dir /srv/crm --keep 3"
+        after_help = "Examples:\n  cargo xtask prune --dir /srv/crm --dry-run\n  cargo xtask prune --host deploy@web1.example.com --dir /srv/crm --keep 3\n  cargo xtask prune --env production --dry-run"
     )]
     Prune(prune::Args),
     /// Measure failed requests and gaps under load for recreate, rolling, rollback and a broken release.

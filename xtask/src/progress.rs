@@ -146,7 +146,6 @@ pub fn live() -> bool {
     !live_state().steps.is_empty()
 }
 
-/// Prints one line on stdout or stderr, above the live status line if one is shown.
 /// `text` without terminal escape sequences (CSI `ESC [ ... final`, e.g. compose's `ESC[2K` in
 /// `logs`, which it writes even when not on a terminal), so logs we print stay plain text.
 pub fn strip_escapes(text: &str) -> String {
@@ -170,6 +169,13 @@ pub fn strip_escapes(text: &str) -> String {
     out
 }
 
+/// `web1  | text`: a line of one host among several, the label padded to `width` (the longest
+/// label's) so that every host's text starts in the same column.
+pub fn host_line(label: &str, width: usize, text: &str) -> String {
+    format!("{label:<width$} | {text}")
+}
+
+/// Prints one line on stdout or stderr, above the live status line if one is shown.
 pub fn print_line(to_stdout: bool, line: &str) {
     let mut live = live_state();
     clear(&mut live);
@@ -276,6 +282,13 @@ mod tests {
         );
         assert_eq!(strip_escapes("plain ü\n"), "plain ü\n");
         assert_eq!(strip_escapes("cut \x1b[2"), "cut ");
+    }
+
+    #[test]
+    fn host_lines_line_up() {
+        assert_eq!(host_line("web1", 9, "GET /"), "web1      | GET /");
+        assert_eq!(host_line("10.0.0.12", 9, "x"), "10.0.0.12 | x");
+        assert_eq!(host_line("w", 0, ""), "w | ");
     }
 
     #[test]

@@ -120,6 +120,13 @@ fn edge_for_maintenance(d: &Deployment) -> Result<String> {
             d.target().describe()
         )
     };
+    if !running(d, &edge)? {
+        bail!(
+            "the edge on {} is stopped; start it (docker compose -p {}-edge --profile edge up -d edge) or deploy again",
+            d.target().describe(),
+            d.stack
+        );
+    }
     if !d.remote.succeeds(supported_probe(&edge))? {
         let image = d
             .remote
@@ -134,10 +141,24 @@ fn edge_for_maintenance(d: &Deployment) -> Result<String> {
     Ok(edge)
 }
 
+/// Is the edge container running (not merely there, stopped)?
+fn running(d: &Deployment, edge: &str) -> Result<bool> {
+    let state = d.remote.query(Cmd::new("docker").args([
+        "inspect",
+        "--format",
+        "{{.State.Running}}",
+        edge,
+    ]))?;
+    Ok(state == "true")
+}
+
 pub fn state(d: &Deployment) -> Result<State> {
     let Some(edge) = Stack::new(d).edge()? else {
         return Ok(State::NoEdge);
     };
+    if !running(d, &edge)? {
+        return Ok(State::NoEdge);
+    }
     if !d.remote.succeeds(supported_probe(&edge))? {
         return Ok(State::Unsupported);
     }
@@ -205,6 +226,192 @@ fn settle(d: &Deployment, edge: &str, ok: bool) -> Result<()> {
     Ok(())
 }
 
+/// What `maintenance on|off` does to a host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    On { message: String, retry_after: u32 },
+    Off,
+}
+
+impl Change {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Change::On { .. } => "on",
+            Change::Off => "off",
+        }
+    }
+
+    pub fn apply(&self, d: &Deployment) -> Result<()> {
+        match self {
+            Change::On {
+                message,
+                retry_after,
+            } => on(d, message, *retry_after),
+            Change::Off => off(d),
+        }
+    }
+}
+
+/// A host's maintenance files as they were before a fleet change, to put them back exactly
+/// (message and Retry-After included) when another host fails. `conf: None`: it was off.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Saved {
+    pub conf: Option<String>,
+    pub page: Option<String>,
+}
+
+/// The edge's maintenance files now (a file that is not there: None).
+fn save(d: &Deployment, edge: &str) -> Result<Saved> {
+    let read = |path: &str| -> Result<Option<String>> {
+        let out = d
+            .remote
+            .output(Cmd::new("docker").args(["exec", edge, "cat", path]))?;
+        Ok(out
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
+    };
+    Ok(Saved {
+        conf: read(CONF)?,
+        page: read(PAGE)?,
+    })
+}
+
+/// The commands that put `saved` back in the edge (it was on): page, conf, check and reload.
+/// Off (`conf: None`) is [`off_commands`].
+pub fn restore_commands(edge: &str, saved: &Saved) -> Vec<Cmd> {
+    let Some(conf) = &saved.conf else {
+        return off_commands(edge);
+    };
+    let mut cmds = Vec::new();
+    if let Some(page) = &saved.page {
+        cmds.extend(write_in_edge(edge, PAGE, page.clone()));
+    }
+    cmds.extend(write_in_edge(edge, CONF, conf.clone()));
+    cmds.extend(check_and_reload(edge));
+    cmds
+}
+
+/// Puts a host back as [`save`] found it; run as a cleanup (also after Ctrl-C).
+fn restore(d: &Deployment, saved: &Saved) -> Result<()> {
+    let d = d.undoing();
+    let Some(edge) = Stack::new(&d).edge()? else {
+        bail!("no edge runs there any more")
+    };
+    for cmd in restore_commands(&edge, saved) {
+        d.remote.run(cmd)?;
+    }
+    settle(&d, &edge, saved.conf.is_none())
+}
+
+/// Runs `f(i, host i)` for every host at once; results in the hosts' order.
+fn each_host<T: Send>(
+    hosts: &[(String, Deployment)],
+    f: impl Fn(usize, &Deployment) -> Result<T> + Sync,
+) -> Vec<Result<T>> {
+    std::thread::scope(|scope| {
+        let f = &f;
+        let handles: Vec<_> = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, (_, d))| scope.spawn(move || f(i, d)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a host's thread panicked")))
+            })
+            .collect()
+    })
+}
+
+/// The error to report among `results`: an interrupt first (it stays one: exit 130).
+fn first_error<T>(results: Vec<Result<T>>) -> Option<anyhow::Error> {
+    let mut errors: Vec<anyhow::Error> = results.into_iter().filter_map(Result::err).collect();
+    let at = errors
+        .iter()
+        .position(|e| e.is::<crate::interrupt::Interrupted>())
+        .unwrap_or(0);
+    (!errors.is_empty()).then(|| errors.swap_remove(at))
+}
+
+/// `web1: why; web2: why`, for the hosts whose result is an error.
+fn failures<T>(hosts: &[(String, Deployment)], results: &[Result<T>]) -> Vec<String> {
+    hosts
+        .iter()
+        .zip(results)
+        .filter_map(|((label, _), r)| {
+            r.as_ref()
+                .err()
+                .map(|e| format!("{label}: {}", crate::deploy::fleet::one_line(e)))
+        })
+        .collect()
+}
+
+/// Every host of a fleet (`label`, deployment) to the same maintenance state, or every host back
+/// as it was. First every host is asked (edge running and able to serve the page, files as they
+/// are): one that cannot be used refuses the whole change, before anything changes. Then every
+/// host changes at once; if one fails (or Ctrl-C), every host is put back as it was, and the
+/// error names the host that failed, and any that could not be put back.
+pub fn change_fleet(hosts: &[(String, Deployment)], change: &Change) -> Result<()> {
+    let asked = each_host(hosts, |_, d| {
+        d.target().check(&d.remote.runner)?;
+        let edge = edge_for_maintenance(d)?;
+        save(d, &edge)
+    });
+    let refused = failures(hosts, &asked);
+    if !refused.is_empty() {
+        let err = first_error(asked).expect("a failure");
+        return Err(err.context(format!(
+            "maintenance {} refused: {}; nothing was changed",
+            change.name(),
+            refused.join("; ")
+        )));
+    }
+    let saved: Vec<Saved> = asked.into_iter().map(|r| r.expect("checked")).collect();
+    let results = each_host(hosts, |_, d| change.apply(d));
+    let failed = failures(hosts, &results);
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let put_back = each_host(hosts, |i, d| restore(d, &saved[i]));
+    let not_back = failures(hosts, &put_back);
+    let state = if not_back.is_empty() {
+        "every host is back as it was".to_string()
+    } else {
+        format!(
+            "putting it back FAILED on {}: check with `cargo xtask maintenance status`",
+            not_back.join("; ")
+        )
+    };
+    // The hosts by name here; the first failure's cause follows (`{:#}`), the others' too when
+    // there are several.
+    let names: Vec<&str> = failed
+        .iter()
+        .map(|f| f.split_once(": ").map_or(f.as_str(), |(name, _)| name))
+        .collect();
+    let others = if failed.len() > 1 {
+        format!(" ({})", failed.join("; "))
+    } else {
+        String::new()
+    };
+    let err = first_error(results).expect("a failure");
+    Err(err.context(format!(
+        "maintenance {} failed on {}{others}; {state}",
+        change.name(),
+        names.join(", ")
+    )))
+}
+
+/// Every host's maintenance state, asked at once.
+pub fn fleet_states(hosts: &[(String, Deployment)]) -> Vec<Result<State>> {
+    each_host(hosts, |_, d| {
+        d.target().check(&d.remote.runner)?;
+        state(d)
+    })
+}
+
 /// Does `/` answer 200 through the edge? (Its image's healthcheck script, with a path.)
 fn front_page_probe(edge: &str) -> Cmd {
     Cmd::new("docker").args(["exec", edge, "nginx-healthcheck", "/"])
@@ -213,6 +420,39 @@ fn front_page_probe(edge: &str) -> Cmd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_is_put_back_as_it_was() {
+        let argv =
+            |cmds: Vec<Cmd>| -> Vec<String> { cmds.iter().map(|c| c.argv().join(" ")).collect() };
+        // It was off: off again.
+        assert_eq!(
+            argv(restore_commands("e1", &Saved::default())),
+            argv(off_commands("e1"))
+        );
+        // It was on: its own page and conf back (message, Retry-After), checked, reloaded.
+        let saved = Saved {
+            conf: Some(conf(42)),
+            page: Some(page("old message")),
+        };
+        let cmds = restore_commands("e1", &saved);
+        assert_eq!(
+            argv(cmds.clone()),
+            [
+                format!("docker exec -i e1 dd of={PAGE}.new status=none"),
+                format!("docker exec e1 mv -f {PAGE}.new {PAGE}"),
+                format!("docker exec -i e1 dd of={CONF}.new status=none"),
+                format!("docker exec e1 mv -f {CONF}.new {CONF}"),
+                "docker exec e1 nginx -t -q".to_string(),
+                "docker exec e1 nginx -s reload".to_string(),
+            ]
+        );
+        assert_eq!(
+            cmds[0].stdin.as_deref(),
+            Some(page("old message").as_bytes())
+        );
+        assert_eq!(cmds[2].stdin.as_deref(), Some(conf(42).as_bytes()));
+    }
 
     #[test]
     fn the_message_is_escaped_into_the_page() {

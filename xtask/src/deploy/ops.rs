@@ -105,6 +105,34 @@ pub fn logs_for(
     Ok(logs_command(compose, options, &names))
 }
 
+/// The command that shows the logs of `services` of the live release of `d`, as it runs there
+/// (over ssh for a server). Refused when nothing is deployed there.
+pub fn live_logs(d: &Deployment, services: &[Service], options: &LogOptions) -> Result<Cmd> {
+    let stack = Stack::new(d);
+    let Some(live) = stack.live()? else {
+        bail!(
+            "nothing is deployed on {} yet: no logs to show",
+            d.target().describe()
+        )
+    };
+    Ok(d.remote
+        .cmd(logs_for(&stack, &d.stack, live, services, options)?))
+}
+
+/// `cmd` (ssh to a server) with a remote terminal forced (`-tt`) and ssh's own notices off
+/// ("Connection to ... closed"). When we stop following, the connection ends and the remote
+/// terminal hangs up, which ends the remote `docker compose logs --follow` (SIGHUP); without a
+/// terminal it would live on until it next writes. A local command is unchanged.
+pub fn hanging_up_with_us(cmd: Cmd) -> Cmd {
+    if cmd.program != "ssh" {
+        return cmd;
+    }
+    let mut cmd = cmd;
+    cmd.args
+        .splice(0..0, ["-tt", "-o", "LogLevel=ERROR"].map(String::from));
+    cmd
+}
+
 /// How a one-off command is attached: `-i` keeps stdin open, `-t` gives it a terminal (only
 /// when ours is one).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -262,6 +290,21 @@ mod tests {
             &options,
         );
         assert!(mixed.unwrap_err().to_string().contains("alone"));
+    }
+
+    #[test]
+    fn a_followed_remote_command_hangs_up_with_us() {
+        let target = Target::new(Some("deploy@web1"), "/srv/crm", None).unwrap();
+        let cmd = hanging_up_with_us(target.cmd(Cmd::new("docker").args(["logs", "-f", "c1"])));
+        assert_eq!(
+            &cmd.argv()[..5],
+            ["ssh", "-tt", "-o", "LogLevel=ERROR", "-o"],
+            "{:?}",
+            cmd.argv()
+        );
+        assert_eq!(cmd.args.last().unwrap(), "docker logs -f c1");
+        let local = Cmd::new("docker").args(["logs", "-f", "c1"]);
+        assert_eq!(hanging_up_with_us(local.clone()), local);
     }
 
     #[test]

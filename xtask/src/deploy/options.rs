@@ -1,7 +1,8 @@
 //! Where a deploy goes, as given on the command line (`--host`, `--dir`, `--stack`, ...) or by
-//! an environment of the deploy config (`--env`), and as checked: shared by deploy, rollback,
-//! backup and status. Precedence: flag (or its XTASK_ variable), then the environment, then the
-//! defaults of `config.rs`.
+//! an environment of the deploy config (`--env`), and as checked: shared by the deploy side's
+//! tasks (deploy, rollback, status, logs, exec, maintenance, prune; backup takes one target).
+//! Precedence: flag (or its XTASK_ variable), then the environment, then the defaults of
+//! `config.rs`.
 
 use std::path::{Path, PathBuf};
 
@@ -133,6 +134,37 @@ impl TargetArgs {
     }
 }
 
+/// One host of `--env` instead of every one (exec, logs): `--primary` or `--only HOST`.
+#[derive(Args, Default)]
+pub struct HostChoice {
+    /// With --env: only the environment's first host (its primary).
+    #[arg(long, conflicts_with = "only")]
+    pub primary: bool,
+    /// With --env: only this host of the environment (as deploy.yaml names it, e.g. web2).
+    #[arg(long, value_name = "HOST", alias = "host-of-env")]
+    pub only: Option<String>,
+}
+
+impl HostChoice {
+    /// `fleet` narrowed to the chosen host, or whole when none was chosen.
+    pub fn narrow(&self, fleet: Fleet) -> Result<Fleet> {
+        if fleet.env.is_none() && (self.primary || self.only.is_some()) {
+            bail!("--primary and --only choose one host of --env NAME; with --host/--dir there is one target already");
+        }
+        let at = match (&self.only, self.primary) {
+            (Some(name), _) => fleet.host_index(name).context("--only")?,
+            (None, true) => 0,
+            (None, false) => return Ok(fleet),
+        };
+        let host = fleet.hosts[at].clone();
+        Ok(Fleet {
+            hosts: vec![host],
+            canary: 0,
+            ..fleet
+        })
+    }
+}
+
 /// A Compose project name prefix, as `--stack` or `stack:` gives it.
 fn check_stack(stack: &str) -> Result<()> {
     environments::check_stack(stack).map_err(|_| {
@@ -183,7 +215,7 @@ impl Fleet {
             _ => {
                 let names: Vec<&str> = self.hosts.iter().map(|h| h.label.as_str()).collect();
                 bail!(
-                    "--canary-host {name:?} is not one host of the fleet ({})",
+                    "{name:?} is not one host of the fleet ({})",
                     names.join(", ")
                 )
             }
@@ -277,6 +309,57 @@ mod tests {
         assert!(
             e.to_string().starts_with("unknown environment \"nope\""),
             "{e}"
+        );
+    }
+
+    #[derive(Parser)]
+    struct ChoiceCli {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(flatten)]
+        choice: HostChoice,
+    }
+
+    #[test]
+    fn one_host_of_the_environment_can_be_chosen() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("deploy.yaml");
+        std::fs::write(&file, CONFIG).unwrap();
+        let f = file.to_str().unwrap();
+        let parse = |args: &[&str]| {
+            ChoiceCli::try_parse_from(
+                ["x", "--env", "prod", "--deploy-config", f]
+                    .into_iter()
+                    .chain(args.iter().copied()),
+            )
+        };
+        let hosts = |args: &[&str]| -> Result<Vec<String>> {
+            let cli = parse(args).unwrap();
+            let fleet = cli.choice.narrow(cli.target.fleet(Path::new("/"))?)?;
+            Ok(fleet.hosts.iter().map(|h| h.label.clone()).collect())
+        };
+        assert_eq!(hosts(&[]).unwrap(), ["web1", "web2:2222"]);
+        assert_eq!(hosts(&["--primary"]).unwrap(), ["web1"]);
+        assert_eq!(hosts(&["--only", "web2"]).unwrap(), ["web2:2222"]);
+        assert_eq!(
+            hosts(&["--host-of-env", "deploy@web2:2222"]).unwrap(),
+            ["web2:2222"]
+        );
+        let err = hosts(&["--only", "web9"]).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "--only: \"web9\" is not one host of the fleet (web1, web2:2222)"
+        );
+        assert!(parse(&["--primary", "--only", "web1"]).is_err());
+        let cli = ChoiceCli::try_parse_from(["x", "--dir", "/srv", "--primary"]).unwrap();
+        let err = cli
+            .choice
+            .narrow(cli.target.fleet(Path::new("/")).unwrap())
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("--primary and --only choose one host of --env"),
+            "{err}"
         );
     }
 

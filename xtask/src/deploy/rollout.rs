@@ -56,7 +56,8 @@ impl Fleet {
         }
     }
 
-    fn deployments(&self, runner: &Runner) -> Vec<Deployment> {
+    /// One deployment per host; with several hosts, their output is prefixed `[label]`.
+    pub fn deployments(&self, runner: &Runner) -> Vec<Deployment> {
         let prefixed = self.hosts.len() > 1;
         self.hosts
             .iter()

@@ -24,7 +24,7 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::ctx::Ctx;
 use crate::deploy::environments::parse_duration;
@@ -78,7 +78,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         fleet.wave = wave;
     }
     if let Some(host) = &args.canary_host {
-        fleet.canary = fleet.host_index(host)?;
+        fleet.canary = fleet.host_index(host).context("--canary-host")?;
     }
     if let Some(wait) = args.canary_wait {
         fleet.canary_wait = Some(wait);

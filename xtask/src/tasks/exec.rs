@@ -1,6 +1,9 @@
 //! `cargo xtask exec [--new [--tag T]] [-i] --dir PATH [--host ...] -- CMD...`: a command in the
 //! live release's php container, or in a throwaway container of a release with the target's
 //! `.env` and data volume. Its exit status is ours; its argv is never joined into a shell string.
+//! `--env NAME`: on every host of the environment in turn, each line prefixed with its host, the
+//! exit status the first non-zero one (the hosts that failed are named); `--primary` or
+//! `--only HOST`: on that one host, as on a single target (`-i` needs one host).
 
 use std::io::IsTerminal;
 
@@ -10,7 +13,7 @@ use crate::cmd::{Cmd, Exited};
 use crate::ctx::Ctx;
 use crate::deploy::deployment::Deployment;
 use crate::deploy::ops::{exec_command, php_image_of, run_new_command, with_remote_tty, Attach};
-use crate::deploy::options::TargetArgs;
+use crate::deploy::options::{HostChoice, TargetArgs};
 use crate::deploy::stack::Stack;
 use crate::reference::ReleaseTag;
 
@@ -27,28 +30,106 @@ pub struct Args {
     pub interactive: bool,
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub hosts: HostChoice,
     /// The command and its arguments, after `--`; each is passed as one argument.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
-    let opts = args.target.options()?;
     let runner = &ctx.runner;
-    opts.target.check(runner)?;
-    let d = Deployment::new(&opts.target, runner, &opts.stack);
-    let stack = Stack::new(&d);
+    let fleet = args.hosts.narrow(args.target.fleet(&ctx.root)?)?;
     let attach = Attach {
         interactive: args.interactive,
         tty: args.interactive && std::io::stdin().is_terminal(),
     };
+    if fleet.hosts.len() > 1 {
+        if args.interactive {
+            bail!(
+                "-i needs one host, and environment {} has {}: add --primary or --only HOST",
+                fleet.env.as_deref().unwrap_or_default(),
+                fleet.hosts.len()
+            );
+        }
+        return on_every_host(ctx, args, &fleet);
+    }
+    // One target, or the one chosen host of an environment: attached to our terminal.
+    let host = &fleet.hosts[0];
+    host.target.check(runner)?;
+    let d = Deployment::new(&host.target, runner, &fleet.stack);
+    let cmd = command_on(&d, args, attach)?;
+    match runner.attached(&cmd, args.interactive)? {
+        0 => Ok(()),
+        code => Err(Exited(code).into()),
+    }
+}
+
+/// `exec --env`: the command on each host in turn, its output prefixed with the host. Every host
+/// gets its turn, whatever the previous one did (a one-off task such as clearing a cache
+/// belongs on all of them); the exit status is the first non-zero one.
+fn on_every_host(ctx: &Ctx, args: &Args, fleet: &crate::deploy::rollout::Fleet) -> Result<()> {
+    let runner = &ctx.runner;
+    let env = fleet.env.as_deref().unwrap_or_default();
+    let width = fleet.hosts.iter().map(|h| h.label.chars().count()).max();
+    let mut failed: Vec<(String, i32)> = Vec::new();
+    for (h, d) in fleet.hosts.iter().zip(fleet.deployments(runner)) {
+        let label = format!("{:<1$}", h.label, width.unwrap_or(0));
+        let cmd = h
+            .target
+            .check(runner)
+            .and_then(|()| command_on(&d, args, Attach::default()));
+        let code = match cmd {
+            Ok(cmd) => runner.stream_labelled(&[(label, cmd)])?[0],
+            Err(err) if err.is::<crate::interrupt::Interrupted>() => return Err(err),
+            Err(err) => {
+                // Said now, under its host: it could not run there at all.
+                crate::progress::print_line(
+                    false,
+                    &crate::progress::host_line(&label, 0, &format!("cannot run: {err:#}")),
+                );
+                1
+            }
+        };
+        if code != 0 {
+            failed.push((h.label.clone(), code));
+        }
+    }
+    let Some(&(_, first)) = failed.first() else {
+        runner.say(format!(
+            "the command exited 0 on every host of {env} ({})",
+            fleet.hosts.len()
+        ));
+        return Ok(());
+    };
+    let list: Vec<String> = failed
+        .iter()
+        .map(|(host, code)| format!("{host} (exit status {code})"))
+        .collect();
+    // Printed even under -q: which hosts failed is the answer (the status alone cannot say).
+    crate::progress::print_line(
+        false,
+        &format!(
+            "error: the command failed on {} of {} hosts of {env}: {}",
+            failed.len(),
+            fleet.hosts.len(),
+            list.join(", ")
+        ),
+    );
+    Err(Exited(first).into())
+}
+
+/// The command for one target, as it runs there: `docker exec` in the live php container, or
+/// with `--new` a throwaway container of a release.
+fn command_on(d: &Deployment, args: &Args, attach: Attach) -> Result<Cmd> {
+    let stack = Stack::new(d);
     let cmd = if args.new {
-        new_container(&d, &stack, args, attach)?
+        new_container(d, &stack, args, attach)?
     } else {
         let Some(live) = stack.live()? else {
             bail!(
                 "nothing is deployed on {} yet; use --new --tag TAG to run in a release's image",
-                opts.target.describe()
+                d.target().describe()
             )
         };
         let Some(php) = stack
@@ -67,10 +148,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     if attach.tty {
         cmd = with_remote_tty(cmd);
     }
-    match runner.attached(&cmd, args.interactive)? {
-        0 => Ok(()),
-        code => Err(Exited(code).into()),
-    }
+    Ok(cmd)
 }
 
 /// `docker run --rm` of the release's php image, pulled first if the target lacks it.

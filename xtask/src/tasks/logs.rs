@@ -1,13 +1,14 @@
 //! `cargo xtask logs [--service S]... [--since T] [-f] --dir PATH [--host ...]`: the live
 //! release's logs on a target, per service or all; `-f` follows them until Ctrl-C (exit 130).
+//! `--env NAME`: the logs of every host of the environment at once (or `--primary`, `--only
+//! HOST`), each line prefixed with its host (`web1 | ...`).
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::ctx::Ctx;
 use crate::deploy::deployment::Deployment;
-use crate::deploy::ops::{logs_for, LogOptions, Service, Since};
-use crate::deploy::options::TargetArgs;
-use crate::deploy::stack::Stack;
+use crate::deploy::ops::{hanging_up_with_us, live_logs, LogOptions, Service, Since};
+use crate::deploy::options::{HostChoice, TargetArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,31 +26,74 @@ pub struct Args {
     pub follow: bool,
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub hosts: HostChoice,
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
-    let opts = args.target.options()?;
-    let runner = &ctx.runner;
-    opts.target.check(runner)?;
-    let d = Deployment::new(&opts.target, runner, &opts.stack);
-    let stack = Stack::new(&d);
-    let Some(live) = stack.live()? else {
-        bail!(
-            "nothing is deployed on {} yet: no logs to show",
-            opts.target.describe()
-        )
-    };
     let options = LogOptions {
         follow: args.follow,
         since: args.since.clone(),
         tail: args.tail,
     };
-    let cmd = logs_for(&stack, &opts.stack, live, &args.services, &options)?;
-    match runner.attached(&d.remote.cmd(cmd), false)? {
-        0 => Ok(()),
-        code => bail!(
-            "`docker compose logs` on {} failed (exit code {code})",
-            opts.target.describe()
-        ),
+    let fleet = args.hosts.narrow(args.target.fleet(&ctx.root)?)?;
+    let runner = &ctx.runner;
+    let Some(env) = &fleet.env else {
+        // One target: its logs as compose writes them, attached to our output.
+        let opts = args.target.options()?;
+        opts.target.check(runner)?;
+        let d = Deployment::new(&opts.target, runner, &opts.stack);
+        let cmd = live_logs(&d, &args.services, &options)?;
+        return match runner.attached(&cmd, false)? {
+            0 => Ok(()),
+            code => bail!(
+                "`docker compose logs` on {} failed (exit code {code})",
+                opts.target.describe()
+            ),
+        };
+    };
+    // Every host's command first: a host that cannot show logs is refused before any starts.
+    let mut cmds = Vec::new();
+    for (h, d) in fleet.hosts.iter().zip(fleet.deployments(runner)) {
+        let cmd = h
+            .target
+            .check(runner)
+            .and_then(|()| live_logs(&d, &args.services, &options))
+            .with_context(|| format!("{} of environment {env}", h.label))?;
+        // Following: one stream per host at once; otherwise one host after the other, so that
+        // each host's lines stay together.
+        cmds.push((
+            h.label.clone(),
+            if args.follow {
+                hanging_up_with_us(cmd)
+            } else {
+                cmd
+            },
+        ));
     }
+    let codes = if args.follow {
+        runner.stream_labelled(&cmds)?
+    } else {
+        // Labels padded here, since each run sees one: every host's lines line up.
+        let width = cmds.iter().map(|(l, _)| l.chars().count()).max();
+        let mut codes = Vec::new();
+        for (label, cmd) in &cmds {
+            let label = format!("{label:<0$}", width.unwrap_or(0));
+            codes.extend(runner.stream_labelled(&[(label, cmd.clone())])?);
+        }
+        codes
+    };
+    let failed: Vec<String> = cmds
+        .iter()
+        .zip(&codes)
+        .filter(|(_, &code)| code != 0)
+        .map(|((label, _), code)| format!("{label} (exit code {code})"))
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "`docker compose logs` failed on {} of environment {env}",
+            failed.join(", ")
+        );
+    }
+    Ok(())
 }
