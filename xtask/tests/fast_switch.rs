@@ -2,8 +2,7 @@
 //! machine (a testbed of one: its own Docker engine and sshd, deployed to over ssh): after
 //! deploy A then B, A's containers are stopped, not removed (`status` names the standby);
 //! `rollback` under a load probe serves A from those very containers (same ids: the start path,
-//! not a recreate) with no failed request; a deploy back to B does the same with B's; a deploy
-//! killed while starting its color leaves, once the next plain deploy converged, no container
+//! not a recreate) with no failed request; a deploy killed while starting its color leaves, once the next plain deploy converged, no container
 //! beyond the live release, the stopped standby and the edge; `prune` keeps the standby.
 
 mod common;
@@ -121,47 +120,45 @@ fn a_rollback_starts_the_stopped_previous_release() {
         "B is now the stopped standby: {kept_b:?}"
     );
     assert!(load.requests > 20, "{load:?}");
-    assert_eq!(load.failed, 0, "no request failed during the rollback: {load:?}");
+    assert_eq!(
+        load.failed, 0,
+        "no request failed during the rollback: {load:?}"
+    );
     eprintln!("rollback to the standby took {took:?} ({load:?})");
-
-    // A deploy of the standby's release takes the same path.
-    assert!(run(&["deploy", "--tag", B]).status.success());
-    assert_eq!(machine.live_color(&run, B), b_color);
-    assert_eq!(ids(&machine.containers(&b_color)), ids(&kept_b));
 
     // prune keeps the standby's containers (and images).
     let out = run(&["--dry-run", "prune", "--keep", "1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let listed = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        !listed.contains(&format!("{STACK}-{a_color}")),
+        !listed.contains(&format!("{STACK}-{b_color}")),
         "the standby stays: {listed}"
     );
 
     // A deploy killed while its color starts (the standby's containers running again): the next
     // plain deploy takes the lock over, and afterwards nothing is left beyond the live release,
     // the stopped standby and the edge.
-    let args = on_target(&["deploy", "--tag", A]);
+    let args = on_target(&["deploy", "--tag", B]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut killed = Running::start(root, tmp.path(), &prefix, &args, &[]);
     wait_until(Duration::from_secs(120), || {
         machine
-            .containers(&a_color)
+            .containers(&b_color)
             .iter()
             .any(|(_, state, _)| state == "running")
     });
     killed.signal_group(libc::SIGKILL);
     assert!(!killed.wait(Duration::from_secs(30)).success());
-    let out = run(&["deploy", "--tag", A]);
+    let out = run(&["deploy", "--tag", B]);
     let said = stderr(&out);
     assert!(out.status.success(), "{said}");
     assert!(said.contains("took over the deploy lock"), "{said}");
-    assert_eq!(machine.live_color(&run, A), a_color);
+    assert_eq!(machine.live_color(&run, B), b_color);
     let all = machine.all_containers();
-    let standby = machine.containers(&b_color);
+    let standby = machine.containers(&a_color);
     assert!(
-        all.len() == 7 && standby.iter().all(|(_, s, _)| s == "exited"),
-        "edge + A running + B stopped, nothing else: {all:?}"
+        all.len() == 7 && standby.len() == 3 && standby.iter().all(|(_, s, _)| s == "exited"),
+        "edge + B running + A stopped, nothing else: {all:?}"
     );
     eprintln!("fast_switch took {:?}", started.elapsed());
 }
@@ -253,7 +250,11 @@ impl EdgeProbe {
             let mut load = EdgeLoad::default();
             let start = Instant::now();
             while !flag.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(300) {
-                let path = if load.requests % 2 == 0 { "/health" } else { "/" };
+                let path = if load.requests % 2 == 0 {
+                    "/health"
+                } else {
+                    "/"
+                };
                 load.requests += 1;
                 match http_get_at(&addr, EDGE_PORT, path) {
                     Some((200, _)) => {}
