@@ -2,8 +2,8 @@
 //! containers of no kept release, hashed files in the shared assets volume that no kept release
 //! has, and backups beyond a count.
 //!
-//! Kept: the releases of the last N successful lines of the history, the live one, and the one
-//! `rollback` would pick (basecamp/kamal #1922: a prune that removes it breaks the next
+//! Kept: the releases of the last N successful lines of the history, the live one, the stopped
+//! standby's (its containers are what a rollback starts), and the one `rollback` would pick (basecamp/kamal #1922: a prune that removes it breaks the next
 //! rollback). Everything is planned first (read-only queries), listed, then removed; when the
 //! files of a kept release cannot be listed, the assets volume is left alone.
 
@@ -253,8 +253,16 @@ impl Plan {
 pub fn plan(d: &Deployment, keep: usize, keep_backups: usize) -> Result<Plan> {
     let stack = Stack::new(d);
     let history = d.history()?;
-    let live = stack.live_release()?.and_then(|(_, tag)| tag);
-    let kept = kept_releases(&history, live.as_deref(), keep);
+    let live_release = stack.live_release()?;
+    let standby = stack.standby(live_release.as_ref().map(|(color, _)| *color))?;
+    let live = live_release.and_then(|(_, tag)| tag);
+    let mut kept = kept_releases(&history, live.as_deref(), keep);
+    // Normally the release rollback picks; kept whatever the history says.
+    if let Some((_, Some(tag))) = standby {
+        if !kept.tags.contains(&tag) {
+            kept.tags.push(tag);
+        }
+    }
     // Without a release to keep, "everything else" would be every image of the repositories,
     // e.g. those of `up` on the same engine.
     if kept.tags.is_empty() {

@@ -1,6 +1,7 @@
 //! After taking over the lock of a dead deploy, the target is made to agree with itself before
 //! anything else: the edge's live.conf says which color serves; the other color's containers
-//! (a half-started next release, or an old one that was being drained) are removed, and
+//! (a half-started next release, or an old one that was being drained) are removed, unless
+//! none of them runs (the standby a finished deploy left stopped for a rollback stays), and
 //! compose.yaml is made to name the release the live color runs. With no edge or no live color
 //! (a first deploy that died), both colors are removed and the deploy starts as a first one.
 
@@ -19,20 +20,26 @@ pub struct Plan {
     pub live: Option<(Color, Option<String>)>,
     /// Colors with containers that do not serve: removed.
     pub remove: Vec<Color>,
+    /// The stopped color kept for a rollback (it has containers, none running): stays.
+    pub standby: Option<Color>,
     /// The tag compose.yaml must name, when it names another one.
     pub set_compose_tag: Option<String>,
 }
 
-/// `present`: the colors that have containers; `compose_tag`: the release compose.yaml names.
+/// `present`: the colors that have containers; `standby`: the other color when none of its
+/// containers runs; `compose_tag`: the release compose.yaml names.
 pub fn plan(
     live: Option<(Color, Option<String>)>,
     present: &[Color],
+    standby: Option<Color>,
     compose_tag: Option<&str>,
 ) -> Plan {
+    // Without a live color there is nothing a standby could stand by for.
+    let standby = standby.filter(|s| present.contains(s) && live.is_some());
     let remove = present
         .iter()
         .copied()
-        .filter(|c| live.as_ref().map(|(l, _)| l) != Some(c))
+        .filter(|c| live.as_ref().map(|(l, _)| l) != Some(c) && Some(*c) != standby)
         .collect();
     let set_compose_tag = match &live {
         Some((_, Some(tag))) if compose_tag != Some(tag.as_str()) => Some(tag.clone()),
@@ -41,6 +48,7 @@ pub fn plan(
     Plan {
         live,
         remove,
+        standby,
         set_compose_tag,
     }
 }
@@ -61,11 +69,17 @@ impl Plan {
             .iter()
             .map(|c| format!("{stack}-{}", c.name()))
             .collect();
-        line.push_str(&if removed.is_empty() {
-            "; no other containers".to_string()
-        } else {
-            format!("; removed {}", removed.join(" and "))
+        line.push_str(&match (removed.is_empty(), self.standby) {
+            (true, None) => "; no other containers".to_string(),
+            (false, _) => format!("; removed {}", removed.join(" and ")),
+            (true, Some(_)) => String::new(),
         });
+        if let Some(color) = self.standby {
+            line.push_str(&format!(
+                "; kept {stack}-{} stopped (standby)",
+                color.name()
+            ));
+        }
         line.push_str(&match &self.set_compose_tag {
             Some(tag) => format!("; compose.yaml set back to {tag}"),
             None => "; compose.yaml agrees".to_string(),
@@ -92,7 +106,10 @@ pub fn after_takeover(d: &Deployment) -> Result<()> {
     let compose_tag = compose_file::app_references(&text, &APP_IMAGES)
         .ok()
         .and_then(|refs| refs.first().and_then(|r| compose_file::release_of(r)));
-    let plan = plan(live, &present, compose_tag.as_deref());
+    let standby = stack
+        .standby(live.as_ref().map(|(color, _)| *color))?
+        .map(|(color, _)| color);
+    let plan = plan(live, &present, standby, compose_tag.as_deref());
     for color in &plan.remove {
         stack
             .remove(*color)
@@ -120,6 +137,7 @@ mod tests {
         let p = plan(
             Some((Color::Blue, Some("1.0.0".into()))),
             &[Color::Blue, Color::Green],
+            None,
             Some("1.1.0"),
         );
         assert_eq!(p.remove, [Color::Green]);
@@ -132,6 +150,7 @@ mod tests {
         let p = plan(
             Some((Color::Green, Some("1.1.0".into()))),
             &[Color::Blue, Color::Green],
+            None,
             Some("1.1.0"),
         );
         assert_eq!(p.remove, [Color::Blue]);
@@ -140,6 +159,7 @@ mod tests {
         let p = plan(
             Some((Color::Blue, Some("1.0.0".into()))),
             &[Color::Blue],
+            None,
             Some("1.0.0"),
         );
         assert_eq!(
@@ -147,8 +167,27 @@ mod tests {
             "reconciled: 1.0.0 (crm-blue) serves per the edge; no other containers; compose.yaml agrees"
         );
         // A first deploy that died: whatever was started goes.
-        let p = plan(None, &[Color::Blue], Some("1.0.0"));
+        let p = plan(None, &[Color::Blue], None, Some("1.0.0"));
         assert_eq!(p.remove, [Color::Blue]);
         assert_eq!(p.set_compose_tag, None);
+        // Killed after the switch, the old color already stopped: it stays, the standby.
+        let p = plan(
+            Some((Color::Green, Some("1.1.0".into()))),
+            &[Color::Blue, Color::Green],
+            Some(Color::Blue),
+            Some("1.1.0"),
+        );
+        assert_eq!((p.remove, p.standby), (vec![], Some(Color::Blue)));
+        // Killed while pulling, a standby there: nothing to do but say so.
+        let p = plan(
+            Some((Color::Blue, Some("1.0.0".into()))),
+            &[Color::Blue, Color::Green],
+            Some(Color::Green),
+            Some("1.0.0"),
+        );
+        assert_eq!(
+            p.describe("crm"),
+            "reconciled: 1.0.0 (crm-blue) serves per the edge; kept crm-green stopped (standby); compose.yaml agrees"
+        );
     }
 }

@@ -9,6 +9,9 @@
 //! name. The edge's live.conf names the live one; a switch rewrites it and reloads nginx
 //! gracefully. The data (STACK_data) and the hashed assets of past releases (STACK_assets)
 //! are shared volumes, so a page rendered by the old release still gets its CSS and JS.
+//! After a switch the old color is stopped, not removed: the standby. A rollback to its release
+//! only starts those containers again (`up` keeps containers whose configuration is unchanged);
+//! the next deploy to that color replaces them.
 
 use std::time::{Duration, Instant};
 
@@ -161,6 +164,24 @@ impl<'a> Stack<'a> {
         Ok(Some((color, tag)))
     }
 
+    /// The stopped color kept after a switch (see the module doc): the color `live` is not, when
+    /// it has containers and none of them runs; with its release (from its php container's image).
+    pub fn standby(&self, live: Option<Color>) -> Result<Option<(Color, Option<String>)>> {
+        let Some(color) = live.map(Color::other) else {
+            return Ok(None);
+        };
+        let ids = self.containers(&self.project(color), None)?;
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let out = self.query(
+            Cmd::new("docker")
+                .args(["inspect", "--format", STANDBY_FORMAT])
+                .args(&ids),
+        )?;
+        Ok(standby_release(&out).map(|tag| (color, tag)))
+    }
+
     /// The image a color's `service` container runs (`.../crm-gdb_php:TAG`), if it runs.
     pub fn image_of(&self, color: Color, service: &str) -> Result<Option<String>> {
         let Some(id) = self
@@ -289,10 +310,11 @@ impl<'a> Stack<'a> {
         }
     }
 
-    /// Starts the edge if it is not running (first deploy).
-    pub fn ensure_edge(&self, limit: Duration) -> Result<()> {
-        if self.edge()?.is_some() && !self.remote().dry_run() {
-            return Ok(());
+    /// Starts the edge if it is not running (first deploy); returns its container's id.
+    pub fn ensure_edge(&self, limit: Duration) -> Result<String> {
+        let edge = self.edge()?;
+        if let (Some(edge), false) = (&edge, self.remote().dry_run()) {
+            return Ok(edge.clone());
         }
         let project = format!("{}-edge", self.name());
         self.run(
@@ -300,10 +322,11 @@ impl<'a> Stack<'a> {
                 .args(["--profile", "edge", "up", "--detach", "edge"]),
         )?;
         if self.remote().dry_run() {
-            return Ok(());
+            return Ok(edge.unwrap_or_else(|| "EDGE".to_string()));
         }
         self.gate(&project, limit)
-            .context("the edge proxy is not healthy")
+            .context("the edge proxy is not healthy")?;
+        self.edge()?.context("the edge proxy did not start")
     }
 
     /// Points the edge at `color`: new live.conf (written, then renamed), config check, graceful
@@ -316,7 +339,12 @@ impl<'a> Stack<'a> {
         else {
             bail!("the edge proxy is not running")
         };
-        for cmd in switch_commands(&edge, &self.project(color)) {
+        self.switch_edge(&edge, color)
+    }
+
+    /// [`Stack::switch`] with the edge container's id already known.
+    pub fn switch_edge(&self, edge: &str, color: Color) -> Result<()> {
+        for cmd in switch_commands(edge, &self.project(color)) {
             self.remote()
                 .run(cmd)
                 .with_context(|| format!("switching the edge to {}", self.project(color)))?;
@@ -334,6 +362,14 @@ impl<'a> Stack<'a> {
             "10",
         ]);
         self.remote().cleanup(cmd).map(drop)
+    }
+
+    /// Stops a color and keeps its containers: the standby a rollback starts again. A cleanup,
+    /// like [`Stack::remove`] which it replaces after a switch.
+    pub fn park(&self, color: Color) -> Result<()> {
+        self.remote()
+            .cleanup(park_command(self.compose(&self.project(color))))
+            .map(drop)
     }
 
     /// Stops a color without removing it (recreate strategy: the old Makefile's `docker compose stop`).
@@ -397,6 +433,35 @@ impl<'a> Stack<'a> {
             .args(["logs", "--no-color", "--tail", "60"]);
         crate::progress::strip_escapes(&self.remote().cleanup(cmd).unwrap_or_default())
     }
+}
+
+/// State, image and service of each container of a color, one line each.
+const STANDBY_FORMAT: &str =
+    "{{.State.Status}} {{.Config.Image}} {{index .Config.Labels \"com.docker.compose.service\"}}";
+
+/// From [`STANDBY_FORMAT`] lines: `Some(release of its php)` when no container runs (a standby),
+/// None when one does (a release starting or being drained is no standby).
+fn standby_release(inspect: &str) -> Option<Option<String>> {
+    let lines: Vec<Vec<&str>> = inspect
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let stopped =
+        |words: &Vec<&str>| matches!(words.first(), Some(&("exited" | "created" | "dead")));
+    if lines.is_empty() || !lines.iter().all(stopped) {
+        return None;
+    }
+    let php = lines
+        .iter()
+        .find(|w| w.get(2) == Some(&"php"))
+        .and_then(|w| w.get(1));
+    Some(php.and_then(|image| crate::compose_file::release_of(image)))
+}
+
+/// `docker compose stop` of a color (its containers stay for a rollback).
+fn park_command(compose: Cmd) -> Cmd {
+    compose.args(["stop", "--timeout", "10"])
 }
 
 /// How often the gate looks at a starting release.
@@ -740,6 +805,36 @@ mod tests {
             ready_probe("n", "nginx", &["CMD-SHELL", "x"]).argv(),
             ["docker", "exec", "n", "true"]
         );
+    }
+
+    #[test]
+    fn the_old_color_is_stopped_and_kept_as_the_standby() {
+        let target = Target::new(None, "/srv/crm", None).unwrap();
+        let runner = Runner::new(true, Verbosity::Quiet);
+        let d = Deployment::new(&target, &runner, "crm");
+        let stack = Stack::new(&d);
+        assert_eq!(
+            park_command(stack.compose(&stack.project(Color::Blue))).argv(),
+            [
+                "docker",
+                "compose",
+                "--project-name",
+                "crm-blue",
+                "--project-directory",
+                "/srv/crm",
+                "--file",
+                "/srv/crm/compose.yaml",
+                "stop",
+                "--timeout",
+                "10"
+            ]
+        );
+        let stopped = "exited r/crm-gdb_php:1.3.0 php\nexited r/crm-gdb_php:1.3.0-supervisor worker\nexited r/crm-gdb_nginx:1.3.0 nginx\n";
+        assert_eq!(standby_release(stopped), Some(Some("1.3.0".into())));
+        let draining = stopped.replacen("exited", "running", 1);
+        assert_eq!(standby_release(&draining), None, "one runs: no standby");
+        assert_eq!(standby_release("created x worker\n"), Some(None));
+        assert_eq!(standby_release(""), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!   switch     bridge assets, write compose.yaml, start the next color,   [6/8]
 //!              gate on health, ensure the edge, switch it; then verify    [7/8]
 //!              /health through the edge
-//!   finish     drain, remove the old color, record `ok`                   [8/8]
+//!   finish     drain, stop the old color (kept for a rollback), record `ok` [8/8]
 //!   revert     edge back, next color removed, compose.yaml restored: every command a cleanup,
 //!              so it also runs after Ctrl-C.
 //!
@@ -255,9 +255,10 @@ impl Prepared {
                     } else {
                         DRAIN
                     });
+                    // Stopped, not removed: a rollback only starts it again.
                     stack
-                        .remove(old)
-                        .context("the old release could not be removed (the new one is serving)")
+                        .park(old)
+                        .context("the old release could not be stopped (the new one is serving)")
                 }
                 None => Ok(()),
             };
@@ -265,7 +266,7 @@ impl Prepared {
             let result = match &removed {
                 Ok(()) => "ok".to_string(),
                 Err(err) => format!(
-                    "ok; {} serves, but the old release was not removed ({})",
+                    "ok; {} serves, but the old release was not stopped ({})",
                     spec.tag,
                     format!("{err:#}").replace('\n', " ")
                 ),
@@ -354,15 +355,36 @@ impl Switch {
             }
             stack.clear_assets(nginx)?;
         }
-        // Asset bridging: the live release's pages keep finding their hashed files.
-        stack.bridge_assets(nginx)?;
+        // Asset bridging: the live release's pages keep finding their hashed files. Rolling:
+        // beside the start of the release (both must end before the switch), which saves the
+        // copy's time; recreate: after the clear above.
+        let beside = self.strategy == Strategy::Rolling && !d.remote.dry_run();
+        let started = std::thread::scope(|scope| {
+            let bridged = beside.then(|| scope.spawn(|| stack.bridge_assets(nginx)));
+            if !beside {
+                stack.bridge_assets(nginx)?;
+            }
+            let started = self.start(stack, d, progress);
+            let bridged = match bridged.map(|b| b.join()) {
+                Some(Ok(result)) => result,
+                Some(Err(_)) => Err(anyhow::anyhow!("internal: the asset copy panicked")),
+                None => Ok(()),
+            };
+            started.and_then(|edge| bridged.map(|()| edge))
+        });
+        let edge = started?;
+        progress.switched = true;
+        stack.switch_edge(&edge, next)
+    }
+
+    /// Writes compose.yaml, starts the next color (a standby of the same release is only started
+    /// again) and makes sure the edge runs; returns the edge's container id.
+    fn start(&self, stack: &Stack, d: &Deployment, progress: &mut Progress) -> Result<String> {
         progress.wrote_compose = true;
         d.write_atomically("compose.yaml", self.new_text.as_bytes())?;
         progress.started_next = true;
-        stack.start(next, HEALTH_LIMIT)?;
-        stack.ensure_edge(HEALTH_LIMIT)?;
-        progress.switched = true;
-        stack.switch(next)
+        stack.start(self.next, HEALTH_LIMIT)?;
+        stack.ensure_edge(HEALTH_LIMIT)
     }
 
     /// Puts the previous release back (also after Ctrl-C: every command here is a cleanup).

@@ -101,8 +101,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         .unwrap_or(0);
     let report = format!(
         "# Deploy benchmark\n\n`cargo xtask bench-deploy`, {} on a {cores}-core machine, load probe ~20 requests/s on loopback\n\
-         (`/`, `/health` and a hashed asset). \"switched at\": when the edge began sending traffic to the\n\
-         new release, from the start of the command.\n\n```\n{table}```\n",
+         (`/`, `/health` and a hashed asset, and every other request a marker file naming the release\n\
+         that answered). From the start of the command: \"switched at\": when the edge began sending\n\
+         traffic to the new release (as the deploy reports it); \"served at\": the first answer of the\n\
+         release the operation puts live, as the probe saw it; \"failed at\": when a failed deploy saw\n\
+         its failure (the rest of its duration is putting the previous release back).\n\n```\n{table}```\n",
         crate::project::now_rfc3339()
     );
     let path = ctx.root.join("docs/benchmarks-deploy.md");
@@ -118,8 +121,16 @@ struct Row {
     took: Duration,
     /// When the edge began sending traffic to the new release (None: it never did).
     switched: Option<Duration>,
+    /// When the probe first got an answer of the release the operation puts live.
+    served: Option<Duration>,
+    /// When a failed operation saw its failure (from the start; the rest was putting back).
+    failed_at: Option<Duration>,
     outcome: String,
 }
+
+/// A static file of each release's nginx naming its release (added by [`make_variants`]), so the
+/// probe sees which release answers.
+const MARKER: &str = "/bench-release.txt";
 
 fn scenarios(ctx: &Ctx, opts: &TargetOptions, port: u16) -> Result<Vec<Row>> {
     let deploy = |tag: &str, strategy: Strategy| {
@@ -127,9 +138,11 @@ fn scenarios(ctx: &Ctx, opts: &TargetOptions, port: u16) -> Result<Vec<Row>> {
             strategy,
             ..Fleet::one(opts)
         };
-        rollout::deploy(&ctx.runner, &fleet, tag, "deploy")
+        rollout::deploy_measured(&ctx.runner, &fleet, tag, "deploy")
     };
-    deploy(A, Strategy::Rolling).context("the first deploy failed")?;
+    deploy(A, Strategy::Rolling)
+        .0
+        .context("the first deploy failed")?;
     let page = crate::http::get(port, "/")?.body;
     let asset = page
         .split("\"/build/")
@@ -140,12 +153,15 @@ fn scenarios(ctx: &Ctx, opts: &TargetOptions, port: u16) -> Result<Vec<Row>> {
         .into_iter()
         .chain(asset)
         .collect();
-    let measure = |scenario: &'static str, op: &dyn Fn() -> Result<Duration>| {
+    type Op<'a> = &'a dyn Fn() -> (Result<Duration>, Option<Duration>);
+    let measure = |scenario: &'static str, release: &str, op: Op| {
         ctx.runner.say(format!("Measuring: {scenario}"));
-        let probe = Probe::start(port, paths.clone());
+        let probe = Probe::start(port, paths.clone(), Some(MARKER.to_string()));
         std::thread::sleep(Duration::from_secs(1));
         let start = Instant::now();
-        let (switched, outcome) = match op() {
+        let (result, recovered) = op();
+        let took = start.elapsed();
+        let (switched, outcome) = match result {
             Ok(at) => (Some(at), "ok".to_string()),
             Err(err) => (
                 None,
@@ -155,34 +171,40 @@ fn scenarios(ctx: &Ctx, opts: &TargetOptions, port: u16) -> Result<Vec<Row>> {
                 ),
             ),
         };
-        let took = start.elapsed();
         std::thread::sleep(Duration::from_secs(1));
+        let load = probe.stop();
         Row {
             scenario,
-            load: probe.stop(),
+            served: load.first_served(release, start),
+            failed_at: recovered.map(|r| took.saturating_sub(r)),
+            load,
             took,
             switched,
             outcome,
         }
     };
     Ok(vec![
-        measure("deploy --strategy recreate (Makefile)", &|| {
+        measure("deploy --strategy recreate (Makefile)", B, &|| {
             deploy(B, Strategy::Recreate)
         }),
-        measure("deploy --strategy rolling", &|| {
+        measure("deploy --strategy rolling", A, &|| {
             deploy(A, Strategy::Rolling)
         }),
-        measure("rollback", &|| {
-            rollout::rollback(&ctx.runner, &Fleet::one(opts), None)
+        // Back to B, the release before A.
+        measure("rollback", B, &|| {
+            (
+                rollout::rollback(&ctx.runner, &Fleet::one(opts), None),
+                None,
+            )
         }),
-        measure("broken release, auto rollback", &|| {
+        measure("broken release, auto rollback", X, &|| {
             deploy(X, Strategy::Rolling)
         }),
     ])
 }
 
 /// B: A's images under another tag. X: A with a php healthcheck that always fails, built from
-/// a Dockerfile given on stdin (no context needed).
+/// a Dockerfile given on stdin (no context needed). Each one's nginx gets [`MARKER`], naming it.
 fn make_variants(ctx: &Ctx) -> Result<()> {
     let config = &ctx.config;
     for (a, b) in config.app_images(A).iter().zip(config.app_images(B).iter()) {
@@ -192,23 +214,35 @@ fn make_variants(ctx: &Ctx) -> Result<()> {
     let [php_a, supervisor_a, nginx_a] = config.app_images(A);
     let [php_x, supervisor_x, nginx_x] = config.app_images(X);
     // Without A's inputs label: else build-app (and `up`) would reuse this broken image as A.
-    let broken = format!(
-        "FROM {php_a}\nHEALTHCHECK --interval=10s --retries=3 CMD [\"false\"]\nLABEL {}=\"\"\n",
-        crate::build::build_cache::INPUTS_LABEL
-    );
-    ctx.runner.run(
-        &Cmd::new("docker")
-            .args(["build", "--quiet", "--tag", &php_x.to_string(), "-"])
-            .env("DOCKER_BUILDKIT", "0")
-            .stdin(broken),
+    let unlabel = format!("LABEL {}=\"\"\n", crate::build::build_cache::INPUTS_LABEL);
+    let build = |tag: String, dockerfile: String| {
+        ctx.runner.run(
+            &Cmd::new("docker")
+                .args(["build", "--quiet", "--network", "none", "--tag", &tag, "-"])
+                .env("DOCKER_BUILDKIT", "0")
+                .stdin(dockerfile),
+        )
+    };
+    build(
+        php_x.to_string(),
+        format!("FROM {php_a}\nHEALTHCHECK --interval=10s --retries=3 CMD [\"false\"]\n{unlabel}"),
     )?;
     ctx.runner.run(&Cmd::new("docker").args([
         "tag",
         &supervisor_a.to_string(),
         &supervisor_x.to_string(),
     ]))?;
-    ctx.runner
-        .run(&Cmd::new("docker").args(["tag", &nginx_a.to_string(), &nginx_x.to_string()]))
+    // A last: the others start from A's nginx as build-app made it.
+    let [.., nginx_b] = config.app_images(B);
+    for (tag, nginx) in [(X, nginx_x), (B, nginx_b), (A, nginx_a.clone())] {
+        build(
+            nginx.to_string(),
+            format!(
+                "FROM {nginx_a}\nRUN printf '%s\\n' {tag} > /var/www/app/public{MARKER}\n{unlabel}"
+            ),
+        )?;
+    }
+    Ok(())
 }
 
 /// The local images of A, B and X.
@@ -246,26 +280,44 @@ fn remove_stack(runner: &Runner, stack: &str) {
             .args(["volume", "rm", "--force"])
             .args(volumes),
     );
-    let _ = runner.cleanup(&Cmd::new("docker").args(["network", "rm", &format!("{stack}_edge")]));
+    // Each Compose project made a PROJECT_default network too: the engine has ~30 address
+    // pools, and leftovers make later networks fail.
+    for network in ["_edge", "-blue_default", "-green_default", "-edge_default"] {
+        let _ = runner.cleanup(&Cmd::new("docker").args([
+            "network",
+            "rm",
+            &format!("{stack}{network}"),
+        ]));
+    }
 }
 
 fn table(rows: &[Row]) -> String {
+    let secs = |d: Option<Duration>, none: &str| {
+        d.map(|s| format!("{:.1}s", s.as_secs_f64()))
+            .unwrap_or_else(|| none.into())
+    };
     let mut out = format!(
-        "{:<36} {:>8} {:>7} {:>12} {:>12} {:>9}  {}\n",
-        "scenario", "requests", "failed", "longest gap", "switched at", "duration", "result"
+        "{:<36} {:>8} {:>7} {:>12} {:>12} {:>10} {:>11} {:>9}  {}\n",
+        "scenario",
+        "requests",
+        "failed",
+        "longest gap",
+        "switched at",
+        "served at",
+        "failed at",
+        "duration",
+        "result"
     );
     for row in rows {
-        let switched = row
-            .switched
-            .map(|s| format!("{:.1}s", s.as_secs_f64()))
-            .unwrap_or_else(|| "never".into());
         out.push_str(&format!(
-            "{:<36} {:>8} {:>7} {:>11.2}s {:>12} {:>8.1}s  {}\n",
+            "{:<36} {:>8} {:>7} {:>11.2}s {:>12} {:>10} {:>11} {:>8.1}s  {}\n",
             row.scenario,
             row.load.requests,
             row.load.failed,
             row.load.longest_gap.as_secs_f64(),
-            switched,
+            secs(row.switched, "never"),
+            secs(row.served, "never"),
+            secs(row.failed_at, "-"),
             row.took.as_secs_f64(),
             row.outcome
         ));

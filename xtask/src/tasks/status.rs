@@ -1,6 +1,6 @@
 //! `cargo xtask status --dir PATH [--host ...]`: the target's live release, its containers'
-//! health, the last lines of the deploy history and the backups. `--env NAME`: a table of the
-//! environment's hosts (live release, health, last deploy, lock), and an error when the fleet
+//! health, the stopped standby (what a rollback starts again), the last lines of the deploy
+//! history and the backups. `--env NAME`: a table of the environment's hosts (live release, health, last deploy, lock), and an error when the fleet
 //! serves more than one release or a host cannot be asked.
 
 use anyhow::{bail, Result};
@@ -34,6 +34,10 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             let tag = tag.unwrap_or_default();
             println!("live:     {tag} ({})", stack.project(color));
             println!("{}", stack.ps(color)?);
+            if let Some((standby, tag)) = stack.standby(Some(color))? {
+                let tag = tag.unwrap_or_else(|| "an unknown release".into());
+                println!("standby:  {tag} (stopped, {})", stack.project(standby));
+            }
         }
         None => println!("live:     nothing deployed yet"),
     }

@@ -225,7 +225,12 @@ fn scenarios(
             .iter()
             .map(|h| {
                 let i = hosts.iter().position(|x| x.label == h.label).unwrap_or(0);
-                Probe::start_at(addrs[i], EDGE_PORT, vec!["/".into(), "/health".into()])
+                Probe::start_at(
+                    addrs[i],
+                    EDGE_PORT,
+                    vec!["/".into(), "/health".into()],
+                    None,
+                )
             })
             .collect();
         std::thread::sleep(Duration::from_secs(1));

@@ -1,0 +1,277 @@
+//! A rollback to the previous release only starts its stopped containers again. On a real
+//! machine (a testbed of one: its own Docker engine and sshd, deployed to over ssh): after
+//! deploy A then B, A's containers are stopped, not removed (`status` names the standby);
+//! `rollback` under a load probe serves A from those very containers (same ids: the start path,
+//! not a recreate) with no failed request; a deploy killed while starting its color leaves, once the next plain deploy converged, no container
+//! beyond the live release, the stopped standby and the edge; `prune` keeps the standby.
+
+mod common;
+
+use std::process::Output;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::faults::Running;
+use common::testbed::Testbed;
+use common::*;
+
+const EDGE_PORT: u16 = 8080;
+const STACK: &str = "fs";
+const A: &str = "1.0.0-a";
+const B: &str = "1.0.0-b";
+
+#[test]
+fn a_rollback_starts_the_stopped_previous_release() {
+    if !testbed::available("a_rollback_starts_the_stopped_previous_release") {
+        return;
+    }
+    let started = Instant::now();
+    let registry = Registry::start();
+    let prefix = registry.prefix();
+    let clone = scratch_clone();
+    let root = clone.path();
+    let tmp = tempfile::tempdir().unwrap();
+    let ok = |args: &[&str]| {
+        let out = xtask(root, tmp.path(), &prefix, args);
+        assert!(out.status.success(), "{args:?} failed: {}", stderr(&out));
+        out
+    };
+    ok(&["docker-publish", "--image", "php", "--tag", "0.4.1"]);
+    ok(&["docker-publish", "--image", "edge", "--tag", "0.2.0"]);
+    ok(&["build-app", "--tag", A]);
+    // Same inputs: B is A's images under another tag (a re-tag in the registry, no build).
+    // Containers, not pages, tell the releases apart here.
+    ok(&["build-app", "--tag", B]);
+    eprintln!("releases built after {:?}", started.elapsed());
+
+    let bed = Testbed::start(1, Some(registry.port));
+    let target = tempfile::tempdir().unwrap();
+    let dir = target.path().to_str().unwrap().to_string();
+    let compose = std::fs::read_to_string(root.join("compose.yaml"))
+        .unwrap()
+        .replace("registry.kiora.tech/kiora", &prefix);
+    std::fs::write(target.path().join("compose.yaml"), compose).unwrap();
+    std::fs::write(
+        target.path().join(".env"),
+        format!("APP_SECRET=e2e-secret\nHTTP_PORT={EDGE_PORT}\nHTTP_BIND=0.0.0.0\n"),
+    )
+    .unwrap();
+    let host = bed.host(1);
+    let ssh_config = bed.ssh_config();
+    let on_target = |args: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        for flag in [
+            "--host",
+            &host,
+            "--dir",
+            &dir,
+            "--stack",
+            STACK,
+            "--ssh-config",
+            ssh_config.to_str().unwrap(),
+            "--min-free-disk",
+            "100MiB",
+        ] {
+            all.push(flag.to_string());
+        }
+        all
+    };
+    let run = |args: &[&str]| -> Output {
+        let all = on_target(args);
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        xtask(root, tmp.path(), &prefix, &all)
+    };
+    let machine = Machine { bed: &bed };
+
+    assert!(run(&["deploy", "--tag", A]).status.success());
+    let a_color = machine.live_color(&run, A);
+    assert!(run(&["deploy", "--tag", B]).status.success());
+    let b_color = machine.live_color(&run, B);
+    assert_ne!(a_color, b_color);
+    let kept_a = machine.containers(&a_color);
+    assert_eq!(kept_a.len(), 3, "A's php, worker, nginx are kept");
+    assert!(
+        kept_a.iter().all(|(_, state, _)| state == "exited"),
+        "and stopped: {kept_a:?}"
+    );
+    let status = String::from_utf8_lossy(&run(&["status"]).stdout).into_owned();
+    assert!(
+        status.contains(&format!("standby:  {A} (stopped, {STACK}-{a_color})")),
+        "{status}"
+    );
+
+    // Rollback under load: A serves again from the same containers, nothing fails.
+    let probe = EdgeProbe::start(bed.addr(1));
+    let began = Instant::now();
+    let out = run(&["rollback"]);
+    let took = began.elapsed();
+    let load = probe.stop();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(machine.live_color(&run, A), a_color);
+    assert_eq!(
+        ids(&machine.containers(&a_color)),
+        ids(&kept_a),
+        "A's kept containers were started, not recreated"
+    );
+    let kept_b = machine.containers(&b_color);
+    assert!(
+        kept_b.len() == 3 && kept_b.iter().all(|(_, s, _)| s == "exited"),
+        "B is now the stopped standby: {kept_b:?}"
+    );
+    assert!(load.requests > 20, "{load:?}");
+    assert_eq!(
+        load.failed, 0,
+        "no request failed during the rollback: {load:?}"
+    );
+    eprintln!("rollback to the standby took {took:?} ({load:?})");
+
+    // prune keeps the standby's containers (and images).
+    let out = run(&["--dry-run", "prune", "--keep", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        !listed.contains(&format!("{STACK}-{b_color}")),
+        "the standby stays: {listed}"
+    );
+
+    // A deploy killed while its color starts (the standby's containers running again): the next
+    // plain deploy takes the lock over, and afterwards nothing is left beyond the live release,
+    // the stopped standby and the edge.
+    let args = on_target(&["deploy", "--tag", B]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut killed = Running::start(root, tmp.path(), &prefix, &args, &[]);
+    wait_until(Duration::from_secs(120), || {
+        machine
+            .containers(&b_color)
+            .iter()
+            .any(|(_, state, _)| state == "running")
+    });
+    killed.signal_group(libc::SIGKILL);
+    assert!(!killed.wait(Duration::from_secs(30)).success());
+    let out = run(&["deploy", "--tag", B]);
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("took over the deploy lock"), "{said}");
+    assert_eq!(machine.live_color(&run, B), b_color);
+    let all = machine.all_containers();
+    let standby = machine.containers(&a_color);
+    assert!(
+        all.len() == 7 && standby.len() == 3 && standby.iter().all(|(_, s, _)| s == "exited"),
+        "edge + B running + A stopped, nothing else: {all:?}"
+    );
+    eprintln!("fast_switch took {:?}", started.elapsed());
+}
+
+fn ids(containers: &[(String, String, String)]) -> Vec<String> {
+    let mut ids: Vec<String> = containers.iter().map(|(id, _, _)| id.clone()).collect();
+    ids.sort();
+    ids
+}
+
+struct Machine<'a> {
+    bed: &'a Testbed,
+}
+
+impl Machine<'_> {
+    /// (id, state, service) of the containers of one color, on the machine's engine.
+    fn containers(&self, color: &str) -> Vec<(String, String, String)> {
+        self.ps(&[
+            "--filter",
+            &format!("label=com.docker.compose.project={STACK}-{color}"),
+        ])
+    }
+
+    fn all_containers(&self) -> Vec<(String, String, String)> {
+        self.ps(&[])
+    }
+
+    fn ps(&self, filter: &[&str]) -> Vec<(String, String, String)> {
+        let out = self
+            .bed
+            .docker(1)
+            .args(["ps", "--all", "--no-trunc", "--format"])
+            .arg("{{.ID}} {{.State}} {{.Label \"com.docker.compose.service\"}}")
+            .args(filter)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                Some((
+                    w.first()?.to_string(),
+                    w.get(1)?.to_string(),
+                    w.get(2).unwrap_or(&"").to_string(),
+                ))
+            })
+            .collect()
+    }
+
+    /// The live color per `status`, which must name `tag`.
+    fn live_color(&self, run: &dyn Fn(&[&str]) -> Output, tag: &str) -> String {
+        let out = run(&["status"]);
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        // "live:     1.0.0-a (fs-blue)"
+        let line = said
+            .lines()
+            .find(|l| l.starts_with("live:"))
+            .unwrap_or_else(|| panic!("status names the live release: {said}"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words.get(1), Some(&tag), "{said}");
+        words[2]
+            .trim_matches(|c| c == '(' || c == ')')
+            .rsplit('-')
+            .next()
+            .unwrap()
+            .to_string()
+    }
+}
+
+/// `/health` and `/` of the machine's edge, ~20 requests/s, until stopped.
+struct EdgeProbe {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<EdgeLoad>,
+}
+
+#[derive(Debug, Default)]
+struct EdgeLoad {
+    requests: usize,
+    failed: usize,
+    failures: Vec<String>,
+}
+
+impl EdgeProbe {
+    fn start(addr: String) -> EdgeProbe {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut load = EdgeLoad::default();
+            let start = Instant::now();
+            while !flag.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(300) {
+                let path = if load.requests % 2 == 0 {
+                    "/health"
+                } else {
+                    "/"
+                };
+                load.requests += 1;
+                match http_get_at(&addr, EDGE_PORT, path) {
+                    Some((200, _)) => {}
+                    other => {
+                        load.failed += 1;
+                        load.failures.push(format!("{path}: {other:?}"));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            load
+        });
+        EdgeProbe { stop, handle }
+    }
+
+    fn stop(self) -> EdgeLoad {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.join().unwrap()
+    }
+}
