@@ -44,6 +44,8 @@ pub struct Fleet {
     pub lock_wait: Option<Duration>,
     pub wave: Wave,
     pub strategy: Strategy,
+    /// HTTPS at the edge: installed (again) on every host by a deploy or rollback.
+    pub tls: Option<crate::deploy::tls::TlsFiles>,
 }
 
 impl Fleet {
@@ -54,7 +56,7 @@ impl Fleet {
         }
     }
 
-    fn deployments(&self, runner: &Runner) -> Vec<Deployment> {
+    pub fn deployments(&self, runner: &Runner) -> Vec<Deployment> {
         let prefixed = self.hosts.len() > 1;
         self.hosts
             .iter()
@@ -91,6 +93,7 @@ pub fn deploy_measured(
         keep_backups: fleet.keep_backups,
         min_free_disk: fleet.min_free_disk,
         lock_wait: fleet.lock_wait,
+        tls: fleet.tls.clone(),
     };
     let several = fleet.hosts.len() > 1;
     let plan = Plan::new(fleet.hosts.len(), fleet.canary, fleet.wave);
@@ -577,6 +580,7 @@ mod tests {
             lock_wait: None,
             wave: Wave::Hosts(1),
             strategy: Strategy::Rolling,
+            tls: None,
         }
     }
 

@@ -26,6 +26,7 @@ use crate::config::APP_IMAGES;
 use crate::deploy::deployment::Deployment;
 use crate::deploy::environments::show_size;
 use crate::deploy::stack::{Color, Stack};
+use crate::deploy::tls::{self, TlsFiles};
 use crate::progress::Steps;
 
 /// How a release replaces the live one.
@@ -74,6 +75,8 @@ pub struct Spec {
     pub min_free_disk: u64,
     /// How long to wait for a live holder of a host's deploy lock (None: refuse at once).
     pub lock_wait: Option<Duration>,
+    /// HTTPS at the edge: the target's certificate and key, installed before the switch.
+    pub tls: Option<TlsFiles>,
 }
 
 /// A new deploy id: the start time and our pid, e.g. `20261201T120000Z-4242`.
@@ -183,6 +186,7 @@ pub fn prepare(d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<Prepare
             next,
             nginx,
             new_text,
+            tls: spec.tls.clone(),
         },
         old_text,
         php,
@@ -326,6 +330,7 @@ struct Switch {
     nginx: String,
     /// compose.yaml naming the release.
     new_text: String,
+    tls: Option<TlsFiles>,
 }
 
 impl Switch {
@@ -346,6 +351,11 @@ impl Switch {
         progress.started_next = true;
         stack.start(next, HEALTH_LIMIT)?;
         stack.ensure_edge(HEALTH_LIMIT)?;
+        // The certificate first: the new release is never served over a missing or stale one.
+        // Refused, it leaves the edge as it was, and the deploy is undone like any failure.
+        if let Some(files) = &self.tls {
+            tls::install(d, files)?;
+        }
         progress.switched = true;
         stack.switch(next)
     }

@@ -1,5 +1,6 @@
 //! `cargo xtask status --dir PATH [--host ...]`: the target's live release, its containers'
-//! health, the last lines of the deploy history and the backups. `--env NAME`: a table of the
+//! health, maintenance mode, HTTPS (the certificate's expiry; a warning under 14 days), the last
+//! lines of the deploy history and the backups. `--env NAME`: a table of the
 //! environment's hosts (live release, health, last deploy, lock), and an error when the fleet
 //! serves more than one release or a host cannot be asked.
 
@@ -38,6 +39,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         None => println!("live:     nothing deployed yet"),
     }
     println!("{}", crate::deploy::maintenance::status_line(&d)?);
+    let tls = crate::deploy::tls::state(&d)?;
+    println!(
+        "{}",
+        crate::deploy::tls::describe(&tls, crate::deploy::tls::now())
+    );
     println!("history (last 5):");
     let history = d.history()?;
     for e in history.iter().rev().take(5).rev() {
