@@ -36,8 +36,22 @@ fn https_at_the_edge_across_a_deploy_and_a_certificate_swap() {
     };
     // Kept in the engine, not pushed: the target (over ssh, on this machine) uses the same
     // engine, so the deploy finds them there, and the test saves minutes of pushes.
-    ok(&["docker-publish", "--image", "php", "--tag", "0.4.1", "--no-push"]);
-    ok(&["docker-publish", "--image", "edge", "--tag", "0.3.0", "--no-push"]);
+    ok(&[
+        "docker-publish",
+        "--image",
+        "php",
+        "--tag",
+        "0.4.1",
+        "--no-push",
+    ]);
+    ok(&[
+        "docker-publish",
+        "--image",
+        "edge",
+        "--tag",
+        "0.3.0",
+        "--no-push",
+    ]);
     ok(&["build-app", "--tag", "1.0.0-a", "--no-push"]);
     // Same inputs: a new tag of the same images, no build. Enough for a real switch.
     ok(&["build-app", "--tag", "1.0.0-b", "--no-push"]);
