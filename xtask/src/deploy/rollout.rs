@@ -250,6 +250,8 @@ pub struct HostStatus {
     pub health: String,
     pub last: String,
     pub lock: String,
+    /// HTTPS at the edge: off, or the certificate's expiry (a warning under 14 days).
+    pub tls: String,
     pub unreachable: Option<String>,
 }
 
@@ -272,6 +274,7 @@ pub fn status(runner: &Runner, fleet: &Fleet) -> Vec<HostStatus> {
                     health: String::new(),
                     last: String::new(),
                     lock: String::new(),
+                    tls: String::new(),
                     unreachable: Some("the status thread panicked".into()),
                 })
             })
@@ -303,12 +306,18 @@ fn host_status(d: &Deployment, label: &str) -> HostStatus {
         } else {
             "free".into()
         };
+        // A certificate openssl cannot read is shown, not a reason to call the host unreachable.
+        let tls = match crate::deploy::tls::state(d) {
+            Ok(state) => crate::deploy::tls::short(&state, crate::deploy::tls::now()),
+            Err(err) => format!("? ({})", fleet::one_line(&err)),
+        };
         Ok(HostStatus {
             label: label.to_string(),
             live,
             health,
             last,
             lock,
+            tls,
             unreachable: None,
         })
     };
@@ -318,6 +327,7 @@ fn host_status(d: &Deployment, label: &str) -> HostStatus {
         health: String::new(),
         last: String::new(),
         lock: String::new(),
+        tls: String::new(),
         unreachable: Some(fleet::one_line(&err)),
     })
 }

@@ -373,6 +373,30 @@ pub fn describe(state: &State, now: i64) -> String {
     }
 }
 
+/// The `tls` column of `status --env`: `off`, `expires 2027-03-01 (89 d)`, `WARNING: expires
+/// ... (4 d)`, `EXPIRED ...`.
+pub fn short(state: &State, now: i64) -> String {
+    match state {
+        State::Off | State::NoEdge => "off".into(),
+        State::Unsupported => "unavailable (edge < 0.3.0)".into(),
+        State::On { not_after, .. } => {
+            let left = not_after - now;
+            let days = left.div_euclid(86_400);
+            let date: String = crate::project::rfc3339(u64::try_from(*not_after).unwrap_or(0))
+                .chars()
+                .take(10)
+                .collect();
+            if left <= 0 {
+                format!("EXPIRED {date}")
+            } else if days < WARN_DAYS {
+                format!("WARNING: expires {date} ({days} d)")
+            } else {
+                format!("expires {date} ({days} d)")
+            }
+        }
+    }
+}
+
 /// Unix seconds now.
 pub fn now() -> i64 {
     std::time::SystemTime::now()
@@ -593,6 +617,13 @@ mod tests {
         assert!(describe(&on(14), 1_000_000_000).contains(" on, "));
         assert!(describe(&on(-1), 1_000_000_000).contains("EXPIRED"));
         assert_eq!(describe(&State::Off, 0), "tls:      off (plain HTTP only)");
+        assert_eq!(short(&on(30), 1_000_000_000), "expires 2001-10-09 (30 d)");
+        assert_eq!(
+            short(&on(4), 1_000_000_000),
+            "WARNING: expires 2001-09-13 (4 d)"
+        );
+        assert_eq!(short(&on(-2), 1_000_000_000), "EXPIRED 2001-09-07");
+        assert_eq!(short(&State::NoEdge, 0), "off");
     }
 
     #[test]

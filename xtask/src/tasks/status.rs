@@ -1,7 +1,7 @@
 //! `cargo xtask status --dir PATH [--host ...]`: the target's live release, its containers'
 //! health, maintenance mode, HTTPS (the certificate's expiry; a warning under 14 days), the last
 //! lines of the deploy history and the backups. `--env NAME`: a table of the
-//! environment's hosts (live release, health, last deploy, lock), and an error when the fleet
+//! environment's hosts (live release, health, last deploy, lock, certificate), and an error when the fleet
 //! serves more than one release or a host cannot be asked.
 
 use anyhow::{bail, Result};
@@ -81,6 +81,7 @@ fn fleet_status(ctx: &Ctx, env: &str, fleet: &rollout::Fleet) -> Result<()> {
                 format!("unreachable: {why}"),
                 String::new(),
                 String::new(),
+                String::new(),
             ],
             None => vec![
                 h.label.clone(),
@@ -88,13 +89,17 @@ fn fleet_status(ctx: &Ctx, env: &str, fleet: &rollout::Fleet) -> Result<()> {
                 h.health.clone(),
                 h.last.clone(),
                 h.lock.clone(),
+                h.tls.clone(),
             ],
         })
         .collect();
     println!("environment {env} (stack {})", fleet.stack);
     print!(
         "{}",
-        fleet::table(&["host", "live", "health", "last deploy", "lock"], &rows)
+        fleet::table(
+            &["host", "live", "health", "last deploy", "lock", "tls"],
+            &rows
+        )
     );
     let reachable: Vec<(String, Option<String>)> = hosts
         .iter()
