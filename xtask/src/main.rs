@@ -32,7 +32,7 @@ use ctx::Ctx;
 use progress::Verbosity;
 use tasks::{
     backup, bench, bench_deploy, build_app, completions, docker_publish, doctor, down, exec, lock,
-    login, logs, maintenance, prune, rollback, set_tag, status, test_image, up,
+    login, logs, maintenance, prune, rollback, set_tag, status, test_image, tls, up,
 };
 
 #[derive(Parser)]
@@ -144,6 +144,11 @@ enum Task {
         after_help = "Examples:\n  cargo xtask maintenance on --dir /srv/crm --message 'Back at 14:00'\n  cargo xtask maintenance status --dir /srv/crm\n  cargo xtask maintenance off --dir /srv/crm\n  cargo xtask maintenance on --env production   (every host, or none)"
     )]
     Maintenance(maintenance::Args),
+    /// HTTPS at the edge: install a renewed certificate and reload without a dropped request, turn it off, or show its expiry.
+    #[command(
+        after_help = "Examples:\n  cargo xtask tls reload --dir /srv/crm --tls-cert /srv/crm/tls/fullchain.pem --tls-key /srv/crm/tls/privkey.pem\n  cargo xtask tls reload --env production\n  cargo xtask tls status --env production"
+    )]
+    Tls(tls::Args),
     /// Remove what a target no longer needs: old release images, stopped containers, assets, backups; trim the build cache.
     #[command(
         after_help = "Examples:\n  cargo xtask prune --dir /srv/crm --dry-run\n  cargo xtask prune --host deploy@web1.example.com --dir /srv/crm --keep 3\n  cargo xtask prune --env production --dry-run"
@@ -250,6 +255,7 @@ fn run(cli: Cli) -> Result<()> {
         Task::Logs(args) => logs::run(&ctx, &args),
         Task::Exec(args) => exec::run(&ctx, &args),
         Task::Maintenance(args) => maintenance::run(&ctx, &args),
+        Task::Tls(args) => tls::run(&ctx, &args),
         Task::Prune(args) => prune::run(&ctx, &args),
         Task::BenchDeploy(args) => bench_deploy::run(&ctx, &args),
         Task::Bench => bench::run(&ctx),

@@ -106,7 +106,8 @@ pub fn now_rfc3339() -> String {
     rfc3339(secs)
 }
 
-fn rfc3339(secs: u64) -> String {
+/// Unix seconds as RFC 3339 UTC.
+pub fn rfc3339(secs: u64) -> String {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil-from-days (proleptic Gregorian), shifted so the year starts in March.
     let z = days as i64 + 719_468;

@@ -68,6 +68,8 @@ pub struct Environment {
     pub wave: Option<Wave>,
     pub keep_backups: Option<usize>,
     pub min_free_disk: Option<u64>,
+    /// HTTPS at the edge: the certificate and key, paths on the hosts.
+    pub tls: Option<crate::deploy::tls::TlsFiles>,
 }
 
 fn find_host(hosts: &[Host], spec: &str) -> Option<usize> {
@@ -121,7 +123,7 @@ pub fn load(path: &Path, name: &str) -> Result<Environment> {
     }
 }
 
-const KEYS: [&str; 11] = [
+const KEYS: [&str; 12] = [
     "kind",
     "hosts",
     "dir",
@@ -133,6 +135,7 @@ const KEYS: [&str; 11] = [
     "wave",
     "keep_backups",
     "min_free_disk",
+    "tls",
 ];
 
 /// Every environment of the file `text` (named `file` in errors); relative paths are taken
@@ -369,6 +372,50 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Vec<Environment>> {
         })?;
         parsed("min_free_disk", &|v| parse_size(v).map(drop))?;
 
+        // `tls: {cert: /path/fullchain.pem, key: /path/privkey.pem}`, both paths on the hosts.
+        let tls = match get.get("tls") {
+            None => None,
+            Some(node) => {
+                let fields = mapping(node).ok_or_else(|| {
+                    at(
+                        node,
+                        format!("{}: expected `{{cert: PATH, key: PATH}}`", key("tls")),
+                    )
+                })?;
+                let (mut cert, mut tls_key) = (None, None);
+                for (k, v) in fields {
+                    let slot = match k.data.as_str() {
+                        Some("cert") => &mut cert,
+                        Some("key") => &mut tls_key,
+                        _ => {
+                            return Err(at(
+                                k,
+                                format!(
+                                    "unknown key {} in {} (known: cert, key)",
+                                    show(k),
+                                    key("tls")
+                                ),
+                            ))
+                        }
+                    };
+                    *slot = Some(
+                        scalar(v)
+                            .ok_or_else(|| at(v, format!("{}: expected a path", key("tls"))))?,
+                    );
+                }
+                let (Some(cert), Some(tls_key)) = (cert, tls_key) else {
+                    return Err(at(
+                        node,
+                        format!("{}: needs both `cert:` and `key:`", key("tls")),
+                    ));
+                };
+                Some(
+                    crate::deploy::tls::TlsFiles::new(&cert, &tls_key)
+                        .map_err(|e| at(node, format!("{}: {e:#}", key("tls"))))?,
+                )
+            }
+        };
+
         out.push(Environment {
             name: name.clone(),
             kind,
@@ -386,6 +433,7 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Vec<Environment>> {
             min_free_disk: string("min_free_disk")?
                 .map(|v| parse_size(&v))
                 .transpose()?,
+            tls,
         });
     }
     Ok(out)
@@ -553,6 +601,46 @@ environments:
         assert_eq!(dirs, [Some("/tmp/m1"), None, Some("/tmp/m1b")]);
         let e = err(&text.replace("/tmp/m1b", "/tmp/m1"));
         assert!(e.contains("appears twice"), "{e}");
+    }
+
+    #[test]
+    fn tls_names_two_paths_on_the_hosts() {
+        let base = "environments:\n  p:\n    hosts: [a]\n    dir: /x\n";
+        let envs = parse(
+            &format!(
+                "{base}    tls: {{cert: /srv/tls/fullchain.pem, key: /srv/tls/privkey.pem}}\n"
+            ),
+            "deploy.yaml",
+            Path::new("/repo"),
+        )
+        .unwrap();
+        assert_eq!(
+            envs[0].tls,
+            Some(
+                crate::deploy::tls::TlsFiles::new("/srv/tls/fullchain.pem", "/srv/tls/privkey.pem")
+                    .unwrap()
+            )
+        );
+        assert_eq!(parse(base, "d", Path::new("/")).unwrap()[0].tls, None);
+        let e = err(&format!("{base}    tls: {{cert: /c}}\n"));
+        assert!(
+            e.starts_with("deploy.yaml:5: environments.p.tls: needs both"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{base}    tls: {{cert: /c, key: /k, chain: /x}}\n"
+        ));
+        assert!(
+            e.contains("unknown key \"chain\" in environments.p.tls"),
+            "{e}"
+        );
+        let e = err(&format!("{base}    tls: {{cert: c.pem, key: /k}}\n"));
+        assert!(
+            e.contains("environments.p.tls: invalid TLS certificate path \"c.pem\""),
+            "{e}"
+        );
+        let e = err(&format!("{base}    tls: /c\n"));
+        assert!(e.contains("expected `{cert: PATH, key: PATH}`"), "{e}");
     }
 
     #[test]

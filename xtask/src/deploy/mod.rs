@@ -18,6 +18,7 @@
 //! ops           the live release's logs, one-off commands in it or beside it
 //! release_command  what a release declares to run once before it takes traffic (migrations)
 //! maintenance   the edge's maintenance page (503 with Retry-After; health checks still answered)
+//! tls           HTTPS at the edge: the target's own certificate and key, reloaded without a drop
 //! prune         what a target no longer needs: old release images, containers, assets, backups
 //! local_stack   the one-project stack of `up` and `test-image` on this machine
 //! testbed       machines to deploy to, made here: network namespaces with their own engine and sshd
@@ -43,3 +44,4 @@ pub mod stack;
 pub mod switch;
 pub mod target;
 pub mod testbed;
+pub mod tls;

@@ -15,6 +15,7 @@ use crate::deploy::fleet::Wave;
 use crate::deploy::rollout::{Fleet, FleetHost};
 use crate::deploy::switch::Strategy;
 use crate::deploy::target::Target;
+use crate::deploy::tls::TlsFiles;
 
 /// Where and how: shared by deploy, rollback, backup and status.
 pub struct TargetOptions {
@@ -22,6 +23,8 @@ pub struct TargetOptions {
     /// Stack name on the target (Compose projects STACK-blue, STACK-green, STACK-edge).
     pub stack: String,
     pub keep_backups: usize,
+    /// HTTPS at the edge: the certificate and key on the target (`--tls-cert`/`--tls-key`).
+    pub tls: Option<TlsFiles>,
 }
 
 /// Where a deploy goes, shared by deploy, rollback, backup and status: one target (`--host`,
@@ -52,6 +55,12 @@ pub struct TargetArgs {
     /// Refuse a target with less free space in its deploy directory, e.g. 2GiB [default: 1GiB].
     #[arg(long, env = "XTASK_MIN_FREE_DISK", value_parser = parse_size)]
     min_free_disk: Option<u64>,
+    /// HTTPS at the edge: the certificate chain (PEM), a path ON THE TARGET [default: the environment's tls.cert].
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<String>,
+    /// The certificate's private key (PEM), a path ON THE TARGET: read there by its engine only.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<String>,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -71,7 +80,16 @@ impl TargetArgs {
             target: Target::new(self.host.as_deref(), dir, self.ssh_config.clone())?,
             stack,
             keep_backups: self.keep_backups.unwrap_or(DEFAULT_KEEP_BACKUPS),
+            tls: self.tls()?,
         })
+    }
+
+    /// `--tls-cert` and `--tls-key` (clap makes them go together), checked.
+    fn tls(&self) -> Result<Option<TlsFiles>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles::new(cert, key)?)),
+            _ => Ok(None),
+        }
     }
 
     /// The hosts and defaults of `--env` (from the deploy config; flags override it), or the one
@@ -130,6 +148,7 @@ impl TargetArgs {
                 .and_then(Strategy::parse)
                 .unwrap_or(Strategy::Rolling),
             release_command: true,
+            tls: self.tls()?.or(env.tls.clone()),
         })
     }
 }
@@ -197,6 +216,7 @@ impl Fleet {
             wave: Wave::Hosts(1),
             strategy: Strategy::Rolling,
             release_command: true,
+            tls: opts.tls.clone(),
         }
     }
 

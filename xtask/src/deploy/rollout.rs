@@ -46,6 +46,8 @@ pub struct Fleet {
     pub strategy: Strategy,
     /// Run each release's command before the switch (`--skip-release-command` clears it).
     pub release_command: bool,
+    /// HTTPS at the edge: installed (again) on every host by a deploy or rollback.
+    pub tls: Option<crate::deploy::tls::TlsFiles>,
 }
 
 impl Fleet {
@@ -95,6 +97,7 @@ pub fn deploy_measured(
         min_free_disk: fleet.min_free_disk,
         lock_wait: fleet.lock_wait,
         release_command: fleet.release_command,
+        tls: fleet.tls.clone(),
     };
     let several = fleet.hosts.len() > 1;
     let plan = Plan::new(fleet.hosts.len(), fleet.canary, fleet.wave);
@@ -251,6 +254,8 @@ pub struct HostStatus {
     pub health: String,
     pub last: String,
     pub lock: String,
+    /// HTTPS at the edge: off, or the certificate's expiry (a warning under 14 days).
+    pub tls: String,
     pub unreachable: Option<String>,
 }
 
@@ -273,6 +278,7 @@ pub fn status(runner: &Runner, fleet: &Fleet) -> Vec<HostStatus> {
                     health: String::new(),
                     last: String::new(),
                     lock: String::new(),
+                    tls: String::new(),
                     unreachable: Some("the status thread panicked".into()),
                 })
             })
@@ -304,12 +310,18 @@ fn host_status(d: &Deployment, label: &str) -> HostStatus {
         } else {
             "free".into()
         };
+        // A certificate openssl cannot read is shown, not a reason to call the host unreachable.
+        let tls = match crate::deploy::tls::state(d) {
+            Ok(state) => crate::deploy::tls::short(&state, crate::deploy::tls::now()),
+            Err(err) => format!("? ({})", fleet::one_line(&err)),
+        };
         Ok(HostStatus {
             label: label.to_string(),
             live,
             health,
             last,
             lock,
+            tls,
             unreachable: None,
         })
     };
@@ -319,6 +331,7 @@ fn host_status(d: &Deployment, label: &str) -> HostStatus {
         health: String::new(),
         last: String::new(),
         lock: String::new(),
+        tls: String::new(),
         unreachable: Some(fleet::one_line(&err)),
     })
 }
@@ -582,6 +595,7 @@ mod tests {
             wave: Wave::Hosts(1),
             strategy: Strategy::Rolling,
             release_command: true,
+            tls: None,
         }
     }
 

@@ -413,17 +413,30 @@ impl<'a> Stack<'a> {
 
     /// The published port of the edge (`127.0.0.1:8080` -> 8080).
     pub fn port(&self) -> Result<u16> {
-        let out = self.query(self.compose(&format!("{}-edge", self.name())).args([
-            "--profile",
-            "edge",
-            "port",
-            "edge",
-            "80",
-        ]))?;
+        let out = self.query(self.edge_port(80))?;
         out.rsplit(':')
             .next()
             .and_then(|p| p.trim().parse().ok())
             .with_context(|| format!("cannot read the edge's port from {out:?}"))
+    }
+
+    /// The host port the edge's `inner` port is published on; None when it is not published
+    /// (an edge created from an older compose.yaml).
+    pub fn published_port(&self, inner: u16) -> Result<Option<u16>> {
+        let out = self.remote().output(self.edge_port(inner))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(out
+            .status
+            .success()
+            .then(|| text.trim().rsplit(':').next()?.parse().ok())
+            .flatten()
+            .filter(|&p: &u16| p != 0))
+    }
+
+    fn edge_port(&self, inner: u16) -> Cmd {
+        self.compose(&format!("{}-edge", self.name()))
+            .args(["--profile", "edge", "port", "edge"])
+            .arg(inner.to_string())
     }
 
     /// The last lines of a color's logs (printed when a release fails).

@@ -27,6 +27,7 @@ use crate::config::APP_IMAGES;
 use crate::deploy::deployment::Deployment;
 use crate::deploy::environments::show_size;
 use crate::deploy::stack::{Color, Stack};
+use crate::deploy::tls::{self, TlsFiles};
 use crate::progress::Steps;
 
 /// How a release replaces the live one.
@@ -78,6 +79,8 @@ pub struct Spec {
     /// Run the release's command (its migrations) before the switch; false for
     /// `--skip-release-command`.
     pub release_command: bool,
+    /// HTTPS at the edge: the target's certificate and key, installed before the switch.
+    pub tls: Option<TlsFiles>,
 }
 
 /// A new deploy id: the start time and our pid, e.g. `20261201T120000Z-4242`.
@@ -198,6 +201,7 @@ pub fn prepare(d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<Prepare
             next,
             nginx,
             new_text,
+            tls: spec.tls.clone(),
         },
         old_text,
         php,
@@ -342,6 +346,7 @@ struct Switch {
     nginx: String,
     /// compose.yaml naming the release.
     new_text: String,
+    tls: Option<TlsFiles>,
 }
 
 impl Switch {
@@ -384,7 +389,13 @@ impl Switch {
         d.write_atomically("compose.yaml", self.new_text.as_bytes())?;
         progress.started_next = true;
         stack.start(self.next, HEALTH_LIMIT)?;
-        stack.ensure_edge(HEALTH_LIMIT)
+        let edge = stack.ensure_edge(HEALTH_LIMIT)?;
+        // The certificate first: the new release is never served over a missing or stale one.
+        // Refused, it leaves the edge as it was, and the deploy is undone like any failure.
+        if let Some(files) = &self.tls {
+            tls::install(d, files)?;
+        }
+        Ok(edge)
     }
 
     /// Puts the previous release back (also after Ctrl-C: every command here is a cleanup).

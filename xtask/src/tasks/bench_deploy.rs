@@ -88,6 +88,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         target: Target::new(None, &dir.path().display().to_string(), None)?,
         stack: format!("bench{}", std::process::id()),
         keep_backups: 2,
+        tls: None,
     };
 
     let result = scenarios(&quiet, &opts, port);

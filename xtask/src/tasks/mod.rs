@@ -24,4 +24,5 @@ pub mod set_tag;
 pub mod status;
 pub mod test_image;
 pub mod testbed;
+pub mod tls;
 pub mod up;

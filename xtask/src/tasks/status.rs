@@ -1,6 +1,8 @@
 //! `cargo xtask status --dir PATH [--host ...]`: the target's live release, its containers'
-//! health, the stopped standby (what a rollback starts again), the last lines of the deploy
-//! history and the backups. `--env NAME`: a table of the environment's hosts (live release, health, last deploy, lock), and an error when the fleet
+//! health, the stopped standby (what a rollback starts again), maintenance mode, HTTPS (the
+//! certificate's expiry; a warning under 14 days), the last lines of the deploy history and the
+//! backups. `--env NAME`: a table of the environment's hosts (live release, health, last deploy,
+//! lock, certificate), and an error when the fleet
 //! serves more than one release or a host cannot be asked.
 
 use anyhow::{bail, Result};
@@ -42,6 +44,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         None => println!("live:     nothing deployed yet"),
     }
     println!("{}", crate::deploy::maintenance::status_line(&d)?);
+    let tls = crate::deploy::tls::state(&d)?;
+    println!(
+        "{}",
+        crate::deploy::tls::describe(&tls, crate::deploy::tls::now())
+    );
     println!("history (last 5):");
     let history = d.history()?;
     for e in history.iter().rev().take(5).rev() {
@@ -79,6 +86,7 @@ fn fleet_status(ctx: &Ctx, env: &str, fleet: &rollout::Fleet) -> Result<()> {
                 format!("unreachable: {why}"),
                 String::new(),
                 String::new(),
+                String::new(),
             ],
             None => vec![
                 h.label.clone(),
@@ -86,13 +94,17 @@ fn fleet_status(ctx: &Ctx, env: &str, fleet: &rollout::Fleet) -> Result<()> {
                 h.health.clone(),
                 h.last.clone(),
                 h.lock.clone(),
+                h.tls.clone(),
             ],
         })
         .collect();
     println!("environment {env} (stack {})", fleet.stack);
     print!(
         "{}",
-        fleet::table(&["host", "live", "health", "last deploy", "lock"], &rows)
+        fleet::table(
+            &["host", "live", "health", "last deploy", "lock", "tls"],
+            &rows
+        )
     );
     let reachable: Vec<(String, Option<String>)> = hosts
         .iter()

@@ -215,6 +215,7 @@ fn scenarios(
         wave,
         strategy: Strategy::Rolling,
         release_command: true,
+        tls: None,
     };
     let addrs: Vec<std::net::IpAddr> = layout.all().iter().map(|m| m.addr.into()).collect();
     let runner = &quiet.runner;
