@@ -54,6 +54,7 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
     // which adds a column and then fails).
     ok(&["docker-publish", "--image", "php", "--tag", "0.4.1"]);
     ok(&["docker-publish", "--image", "edge", "--tag", "0.2.0"]);
+    eprintln!("base images after {:?}", started.elapsed());
     ok(&["build-app", "--tag", "1.0.0-a"]);
     add_migration(
         &sh,
@@ -141,6 +142,7 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
         "the row of before migrations is kept, the new column works: {listed}"
     );
 
+    eprintln!("first deploy done after {:?}", started.elapsed());
     // --dry-run shows the command and runs nothing.
     let out = deploy(&["--dry-run", "deploy", "--tag", "1.0.0-b"]);
     assert!(out.status.success());
@@ -188,6 +190,7 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
     assert!(schema.contains("c note\n"), "{schema}");
     assert_eq!(http_get_at(&addr, port, "/health").unwrap().0, 200);
 
+    eprintln!("concurrent deploys done after {:?}", started.elapsed());
     // x's migration fails: stopped before the switch, nothing dropped, b and its schema stay.
     let before = machine.release_containers(&stack);
     let probe = Probe::start_at(ip, port, vec![Expected::page(), Expected::health()]);

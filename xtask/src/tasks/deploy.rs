@@ -100,6 +100,17 @@ mod tests {
     }
 
     #[test]
+    fn the_release_command_runs_unless_skipped() {
+        let parse = |a: &[&str]| {
+            Cli::try_parse_from(["x", "--tag", "1.0.0", "--dir", "/srv"].iter().chain(a))
+                .unwrap()
+                .args
+        };
+        assert!(!parse(&[]).skip_release_command);
+        assert!(parse(&["--skip-release-command"]).skip_release_command);
+    }
+
+    #[test]
     fn fleet_flags_need_an_environment() {
         let parse = |a: &[&str]| Cli::try_parse_from(std::iter::once("x").chain(a.iter().copied()));
         for flag in [
