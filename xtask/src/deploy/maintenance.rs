@@ -363,11 +363,16 @@ pub fn change_fleet(hosts: &[(String, Deployment)], change: &Change) -> Result<(
     let refused = failures(hosts, &asked);
     if !refused.is_empty() {
         let err = first_error(asked).expect("a failure");
-        return Err(err.context(format!(
+        let message = format!(
             "maintenance {} refused: {}; nothing was changed",
             change.name(),
             refused.join("; ")
-        )));
+        );
+        // The causes are in the message already; an interrupt keeps its type (exit 130).
+        if err.is::<crate::interrupt::Interrupted>() {
+            return Err(err.context(message));
+        }
+        bail!("{message}");
     }
     let saved: Vec<Saved> = asked.into_iter().map(|r| r.expect("checked")).collect();
     let results = each_host(hosts, |_, d| change.apply(d));
