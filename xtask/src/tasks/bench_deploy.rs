@@ -102,8 +102,8 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let report = format!(
         "# Deploy benchmark\n\n`cargo xtask bench-deploy`, {} on a {cores}-core machine, load probe ~20 requests/s on loopback\n\
          (`/`, `/health` and a hashed asset, and every other request a marker file naming the release\n\
-         that answered). From the start of the command: \"switched at\": when the edge began sending\n\
-         traffic to the new release (as the deploy reports it); \"served at\": the first answer of the\n\
+         that answered). From the start of the command: \"switched at\": when the deploy reports the\n\
+         edge switched (once its check through the edge passed); \"served at\": the first answer of the\n\
          release the operation puts live, as the probe saw it; \"failed at\": when a failed deploy saw\n\
          its failure (the rest of its duration is putting the previous release back).\n\n```\n{table}```\n",
         crate::project::now_rfc3339()
@@ -123,7 +123,7 @@ struct Row {
     switched: Option<Duration>,
     /// When the probe first got an answer of the release the operation puts live.
     served: Option<Duration>,
-    /// When a failed operation saw its failure (from the start; the rest was putting back).
+    /// When a failed operation saw its failure (from its start; the rest was putting back).
     failed_at: Option<Duration>,
     outcome: String,
 }
@@ -141,7 +141,7 @@ fn scenarios(ctx: &Ctx, opts: &TargetOptions, port: u16) -> Result<Vec<Row>> {
         rollout::deploy_measured(&ctx.runner, &fleet, tag, "deploy")
     };
     deploy(A, Strategy::Rolling)
-        .0
+        .result
         .context("the first deploy failed")?;
     let page = crate::http::get(port, "/")?.body;
     let asset = page
@@ -153,13 +153,17 @@ fn scenarios(ctx: &Ctx, opts: &TargetOptions, port: u16) -> Result<Vec<Row>> {
         .into_iter()
         .chain(asset)
         .collect();
-    type Op<'a> = &'a dyn Fn() -> (Result<Duration>, Option<Duration>);
+    type Op<'a> = &'a dyn Fn() -> rollout::Measured;
     let measure = |scenario: &'static str, release: &str, op: Op| {
         ctx.runner.say(format!("Measuring: {scenario}"));
         let probe = Probe::start(port, paths.clone(), Some(MARKER.to_string()));
         std::thread::sleep(Duration::from_secs(1));
         let start = Instant::now();
-        let (result, recovered) = op();
+        let rollout::Measured {
+            result,
+            failed_after,
+            ..
+        } = op();
         let took = start.elapsed();
         let (switched, outcome) = match result {
             Ok(at) => (Some(at), "ok".to_string()),
@@ -176,7 +180,7 @@ fn scenarios(ctx: &Ctx, opts: &TargetOptions, port: u16) -> Result<Vec<Row>> {
         Row {
             scenario,
             served: load.first_served(release, start),
-            failed_at: recovered.map(|r| took.saturating_sub(r)),
+            failed_at: failed_after,
             load,
             took,
             switched,
@@ -191,11 +195,10 @@ fn scenarios(ctx: &Ctx, opts: &TargetOptions, port: u16) -> Result<Vec<Row>> {
             deploy(A, Strategy::Rolling)
         }),
         // Back to B, the release before A.
-        measure("rollback", B, &|| {
-            (
-                rollout::rollback(&ctx.runner, &Fleet::one(opts), None),
-                None,
-            )
+        measure("rollback", B, &|| rollout::Measured {
+            result: rollout::rollback(&ctx.runner, &Fleet::one(opts), None),
+            recovered: None,
+            failed_after: None,
         }),
         measure("broken release, auto rollback", X, &|| {
             deploy(X, Strategy::Rolling)
