@@ -235,28 +235,39 @@ fn make_variants(ctx: &Ctx) -> Result<()> {
         &supervisor_a.to_string(),
         &supervisor_x.to_string(),
     ]))?;
-    // A last: the others start from A's nginx as build-app made it.
+    // A's nginx as build-app made it keeps a tag of its own (removed at the end with the others),
+    // so that replacing bench-a leaves no untagged image behind.
+    let original = original_nginx(&nginx_a.to_string());
+    ctx.runner
+        .run(&Cmd::new("docker").args(["tag", &nginx_a.to_string(), &original]))?;
     let [.., nginx_b] = config.app_images(B);
-    for (tag, nginx) in [(X, nginx_x), (B, nginx_b), (A, nginx_a.clone())] {
+    for (tag, nginx) in [(X, nginx_x), (B, nginx_b), (A, nginx_a)] {
         build(
             nginx.to_string(),
             format!(
-                "FROM {nginx_a}\nRUN printf '%s\\n' {tag} > /var/www/app/public{MARKER}\n{unlabel}"
+                "FROM {original}\nRUN printf '%s\\n' {tag} > /var/www/app/public{MARKER}\n{unlabel}"
             ),
         )?;
     }
     Ok(())
 }
 
+fn original_nginx(nginx_a: &str) -> String {
+    format!("{nginx_a}-orig")
+}
+
 /// The local images of A, B and X.
 fn remove_images(quiet: &Ctx) {
     for tag in [A, B, X] {
-        let images: Vec<String> = quiet
+        let mut images: Vec<String> = quiet
             .config
             .app_images(tag)
             .iter()
             .map(ToString::to_string)
             .collect();
+        if tag == A {
+            images.push(original_nginx(&images[2]));
+        }
         let _ = quiet.runner.cleanup(
             &Cmd::new("docker")
                 .args(["image", "rm", "--force"])
