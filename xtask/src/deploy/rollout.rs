@@ -77,17 +77,21 @@ impl Fleet {
 /// Takes every host of `fleet` to `tag`, or leaves every one where it was. Returns how long after
 /// the start the last host's edge began sending traffic to `tag`.
 pub fn deploy(runner: &Runner, fleet: &Fleet, tag: &str, operation: &str) -> Result<Duration> {
-    deploy_measured(runner, fleet, tag, operation).0
+    deploy_measured(runner, fleet, tag, operation).result
 }
 
-/// [`deploy`], and after a failure, how long the fleet took from the failure to serving one
-/// release again (for the benchmark).
-pub fn deploy_measured(
-    runner: &Runner,
-    fleet: &Fleet,
-    tag: &str,
-    operation: &str,
-) -> (Result<Duration>, Option<Duration>) {
+/// What the benchmark measures of a deploy.
+pub struct Measured {
+    /// [`deploy`]'s answer.
+    pub result: Result<Duration>,
+    /// After a failure: from the failure to the fleet serving one release again.
+    pub recovered: Option<Duration>,
+    /// When a host's switch step failed (e.g. a broken release was seen), from the start.
+    pub failed_after: Option<Duration>,
+}
+
+/// [`deploy`], with the timings of a failure (for the benchmark).
+pub fn deploy_measured(runner: &Runner, fleet: &Fleet, tag: &str, operation: &str) -> Measured {
     let spec = Spec {
         tag: tag.to_string(),
         strategy: fleet.strategy,
@@ -160,6 +164,12 @@ pub fn deploy_measured(
         eprint!("{}", fleet::table(&["host", "from", "to", "result"], &rows));
     }
     let recovered = report.recovered_after;
+    let failed_after = members.iter().filter_map(|m| m.failed_after).min();
+    let measured = |result| Measured {
+        result,
+        recovered,
+        failed_after,
+    };
     if several {
         if let Some(took) = recovered {
             runner.say(format!(
@@ -170,7 +180,7 @@ pub fn deploy_measured(
     }
     let Some((stage, at, err)) = report.failure else {
         let switched = members.iter().filter_map(|m| m.switched_after).max();
-        return (Ok(switched.unwrap_or_default()), None);
+        return measured(Ok(switched.unwrap_or_default()));
     };
     if !several {
         // One host: the same words as always.
@@ -180,7 +190,7 @@ pub fn deploy_measured(
             }
             _ => err,
         };
-        return (Err(err), recovered);
+        return measured(Err(err));
     }
     let host = &members[at].label;
     let broken: Vec<&str> = members
@@ -203,7 +213,7 @@ pub fn deploy_measured(
         "{operation} of {tag} failed at {} on {host}; {state}",
         fleet::stage_name(stage)
     ));
-    (Err(err), recovered)
+    measured(Err(err))
 }
 
 /// Moves every host back to `to`, or to the previous successful release the hosts' histories
@@ -376,6 +386,8 @@ struct HostRun<'a> {
     from: Option<String>,
     /// When its edge began sending traffic to the new release, from the start.
     switched_after: Option<Duration>,
+    /// When its switch step failed, from the start.
+    failed_after: Option<Duration>,
     started: Instant,
     /// After a revert: what it serves now, in words (for a one-host error).
     outcome: Option<String>,
@@ -399,6 +411,7 @@ impl<'a> HostRun<'a> {
             prepared: None,
             from: None,
             switched_after: None,
+            failed_after: None,
             started: Instant::now(),
             outcome: None,
             failed: false,
@@ -470,6 +483,9 @@ impl Member for HostRun<'_> {
             self.switched_after = Some(self.started.elapsed());
         }
         self.failed = result.is_err();
+        if self.failed {
+            self.failed_after = Some(self.started.elapsed());
+        }
         result
     }
 

@@ -223,8 +223,13 @@ impl<'a> Stack<'a> {
         if self.remote().dry_run() {
             return Ok(());
         }
-        self.gate(&project, limit)
+        let answered = self
+            .gate(&project, limit)
             .with_context(|| format!("the new release ({project}) is not healthy"))?;
+        if answered {
+            // The gate's last look already saw /health answer 200 through this nginx.
+            return Ok(());
+        }
         // The healthchecks test each container alone; this proves nginx -> php -> storage of
         // the new release before it gets any traffic.
         let nginx = self
@@ -252,7 +257,8 @@ impl<'a> Stack<'a> {
     /// times in a row once the app has answered; or, once it has, a container failing its own
     /// check [`PROBE_FAILURE_LIMIT`] times in a row. Until the app answers at all, only `limit`
     /// ends the wait: a slow start is not a failure.
-    fn gate(&self, project: &str, limit: Duration) -> Result<()> {
+    /// Returns whether its last look saw /health answer 200 through the release's nginx.
+    fn gate(&self, project: &str, limit: Duration) -> Result<bool> {
         let start = Instant::now();
         let mut pending = self.containers(project, None)?;
         if pending.is_empty() {
@@ -262,6 +268,7 @@ impl<'a> Stack<'a> {
         let format = "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.RestartCount}} {{index .Config.Labels \"com.docker.compose.service\"}}{{range $i, $a := .Config.Healthcheck.Test}} {{$a}}{{end}}";
         let mut watch = Watch::default();
         loop {
+            let mut healthy = false;
             // The app's own answer first: it decides whether failures below are certain.
             if let Some(nginx) = &nginx {
                 let output = self.remote().output(health_probe(nginx))?;
@@ -269,6 +276,7 @@ impl<'a> Stack<'a> {
                     output.status.success(),
                     &String::from_utf8_lossy(&output.stderr),
                 );
+                healthy = status == Some(200);
                 if let Some(why) = watch.health(status) {
                     bail!("{why}");
                 }
@@ -299,7 +307,7 @@ impl<'a> Stack<'a> {
                 }
             }
             if still.is_empty() {
-                return Ok(());
+                return Ok(healthy);
             }
             if start.elapsed() > limit {
                 bail!("not ready after {}s", limit.as_secs());

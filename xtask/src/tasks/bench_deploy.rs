@@ -103,8 +103,8 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let report = format!(
         "# Deploy benchmark\n\n`cargo xtask bench-deploy`, {} on a {cores}-core machine, load probe ~20 requests/s on loopback\n\
          (`/`, `/health` and a hashed asset, and every other request a marker file naming the release\n\
-         that answered). From the start of the command: \"switched at\": when the edge began sending\n\
-         traffic to the new release (as the deploy reports it); \"served at\": the first answer of the\n\
+         that answered). From the start of the command: \"switched at\": when the deploy reports the\n\
+         edge switched (once its check through the edge passed); \"served at\": the first answer of the\n\
          release the operation puts live, as the probe saw it; \"failed at\": when a failed deploy saw\n\
          its failure (the rest of its duration is putting the previous release back).\n\n```\n{table}```\n",
         crate::project::now_rfc3339()
@@ -124,7 +124,7 @@ struct Row {
     switched: Option<Duration>,
     /// When the probe first got an answer of the release the operation puts live.
     served: Option<Duration>,
-    /// When a failed operation saw its failure (from the start; the rest was putting back).
+    /// When a failed operation saw its failure (from its start; the rest was putting back).
     failed_at: Option<Duration>,
     outcome: String,
 }
@@ -142,7 +142,7 @@ fn scenarios(ctx: &Ctx, opts: &TargetOptions, port: u16) -> Result<Vec<Row>> {
         rollout::deploy_measured(&ctx.runner, &fleet, tag, "deploy")
     };
     deploy(A, Strategy::Rolling)
-        .0
+        .result
         .context("the first deploy failed")?;
     let page = crate::http::get(port, "/")?.body;
     let asset = page
@@ -154,13 +154,17 @@ fn scenarios(ctx: &Ctx, opts: &TargetOptions, port: u16) -> Result<Vec<Row>> {
         .into_iter()
         .chain(asset)
         .collect();
-    type Op<'a> = &'a dyn Fn() -> (Result<Duration>, Option<Duration>);
+    type Op<'a> = &'a dyn Fn() -> rollout::Measured;
     let measure = |scenario: &'static str, release: &str, op: Op| {
         ctx.runner.say(format!("Measuring: {scenario}"));
         let probe = Probe::start(port, paths.clone(), Some(MARKER.to_string()));
         std::thread::sleep(Duration::from_secs(1));
         let start = Instant::now();
-        let (result, recovered) = op();
+        let rollout::Measured {
+            result,
+            failed_after,
+            ..
+        } = op();
         let took = start.elapsed();
         let (switched, outcome) = match result {
             Ok(at) => (Some(at), "ok".to_string()),
@@ -177,7 +181,7 @@ fn scenarios(ctx: &Ctx, opts: &TargetOptions, port: u16) -> Result<Vec<Row>> {
         Row {
             scenario,
             served: load.first_served(release, start),
-            failed_at: recovered.map(|r| took.saturating_sub(r)),
+            failed_at: failed_after,
             load,
             took,
             switched,
@@ -192,11 +196,10 @@ fn scenarios(ctx: &Ctx, opts: &TargetOptions, port: u16) -> Result<Vec<Row>> {
             deploy(A, Strategy::Rolling)
         }),
         // Back to B, the release before A.
-        measure("rollback", B, &|| {
-            (
-                rollout::rollback(&ctx.runner, &Fleet::one(opts), None),
-                None,
-            )
+        measure("rollback", B, &|| rollout::Measured {
+            result: rollout::rollback(&ctx.runner, &Fleet::one(opts), None),
+            recovered: None,
+            failed_after: None,
         }),
         measure("broken release, auto rollback", X, &|| {
             deploy(X, Strategy::Rolling)
@@ -233,28 +236,39 @@ fn make_variants(ctx: &Ctx) -> Result<()> {
         &supervisor_a.to_string(),
         &supervisor_x.to_string(),
     ]))?;
-    // A last: the others start from A's nginx as build-app made it.
+    // A's nginx as build-app made it keeps a tag of its own (removed at the end with the others),
+    // so that replacing bench-a leaves no untagged image behind.
+    let original = original_nginx(&nginx_a.to_string());
+    ctx.runner
+        .run(&Cmd::new("docker").args(["tag", &nginx_a.to_string(), &original]))?;
     let [.., nginx_b] = config.app_images(B);
-    for (tag, nginx) in [(X, nginx_x), (B, nginx_b), (A, nginx_a.clone())] {
+    for (tag, nginx) in [(X, nginx_x), (B, nginx_b), (A, nginx_a)] {
         build(
             nginx.to_string(),
             format!(
-                "FROM {nginx_a}\nRUN printf '%s\\n' {tag} > /var/www/app/public{MARKER}\n{unlabel}"
+                "FROM {original}\nRUN printf '%s\\n' {tag} > /var/www/app/public{MARKER}\n{unlabel}"
             ),
         )?;
     }
     Ok(())
 }
 
+fn original_nginx(nginx_a: &str) -> String {
+    format!("{nginx_a}-orig")
+}
+
 /// The local images of A, B and X.
 fn remove_images(quiet: &Ctx) {
     for tag in [A, B, X] {
-        let images: Vec<String> = quiet
+        let mut images: Vec<String> = quiet
             .config
             .app_images(tag)
             .iter()
             .map(ToString::to_string)
             .collect();
+        if tag == A {
+            images.push(original_nginx(&images[2]));
+        }
         let _ = quiet.runner.cleanup(
             &Cmd::new("docker")
                 .args(["image", "rm", "--force"])

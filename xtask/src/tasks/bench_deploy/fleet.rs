@@ -236,7 +236,9 @@ fn scenarios(
             .collect();
         std::thread::sleep(Duration::from_secs(1));
         let start = Instant::now();
-        let (result, recovered) = rollout::deploy_measured(runner, fleet, tag, "deploy");
+        let rollout::Measured {
+            result, recovered, ..
+        } = rollout::deploy_measured(runner, fleet, tag, "deploy");
         let took = start.elapsed();
         std::thread::sleep(Duration::from_secs(1));
         Row {
