@@ -132,6 +132,29 @@ fn restore_commands(edge: &str, had_live: bool) -> Vec<Cmd> {
     cmds
 }
 
+/// Puts the previous pair and conf back after a failed install; a cleanup (also after Ctrl-C),
+/// best effort: the first failure is what the caller reports.
+fn restore(d: &Deployment, edge: &str, had_live: bool, old_conf: Option<&str>) {
+    // The old pair is back only if it was moved aside (the swap may have failed before).
+    let moved_aside = had_live && d.remote.succeeds(exists(edge, "-d", OLD)).unwrap_or(false);
+    if !had_live || moved_aside {
+        for cmd in restore_commands(edge, had_live) {
+            let _ = d.remote.run(cmd);
+        }
+    }
+    let _ = match old_conf {
+        Some(text) => write_in_edge(edge, CONF, text.to_string())
+            .into_iter()
+            .try_for_each(|c| d.remote.run(c)),
+        None => d
+            .remote
+            .run(Cmd::new("docker").args(["exec", edge, "rm", "-f", CONF])),
+    };
+    let _ = d
+        .remote
+        .run(Cmd::new("docker").args(["exec", edge, "rm", "-rf", NEW]));
+}
+
 /// Removes the conf, checks, reloads, then the files.
 pub fn off_commands(edge: &str) -> Vec<Cmd> {
     let mut cmds = vec![Cmd::new("docker").args(["exec", edge, "rm", "-f", CONF])];
@@ -221,14 +244,19 @@ pub fn install(d: &Deployment, files: &TlsFiles) -> Result<()> {
             .query(Cmd::new("docker").args(["inspect", "--format", "{{.Image}}", &edge]))?
     };
     for cmd in copy_commands(&edge, &image, files) {
-        d.remote.run(cmd).with_context(|| {
-            format!(
-                "cannot copy {} and {} on {} into the edge (do both exist there?); the edge serves as before",
-                files.cert,
-                files.key,
-                d.target().describe()
-            )
-        })?;
+        if let Err(err) = d.remote.run(cmd) {
+            let _ = d
+                .remote
+                .cleanup(Cmd::new("docker").args(["exec", &edge, "rm", "-rf", NEW]));
+            return Err(err).with_context(|| {
+                format!(
+                    "cannot copy {} and {} on {} into the edge (do both exist there?); the edge serves as before",
+                    files.cert,
+                    files.key,
+                    d.target().describe()
+                )
+            });
+        }
     }
     let had_live = !d.remote.dry_run() && d.remote.succeeds(exists(&edge, "-d", LIVE))?;
     let old_conf = if !d.remote.dry_run() && d.remote.succeeds(exists(&edge, "-f", CONF))? {
@@ -240,26 +268,13 @@ pub fn install(d: &Deployment, files: &TlsFiles) -> Result<()> {
     } else {
         None
     };
-    for cmd in swap_commands(&edge, had_live) {
-        d.remote.run(cmd)?;
-    }
-    let mut cmds: Vec<Cmd> = write_in_edge(&edge, CONF, conf(port)).into();
+    let mut cmds = swap_commands(&edge, had_live);
+    cmds.extend(write_in_edge(&edge, CONF, conf(port)));
     cmds.extend(check_and_reload(&edge));
     for cmd in cmds {
         if let Err(err) = d.remote.run(cmd) {
-            // nginx -t refused the pair (or the conf): the previous state goes back.
-            let undo = d.undoing();
-            for cmd in restore_commands(&edge, had_live) {
-                let _ = undo.remote.run(cmd);
-            }
-            let _ = match &old_conf {
-                Some(text) => write_in_edge(&edge, CONF, text.clone())
-                    .into_iter()
-                    .try_for_each(|c| undo.remote.run(c)),
-                None => undo
-                    .remote
-                    .run(Cmd::new("docker").args(["exec", &edge, "rm", "-f", CONF])),
-            };
+            // nginx -t refused the pair (or a step failed): the previous state goes back.
+            restore(&d.undoing(), &edge, had_live, old_conf.as_deref());
             return Err(err).context(format!(
                 "the edge refused the certificate {} with the key {} (not a PEM pair that belongs together?); it serves as before",
                 files.cert, files.key
