@@ -170,7 +170,7 @@ mod tests {
             .contains("image: 127.0.0.1:5000/kiora/crm-gdb_nginx:dev\n"));
         assert_eq!(
             stack.edge_image().as_deref(),
-            Some("127.0.0.1:5000/kiora/crm-gdb_edge:0.2.0")
+            Some("127.0.0.1:5000/kiora/crm-gdb_edge:0.3.1")
         );
         let cmd = stack.compose().arg("ps");
         assert_eq!(

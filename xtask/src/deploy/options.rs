@@ -128,6 +128,7 @@ impl TargetArgs {
                 .as_deref()
                 .and_then(Strategy::parse)
                 .unwrap_or(Strategy::Rolling),
+            traffic_canary: None,
         })
     }
 }
@@ -163,6 +164,7 @@ impl Fleet {
             lock_wait: None,
             wave: Wave::Hosts(1),
             strategy: Strategy::Rolling,
+            traffic_canary: None,
         }
     }
 

@@ -23,6 +23,7 @@ use anyhow::{bail, Context, Result};
 use crate::cmd::Cmd;
 use crate::compose_file;
 use crate::config::APP_IMAGES;
+use crate::deploy::canary::{self, Share};
 use crate::deploy::deployment::Deployment;
 use crate::deploy::environments::show_size;
 use crate::deploy::stack::{Color, Stack};
@@ -74,6 +75,9 @@ pub struct Spec {
     pub min_free_disk: u64,
     /// How long to wait for a live holder of a host's deploy lock (None: refuse at once).
     pub lock_wait: Option<Duration>,
+    /// A traffic canary: the edge sends this share of the requests to the release, which is
+    /// then compared with the live one during the watch (see `canary.rs`).
+    pub canary: Option<Share>,
 }
 
 /// A new deploy id: the start time and our pid, e.g. `20261201T120000Z-4242`.
@@ -118,6 +122,8 @@ pub struct Prepared {
     /// The live release's tag, if any.
     pub from: Option<String>,
     progress: Progress,
+    /// The canary was promoted to every request.
+    promoted: bool,
 }
 
 /// Reads compose.yaml, sets the tag, pulls what the host lacks, backs up the data ([3/7], [4/7]).
@@ -148,6 +154,12 @@ pub fn prepare(d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<Prepare
         None => (None, None),
     };
     let next = live.map(Color::other).unwrap_or(Color::Blue);
+    if spec.canary.is_some() {
+        stack.check_canary_support()?;
+        if live.is_none() {
+            bail!("nothing serves yet on {}: the first release cannot be a canary; deploy it without --canary", target.describe());
+        }
+    }
     d.remote.say(format!(
         "{}: {} -> {tag} on {} ({} strategy)",
         spec.operation,
@@ -179,6 +191,7 @@ pub fn prepare(d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<Prepare
     Ok(Prepared {
         plan: Switch {
             strategy: spec.strategy,
+            canary: spec.canary,
             live,
             next,
             nginx,
@@ -188,6 +201,7 @@ pub fn prepare(d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<Prepare
         php,
         from,
         progress: Progress::default(),
+        promoted: false,
     })
 }
 
@@ -228,10 +242,64 @@ impl Prepared {
         Ok(())
     }
 
-    /// Every host switched: drains and removes the old color, records success ([7/7]).
+    /// A traffic canary's probation: the edge's error rates of both sides compared for `wait`,
+    /// then the canary promoted (the edge sends it every request). An error withdraws it (the
+    /// revert puts the live release back alone). `wait` zero leaves the split for a person to
+    /// decide (`deploy --promote` / `--abort`): nothing is compared or promoted here.
+    pub fn compare(&mut self, d: &Deployment, wait: Duration) -> Result<()> {
+        let (Some(share), Some(_)) = (self.plan.canary, self.plan.live) else {
+            return Ok(());
+        };
+        if wait.is_zero() {
+            return Ok(());
+        }
+        let stack = Stack::new(d);
+        let project = stack.project(self.plan.next);
+        d.remote.say(format!(
+            "Comparing the canary ({project}, {share} of the requests) with the live release for {}",
+            crate::progress::seconds(wait)
+        ));
+        let edge = stack.running_edge()?;
+        canary::compare(d, &edge, &project, share, wait)?;
+        stack
+            .switch(self.plan.next)
+            .context("promoting the canary to every request")?;
+        self.promoted = true;
+        d.remote.say(format!(
+            "the canary is no worse than the live release: promoted, {} answers every request",
+            spec_tag(&self.php)
+        ));
+        Ok(())
+    }
+
+    /// A canary left for a person to decide (no comparison ran): nothing to drain yet.
+    pub fn held(&self) -> bool {
+        self.plan.canary.is_some() && self.plan.live.is_some() && !self.promoted
+    }
+
+    /// Every host switched: drains and removes the old color, records success ([7/7]). A canary
+    /// held for a person is recorded as such, and both colors stay.
     pub fn finish(self, d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<()> {
         let stack = Stack::new(d);
         let revision = d.revision(&self.php);
+        if let (true, Some(share), Some(live)) = (self.held(), self.plan.canary, self.plan.live) {
+            return steps.step("Leaving the canary for a decision and recording", || {
+                let from = self.from.as_deref().unwrap_or("?");
+                d.undoing().record(
+                    &spec.deploy_id,
+                    &spec.tag,
+                    &revision,
+                    spec.strategy.name(),
+                    &format!("canary: {share} to {}, {from} keeps the rest ({}); decide with deploy --promote or --abort", spec.tag, stack.project(live)),
+                )?;
+                d.remote.say(format!(
+                    "canary: {share} of the requests go to {} ({}), the rest to {from}; decide with `cargo xtask deploy --promote` or `--abort` (a plain deploy withdraws it)",
+                    spec.tag,
+                    stack.project(self.plan.next)
+                ));
+                Ok(())
+            });
+        }
         steps.step("Draining the old release and recording", || {
             let removed = match self.plan.live {
                 Some(old) => {
@@ -318,6 +386,8 @@ struct Progress {
 /// The switch a deploy or rollback makes, decided before anything changes.
 struct Switch {
     strategy: Strategy,
+    /// A share of the requests instead of all of them.
+    canary: Option<Share>,
     /// The color serving now (None before the first deploy).
     live: Option<Color>,
     /// The color the release starts in.
@@ -347,7 +417,10 @@ impl Switch {
         stack.start(next, HEALTH_LIMIT)?;
         stack.ensure_edge(HEALTH_LIMIT)?;
         progress.switched = true;
-        stack.switch(next)
+        match (self.canary, live) {
+            (Some(share), Some(live)) => stack.split(live, next, share),
+            _ => stack.switch(next),
+        }
     }
 
     /// Puts the previous release back (also after Ctrl-C: every command here is a cleanup).
@@ -379,6 +452,11 @@ impl Switch {
         };
         removed.and(restored).and(restarted)
     }
+}
+
+/// The release tag of an image reference, for messages.
+fn spec_tag(image: &str) -> String {
+    compose_file::release_of(image).unwrap_or_else(|| image.to_string())
 }
 
 #[cfg(test)]

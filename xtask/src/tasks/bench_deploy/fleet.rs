@@ -214,6 +214,7 @@ fn scenarios(
         lock_wait: None,
         wave,
         strategy: Strategy::Rolling,
+        traffic_canary: None,
     };
     let addrs: Vec<std::net::IpAddr> = layout.all().iter().map(|m| m.addr.into()).collect();
     let runner = &quiet.runner;
