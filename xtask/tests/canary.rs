@@ -2,13 +2,13 @@
 //! over ssh while a load probe hits the edge. A release answering 500 to 10% of its page requests
 //! is withdrawn automatically and the requests the live release answered never fail; the split
 //! the probe sees is within 5 points of the share asked, over at least 400 requests; a healthy
-//! canary is promoted. Then a canary left for a person (`--canary-wait 0`) shows in `status`,
-//! and `deploy --abort` / `deploy --promote` decide it. One target serves every scenario.
+//! canary is promoted. Then a canary left for a person (`--canary-wait 0`) shows in `status`
+//! and `deploy --promote` promotes it; a deploy SIGKILLed during its canary is withdrawn by the
+//! next command (`deploy --abort`, taking its lock over). One target serves every scenario.
 
 mod common;
 
 use std::io::{Read, Write};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,18 +74,22 @@ fn bad_canary_withdrawn_healthy_canary_promoted_people_decide() {
     let sshd = sshd::Sshd::start();
     let ssh_config = sshd.client_config();
     let host = sshd.host_spec();
+    let target_args: Vec<String> = [
+        "--host",
+        &host,
+        "--ssh-config",
+        ssh_config.to_str().unwrap(),
+        "--dir",
+        &dir,
+        "--stack",
+        &stack,
+    ]
+    .map(String::from)
+    .into();
     let on_target = |args: &[&str]| {
         let mut all = args.to_vec();
-        all.extend([
-            "--host",
-            &host,
-            "--ssh-config",
-            ssh_config.to_str().unwrap(),
-            "--dir",
-            &dir,
-            "--stack",
-            &stack,
-        ]);
+        all.extend(target_args.iter().map(String::as_str));
+        ensure_networks(&stack);
         xtask(root, tmp.path(), &prefix, &all)
     };
     let out = on_target(&["deploy", "--tag", "1.0.0-a"]);
@@ -187,7 +191,7 @@ fn bad_canary_withdrawn_healthy_canary_promoted_people_decide() {
         "the old release is gone"
     );
 
-    // Left for a person: status shows it, --abort withdraws it.
+    // Left for a person: status shows it, --promote promotes it.
     let out = on_target(&[
         "deploy",
         "--tag",
@@ -203,33 +207,10 @@ fn bad_canary_withdrawn_healthy_canary_promoted_people_decide() {
         status.contains(&format!("canary:   25% to 1.0.0-a ({stack}-blue)")),
         "{status}"
     );
-    assert!(target_lock_free(target.path()), "the lock is released");
-    let out = on_target(&["deploy", "--abort"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let status = stdout_of(&on_target(&["status"]));
     assert!(
-        status.contains("live:     1.0.0-b") && !status.contains("canary:"),
-        "{status}"
+        !target.path().join(".deploy/lock").exists(),
+        "the lock is released"
     );
-    assert!(!has_containers(&format!("{stack}-blue")));
-    let out = on_target(&["deploy", "--abort"]);
-    assert!(
-        stderr(&out).contains("no canary on"),
-        "nothing to abort: {}",
-        stderr(&out)
-    );
-
-    // ... and --promote promotes it.
-    let out = on_target(&[
-        "deploy",
-        "--tag",
-        "1.0.0-a",
-        "--canary",
-        "25%",
-        "--canary-wait",
-        "0",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
     let out = on_target(&["deploy", "--promote"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let status = stdout_of(&on_target(&["status"]));
@@ -238,8 +219,56 @@ fn bad_canary_withdrawn_healthy_canary_promoted_people_decide() {
         "{status}"
     );
     assert!(!has_containers(&format!("{stack}-green")));
+    let out = on_target(&["deploy", "--promote"]);
+    assert!(
+        stderr(&out).contains("no canary on"),
+        "nothing to promote: {}",
+        stderr(&out)
+    );
+
+    // A deploy killed during its canary needs no one: `--abort` (as any next deploy) takes its
+    // lock over and withdraws the canary; nothing failed meanwhile.
+    let probe = SplitProbe::start(port);
+    ensure_networks(&stack);
+    let mut args = vec![
+        "deploy",
+        "--tag",
+        "1.0.0-b",
+        "--canary",
+        "10%",
+        "--canary-wait",
+        "10m",
+    ];
+    args.extend(target_args.iter().map(String::as_str));
+    let mut running = faults::Running::start(root, tmp.path(), &prefix, &args, &[]);
+    let comparing = running.wait_for_line(Duration::from_secs(300), |line| {
+        line.contains("canary 10% (asked)")
+    });
+    assert!(comparing.is_some(), "{}", running.stderr());
+    running.signal_group(libc::SIGKILL);
+    assert!(!running.wait(Duration::from_secs(30)).success());
+    assert!(
+        has_containers(&format!("{stack}-green")),
+        "the canary was left"
+    );
+    let out = on_target(&["deploy", "--abort", "--lock-wait", "2m"]);
+    let seen = probe.stop();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("of a deploy that died was withdrawn"), "{err}");
+    assert_eq!(
+        seen.failed_outside("-"),
+        0,
+        "no request failed: {:?}",
+        seen.failures("-")
+    );
+    let status = stdout_of(&on_target(&["status"]));
+    assert!(
+        status.contains("live:     1.0.0-a") && !status.contains("canary:"),
+        "{status}"
+    );
+    assert!(!has_containers(&format!("{stack}-green")));
     let history = std::fs::read_to_string(target.path().join(".deploy/history.tsv")).unwrap();
-    assert!(history.contains("canary withdrawn by hand"), "{history}");
     assert!(history.contains("ok; canary promoted by hand"), "{history}");
 }
 
@@ -359,6 +388,60 @@ fn get(port: u16) -> Answer {
     (status, upstream)
 }
 
+/// The engine is shared with other tests, whose leftovers can use up Docker's ~30 default
+/// address pools ("could not find an available, non-overlapping IPv4 address pool"). This
+/// test's networks are made beforehand on subnets of their own, with Compose's labels so that
+/// Compose adopts them as the projects' default networks; what is tested does not change. A
+/// color's `down` removes its network, so this runs before every xtask command.
+fn ensure_networks(stack: &str) {
+    let third = std::process::id() % 250;
+    let networks = [
+        (format!("{stack}_edge"), None),
+        (
+            format!("{stack}-edge_default"),
+            Some(format!("{stack}-edge")),
+        ),
+        (
+            format!("{stack}-blue_default"),
+            Some(format!("{stack}-blue")),
+        ),
+        (
+            format!("{stack}-green_default"),
+            Some(format!("{stack}-green")),
+        ),
+    ];
+    for (i, (name, project)) in networks.into_iter().enumerate() {
+        let exists = std::process::Command::new("docker")
+            .args(["network", "inspect", &name])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        if exists {
+            continue;
+        }
+        let mut create = std::process::Command::new("docker");
+        create.args(["network", "create", "--subnet"]);
+        create.arg(format!("10.199.{third}.{}/26", i * 64));
+        if let Some(project) = project {
+            create.args([
+                "--label",
+                "com.docker.compose.network=default",
+                "--label",
+                &format!("com.docker.compose.project={project}"),
+                "--label",
+                "com.docker.compose.version=2.0",
+            ]);
+        }
+        let out = create.arg(&name).output().unwrap();
+        assert!(
+            out.status.success(),
+            "docker network create {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 fn has_containers(project: &str) -> bool {
     let out = std::process::Command::new("docker")
         .args([
@@ -375,8 +458,4 @@ fn has_containers(project: &str) -> bool {
 fn stdout_of(out: &std::process::Output) -> String {
     assert!(out.status.success(), "{}", stderr(out));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn target_lock_free(dir: &Path) -> bool {
-    !dir.join(".deploy/lock").exists()
 }

@@ -272,12 +272,27 @@ pub fn decide(runner: &Runner, fleet: &Fleet, decision: Decision) -> Result<()> 
     let mut lock = steps.step("Taking the deploy lock", || {
         d.lock_waiting(&format!("deploy {flag}"), fleet.lock_wait)
     })?;
+    let stack = Stack::new(&d);
     if lock.took_over {
-        // A dead deploy's canary is withdrawn by the reconcile: nothing left to decide.
+        // The deploy that started the canary died: the reconcile withdraws it (the edge's
+        // live.conf decides), which is what --abort asks and what --promote cannot do now.
+        let left = stack.canary()?;
         crate::deploy::reconcile::run(&d)?;
         lock.reconciled()?;
+        if let Some((color, share)) = left {
+            let what = format!(
+                "the canary ({share} to {}) of a deploy that died",
+                stack.project(color)
+            );
+            if decision == Decision::Promote {
+                bail!("{what} was withdrawn when its lock was taken over; deploy its release again to try it");
+            }
+            runner.say(format!(
+                "{what} was withdrawn; the live release answers every request"
+            ));
+            return Ok(());
+        }
     }
-    let stack = Stack::new(&d);
     let (Some((canary, share)), Some((live, live_tag))) = (stack.canary()?, stack.live_release()?)
     else {
         bail!(
