@@ -4,6 +4,7 @@
 //!
 //! With several hosts every output line starts with `[host]`, and the command ends with a
 //! table: host, from, to, result (switched / reverted / never switched / unreachable: ...).
+//! `decide` is `deploy --promote` / `--abort` of a traffic canary left on one target.
 
 use std::time::{Duration, Instant};
 

@@ -14,7 +14,9 @@
 //!              so it also runs after Ctrl-C.
 //!
 //! Until `finish`, a switched host still runs its old release, so reverting it is an instant
-//! edge switch back.
+//! edge switch back. With a traffic canary (`Spec::canary`), `switch` points only that share of
+//! the requests at the new release; `compare` (the watch) promotes it or fails, and a canary
+//! held for a person is recorded by `finish` without draining anything.
 
 use std::time::{Duration, Instant};
 
