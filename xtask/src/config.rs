@@ -14,6 +14,12 @@ pub const DEFAULT_OS_IMAGE: &str = "debian:bookworm-slim";
 pub const DEFAULT_STACK: &str = "crm";
 pub const DEFAULT_KEEP_BACKUPS: usize = 5;
 pub const MIN_FREE_DISK: u64 = 1 << 30;
+/// Traffic canaries (`deploy --canary 10%`): how long the edge's error rates are compared when
+/// `--canary-wait` is not given, how many requests the canary must have answered to be judged,
+/// and how many points its 5xx rate may exceed the live release's and still count as no worse.
+pub const CANARY_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+pub const CANARY_MIN_REQUESTS: u64 = 20;
+pub const CANARY_MARGIN_POINTS: f64 = 2.0;
 /// Compose project name of the stack `up` starts on this machine.
 pub const LOCAL_PROJECT: &str = "crm-gdb-local";
 

@@ -106,7 +106,7 @@ enum Task {
     Login(login::Args),
     /// Deploy a release to a target (local dir or ssh), zero-downtime by default.
     #[command(
-        after_help = "Examples:\n  cargo xtask deploy --tag 1.4.0 --host deploy@web1.example.com --dir /srv/crm\n  cargo xtask deploy --tag 1.4.0 --dir /srv/crm --strategy recreate\n\nBefore the switch it runs the release's command once (the label org.kiora.release-command of its php image: the database migrations); if that fails, nothing switches."
+        after_help = "Examples:\n  cargo xtask deploy --tag 1.4.0 --host deploy@web1.example.com --dir /srv/crm\n  cargo xtask deploy --tag 1.4.0 --dir /srv/crm --strategy recreate\n  cargo xtask deploy --tag 1.4.0 --dir /srv/crm --canary 10% --canary-wait 5m\n  cargo xtask deploy --dir /srv/crm --promote   (or --abort: a canary left by --canary-wait 0)\n\nBefore the switch it runs the release's command once (the label org.kiora.release-command of its php image: the database migrations); if that fails, nothing switches."
     )]
     Deploy(tasks::deploy::Args),
     /// Return the target to the previous successful release (or --to TAG), without downtime.

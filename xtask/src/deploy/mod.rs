@@ -10,6 +10,7 @@
 //! history       what was deployed there, when, by whom, with what result
 //! backups       archives of the data volume, and restoring one
 //! stack         the blue/green releases behind the edge on a target
+//! canary        a share of the requests to the next release through the edge, and the verdict
 //! switch        one host from its live release to another, in phases: check, prepare, switch,
 //!               finish or revert
 //! fleet         scheduling the phases over several hosts so they end on one release
@@ -25,6 +26,7 @@
 //! local_env     the local stack's secrets: made once, kept outside the tree and the images
 
 pub mod backups;
+pub mod canary;
 pub mod deployment;
 pub mod environments;
 pub mod fleet;

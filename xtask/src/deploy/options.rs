@@ -149,6 +149,7 @@ impl TargetArgs {
                 .unwrap_or(Strategy::Rolling),
             release_command: true,
             tls: self.tls()?.or(env.tls.clone()),
+            traffic_canary: None,
         })
     }
 }
@@ -217,6 +218,7 @@ impl Fleet {
             strategy: Strategy::Rolling,
             release_command: true,
             tls: opts.tls.clone(),
+            traffic_canary: None,
         }
     }
 

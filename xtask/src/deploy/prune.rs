@@ -252,6 +252,12 @@ impl Plan {
 /// Looks at the target (read-only) and decides what goes.
 pub fn plan(d: &Deployment, keep: usize, keep_backups: usize) -> Result<Plan> {
     let stack = Stack::new(d);
+    // A canary's release is in no `ok` line of the history yet: decide it before pruning.
+    if let Some(canary) = stack.canary_summary()? {
+        anyhow::bail!(
+            "a canary is on ({canary}): decide it first with `deploy --promote` or `deploy --abort`"
+        );
+    }
     let history = d.history()?;
     let live_release = stack.live_release()?;
     let standby = stack.standby(live_release.as_ref().map(|(color, _)| *color))?;

@@ -1,9 +1,11 @@
-//! After taking over the lock of a dead deploy, the target is made to agree with itself before
-//! anything else: the edge's live.conf says which color serves; the other color's containers
-//! (a half-started next release, or an old one that was being drained) are removed, unless
-//! none of them runs (the standby a finished deploy left stopped for a rollback stays), and
-//! compose.yaml is made to name the release the live color runs. With no edge or no live color
-//! (a first deploy that died), both colors are removed and the deploy starts as a first one.
+//! After taking over the lock of a dead deploy (or finding a traffic canary left for a decision,
+//! or on `deploy --abort`), the target is made to agree with itself before anything else: the
+//! edge's live.conf says which color serves; a canary split is withdrawn (the edge switched to
+//! the live color alone); the other color's containers (a half-started next release, a canary,
+//! or an old one that was being drained) are removed, unless none of them runs (the standby a
+//! finished deploy left stopped for a rollback stays), and compose.yaml is made to name the
+//! release the live color runs. With no edge or no live color (a first deploy that died), both
+//! colors are removed and the deploy starts as a first one.
 
 use anyhow::{Context, Result};
 
@@ -24,6 +26,8 @@ pub struct Plan {
     pub standby: Option<Color>,
     /// The tag compose.yaml must name, when it names another one.
     pub set_compose_tag: Option<String>,
+    /// The color a canary split sends requests to: the edge goes back to the live color alone.
+    pub withdraw_canary: Option<Color>,
 }
 
 /// `present`: the colors that have containers; `standby`: the other color when none of its
@@ -33,6 +37,7 @@ pub fn plan(
     present: &[Color],
     standby: Option<Color>,
     compose_tag: Option<&str>,
+    canary: Option<Color>,
 ) -> Plan {
     // Without a live color there is nothing a standby could stand by for.
     let standby = standby.filter(|s| present.contains(s) && live.is_some());
@@ -46,6 +51,7 @@ pub fn plan(
         _ => None,
     };
     Plan {
+        withdraw_canary: canary.filter(|_| live.is_some()),
         live,
         remove,
         standby,
@@ -64,6 +70,9 @@ impl Plan {
             ),
             None => "reconciled: nothing serves per the edge (a first deploy)".to_string(),
         };
+        if let Some(color) = self.withdraw_canary {
+            line.push_str(&format!("; canary on {stack}-{} withdrawn", color.name()));
+        }
         let removed: Vec<String> = self
             .remove
             .iter()
@@ -89,9 +98,10 @@ impl Plan {
 }
 
 /// Makes the target agree with its edge (see the module doc); says in one line what was done.
-pub fn after_takeover(d: &Deployment) -> Result<()> {
+pub fn run(d: &Deployment) -> Result<()> {
     let stack = Stack::new(d);
     let live = stack.live_release()?;
+    let canary = stack.canary()?.map(|(color, _)| color);
     let mut present = Vec::new();
     for color in [Color::Blue, Color::Green] {
         let mut any = false;
@@ -109,7 +119,11 @@ pub fn after_takeover(d: &Deployment) -> Result<()> {
     let standby = stack
         .standby(live.as_ref().map(|(color, _)| *color))?
         .map(|(color, _)| color);
-    let plan = plan(live, &present, standby, compose_tag.as_deref());
+    let plan = plan(live, &present, standby, compose_tag.as_deref(), canary);
+    // The edge first: once it sends nothing to the canary, its containers can go.
+    if let (Some(_), Some((color, _))) = (plan.withdraw_canary, &plan.live) {
+        stack.switch(*color).context("withdrawing the canary")?;
+    }
     for color in &plan.remove {
         stack
             .remove(*color)
@@ -139,6 +153,7 @@ mod tests {
             &[Color::Blue, Color::Green],
             None,
             Some("1.1.0"),
+            None,
         );
         assert_eq!(p.remove, [Color::Green]);
         assert_eq!(p.set_compose_tag.as_deref(), Some("1.0.0"));
@@ -152,6 +167,7 @@ mod tests {
             &[Color::Blue, Color::Green],
             None,
             Some("1.1.0"),
+            None,
         );
         assert_eq!(p.remove, [Color::Blue]);
         assert_eq!(p.set_compose_tag, None);
@@ -161,13 +177,14 @@ mod tests {
             &[Color::Blue],
             None,
             Some("1.0.0"),
+            None,
         );
         assert_eq!(
             p.describe("crm"),
             "reconciled: 1.0.0 (crm-blue) serves per the edge; no other containers; compose.yaml agrees"
         );
         // A first deploy that died: whatever was started goes.
-        let p = plan(None, &[Color::Blue], None, Some("1.0.0"));
+        let p = plan(None, &[Color::Blue], None, Some("1.0.0"), None);
         assert_eq!(p.remove, [Color::Blue]);
         assert_eq!(p.set_compose_tag, None);
         // Killed after the switch, the old color already stopped: it stays, the standby.
@@ -176,6 +193,7 @@ mod tests {
             &[Color::Blue, Color::Green],
             Some(Color::Blue),
             Some("1.1.0"),
+            None,
         );
         assert_eq!((p.remove, p.standby), (vec![], Some(Color::Blue)));
         // Killed while pulling, a standby there: nothing to do but say so.
@@ -184,10 +202,25 @@ mod tests {
             &[Color::Blue, Color::Green],
             Some(Color::Green),
             Some("1.0.0"),
+            None,
         );
         assert_eq!(
             p.describe("crm"),
             "reconciled: 1.0.0 (crm-blue) serves per the edge; kept crm-green stopped (standby); compose.yaml agrees"
+        );
+        // A canary left (held for a decision, or its deploy died): the edge goes back to blue
+        // alone, green goes, compose.yaml names blue's release again.
+        let p = plan(
+            Some((Color::Blue, Some("1.0.0".into()))),
+            &[Color::Blue, Color::Green],
+            None,
+            Some("1.1.0"),
+            Some(Color::Green),
+        );
+        assert_eq!(p.withdraw_canary, Some(Color::Green));
+        assert_eq!(
+            p.describe("crm"),
+            "reconciled: 1.0.0 (crm-blue) serves per the edge; canary on crm-green withdrawn; removed crm-green; compose.yaml set back to 1.0.0"
         );
     }
 }

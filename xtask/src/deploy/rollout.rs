@@ -4,12 +4,14 @@
 //!
 //! With several hosts every output line starts with `[host]`, and the command ends with a
 //! table: host, from, to, result (switched / reverted / never switched / unreachable: ...).
+//! `decide` is `deploy --promote` / `--abort` of a traffic canary left on one target.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use crate::cmd::Runner;
+use crate::deploy::canary::Share;
 use crate::deploy::deployment::Deployment;
 use crate::deploy::fleet::{self, Fate, Member, Plan, Stage, Wave};
 use crate::deploy::history::previous_release;
@@ -48,6 +50,9 @@ pub struct Fleet {
     pub release_command: bool,
     /// HTTPS at the edge: installed (again) on every host by a deploy or rollback.
     pub tls: Option<crate::deploy::tls::TlsFiles>,
+    /// `--canary 10%`: the share of the requests the release gets through the edge before it
+    /// is promoted or withdrawn (one host; the comparison lasts `canary_wait`).
+    pub traffic_canary: Option<Share>,
 }
 
 impl Fleet {
@@ -102,6 +107,7 @@ pub fn deploy_measured(runner: &Runner, fleet: &Fleet, tag: &str, operation: &st
         lock_wait: fleet.lock_wait,
         release_command: fleet.release_command,
         tls: fleet.tls.clone(),
+        canary: fleet.traffic_canary,
     };
     let several = fleet.hosts.len() > 1;
     let plan = Plan::new(fleet.hosts.len(), fleet.canary, fleet.wave);
@@ -250,9 +256,142 @@ pub fn rollback(runner: &Runner, fleet: &Fleet, to: Option<&str>) -> Result<Dura
     }
     let fleet = Fleet {
         strategy: Strategy::Rolling,
+        traffic_canary: None,
         ..fleet.clone()
     };
     deploy(runner, &fleet, &tag, "rollback")
+}
+
+/// What a person decides about a canary left for them (`deploy --canary P --canary-wait 0`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The canary gets every request; the old release is drained and removed.
+    Promote,
+    /// The live release gets every request again; the canary is removed.
+    Abort,
+}
+
+/// `deploy --promote` / `--abort` on one target: under the deploy lock, the canary the edge
+/// splits requests with is promoted (switch, verify, drain, record `ok`) or withdrawn (the
+/// reconcile of a takeover). A promotion whose check through the edge fails is withdrawn too.
+pub fn decide(runner: &Runner, fleet: &Fleet, decision: Decision) -> Result<()> {
+    if fleet.hosts.len() != 1 {
+        bail!("--promote and --abort work on one target: give --host/--dir of the host with the canary");
+    }
+    let d = fleet.deployments(runner).remove(0);
+    let flag = match decision {
+        Decision::Promote => "--promote",
+        Decision::Abort => "--abort",
+    };
+    let mut steps = Steps::new(4, runner.verbosity);
+    steps.step(&format!("Checking {}", d.target().describe()), || {
+        d.target().check(runner)
+    })?;
+    let mut lock = steps.step("Taking the deploy lock", || {
+        d.lock_waiting(&format!("deploy {flag}"), fleet.lock_wait)
+    })?;
+    let stack = Stack::new(&d);
+    if lock.took_over {
+        // The deploy that started the canary died: the reconcile withdraws it (the edge's
+        // live.conf decides), which is what --abort asks and what --promote cannot do now.
+        let left = stack.canary()?;
+        crate::deploy::reconcile::run(&d)?;
+        lock.reconciled()?;
+        if let Some((color, share)) = left {
+            let what = format!(
+                "the canary ({share} to {}) of a deploy that died",
+                stack.project(color)
+            );
+            if decision == Decision::Promote {
+                bail!("{what} was withdrawn when its lock was taken over; deploy its release again to try it");
+            }
+            runner.say(format!(
+                "{what} was withdrawn; the live release answers every request"
+            ));
+            return Ok(());
+        }
+    }
+    let (Some((canary, share)), Some((live, live_tag))) = (stack.canary()?, stack.live_release()?)
+    else {
+        bail!(
+            "no canary on {}: nothing to {}; `cargo xtask status` shows what serves",
+            d.target().describe(),
+            &flag[2..]
+        );
+    };
+    let php = stack
+        .image_of(canary, "php")?
+        .context("the canary's php container is gone; withdraw it with --abort")?;
+    let tag = crate::compose_file::release_of(&php).unwrap_or_else(|| php.clone());
+    let live_tag = live_tag.unwrap_or_else(|| "the live release".into());
+    let id = switch::new_deploy_id();
+    let record = |result: &str| {
+        d.undoing().record(
+            &id,
+            &tag,
+            &d.revision(&php),
+            Strategy::Rolling.name(),
+            result,
+        )
+    };
+    match decision {
+        Decision::Abort => {
+            steps.step(
+                &format!("Withdrawing the canary of {tag} ({share})"),
+                || crate::deploy::reconcile::run(&d),
+            )?;
+            steps.step("Recording", || {
+                record(&format!(
+                    "canary withdrawn by hand; {live_tag} keeps serving"
+                ))
+            })?;
+            runner.say(format!(
+                "{live_tag} answers every request on {} again",
+                d.target().describe()
+            ));
+        }
+        Decision::Promote => {
+            let promoted = steps.step(
+                &format!("Promoting the canary of {tag} ({share} so far)"),
+                || {
+                    stack.switch(canary)?;
+                    if !runner.dry_run {
+                        d.http_check(&php, stack.port()?)?;
+                    }
+                    Ok(())
+                },
+            );
+            if let Err(err) = promoted {
+                let undoing = d.undoing();
+                let undo = Stack::new(&undoing)
+                    .switch(live)
+                    .and_then(|()| crate::deploy::reconcile::run(&undoing));
+                let _ = record(&format!(
+                    "failed; promotion withdrawn: {live_tag} keeps serving ({})",
+                    fleet::one_line(&err)
+                ));
+                return Err(match undo {
+                    Ok(()) => {
+                        err.context(format!("promoting {tag} failed; {live_tag} keeps serving"))
+                    }
+                    Err(undo) => err.context(format!(
+                        "promoting {tag} failed AND putting {live_tag} back failed: {undo:#}"
+                    )),
+                });
+            }
+            steps.step("Draining the old release and recording", || {
+                std::thread::sleep(if runner.dry_run { Duration::ZERO } else { Duration::from_secs(2) });
+                let removed = stack.remove(live);
+                record(&match &removed {
+                    Ok(()) => "ok; canary promoted by hand".to_string(),
+                    Err(err) => format!("ok; {tag} serves (canary promoted by hand), but the old release was not removed ({})", fleet::one_line(err)),
+                })?;
+                removed
+            })?;
+            runner.say(format!("{tag} is live on {}", d.target().describe()));
+        }
+    }
+    Ok(())
 }
 
 /// One row of `status --env`: what a host serves and how it is.
@@ -267,6 +406,8 @@ pub struct HostStatus {
     /// HTTPS at the edge: off, or the certificate's expiry (a warning under 14 days).
     pub tls: String,
     pub unreachable: Option<String>,
+    /// `10% to 1.4.0 (crm-green)` while a traffic canary is on.
+    pub canary: Option<String>,
 }
 
 /// Asks every host (in parallel) for its live release, health, last history line and lock.
@@ -290,6 +431,7 @@ pub fn status(runner: &Runner, fleet: &Fleet) -> Vec<HostStatus> {
                     lock: String::new(),
                     tls: String::new(),
                     unreachable: Some("the status thread panicked".into()),
+                    canary: None,
                 })
             })
             .collect()
@@ -333,6 +475,7 @@ fn host_status(d: &Deployment, label: &str) -> HostStatus {
             lock,
             tls,
             unreachable: None,
+            canary: stack.canary_summary()?,
         })
     };
     ask().unwrap_or_else(|err| HostStatus {
@@ -343,6 +486,7 @@ fn host_status(d: &Deployment, label: &str) -> HostStatus {
         lock: String::new(),
         tls: String::new(),
         unreachable: Some(fleet::one_line(&err)),
+        canary: None,
     })
 }
 
@@ -457,10 +601,15 @@ impl Member for HostRun<'_> {
         let mut lock = self.steps.step("Taking the deploy lock", || {
             d.lock_waiting(&operation, wait)
         })?;
-        // A dead deploy's lock was taken over: put the host in a known state before anything.
+        // A dead deploy's lock was taken over, or a canary was left for a decision: put the
+        // host in a known state before anything (a canary is withdrawn).
         if lock.took_over {
-            crate::deploy::reconcile::after_takeover(d)?;
+            crate::deploy::reconcile::run(d)?;
             lock.reconciled()?;
+        } else if Stack::new(d).canary()?.is_some() {
+            d.remote
+                .say("a canary was left for a decision: withdrawing it first (`deploy --promote` would have kept it)");
+            crate::deploy::reconcile::run(d)?;
         }
         self.lock = Some(lock);
         Ok(())
@@ -490,6 +639,15 @@ impl Member for HostRun<'_> {
     }
 
     fn watch(&mut self, duration: Duration) -> Result<()> {
+        if self.spec.canary.is_some() {
+            let result = self
+                .prepared
+                .as_mut()
+                .context("internal: the host was not prepared")?
+                .compare(&self.d, duration);
+            self.failed = result.is_err();
+            return result;
+        }
         self.d.remote.say(format!(
             "Watching the canary for {}",
             crate::progress::seconds(duration)
@@ -508,7 +666,11 @@ impl Member for HostRun<'_> {
             .prepared
             .take()
             .context("internal: the host was not prepared")?;
+        let held = prepared.held();
         prepared.finish(&self.d, self.spec, &mut self.steps)?;
+        if held {
+            return Ok(());
+        }
         self.d.remote.say(format!(
             "{} is live on {} ({} took {})",
             self.spec.tag,
@@ -612,6 +774,7 @@ mod tests {
             strategy: Strategy::Rolling,
             release_command: true,
             tls: None,
+            traffic_canary: None,
         }
     }
 

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::cmd::Cmd;
+use crate::deploy::canary::{self, Share};
 use crate::deploy::deployment::Deployment;
 use crate::deploy::remote::Remote;
 
@@ -341,12 +342,7 @@ impl<'a> Stack<'a> {
     /// reload (old workers finish their requests). On an undoing deployment it runs as cleanup,
     /// since putting the old release back must happen even after Ctrl-C.
     pub fn switch(&self, color: Color) -> Result<()> {
-        let Some(edge) = self
-            .edge()?
-            .or_else(|| self.remote().dry_run().then(|| "EDGE".to_string()))
-        else {
-            bail!("the edge proxy is not running")
-        };
+        let edge = self.running_edge()?;
         self.switch_edge(&edge, color)
     }
 
@@ -358,6 +354,81 @@ impl<'a> Stack<'a> {
                 .with_context(|| format!("switching the edge to {}", self.project(color)))?;
         }
         Ok(())
+    }
+
+    /// Sends `share` of the requests to `canary`, the rest to `live` (see `canary.rs`); the
+    /// live.conf stays as it is, so a switch (either way) ends the split. Refused, before
+    /// anything changes, on an edge older than the canary files.
+    pub fn split(&self, live: Color, canary: Color, share: Share) -> Result<()> {
+        let edge = self.running_edge()?;
+        for cmd in canary::start_commands(&edge, share, &self.project(canary), &self.project(live))
+        {
+            self.run(cmd).with_context(|| {
+                format!(
+                    "sending {share} of the requests to {}",
+                    self.project(canary)
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Refuses an edge that cannot split the requests (crm-gdb_edge before 0.4.0).
+    pub fn check_canary_support(&self) -> Result<()> {
+        let Some(edge) = self.edge()? else {
+            bail!("nothing serves yet: the first release cannot be a canary; deploy it without --canary")
+        };
+        if !self.remote().succeeds(canary::supported_probe(&edge))? {
+            let image = self
+                .query(Cmd::new("docker").args(["inspect", "--format", "{{.Config.Image}}", &edge]))
+                .unwrap_or_default();
+            bail!(
+                "the edge on {} ({image}) predates canaries; put crm-gdb_edge:0.4.0 in its compose.yaml and recreate the edge (docker compose -p {}-edge --profile edge up -d edge: a few seconds without service)",
+                self.deployment.target().describe(),
+                self.name()
+            );
+        }
+        Ok(())
+    }
+
+    /// The canary the edge splits the requests with, if one is on: its color and share.
+    pub fn canary(&self) -> Result<Option<(Color, Share)>> {
+        let Some(edge) = self.edge()? else {
+            return Ok(None);
+        };
+        if !self.remote().succeeds(canary::on_probe(&edge))? {
+            return Ok(None);
+        }
+        let text = self.query(canary::read_split(&edge)).unwrap_or_default();
+        Ok(canary::parse_split(&text).and_then(|(share, project)| {
+            [Color::Blue, Color::Green]
+                .into_iter()
+                .find(|c| self.project(*c) == project)
+                .map(|c| (c, share))
+        }))
+    }
+
+    /// `10% to 1.4.0 (crm-green)` when a canary is on (for `status`).
+    pub fn canary_summary(&self) -> Result<Option<String>> {
+        let Some((color, share)) = self.canary()? else {
+            return Ok(None);
+        };
+        let tag = self
+            .image_of(color, "php")?
+            .and_then(|image| crate::compose_file::release_of(&image))
+            .unwrap_or_else(|| "?".into());
+        Ok(Some(format!("{share} to {tag} ({})", self.project(color))))
+    }
+
+    /// The edge's container id; in a dry run a placeholder when none runs yet.
+    pub fn running_edge(&self) -> Result<String> {
+        match self
+            .edge()?
+            .or_else(|| self.remote().dry_run().then(|| "EDGE".to_string()))
+        {
+            Some(edge) => Ok(edge),
+            None => bail!("the edge proxy is not running"),
+        }
     }
 
     /// Stops and removes a color's containers (its volumes are shared and stay).
@@ -592,13 +663,13 @@ fn ready_probe(id: &str, service: &str, healthcheck: &[&str]) -> Cmd {
     cmd
 }
 
-/// Points the edge container `edge` at `project`: new live.conf (written, then renamed), config
-/// check, graceful reload.
-fn switch_commands(edge: &str, project: &str) -> [Cmd; 4] {
+/// Points the edge container `edge` at `project`: new live.conf (written, then renamed), no
+/// canary split any more, config check, graceful reload.
+fn switch_commands(edge: &str, project: &str) -> [Cmd; 5] {
     let conf = format!("set $crm_live \"{project}:80\";\n");
     let [write, rename] = write_in_edge(edge, LIVE_CONF, conf);
     let [check, reload] = check_and_reload(edge);
-    [write, rename, check, reload]
+    [write, rename, canary::clear_command(edge), check, reload]
 }
 
 /// Writes `bytes` to `path` in the edge container: beside it, then renamed over it, so nginx
@@ -679,7 +750,7 @@ mod tests {
 
     #[test]
     fn a_switch_rewrites_live_conf_then_reloads_gracefully() {
-        let [write, rename, check, reload] = switch_commands("e1", "crm-green");
+        let [write, rename, clear, check, reload] = switch_commands("e1", "crm-green");
         assert_eq!(
             write.argv(),
             [
@@ -708,6 +779,7 @@ mod tests {
                 "/etc/nginx/crm-edge/live.conf"
             ]
         );
+        assert_eq!(clear.argv(), canary::clear_command("e1").argv());
         assert_eq!(check.argv(), ["docker", "exec", "e1", "nginx", "-t", "-q"]);
         assert_eq!(
             reload.argv(),

@@ -15,7 +15,9 @@
 //!              so it also runs after Ctrl-C.
 //!
 //! Until `finish`, a switched host still runs its old release, so reverting it is an instant
-//! edge switch back.
+//! edge switch back. With a traffic canary (`Spec::canary`), `switch` points only that share of
+//! the requests at the new release; `compare` (the watch) promotes it or fails, and a canary
+//! held for a person is recorded by `finish` without draining anything.
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +26,7 @@ use anyhow::{bail, Context, Result};
 use crate::cmd::Cmd;
 use crate::compose_file;
 use crate::config::APP_IMAGES;
+use crate::deploy::canary::{self, Share};
 use crate::deploy::deployment::Deployment;
 use crate::deploy::environments::show_size;
 use crate::deploy::stack::{Color, Stack};
@@ -81,6 +84,9 @@ pub struct Spec {
     pub release_command: bool,
     /// HTTPS at the edge: the target's certificate and key, installed before the switch.
     pub tls: Option<TlsFiles>,
+    /// A traffic canary: the edge sends this share of the requests to the release, which is
+    /// then compared with the live one during the watch (see `canary.rs`).
+    pub canary: Option<Share>,
 }
 
 /// A new deploy id: the start time and our pid, e.g. `20261201T120000Z-4242`.
@@ -126,6 +132,8 @@ pub struct Prepared {
     /// The live release's tag, if any.
     pub from: Option<String>,
     progress: Progress,
+    /// The canary was promoted to every request.
+    promoted: bool,
 }
 
 /// Reads compose.yaml, sets the tag, pulls what the host lacks, backs up the data, runs the
@@ -158,6 +166,12 @@ pub fn prepare(d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<Prepare
         None => (None, None),
     };
     let next = live.map(Color::other).unwrap_or(Color::Blue);
+    if spec.canary.is_some() {
+        stack.check_canary_support()?;
+        if live.is_none() {
+            bail!("nothing serves yet on {}: the first release cannot be a canary; deploy it without --canary", target.describe());
+        }
+    }
     d.remote.say(format!(
         "{}: {} -> {tag} on {} ({} strategy)",
         spec.operation,
@@ -197,6 +211,7 @@ pub fn prepare(d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<Prepare
     Ok(Prepared {
         plan: Switch {
             strategy: spec.strategy,
+            canary: spec.canary,
             live,
             next,
             nginx,
@@ -207,6 +222,7 @@ pub fn prepare(d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<Prepare
         php,
         from,
         progress: Progress::default(),
+        promoted: false,
     })
 }
 
@@ -247,10 +263,65 @@ impl Prepared {
         Ok(())
     }
 
-    /// Every host switched: drains and removes the old color, records success ([8/8]).
+    /// A traffic canary's probation: the edge's error rates of both sides compared for `wait`,
+    /// then the canary promoted (the edge sends it every request). An error withdraws it (the
+    /// revert puts the live release back alone). `wait` zero leaves the split for a person to
+    /// decide (`deploy --promote` / `--abort`): nothing is compared or promoted here.
+    pub fn compare(&mut self, d: &Deployment, wait: Duration) -> Result<()> {
+        let (Some(share), Some(_)) = (self.plan.canary, self.plan.live) else {
+            return Ok(());
+        };
+        if wait.is_zero() {
+            return Ok(());
+        }
+        let stack = Stack::new(d);
+        let project = stack.project(self.plan.next);
+        d.remote.say(format!(
+            "Comparing the canary ({project}, {share} of the requests) with the live release for {}",
+            crate::progress::seconds(wait)
+        ));
+        let edge = stack.running_edge()?;
+        canary::compare(d, &edge, &project, share, wait)?;
+        stack
+            .switch(self.plan.next)
+            .context("promoting the canary to every request")?;
+        self.promoted = true;
+        d.remote.say(format!(
+            "the canary is no worse than the live release: promoted, {} answers every request",
+            spec_tag(&self.php)
+        ));
+        Ok(())
+    }
+
+    /// A canary left for a person to decide (no comparison ran): nothing to drain yet.
+    pub fn held(&self) -> bool {
+        self.plan.canary.is_some() && self.plan.live.is_some() && !self.promoted
+    }
+
+    /// Every host switched: drains and stops the old color (the standby a rollback starts again),
+    /// records success ([8/8]). A canary held for a person is recorded as such, and both colors
+    /// stay.
     pub fn finish(self, d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<()> {
         let stack = Stack::new(d);
         let revision = d.revision(&self.php);
+        if let (true, Some(share), Some(live)) = (self.held(), self.plan.canary, self.plan.live) {
+            return steps.step("Leaving the canary for a decision and recording", || {
+                let from = self.from.as_deref().unwrap_or("?");
+                d.undoing().record(
+                    &spec.deploy_id,
+                    &spec.tag,
+                    &revision,
+                    spec.strategy.name(),
+                    &format!("canary: {share} to {}, {from} keeps the rest ({}); decide with deploy --promote or --abort", spec.tag, stack.project(live)),
+                )?;
+                d.remote.say(format!(
+                    "canary: {share} of the requests go to {} ({}), the rest to {from}; decide with `cargo xtask deploy --promote` or `--abort` (a plain deploy withdraws it)",
+                    spec.tag,
+                    stack.project(self.plan.next)
+                ));
+                Ok(())
+            });
+        }
         steps.step("Draining the old release and recording", || {
             let removed = match self.plan.live {
                 Some(old) => {
@@ -338,6 +409,8 @@ struct Progress {
 /// The switch a deploy or rollback makes, decided before anything changes.
 struct Switch {
     strategy: Strategy,
+    /// A share of the requests instead of all of them.
+    canary: Option<Share>,
     /// The color serving now (None before the first deploy).
     live: Option<Color>,
     /// The color the release starts in.
@@ -379,7 +452,10 @@ impl Switch {
         });
         let edge = started?;
         progress.switched = true;
-        stack.switch_edge(&edge, next)
+        match (self.canary, live) {
+            (Some(share), Some(live)) => stack.split(live, next, share),
+            _ => stack.switch_edge(&edge, next),
+        }
     }
 
     /// Writes compose.yaml, starts the next color (a standby of the same release is only started
@@ -427,6 +503,11 @@ impl Switch {
         };
         removed.and(restored).and(restarted)
     }
+}
+
+/// The release tag of an image reference, for messages.
+fn spec_tag(image: &str) -> String {
+    compose_file::release_of(image).unwrap_or_else(|| image.to_string())
 }
 
 #[cfg(test)]

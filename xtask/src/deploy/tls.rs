@@ -1,6 +1,6 @@
 //! HTTPS at the edge: the target's own certificate and key, served by the edge on port 443, plain
 //! HTTP redirected, HSTS. Like maintenance mode, a file in the edge's conf volume (`tls.conf`,
-//! included by edge.conf from crm-gdb_edge 0.3.0 on), a config check and a graceful reload.
+//! included by edge.conf from crm-gdb_edge 0.4.0 on), a config check and a graceful reload.
 //!
 //! The files are paths ON THE TARGET (`tls:` of an environment, or `--tls-cert`/`--tls-key`).
 //! A throwaway container of the edge's image, run by the target's engine, bind-mounts them
@@ -34,7 +34,7 @@ const CERT: &str = "fullchain.pem";
 const KEY: &str = "privkey.pem";
 /// Where the throwaway container sees the target's files.
 const SOURCE: &str = "/xtask-tls";
-/// The line of edge.conf (crm-gdb_edge 0.3.0 on) that includes [`CONF`].
+/// The line of edge.conf (crm-gdb_edge 0.4.0 on) that includes [`CONF`].
 const INCLUDE: &str = "include /etc/nginx/crm-edge/tls*.conf;";
 const EDGE_CONF: &str = "/etc/nginx/conf.d/default.conf";
 /// `status` warns when the certificate expires sooner than this.
@@ -220,7 +220,7 @@ fn edge_for_tls(d: &Deployment) -> Result<(String, u16)> {
         .succeeds(Cmd::new("docker").args(["exec", &edge, "grep", "-qF", INCLUDE, EDGE_CONF]))?
     {
         bail!(
-            "the edge on {} predates HTTPS; put crm-gdb_edge:0.3.0 in its compose.yaml, then {recreate}",
+            "the edge on {} predates HTTPS; put crm-gdb_edge:0.4.0 in its compose.yaml, then {recreate}",
             d.target().describe()
         );
     }
@@ -371,7 +371,7 @@ pub fn describe(state: &State, now: i64) -> String {
         State::Off => "tls:      off (plain HTTP only)".into(),
         State::NoEdge => "tls:      off (no edge running)".into(),
         State::Unsupported => {
-            "tls:      unavailable: the edge predates it (crm-gdb_edge 0.3.0 has it)".into()
+            "tls:      unavailable: the edge predates it (crm-gdb_edge 0.4.0 has it)".into()
         }
         State::On { subject, not_after } => {
             let left = not_after - now;
@@ -393,7 +393,7 @@ pub fn describe(state: &State, now: i64) -> String {
 pub fn short(state: &State, now: i64) -> String {
     match state {
         State::Off | State::NoEdge => "off".into(),
-        State::Unsupported => "unavailable (edge < 0.3.0)".into(),
+        State::Unsupported => "unavailable (edge < 0.4.0)".into(),
         State::On { not_after, .. } => {
             let left = not_after - now;
             let days = left.div_euclid(86_400);

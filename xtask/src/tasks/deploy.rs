@@ -21,24 +21,41 @@
 //! parallel, locks in a fixed order, a canary, then waves; no host drops its old release before
 //! every host switched, and any failure (or Ctrl-C) puts every switched host back.
 //! `rollback` runs the same switch towards an earlier tag.
+//!
+//! `--canary 10%` (one target): at step 5 the edge sends that share of the requests to the new
+//! release, the rest to the live one; the edge's 5xx rates of both are compared for
+//! `--canary-wait`, then the canary is promoted (no worse) or withdrawn (the live release alone
+//! again, as after any failure). `--canary-wait 0` leaves the split for a person:
+//! `deploy --promote` or `deploy --abort` decides (a plain deploy withdraws it first).
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
+use crate::config::CANARY_WAIT;
 use crate::ctx::Ctx;
+use crate::deploy::canary::Share;
 use crate::deploy::environments::parse_duration;
 use crate::deploy::fleet::Wave;
 use crate::deploy::options::TargetArgs;
-use crate::deploy::rollout;
+use crate::deploy::rollout::{self, Decision};
 use crate::deploy::switch::Strategy;
 use crate::reference::ReleaseTag;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Release tag to deploy (must be in the registry).
-    #[arg(long)]
-    pub tag: ReleaseTag,
+    #[arg(long, required_unless_present_any = ["promote", "abort"])]
+    pub tag: Option<ReleaseTag>,
+    /// Send this share of the requests (1% to 99%) to the release through the edge, compare the error rates for --canary-wait, then promote or withdraw it. One target.
+    #[arg(long, value_name = "PERCENT", value_parser = parse_share, conflicts_with = "env")]
+    pub canary: Option<Share>,
+    /// Promote the canary left by `--canary P --canary-wait 0` to every request.
+    #[arg(long, conflicts_with_all = ["tag", "abort", "canary"])]
+    pub promote: bool,
+    /// Withdraw the canary left by `--canary P --canary-wait 0`: the live release gets every request again.
+    #[arg(long, conflicts_with_all = ["tag", "canary"])]
+    pub abort: bool,
     /// rolling: new containers beside the old, switch once healthy; recreate: the old Makefile's stop-and-start [default: rolling].
     #[arg(long, value_enum)]
     pub strategy: Option<Strategy>,
@@ -48,8 +65,8 @@ pub struct Args {
     /// The host that switches first, alone [default: the environment's canary, else its first host].
     #[arg(long, conflicts_with = "dir", value_name = "HOST")]
     pub canary_host: Option<String>,
-    /// Keep checking the canary this long before the other hosts switch, e.g. 30s or 2m.
-    #[arg(long, conflicts_with = "dir", value_parser = parse_wait)]
+    /// With --env: keep checking the canary host this long before the other hosts switch, e.g. 30s or 2m. With --canary: compare the error rates this long [default: 60s]; 0 leaves the decision to --promote/--abort.
+    #[arg(long, value_parser = parse_wait)]
     pub canary_wait: Option<Duration>,
     /// When another deploy holds a host's lock, wait for it this long (90s, 10m, 1h) instead of failing.
     #[arg(long, value_name = "DURATION", value_parser = parse_wait)]
@@ -66,11 +83,40 @@ fn parse_wave(text: &str) -> Result<Wave, String> {
 }
 
 fn parse_wait(text: &str) -> Result<Duration, String> {
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
     parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn parse_share(text: &str) -> Result<Share, String> {
+    Share::parse(text).map_err(|e| e.to_string())
+}
+
+/// Flag combinations clap cannot express, refused before anything connects.
+fn check_flags(args: &Args, env: bool) -> Result<()> {
+    if args.canary_wait.is_some() && !env && args.canary.is_none() {
+        bail!("--canary-wait needs --env (how long the canary host is watched) or --canary PERCENT (how long the shares are compared)");
+    }
+    if args.canary.is_some() && args.strategy == Some(Strategy::Recreate) {
+        bail!("--canary needs the rolling strategy: recreate stops the live release the canary is compared with");
+    }
+    Ok(())
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let mut fleet = args.target.fleet(&ctx.root)?;
+    check_flags(args, fleet.env.is_some())?;
+    if args.promote || args.abort {
+        fleet.lock_wait = args.lock_wait;
+        let decision = if args.promote {
+            Decision::Promote
+        } else {
+            Decision::Abort
+        };
+        return rollout::decide(&ctx.runner, &fleet, decision);
+    }
+    let tag = args.tag.as_ref().context("--tag is required")?;
     if let Some(strategy) = args.strategy {
         fleet.strategy = strategy;
     }
@@ -85,7 +131,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     }
     fleet.lock_wait = args.lock_wait;
     fleet.release_command = !args.skip_release_command;
-    rollout::deploy(&ctx.runner, &fleet, &args.tag, "deploy").map(drop)
+    if let Some(share) = args.canary {
+        fleet.traffic_canary = Some(share);
+        fleet.canary_wait = Some(args.canary_wait.unwrap_or(CANARY_WAIT));
+    }
+    rollout::deploy(&ctx.runner, &fleet, tag, "deploy").map(drop)
 }
 
 #[cfg(test)]
@@ -113,11 +163,7 @@ mod tests {
     #[test]
     fn fleet_flags_need_an_environment() {
         let parse = |a: &[&str]| Cli::try_parse_from(std::iter::once("x").chain(a.iter().copied()));
-        for flag in [
-            ["--wave", "2"],
-            ["--canary-host", "web1"],
-            ["--canary-wait", "3s"],
-        ] {
+        for flag in [["--wave", "2"], ["--canary-host", "web1"]] {
             let mut a = vec!["--tag", "1.0.0", "--dir", "/srv"];
             a.extend(flag);
             assert!(parse(&a).is_err(), "{flag:?} without --env");
@@ -125,5 +171,52 @@ mod tests {
             a.extend(flag);
             assert!(parse(&a).is_ok(), "{flag:?} with --env");
         }
+        // --canary-wait: the canary host's watch (--env) or the comparison of a --canary.
+        let wait = |a: &[&str]| check_flags(&parse(a).unwrap().args, a.contains(&"--env"));
+        assert!(wait(&["--tag", "1", "--dir", "/srv", "--canary-wait", "3s"]).is_err());
+        assert!(wait(&["--tag", "1", "--env", "p", "--canary-wait", "3s"]).is_ok());
+        let a = [
+            "--tag",
+            "1",
+            "--dir",
+            "/s",
+            "--canary",
+            "10%",
+            "--canary-wait",
+            "0",
+        ];
+        assert!(wait(&a).is_ok());
+        assert_eq!(parse(&a).unwrap().args.canary_wait, Some(Duration::ZERO));
+        assert!(wait(&[
+            "--tag",
+            "1",
+            "--dir",
+            "/s",
+            "--canary",
+            "5",
+            "--strategy",
+            "recreate"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn canary_promote_and_abort_flags() {
+        let parse = |a: &[&str]| Cli::try_parse_from(std::iter::once("x").chain(a.iter().copied()));
+        let args = parse(&["--tag", "1.0.0", "--dir", "/s", "--canary", "10%"])
+            .unwrap()
+            .args;
+        assert_eq!(args.canary.unwrap().to_string(), "10%");
+        assert!(parse(&["--tag", "1.0.0", "--dir", "/s", "--canary", "100%"]).is_err());
+        assert!(
+            parse(&["--tag", "1.0.0", "--env", "p", "--canary", "10%"]).is_err(),
+            "one target"
+        );
+        // --promote / --abort need no tag, and take none.
+        assert!(parse(&["--promote", "--dir", "/s"]).unwrap().args.promote);
+        assert!(parse(&["--abort", "--dir", "/s"]).unwrap().args.abort);
+        assert!(parse(&["--dir", "/s"]).is_err(), "--tag or a decision");
+        assert!(parse(&["--promote", "--tag", "1.0.0", "--dir", "/s"]).is_err());
+        assert!(parse(&["--promote", "--abort", "--dir", "/s"]).is_err());
     }
 }

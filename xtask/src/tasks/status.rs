@@ -43,6 +43,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         }
         None => println!("live:     nothing deployed yet"),
     }
+    if let Some(canary) = stack.canary_summary()? {
+        println!("canary:   {canary}; decide with `deploy --promote` or `deploy --abort`");
+    }
     println!("{}", crate::deploy::maintenance::status_line(&d)?);
     let tls = crate::deploy::tls::state(&d)?;
     println!(
@@ -90,7 +93,13 @@ fn fleet_status(ctx: &Ctx, env: &str, fleet: &rollout::Fleet) -> Result<()> {
             ],
             None => vec![
                 h.label.clone(),
-                h.live.clone().unwrap_or_else(|| "nothing".into()),
+                match &h.canary {
+                    Some(canary) => format!(
+                        "{} (canary: {canary})",
+                        h.live.as_deref().unwrap_or("nothing")
+                    ),
+                    None => h.live.clone().unwrap_or_else(|| "nothing".into()),
+                },
                 h.health.clone(),
                 h.last.clone(),
                 h.lock.clone(),

@@ -216,6 +216,7 @@ fn scenarios(
         strategy: Strategy::Rolling,
         release_command: true,
         tls: None,
+        traffic_canary: None,
     };
     let addrs: Vec<std::net::IpAddr> = layout.all().iter().map(|m| m.addr.into()).collect();
     let runner = &quiet.runner;
