@@ -156,9 +156,9 @@ enum Task {
     BenchDeploy(bench_deploy::Args),
     /// Time build-app against the old Makefile procedure run with BuildKit (cold, CI cold runner, warm, no change, sizes).
     #[command(
-        after_help = "Examples:\n  cargo xtask bench\n  cargo xtask bench --registry 127.0.0.1:5000/kiora\n\nWithout --registry (or XTASK_REGISTRY) it starts its own `docker-registry serve` on 127.0.0.1.\nIt prunes the engine's whole build cache (`docker builder prune -af`) for the cold builds:\nrun it where nothing else uses the engine.\nWrites docs/benchmarks.md."
+        after_help = "Examples:\n  cargo xtask bench\n  cargo xtask bench --registry 127.0.0.1:5000/kiora\n\nWithout --registry (or XTASK_REGISTRY) it starts its own `docker-registry serve` on 127.0.0.1.\nIt prunes the engine's whole build cache (`docker builder prune -af`) for the cold builds:\nrun it where nothing else uses the engine.\nWrites docs/benchmarks.md (a run with --only does not).\n\n  cargo xtask bench --only same --runs 1   (one part: cold, ci, warm, same, staging, cargo, sizes)"
     )]
-    Bench,
+    Bench(bench::Args),
     /// Check this machine has what the tasks need, and say what to install when it has not.
     #[command(
         after_help = "Examples:\n  cargo xtask doctor\n  cargo xtask doctor --registry 127.0.0.1:5000/kiora"
@@ -252,7 +252,7 @@ fn run(cli: Cli) -> Result<()> {
         Task::Maintenance(args) => maintenance::run(&ctx, &args),
         Task::Prune(args) => prune::run(&ctx, &args),
         Task::BenchDeploy(args) => bench_deploy::run(&ctx, &args),
-        Task::Bench => bench::run(&ctx),
+        Task::Bench(args) => bench::run(&ctx, &args),
         Task::Doctor => doctor::run(&ctx),
         Task::Testbed(args) => tasks::testbed::run(&ctx, args),
         Task::Completions { shell } => completions::run(shell, &mut Cli::command()),
