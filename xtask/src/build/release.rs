@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::cmd::{Cmd, Runner};
+use crate::cmd::Runner;
 use crate::config::Config;
 use crate::docker::Build;
 use crate::reference::ImageRef;
@@ -61,14 +61,8 @@ pub fn add_base_digest(runner: &Runner, build: &mut Build) -> Result<()> {
         return Ok(());
     };
     let base = base.clone();
-    let inspect = Cmd::new("docker").args([
-        "image",
-        "inspect",
-        "--format",
-        "{{.Id}}{{range .RepoDigests}} {{.}}{{end}}",
-        &base,
-    ]);
-    let digest = match runner.query(&inspect) {
+    // `ID SIZE REPO@DIGEST...`: the size is no `REPO@DIGEST`, so `pick_digest` passes over it.
+    let digest = match crate::docker::image_summary(runner, &base) {
         Ok(answer) => pick_digest(&base, &answer),
         // --dry-run: the base may not be pulled yet; the plan still shows where the value goes.
         Err(_) if runner.dry_run => format!("<digest of {base}>"),
