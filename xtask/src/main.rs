@@ -85,7 +85,7 @@ enum Task {
     Down(down::Args),
     /// Build and push the pinned base images (php base and php build).
     #[command(
-        after_help = "Examples:\n  cargo xtask docker-publish --image php --tag 0.4.1\n  cargo xtask docker-publish --image php --tag 0.4.1 --platform linux/amd64,linux/arm64   (docker-container builder)"
+        after_help = "Examples:\n  cargo xtask docker-publish --image php --tag 0.5.0\n  cargo xtask docker-publish --image php --tag 0.5.0 --platform linux/amd64,linux/arm64   (docker-container builder)"
     )]
     DockerPublish(docker_publish::Args),
     /// Build the release images from a clean copy of the code, push them and update compose.yaml.

@@ -136,8 +136,8 @@ mod tests {
             ]);
             v.into_iter().map(String::from).collect::<Vec<_>>()
         };
-        let base = "org.opencontainers.image.base.name=127.0.0.1:5000/kiora/crm-gdb_php_base:0.4.1";
-        let base_arg = "BASE_IMAGE=127.0.0.1:5000/kiora/crm-gdb_php_base:0.4.1";
+        let base = "org.opencontainers.image.base.name=127.0.0.1:5000/kiora/crm-gdb_php_base:0.5.0";
+        let base_arg = "BASE_IMAGE=127.0.0.1:5000/kiora/crm-gdb_php_base:0.5.0";
         assert_eq!(
             argv[0],
             expected(
@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn base_digest_prefers_the_registry_digest_of_the_same_repository() {
-        let image = "127.0.0.1:5000/kiora/crm-gdb_php_base:0.4.1";
+        let image = "127.0.0.1:5000/kiora/crm-gdb_php_base:0.5.0";
         assert_eq!(pick_digest(image, "sha256:1d"), "sha256:1d");
         assert_eq!(
             pick_digest(
