@@ -66,9 +66,8 @@ fn points(prefix: &str, tag: &str) -> Vec<Point> {
             " composer install ".into(),
             Pause::During,
         ),
-        // npm runs beside composer, in step 3 (step 4 is then skipped).
-        point("npm ci", 3, " npm ci ".into(), Pause::During),
-        point("npm run build", 3, " npm run build ".into(), Pause::During),
+        point("npm ci", 4, " npm ci ".into(), Pause::During),
+        point("npm run build", 4, " npm run build ".into(), Pause::During),
         point("build php", 5, " --target php ".into(), Pause::Before),
         point(
             "build php-supervisor",
@@ -149,11 +148,6 @@ fn interrupt_every_step(test: &str, signal: i32, tag: &'static str) {
     for point in points(&prefix, tag) {
         if point.name == "base image pull" {
             docker(&["image", "rm", &base]);
-        }
-        if point.name.starts_with("npm") {
-            // npm runs beside composer: an earlier point may have let it finish and cache
-            // public/build/, and then npm would not run at all.
-            let _ = std::fs::remove_dir_all(cache_dir(root));
         }
         let before = snapshot(root);
         let compose_before = std::fs::read(root.join("compose.yaml")).unwrap();

@@ -3,9 +3,8 @@
 //! 1. stage the committed HEAD (or, with `--allow-dirty`, the working tree) in a temporary
 //!    directory, so the developer's tree and its dev dependencies are never touched;
 //! 2. check the pinned base images are in the local engine, pull them if not;
-//! 3. `composer install --no-dev` and, side by side with it, 4. `npm ci && npm run build` in
-//!    the staging directory, inside the pinned build image (or with the host's tools under
-//!    `--host-tools`);
+//! 3. `composer install --no-dev` and 4. `npm ci && npm run build` in the staging directory,
+//!    inside the pinned build image (or with the host's tools under `--host-tools`);
 //! 5. build `crm-gdb_php:TAG`, `crm-gdb_php:TAG-supervisor` and `crm-gdb_nginx:TAG`, then push
 //!    them (`--no-push` keeps them local);
 //! 6. only after every push succeeded, point compose.yaml at TAG;
@@ -231,24 +230,12 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
                 None => build_cache::cache_dir(),
             };
             let tool_id = tools.identity(runner);
-            // composer (vendor/) and npm (node_modules/, public/build/) write apart and each
-            // waits mostly on one core or the network: side by side, in one step.
             steps.step("Installing production dependencies", || {
-                std::thread::scope(|scope| {
-                    let assets = scope.spawn(|| {
-                        tools.compile_assets(runner, &app_dir, cache.as_deref(), &tool_id)
-                    });
-                    let vendor = tools.install_vendor(runner, &app_dir, cache.as_deref(), &tool_id);
-                    let assets = assets
-                        .join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("compiling the assets panicked")));
-                    both_done(vendor, assets)
-                })
+                tools.install_vendor(runner, &app_dir, cache.as_deref(), &tool_id)
             })?;
-            steps.skip(
-                "Compiling assets",
-                "done beside the dependencies, in step 3",
-            );
+            steps.step("Compiling assets", || {
+                tools.compile_assets(runner, &app_dir, cache.as_deref(), &tool_id)
+            })?;
 
             let key = inputs_key(ctx, &tools, &opts.platform, source, builder)?
                 .unwrap_or_else(|| "<inputs key>".to_string());
@@ -338,25 +325,6 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
     Ok(())
 }
 
-/// The outcome of two side-by-side jobs: an interrupt first (its exit status is 130/143),
-/// then the dependencies' failure, then the assets'; both failures are named when both failed.
-fn both_done(vendor: Result<()>, assets: Result<()>) -> Result<()> {
-    let interrupted = |r: &Result<()>| {
-        r.as_ref()
-            .is_err_and(|e| e.is::<crate::interrupt::Interrupted>())
-    };
-    match (vendor, assets) {
-        (Ok(()), Ok(())) => Ok(()),
-        (vendor, _) if interrupted(&vendor) => vendor,
-        (_, assets) if interrupted(&assets) => assets,
-        (Err(vendor), Err(assets)) => {
-            Err(vendor.context(format!("the assets failed too: {assets:#}")))
-        }
-        (vendor, Ok(())) => vendor,
-        (Ok(()), assets) => assets,
-    }
-}
-
 /// The release the compose file points at now (the previous one), if it names one.
 fn previous_release(compose: &std::path::Path) -> Option<String> {
     let text = std::fs::read_to_string(compose).ok()?;
@@ -407,29 +375,6 @@ mod tests {
             previous_tag_of("1.4.0-supervisor", "1.4.0", "1.3.0"),
             "1.3.0-supervisor"
         );
-    }
-
-    #[test]
-    fn side_by_side_failures_keep_an_interrupt_first() {
-        let fail = |what: &str| -> Result<()> { Err(anyhow::anyhow!("{what}")) };
-        assert!(both_done(Ok(()), Ok(())).is_ok());
-        assert_eq!(
-            both_done(fail("composer"), Ok(())).unwrap_err().to_string(),
-            "composer"
-        );
-        assert_eq!(
-            both_done(Ok(()), fail("npm")).unwrap_err().to_string(),
-            "npm"
-        );
-        let both = both_done(fail("composer"), fail("npm")).unwrap_err();
-        assert_eq!(format!("{both:#}"), "the assets failed too: npm: composer");
-        let interrupted = || -> Result<()> { Err(crate::interrupt::Interrupted(2).into()) };
-        for err in [
-            both_done(fail("composer"), interrupted()).unwrap_err(),
-            both_done(interrupted(), fail("npm")).unwrap_err(),
-        ] {
-            assert!(err.is::<crate::interrupt::Interrupted>());
-        }
     }
 
     #[test]
