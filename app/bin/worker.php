@@ -1,7 +1,7 @@
 <?php
 
 /**
- * Background worker (run by supervisord in the -supervisor image).
+ * Background worker (the process of the -supervisor image; its restart policy restarts it).
  * Every few seconds: marks new contacts as processed and writes var/data/stats.json.
  *
  *   php bin/worker.php           loop until SIGTERM/SIGINT
@@ -32,7 +32,7 @@ try {
 }
 $contacts = new ContactRepository($pdo);
 
-// Stop between passes, never in the middle of one, when docker/supervisord asks.
+// Stop between passes, never in the middle of one, when docker stop asks.
 $running = true;
 if (function_exists('pcntl_async_signals')) {
     pcntl_async_signals(true);

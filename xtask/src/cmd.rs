@@ -539,6 +539,13 @@ impl Runner {
         }
     }
 
+    /// `-v`: a line about work done without a command (e.g. a query over the engine's API).
+    pub fn trace(&self, line: &str) {
+        if self.verbosity >= Verbosity::Verbose {
+            progress::print_line(false, line);
+        }
+    }
+
     /// `-v`: every command, as `$ command`, before it runs.
     fn echo(&self, cmd: &Cmd) {
         if self.verbosity >= Verbosity::Verbose {

@@ -6,7 +6,7 @@
 use crate::reference::ImageRef;
 
 pub const DEFAULT_REGISTRY: &str = "registry.kiora.tech/kiora";
-pub const DEFAULT_BASE_TAG: &str = "0.4.1";
+pub const DEFAULT_BASE_TAG: &str = "0.5.0";
 pub const DEFAULT_OS_IMAGE: &str = "debian:bookworm-slim";
 
 /// Deploy targets: the stack name, the data backups kept, and the free space a target needs
@@ -92,11 +92,11 @@ mod tests {
         let config = Config::default();
         assert_eq!(
             config.php_base().to_string(),
-            "registry.kiora.tech/kiora/crm-gdb_php_base:0.4.1"
+            "registry.kiora.tech/kiora/crm-gdb_php_base:0.5.0"
         );
         assert_eq!(
             config.php_build().to_string(),
-            "registry.kiora.tech/kiora/crm-gdb_php_build:0.4.1"
+            "registry.kiora.tech/kiora/crm-gdb_php_build:0.5.0"
         );
         let names: Vec<String> = config
             .app_images("1.4.0")

@@ -1,10 +1,12 @@
-//! Docker command lines, built as data (see `cmd.rs`).
+//! Docker command lines, built as data (see `cmd.rs`), and the read-only queries that go to the
+//! engine's API when it is local (`docker_api.rs`), with the CLI as the fallback.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::cmd::{Cmd, Runner};
+use crate::docker_api::Engine;
 use crate::reference::ImageRef;
 
 /// How images get built. buildx (BuildKit) when the plugin is there, else the classic builder.
@@ -16,6 +18,11 @@ pub enum Builder {
 
 impl Builder {
     pub fn detect(runner: &Runner) -> Result<Builder> {
+        // The plugin where the CLI looks for it first: no `docker buildx version` to start.
+        if let Some(plugin) = buildx_plugin() {
+            runner.trace(&format!("buildx plugin: {}", plugin.display()));
+            return Ok(Builder::Buildx);
+        }
         let buildx = runner.succeeds(&Cmd::new("docker").args(["buildx", "version"]))?;
         Ok(if buildx {
             Builder::Buildx
@@ -34,8 +41,122 @@ impl Builder {
     }
 }
 
+/// The buildx CLI plugin, if it is in one of the directories the docker CLI searches by
+/// default (`$DOCKER_CONFIG/cli-plugins`, then the system ones). `None`: ask the CLI.
+fn buildx_plugin() -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let env = |key: &str| std::env::var_os(key).filter(|v| !v.is_empty());
+    let user = env("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|home| Path::new(&home).join(".docker")))
+        .map(|dir| dir.join("cli-plugins"));
+    let system = [
+        "/usr/local/lib/docker/cli-plugins",
+        "/usr/local/libexec/docker/cli-plugins",
+        "/usr/lib/docker/cli-plugins",
+        "/usr/libexec/docker/cli-plugins",
+    ]
+    .map(PathBuf::from);
+    user.into_iter()
+        .chain(system)
+        .map(|dir| dir.join("docker-buildx"))
+        .find(|file| {
+            std::fs::metadata(file)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// The engine's API (`docker_api`), echoed under `-v` as `$ GET PATH (docker.sock)`.
+fn api_get<T>(runner: &Runner, what: &str, call: impl FnOnce(&Engine) -> Result<T>) -> Option<T> {
+    let engine = Engine::local()?;
+    runner.trace(&format!("$ GET {what} ({})", engine.socket.display()));
+    call(&engine).ok()
+}
+
+/// The image IDs of `images`, in order; `None` if one of them is not in the local engine.
+pub fn image_ids(runner: &Runner, images: &[String]) -> Result<Option<Vec<String>>> {
+    let from_api = api_get(runner, "/images/NAME/json", |engine| {
+        images
+            .iter()
+            .map(|image| Ok(engine.image(image)?.map(|info| info.id)))
+            .collect::<Result<Option<Vec<String>>>>()
+    });
+    if let Some(ids) = from_api {
+        return Ok(ids);
+    }
+    // One `docker image inspect` for all of them: it fails if one is missing.
+    let inspect = Cmd::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}"])
+        .args(images.iter().cloned());
+    match runner.query(&inspect) {
+        Ok(ids) if ids.lines().count() == images.len() => {
+            Ok(Some(ids.lines().map(String::from).collect()))
+        }
+        Err(err) if err.is::<crate::interrupt::Interrupted>() => Err(err),
+        _ => Ok(None),
+    }
+}
+
+/// `ID SIZE REPO@DIGEST...` of `image` (the answer of `docker image inspect --format
+/// '{{.Id}} {{.Size}}{{range .RepoDigests}} {{.}}{{end}}'`).
+pub fn image_summary(runner: &Runner, image: &str) -> Result<String> {
+    let from_api = api_get(runner, &format!("/images/{image}/json"), |engine| {
+        engine.image(image)?.context("no such image")
+    });
+    if let Some(info) = from_api {
+        let mut line = format!("{} {}", info.id, info.size);
+        for digest in &info.repo_digests {
+            line.push(' ');
+            line.push_str(digest);
+        }
+        return Ok(line);
+    }
+    runner.query(&summary_inspect(image))
+}
+
+/// `docker image inspect`: ID, size in bytes, then every repository digest.
+pub fn summary_inspect(image: &str) -> Cmd {
+    Cmd::new("docker").args([
+        "image",
+        "inspect",
+        "--format",
+        "{{.Id}} {{.Size}}{{range .RepoDigests}} {{.}}{{end}}",
+        image,
+    ])
+}
+
+/// `SHORT-ID REPOSITORY:TAG` lines of the images carrying `label` (`KEY=VALUE`), one per tag
+/// (as `docker image ls --format '{{.ID}} {{.Repository}}:{{.Tag}}'` prints them).
+pub fn images_labelled(runner: &Runner, label: &str) -> Result<String> {
+    let from_api = api_get(runner, "/images/json?filters=label", |engine| {
+        engine.images_labelled(label)
+    });
+    if let Some(images) = from_api {
+        let mut lines = String::new();
+        for image in images {
+            let hex = image.id.strip_prefix("sha256:").unwrap_or(&image.id);
+            let short: String = hex.chars().take(12).collect();
+            for tag in image.tags {
+                lines.push_str(&format!("{short} {tag}\n"));
+            }
+        }
+        return Ok(lines);
+    }
+    runner.query(&Cmd::new("docker").args([
+        "image",
+        "ls",
+        "--filter",
+        &format!("label={label}"),
+        "--format",
+        "{{.ID}} {{.Repository}}:{{.Tag}}",
+    ]))
+}
+
 /// Checks the engine answers, so a stopped daemon is one clear line instead of a failed build.
 pub fn check_engine(runner: &Runner) -> Result<String> {
+    if let Some(version) = api_get(runner, "/version", Engine::version) {
+        return Ok(version);
+    }
     runner.query(&Cmd::new("docker").args(["version", "--format", "{{.Server.Version}}"])).map_err(|err| {
         if err.is::<crate::interrupt::Interrupted>() {
             return err;
@@ -207,6 +328,33 @@ fn path(path: &Path) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn summary_inspect_asks_for_id_size_and_digests() {
+        assert_eq!(
+            summary_inspect("x:1").argv(),
+            [
+                "docker",
+                "image",
+                "inspect",
+                "--format",
+                "{{.Id}} {{.Size}}{{range .RepoDigests}} {{.}}{{end}}",
+                "x:1"
+            ]
+        );
+    }
+
+    /// Through the engine's API or the CLI, the same answers (where an engine runs here).
+    #[test]
+    fn api_queries_answer_as_the_cli_does() {
+        let runner = Runner::new(false, crate::progress::Verbosity::Quiet);
+        if Engine::local().is_none() || check_engine(&runner).is_err() {
+            return;
+        }
+        let missing = vec!["xtask-no-such-image:0".to_string()];
+        assert_eq!(image_ids(&runner, &missing).unwrap(), None);
+        assert_eq!(images_labelled(&runner, "xtask.no-such=1").unwrap(), "");
+    }
+
     fn image() -> ImageRef {
         ImageRef {
             registry: "127.0.0.1:5000/kiora".into(),
@@ -221,7 +369,7 @@ mod tests {
             target: Some("php".into()),
             context: "/s".into(),
             image: image(),
-            build_args: vec![("BASE_IMAGE".into(), "r/b:0.4.1".into())],
+            build_args: vec![("BASE_IMAGE".into(), "r/b:0.5.0".into())],
             labels: vec![("org.opencontainers.image.version".into(), "1.4.0".into())],
             platforms: Vec::new(),
             inline_cache: false,
@@ -246,7 +394,7 @@ mod tests {
                 "--tag",
                 "127.0.0.1:5000/kiora/crm-gdb_php:1.4.0",
                 "--build-arg",
-                "BASE_IMAGE=r/b:0.4.1",
+                "BASE_IMAGE=r/b:0.5.0",
                 "--label",
                 "org.opencontainers.image.version=1.4.0",
                 "/s",

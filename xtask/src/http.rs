@@ -1,5 +1,6 @@
-//! A tiny HTTP/1.0 client for loopback checks (`/health`) and plain-HTTP registries (the
-//! registry API of `build/registry_api.rs`), so neither needs curl nor an HTTP crate.
+//! A tiny HTTP/1.0 client for loopback checks (`/health`), plain-HTTP registries (the
+//! registry API of `build/registry_api.rs`) and the Docker engine's unix socket
+//! (`docker_api.rs`), so none of them needs curl nor an HTTP crate.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -76,9 +77,14 @@ impl Request {
 
 /// Sends `request` to `host` (`HOST:PORT`, plain HTTP) and reads the whole answer.
 pub fn request(host: &str, request: &Request) -> Result<Response> {
-    let mut stream =
-        TcpStream::connect(host).with_context(|| format!("cannot connect to {host}"))?;
+    let stream = TcpStream::connect(host).with_context(|| format!("cannot connect to {host}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    exchange(stream, host, request)
+}
+
+/// Writes `request` on an open connection and reads the whole answer (the server closes it:
+/// HTTP/1.0, `Connection: close`).
+pub fn exchange(mut stream: impl Read + Write, host: &str, request: &Request) -> Result<Response> {
     stream.write_all(&request.encode(host))?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;

@@ -9,8 +9,10 @@ mod config;
 mod ctx;
 mod deploy;
 mod docker;
+mod docker_api;
 mod http;
 mod interrupt;
+mod json;
 mod probe;
 mod progress;
 mod project;
@@ -83,7 +85,7 @@ enum Task {
     Down(down::Args),
     /// Build and push the pinned base images (php base and php build).
     #[command(
-        after_help = "Examples:\n  cargo xtask docker-publish --image php --tag 0.4.1\n  cargo xtask docker-publish --image php --tag 0.4.1 --platform linux/amd64,linux/arm64   (docker-container builder)"
+        after_help = "Examples:\n  cargo xtask docker-publish --image php --tag 0.5.0\n  cargo xtask docker-publish --image php --tag 0.5.0 --platform linux/amd64,linux/arm64   (docker-container builder)"
     )]
     DockerPublish(docker_publish::Args),
     /// Build the release images from a clean copy of the code, push them and update compose.yaml.
@@ -161,9 +163,9 @@ enum Task {
     BenchDeploy(bench_deploy::Args),
     /// Time build-app against the old Makefile procedure run with BuildKit (cold, CI cold runner, warm, no change, sizes).
     #[command(
-        after_help = "Examples:\n  cargo xtask bench\n  cargo xtask bench --registry 127.0.0.1:5000/kiora\n\nWithout --registry (or XTASK_REGISTRY) it starts its own `docker-registry serve` on 127.0.0.1.\nIt prunes the engine's whole build cache (`docker builder prune -af`) for the cold builds:\nrun it where nothing else uses the engine.\nWrites docs/benchmarks.md."
+        after_help = "Examples:\n  cargo xtask bench\n  cargo xtask bench --registry 127.0.0.1:5000/kiora\n\nWithout --registry (or XTASK_REGISTRY) it starts its own `docker-registry serve` on 127.0.0.1.\nIt prunes the engine's whole build cache (`docker builder prune -af`) for the cold builds:\nrun it where nothing else uses the engine.\nWrites docs/benchmarks.md (a run with --only does not).\n\n  cargo xtask bench --only same --runs 1   (one part: cold, ci, warm, same, staging, cargo, sizes)"
     )]
-    Bench,
+    Bench(bench::Args),
     /// Check this machine has what the tasks need, and say what to install when it has not.
     #[command(
         after_help = "Examples:\n  cargo xtask doctor\n  cargo xtask doctor --registry 127.0.0.1:5000/kiora"
@@ -258,7 +260,7 @@ fn run(cli: Cli) -> Result<()> {
         Task::Tls(args) => tls::run(&ctx, &args),
         Task::Prune(args) => prune::run(&ctx, &args),
         Task::BenchDeploy(args) => bench_deploy::run(&ctx, &args),
-        Task::Bench => bench::run(&ctx),
+        Task::Bench(args) => bench::run(&ctx, &args),
         Task::Doctor => doctor::run(&ctx),
         Task::Testbed(args) => tasks::testbed::run(&ctx, args),
         Task::Completions { shell } => completions::run(shell, &mut Cli::command()),

@@ -88,7 +88,7 @@ fn killed_deploys_do_not_block_the_next_one() {
             "{args:?} failed"
         )
     };
-    ok(&["docker-publish", "--image", "php", "--tag", "0.4.1"]);
+    ok(&["docker-publish", "--image", "php", "--tag", "0.5.0"]);
     ok(&["docker-publish", "--image", "edge", "--tag", "0.4.0"]);
     ok(&["build-app", "--tag", A]);
     // B has other CSS: the page served tells which release serves.

@@ -39,7 +39,7 @@ fn fleet_deploys_end_on_one_release() {
             "{args:?} failed"
         )
     };
-    ok(&["docker-publish", "--image", "php", "--tag", "0.4.1"]);
+    ok(&["docker-publish", "--image", "php", "--tag", "0.5.0"]);
     ok(&["docker-publish", "--image", "edge", "--tag", "0.4.0"]);
     ok(&["build-app", "--tag", "1.0.0-a"]);
     commit(&sh, root, "app/assets/app.css", |css| {

@@ -41,7 +41,7 @@ fn https_at_the_edge_across_a_deploy_and_a_certificate_swap() {
         "--image",
         "php",
         "--tag",
-        "0.4.1",
+        "0.5.0",
         "--no-push",
     ]);
     ok(&[

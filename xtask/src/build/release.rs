@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::cmd::{Cmd, Runner};
+use crate::cmd::Runner;
 use crate::config::Config;
 use crate::docker::Build;
 use crate::reference::ImageRef;
@@ -61,14 +61,8 @@ pub fn add_base_digest(runner: &Runner, build: &mut Build) -> Result<()> {
         return Ok(());
     };
     let base = base.clone();
-    let inspect = Cmd::new("docker").args([
-        "image",
-        "inspect",
-        "--format",
-        "{{.Id}}{{range .RepoDigests}} {{.}}{{end}}",
-        &base,
-    ]);
-    let digest = match runner.query(&inspect) {
+    // `ID SIZE REPO@DIGEST...`: the size is no `REPO@DIGEST`, so `pick_digest` passes over it.
+    let digest = match crate::docker::image_summary(runner, &base) {
         Ok(answer) => pick_digest(&base, &answer),
         // --dry-run: the base may not be pulled yet; the plan still shows where the value goes.
         Err(_) if runner.dry_run => format!("<digest of {base}>"),
@@ -142,8 +136,8 @@ mod tests {
             ]);
             v.into_iter().map(String::from).collect::<Vec<_>>()
         };
-        let base = "org.opencontainers.image.base.name=127.0.0.1:5000/kiora/crm-gdb_php_base:0.4.1";
-        let base_arg = "BASE_IMAGE=127.0.0.1:5000/kiora/crm-gdb_php_base:0.4.1";
+        let base = "org.opencontainers.image.base.name=127.0.0.1:5000/kiora/crm-gdb_php_base:0.5.0";
+        let base_arg = "BASE_IMAGE=127.0.0.1:5000/kiora/crm-gdb_php_base:0.5.0";
         assert_eq!(
             argv[0],
             expected(
@@ -178,7 +172,7 @@ mod tests {
 
     #[test]
     fn base_digest_prefers_the_registry_digest_of_the_same_repository() {
-        let image = "127.0.0.1:5000/kiora/crm-gdb_php_base:0.4.1";
+        let image = "127.0.0.1:5000/kiora/crm-gdb_php_base:0.5.0";
         assert_eq!(pick_digest(image, "sha256:1d"), "sha256:1d");
         assert_eq!(
             pick_digest(

@@ -6,7 +6,7 @@ use anyhow::Result;
 use crate::build::build_cache::{self, INPUTS_LABEL};
 use crate::build::staging::Source;
 use crate::build::tools::Tools;
-use crate::cmd::{Cmd, Runner};
+use crate::cmd::Runner;
 use crate::ctx::Ctx;
 use crate::docker::Builder;
 
@@ -39,17 +39,10 @@ pub fn inputs_key(
     if let Some(image) = tools.image() {
         bases.push(("tools".to_string(), image.to_string()));
     }
-    // One `docker image inspect` for all of them: it fails if one is missing.
     let (names, images): (Vec<String>, Vec<String>) = bases.into_iter().unzip();
-    let inspect = Cmd::new("docker")
-        .args(["image", "inspect", "--format", "{{.Id}}"])
-        .args(images);
-    match runner.query(&inspect) {
-        Ok(ids) if ids.lines().count() == names.len() => {
-            entries.extend(names.into_iter().zip(ids.lines().map(String::from)));
-        }
-        Err(err) if err.is::<crate::interrupt::Interrupted>() => return Err(err),
-        _ => return Ok(None),
+    match crate::docker::image_ids(runner, &images)? {
+        Some(ids) => entries.extend(names.into_iter().zip(ids)),
+        None => return Ok(None),
     }
     entries.extend(key_options(tools, builder, platforms));
     Ok(Some(build_cache::hash_text(
@@ -77,15 +70,9 @@ fn key_options(tools: &Tools, builder: Builder, platforms: &[String]) -> Vec<(St
 
 /// The three images (php, supervisor, nginx) labelled with `key`, if all three are local.
 pub fn find_reusable(runner: &Runner, key: &str) -> Result<Option<Vec<Reusable>>> {
-    // One query for the three (a docker call costs ~50 ms; this path is all about those).
-    let answer = runner.query(&Cmd::new("docker").args([
-        "image",
-        "ls",
-        "--filter",
-        &format!("label={INPUTS_LABEL}={key}"),
-        "--format",
-        "{{.ID}} {{.Repository}}:{{.Tag}}",
-    ]))?;
+    // One query for the three (over the engine's API where it can: this path is all about
+    // the cost of starting docker CLIs).
+    let answer = crate::docker::images_labelled(runner, &format!("{INPUTS_LABEL}={key}"))?;
     Ok(ROLES
         .iter()
         .map(|role| pick_reusable(&answer, role))
@@ -138,7 +125,7 @@ mod tests {
                       2222 127.0.0.1:5000/kiora/crm-gdb_php:1.4.0-supervisor\n\
                       3333 127.0.0.1:5000/kiora/crm-gdb_php:1.4.0\n\
                       4444 crm-gdb_nginx:1.4.0\n\
-                      5555 r/crm-gdb_php_base:0.4.1";
+                      5555 r/crm-gdb_php_base:0.5.0";
         let pick = |role| pick_reusable(answer, role).map(|r| (r.id, r.built_as));
         assert_eq!(
             pick("php"),
@@ -150,7 +137,7 @@ mod tests {
         assert_eq!(pick("supervisor").unwrap().0, "2222");
         assert_eq!(pick("nginx").unwrap().0, "4444");
         assert_eq!(pick_reusable("1111 <none>:<none>", "php"), None);
-        assert_eq!(role_of("r/crm-gdb_php_build:0.4.1"), None);
+        assert_eq!(role_of("r/crm-gdb_php_build:0.5.0"), None);
     }
 
     #[test]

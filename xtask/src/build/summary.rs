@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use crate::cmd::{Cmd, Runner};
+use crate::cmd::Runner;
 use crate::progress::Verbosity;
 use crate::progress::{seconds, Timing};
 use crate::reference::ImageRef;
@@ -33,26 +33,17 @@ pub fn show(runner: &Runner, images: &[&ImageRef], timings: &[Timing]) {
     }
     let rows: Vec<ImageRow> = images
         .iter()
-        .map(|image| match runner.query(&inspect(&image.to_string())) {
-            Ok(answer) => parse_inspect(image, &answer),
-            Err(_) => parse_inspect(image, ""),
-        })
+        .map(
+            |image| match crate::docker::image_summary(runner, &image.to_string()) {
+                Ok(answer) => parse_inspect(image, &answer),
+                Err(_) => parse_inspect(image, ""),
+            },
+        )
         .collect();
     runner.say(render(&rows, timings));
 }
 
-/// `docker image inspect`: ID, size in bytes, then every repository digest.
-pub fn inspect(image: &str) -> Cmd {
-    Cmd::new("docker").args([
-        "image",
-        "inspect",
-        "--format",
-        "{{.Id}} {{.Size}}{{range .RepoDigests}} {{.}}{{end}}",
-        image,
-    ])
-}
-
-/// Reads [`inspect`]'s answer; the digest kept is the one of this image's own repository.
+/// Reads [`crate::docker::summary_inspect`]'s answer; the digest kept is the one of this image's own repository.
 pub fn parse_inspect(image: &ImageRef, answer: &str) -> ImageRow {
     let mut words = answer.split_whitespace();
     let id = words.next().map(String::from);
@@ -139,21 +130,6 @@ mod tests {
             name: name.into(),
             tag: "1.4.0".into(),
         }
-    }
-
-    #[test]
-    fn inspect_asks_for_id_size_and_digests() {
-        assert_eq!(
-            inspect("x:1").argv(),
-            [
-                "docker",
-                "image",
-                "inspect",
-                "--format",
-                "{{.Id}} {{.Size}}{{range .RepoDigests}} {{.}}{{end}}",
-                "x:1"
-            ]
-        );
     }
 
     #[test]

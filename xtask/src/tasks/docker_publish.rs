@@ -1,4 +1,4 @@
-//! `cargo xtask docker-publish --image php --tag 0.4.1`: build and push the pinned base images
+//! `cargo xtask docker-publish --image php --tag 0.5.0`: build and push the pinned base images
 //! (`crm-gdb_php_base`, the PHP-FPM runtime, and `crm-gdb_php_build`, the same plus composer
 //! and node) that every release is built from. Rarely needed: the tag is pinned.
 

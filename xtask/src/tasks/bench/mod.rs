@@ -46,10 +46,70 @@ use reference::makefile;
 use registry::RegistryServer;
 use table::{render, row, skipped, Goal, Row, Value};
 
-/// Runs per row; the best is kept.
+/// Runs per row by default; the best is kept.
 const RUNS: usize = 3;
 
-pub fn run(ctx: &Ctx) -> Result<()> {
+/// A part of the bench (`--only`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Cold build, both sides.
+    Cold,
+    /// CI cold runner rows (they compare with our cold build, so `cold` runs too).
+    Ci,
+    /// Warm rebuild after a one-line PHP change.
+    Warm,
+    /// Rebuild with no change.
+    Same,
+    /// Staging with and without 300 MB of ignored files.
+    Staging,
+    /// `cargo build -p xtask` from clean and `cargo xtask --help`.
+    Cargo,
+    /// Image sizes and largest layers.
+    Sizes,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Measure only these parts (default: all). A partial run prints its table and leaves
+    /// docs/benchmarks.md alone.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    pub only: Vec<Part>,
+    /// Runs per row; the best is kept.
+    #[arg(long, default_value_t = RUNS, value_parser = parse_runs)]
+    pub runs: usize,
+}
+
+fn parse_runs(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=9).contains(&n) => Ok(n),
+        _ => Err(format!("{text:?}: a number of runs from 1 to 9")),
+    }
+}
+
+/// What one bench run measures.
+struct Plan {
+    parts: Vec<Part>,
+    runs: usize,
+}
+
+impl Plan {
+    fn has(&self, part: Part) -> bool {
+        self.parts.is_empty()
+            || self.parts.contains(&part)
+            // The CI rows are ratios to our cold build.
+            || (part == Part::Cold && self.parts.contains(&Part::Ci))
+    }
+
+    fn full(&self) -> bool {
+        self.parts.is_empty()
+    }
+}
+
+pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    let plan = Plan {
+        parts: args.only.clone(),
+        runs: args.runs,
+    };
     if ctx.runner.dry_run {
         bail!("bench measures real builds; it has no --dry-run");
     }
@@ -84,7 +144,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     };
     ensure_bases(ctx, &bench)?;
 
-    let result = measure_all(ctx, &bench, work.path(), cores);
+    let result = measure_all(ctx, &bench, work.path(), cores, &plan);
     remove_app_images(&quiet, &registry);
     if server.is_some() {
         // Our private prefix: its base image tags go too (the images stay under their own names).
@@ -96,15 +156,20 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let table = render(&rows);
     println!("{table}");
     println!("{layers}");
+    if !plan.full() {
+        say("a partial run (--only): docs/benchmarks.md left as it is".into());
+        return Ok(());
+    }
     let report = format!(
         "# Build benchmark\n\n`cargo xtask bench`, {} on a {cores}-core machine, one loopback registry, \
-         everything measured in one run, best of {RUNS} per row, the two sides taking turns at going \
+         everything measured in one run, best of {} per row, the two sides taking turns at going \
          first. Reference: the Makefile procedure with BuildKit (`git archive HEAD`, composer and npm \
          in the build image, three sequential `docker build`s, three `docker push`es, `sed` on \
          compose.yaml), its build cache warm where a user's would be. Both sides timed as typed \
          (`cargo xtask build-app` includes cargo's start). Goals from issue 13.\n\n```\n{table}```\n\n\
          Largest layers of each release image:\n\n```\n{layers}```\n",
-        crate::project::now_rfc3339()
+        crate::project::now_rfc3339(),
+        plan.runs
     );
     let path = ctx.root.join("docs/benchmarks.md");
     std::fs::create_dir_all(ctx.root.join("docs"))?;
@@ -120,6 +185,8 @@ struct Sides<'a> {
     /// build-app's dependency cache, private to this run (cleared for cold builds).
     cache: PathBuf,
     n: std::cell::Cell<usize>,
+    /// CARGO_TARGET_DIR of every `cargo xtask` of the bench.
+    target: PathBuf,
 }
 
 impl Sides<'_> {
@@ -137,7 +204,7 @@ impl Sides<'_> {
         let tag = self.tag("xtask");
         let cmd = xtask_command(
             self.bench,
-            self.work,
+            &self.target,
             &self.cache,
             &["build-app", "--tag", &tag],
         );
@@ -158,7 +225,7 @@ impl Sides<'_> {
 }
 
 /// `cargo xtask -q ARGS` in the bench's clone, against the bench's registry and cache.
-fn xtask_command(bench: &Ctx, work: &Path, cache: &Path, args: &[&str]) -> Cmd {
+fn xtask_command(bench: &Ctx, target: &Path, cache: &Path, args: &[&str]) -> Cmd {
     Cmd::new("cargo")
         .args(["xtask", "-q"])
         .args(args.iter().copied())
@@ -166,30 +233,28 @@ fn xtask_command(bench: &Ctx, work: &Path, cache: &Path, args: &[&str]) -> Cmd {
         .env("XTASK_ROOT", bench.root.display().to_string())
         .env("XTASK_REGISTRY", bench.config.registry.clone())
         .env("XTASK_CACHE_DIR", cache.display().to_string())
-        .env(
-            "CARGO_TARGET_DIR",
-            work.join("cargo-target").display().to_string(),
-        )
+        .env("CARGO_TARGET_DIR", target.display().to_string())
         .env("CARGO_NET_OFFLINE", "true")
 }
 
-/// Best of `RUNS` of `body(run)`.
-fn best(mut body: impl FnMut(usize) -> Result<Duration>) -> Result<Duration> {
+/// Best of `runs` of `body(run)`.
+fn best(runs: usize, mut body: impl FnMut(usize) -> Result<Duration>) -> Result<Duration> {
     let mut best = Duration::MAX;
-    for run in 0..RUNS {
+    for run in 0..runs {
         best = best.min(body(run)?);
     }
     Ok(best)
 }
 
-/// Both sides, best of `RUNS` each, the first to go alternating: (reference, ours).
+/// Both sides, best of `runs` each, the first to go alternating: (reference, ours).
 fn both(
+    runs: usize,
     mut before: impl FnMut() -> Result<()>,
     mut reference: impl FnMut() -> Result<Duration>,
     mut ours: impl FnMut() -> Result<Duration>,
 ) -> Result<(Duration, Duration)> {
     let (mut r, mut o) = (Duration::MAX, Duration::MAX);
-    for run in 0..RUNS {
+    for run in 0..runs {
         before()?;
         if run % 2 == 0 {
             r = r.min(reference()?);
@@ -202,144 +267,190 @@ fn both(
     Ok((r, o))
 }
 
-fn measure_all(ctx: &Ctx, bench: &Ctx, work: &Path, cores: usize) -> Result<(Vec<Row>, String)> {
+fn measure_all(
+    ctx: &Ctx,
+    bench: &Ctx,
+    work: &Path,
+    cores: usize,
+    plan: &Plan,
+) -> Result<(Vec<Row>, String)> {
     let say = |line: &str| ctx.runner.say(line);
     let runner = &bench.runner;
+    let runs = plan.runs;
     let sides = Sides {
         bench,
         work,
         cache: work.join("cache"),
         n: std::cell::Cell::new(0),
+        target: if plan.has(Part::Cargo) {
+            work.join("cargo-target")
+        } else {
+            // Not timed: a target dir kept between runs only rebuilds the xtask crate itself.
+            ctx.root.join("target/xtask-bench")
+        },
     };
     let mut rows = Vec::new();
 
     // 0. cargo itself, first: it also builds the clone's xtask that every `cargo xtask` runs.
-    say("0/7 cargo build -p xtask from clean, then cargo xtask --help");
-    let cargo = cargo_rows(bench, work, &sides.cache, cores);
+    let cargo = if plan.has(Part::Cargo) {
+        say("0/7 cargo build -p xtask from clean, then cargo xtask --help");
+        cargo_rows(bench, &sides.target, &sides.cache, cores)
+    } else {
+        say("0/7 cargo build -p xtask (not timed)");
+        runner.run(&cargo_build(bench, &sides.target))?;
+        Vec::new()
+    };
 
     // 1. Cold, each side after a prune (the reference's cold run prunes, so no warm row yet).
-    say("1/7 cold build (build cache pruned, release images and xtask's cache removed)");
     let mut last_ours = String::new();
     let mut cold_ours = Duration::MAX;
-    let mut cold_ref = Duration::MAX;
-    for run in 0..RUNS {
-        let mut reference = || -> Result<()> {
-            sides.go_cold()?;
-            cold_ref = cold_ref.min(sides.reference()?);
-            Ok(())
-        };
-        let mut ours = || -> Result<()> {
-            // Inputs no registry tag has, and no previous release to take a cache from.
-            fresh_inputs(runner, &bench.root)?;
-            sides.go_cold()?;
-            let (took, tag) = sides.ours()?;
-            cold_ours = cold_ours.min(took);
-            last_ours = tag;
-            Ok(())
-        };
-        if run % 2 == 0 {
-            reference()?;
-            ours()?;
-        } else {
-            ours()?;
-            reference()?;
+    if plan.has(Part::Cold) {
+        say("1/7 cold build (build cache pruned, release images and xtask's cache removed)");
+        let mut cold_ref = Duration::MAX;
+        for run in 0..runs {
+            let mut reference = || -> Result<()> {
+                sides.go_cold()?;
+                cold_ref = cold_ref.min(sides.reference()?);
+                Ok(())
+            };
+            let mut ours = || -> Result<()> {
+                // Inputs no registry tag has, and no previous release to take a cache from.
+                fresh_inputs(runner, &bench.root)?;
+                sides.go_cold()?;
+                let (took, tag) = sides.ours()?;
+                cold_ours = cold_ours.min(took);
+                last_ours = tag;
+                Ok(())
+            };
+            if run % 2 == 0 {
+                reference()?;
+                ours()?;
+            } else {
+                ours()?;
+                reference()?;
+            }
         }
+        rows.push(row(
+            "cold build (empty build cache)",
+            Some(Value::Time(cold_ref)),
+            Some(Value::Time(cold_ours)),
+            None,
+        ));
     }
-    rows.push(row(
-        "cold build (empty build cache)",
-        Some(Value::Time(cold_ref)),
-        Some(Value::Time(cold_ours)),
-        None,
-    ));
 
     // 2. A CI runner: empty engine, the registry holds the previous pipeline's release.
-    say("2/7 CI cold runner: unchanged inputs, then a one-line PHP change");
-    let unchanged = best(|_| {
-        sides.go_cold()?;
-        Ok(sides.ours()?.0)
-    })?;
-    rows.push(Row {
-        note: "vs our cold build; the registry holds the same inputs".into(),
-        ..row(
-            "CI cold runner, unchanged inputs",
-            Some(Value::Time(cold_ours)),
-            Some(Value::Time(unchanged)),
-            Some(Goal::Ratio(0.05)),
-        )
-    });
-    let changed = best(|_| {
-        one_line_change(runner, &bench.root)?;
-        sides.go_cold()?;
-        Ok(sides.ours()?.0)
-    })?;
-    rows.push(Row {
-        note: "vs our cold build; the previous release is the cache source".into(),
-        ..row(
-            "CI cold runner, one-line PHP change",
-            Some(Value::Time(cold_ours)),
-            Some(Value::Time(changed)),
-            Some(Goal::Ratio(0.5)),
-        )
-    });
+    if plan.has(Part::Ci) {
+        say("2/7 CI cold runner: unchanged inputs, then a one-line PHP change");
+        let unchanged = best(runs, |_| {
+            sides.go_cold()?;
+            Ok(sides.ours()?.0)
+        })?;
+        rows.push(Row {
+            note: "vs our cold build; the registry holds the same inputs".into(),
+            ..row(
+                "CI cold runner, unchanged inputs",
+                Some(Value::Time(cold_ours)),
+                Some(Value::Time(unchanged)),
+                Some(Goal::Ratio(0.05)),
+            )
+        });
+        let changed = best(runs, |_| {
+            one_line_change(runner, &bench.root)?;
+            sides.go_cold()?;
+            let (took, tag) = sides.ours()?;
+            last_ours = tag;
+            Ok(took)
+        })?;
+        rows.push(Row {
+            note: "vs our cold build; the previous release is the cache source".into(),
+            ..row(
+                "CI cold runner, one-line PHP change",
+                Some(Value::Time(cold_ours)),
+                Some(Value::Time(changed)),
+                Some(Goal::Ratio(0.5)),
+            )
+        });
+    }
 
     // 3. Warm: each side has built once before; then a one-line PHP change, committed.
-    say("3/7 warm rebuild after a one-line PHP change (both sides built once before)");
-    sides.reference()?;
-    last_ours = sides.ours()?.1;
-    let (ref_warm, ours_warm) = both(
-        || one_line_change(runner, &bench.root),
-        || sides.reference(),
-        || {
-            let (took, tag) = sides.ours()?;
-            last_ours = tag;
-            Ok(took)
-        },
-    )?;
-    let limit = best(|run| layer_limit(bench, &last_ours, run)).ok();
-    rows.push(Row {
-        limit: limit.map(Value::Time),
-        note: "limit: build of the changed layer alone + its push".into(),
-        ..row(
-            "warm rebuild (one-line PHP change)",
-            Some(Value::Time(ref_warm)),
-            Some(Value::Time(ours_warm)),
-            Some(Goal::Ratio(0.35)),
-        )
-    });
+    let mut warmed = false;
+    if plan.has(Part::Warm) {
+        say("3/7 warm rebuild after a one-line PHP change (both sides built once before)");
+        sides.reference()?;
+        last_ours = sides.ours()?.1;
+        warmed = true;
+        let (ref_warm, ours_warm) = both(
+            runs,
+            || one_line_change(runner, &bench.root),
+            || sides.reference(),
+            || {
+                let (took, tag) = sides.ours()?;
+                last_ours = tag;
+                Ok(took)
+            },
+        )?;
+        let limit = best(runs, |run| layer_limit(bench, &last_ours, run)).ok();
+        rows.push(Row {
+            limit: limit.map(Value::Time),
+            note: "limit: build of the changed layer alone + its push".into(),
+            ..row(
+                "warm rebuild (one-line PHP change)",
+                Some(Value::Time(ref_warm)),
+                Some(Value::Time(ours_warm)),
+                Some(Goal::Ratio(0.35)),
+            )
+        });
+    }
 
     // 4. No change.
-    say("4/7 rebuild with no change");
-    let (ref_same, ours_same) = both(
-        || Ok(()),
-        || sides.reference(),
-        || {
-            let (took, tag) = sides.ours()?;
-            last_ours = tag;
-            Ok(took)
-        },
-    )?;
-    let limit = best(|run| retag_limit(bench, &last_ours, run)).ok();
-    rows.push(Row {
-        limit: limit.map(Value::Time),
-        note: "limit: registry round trips giving 3 manifests a new tag".into(),
-        ..row(
-            "rebuild, no change",
-            Some(Value::Time(ref_same)),
-            Some(Value::Time(ours_same)),
-            Some(Goal::Ratio(0.05)),
-        )
-    });
+    if plan.has(Part::Same) {
+        say("4/7 rebuild with no change");
+        if !warmed {
+            // Each side has built this tree once before, as in a full run.
+            sides.reference()?;
+            last_ours = sides.ours()?.1;
+        }
+        let (ref_same, ours_same) = both(
+            runs,
+            || Ok(()),
+            || sides.reference(),
+            || {
+                let (took, tag) = sides.ours()?;
+                last_ours = tag;
+                Ok(took)
+            },
+        )?;
+        let limit = best(runs, |run| retag_limit(bench, &last_ours, run)).ok();
+        rows.push(Row {
+            limit: limit.map(Value::Time),
+            note: "limit: registry round trips giving 3 manifests a new tag".into(),
+            ..row(
+                "rebuild, no change",
+                Some(Value::Time(ref_same)),
+                Some(Value::Time(ours_same)),
+                Some(Goal::Ratio(0.05)),
+            )
+        });
+    }
 
     // 5. Staging with 300 MB of ignored files in the tree.
-    say("5/7 staging with 300 MB of untracked, ignored files");
-    rows.extend(staging_rows(runner, &bench.root)?);
+    if plan.has(Part::Staging) {
+        say("5/7 staging with 300 MB of untracked, ignored files");
+        rows.extend(staging_rows(runner, &bench.root)?);
+    }
 
     // 6. The xtask itself (measured first, shown here).
     rows.extend(cargo);
 
     // 7. Sizes and largest layers.
-    say("7/7 image sizes and largest layers");
     let mut layers = String::new();
+    if !plan.has(Part::Sizes) {
+        return Ok((rows, layers));
+    }
+    say("7/7 image sizes and largest layers");
+    if last_ours.is_empty() {
+        last_ours = sides.ours()?.1;
+    }
     for image in bench.config.app_images(&last_ours) {
         let image = image.to_string();
         match image_size(runner, &image) {
@@ -622,13 +733,10 @@ fn write_junk(dir: &Path, total: usize) -> Result<()> {
 
 /// `cargo build -p xtask` of the clone in a fresh target dir (the one every later `cargo xtask`
 /// of the bench uses), then `cargo xtask --help` as a user runs it (best of 5).
-fn cargo_rows(bench: &Ctx, work: &Path, cache: &Path, cores: usize) -> Vec<Row> {
+fn cargo_rows(bench: &Ctx, target: &Path, cache: &Path, cores: usize) -> Vec<Row> {
     let runner = &bench.runner;
     let build_what = format!("cargo build -p xtask from clean ({cores} cores)");
-    let build = Cmd::new("cargo")
-        .args(["build", "--offline", "--package", "xtask", "--target-dir"])
-        .arg(work.join("cargo-target").display().to_string())
-        .dir(&bench.root);
+    let build = cargo_build(bench, target);
     let took = match timed(|| runner.run(&build)) {
         Ok(took) => took,
         Err(err) => {
@@ -644,7 +752,7 @@ fn cargo_rows(bench: &Ctx, work: &Path, cache: &Path, cores: usize) -> Vec<Row> 
         Some(Value::Time(took)),
         Some(Goal::Below(Duration::from_secs(30))),
     );
-    let help = xtask_command(bench, work, cache, &["--help"]);
+    let help = xtask_command(bench, target, cache, &["--help"]);
     let mut best = Duration::MAX;
     for _ in 0..5 {
         match timed(|| runner.query(&help).map(drop)) {
@@ -661,6 +769,13 @@ fn cargo_rows(bench: &Ctx, work: &Path, cache: &Path, cores: usize) -> Vec<Row> 
             Some(Goal::Below(Duration::from_millis(300))),
         ),
     ]
+}
+
+fn cargo_build(bench: &Ctx, target: &Path) -> Cmd {
+    Cmd::new("cargo")
+        .args(["build", "--offline", "--package", "xtask", "--target-dir"])
+        .arg(target.display().to_string())
+        .dir(&bench.root)
 }
 
 /// The `count` largest layers of `image`: size in bytes and the instruction that made it.
@@ -744,7 +859,7 @@ mod tests {
         };
         let cmd = xtask_command(
             &bench,
-            Path::new("/w"),
+            Path::new("/w/cargo-target"),
             Path::new("/w/cache"),
             &["build-app", "--tag", "t"],
         );
