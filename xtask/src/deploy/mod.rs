@@ -15,6 +15,8 @@
 //! fleet         scheduling the phases over several hosts so they end on one release
 //! rollout       deploy, rollback and status of a fleet (a single target is a fleet of one)
 //! environments  the named environments of deploy.yaml
+//! swarm         a release on a Docker Swarm: compose.swarm.yaml as a stack, watched until it
+//!               converges or swarm rolls it back
 //! ops           the live release's logs, one-off commands in it or beside it
 //! maintenance   the edge's maintenance page (503 with Retry-After; health checks still answered)
 //! prune         what a target no longer needs: old release images, containers, assets, backups
@@ -38,6 +40,7 @@ pub mod reconcile;
 pub mod remote;
 pub mod rollout;
 pub mod stack;
+pub mod swarm;
 pub mod switch;
 pub mod target;
 pub mod testbed;

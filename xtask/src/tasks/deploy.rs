@@ -18,6 +18,9 @@
 //! parallel, locks in a fixed order, a canary, then waves; no host drops its old release before
 //! every host switched, and any failure (or Ctrl-C) puts every switched host back.
 //! `rollback` runs the same switch towards an earlier tag.
+//!
+//! On a swarm (an environment of `kind: swarm`, or `--swarm --host MANAGER`), `deploy/swarm.rs`
+//! deploys compose.swarm.yaml as a stack and swarm's own rolling update does the switch.
 
 use std::time::Duration;
 
@@ -28,6 +31,7 @@ use crate::deploy::environments::parse_duration;
 use crate::deploy::fleet::Wave;
 use crate::deploy::options::TargetArgs;
 use crate::deploy::rollout;
+use crate::deploy::swarm;
 use crate::deploy::switch::Strategy;
 use crate::reference::ReleaseTag;
 
@@ -64,6 +68,13 @@ fn parse_wait(text: &str) -> Result<Duration, String> {
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    if let Some((swarm, env_file)) =
+        args.target
+            .swarm(&ctx.root, &ctx.config.registry, &ctx.runner)?
+    {
+        let secret = swarm::app_secret(env_file.as_deref())?;
+        return swarm.deploy(&args.tag, &secret);
+    }
     let mut fleet = args.target.fleet(&ctx.root)?;
     if let Some(strategy) = args.strategy {
         fleet.strategy = strategy;

@@ -2,12 +2,14 @@
 //! successful release from its history (or to TAG), with the same zero-downtime switch as
 //! `deploy`. Fast: the images are already on the target, so nothing is pulled. With `--env`, every
 //! host goes back together to the release their histories agree on (or `--to TAG`), all or none.
+//! On a swarm: the stack deployed again with the release before the live one (or TAG).
 
 use anyhow::Result;
 
 use crate::ctx::Ctx;
 use crate::deploy::options::TargetArgs;
 use crate::deploy::rollout;
+use crate::deploy::swarm;
 use crate::reference::ReleaseTag;
 
 #[derive(clap::Args)]
@@ -20,6 +22,13 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    if let Some((swarm, env_file)) =
+        args.target
+            .swarm(&ctx.root, &ctx.config.registry, &ctx.runner)?
+    {
+        let secret = swarm::app_secret(env_file.as_deref())?;
+        return swarm.rollback(args.to.as_deref(), &secret);
+    }
     let fleet = args.target.fleet(&ctx.root)?;
     rollout::rollback(&ctx.runner, &fleet, args.to.as_deref()).map(drop)
 }
