@@ -177,6 +177,11 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
     let loads = stop(probing);
     let err = stderr(&out);
     eprintln!("broken release rolled back in {:?}: {loads:?}", t.elapsed());
+    // What swarm did, in the log (task states and times), for when the probes saw failures.
+    let _ = bed
+        .docker(1)
+        .args(["service", "ps", "e2e_php", "e2e_worker", "e2e_nginx"])
+        .status();
     assert!(!out.status.success(), "a rolled back update fails: {err}");
     assert!(err.contains("swarm rolled back"), "{err}");
     assert!(err.contains("every service is back on 1.0.0-b"), "{err}");
@@ -321,8 +326,11 @@ impl EdgeProbe {
                     }
                     other => {
                         load.failed += 1;
-                        load.failures
-                            .push(format!("{path}: {:?}", other.map(|(s, _)| s)));
+                        load.failures.push(format!(
+                            "{path} at {:.1}s: {:?}",
+                            start.elapsed().as_secs_f64(),
+                            other.map(|(s, _)| s)
+                        ));
                     }
                 }
                 std::thread::sleep(Duration::from_millis(50));

@@ -153,6 +153,59 @@ pub fn service_inspect(names: &[String]) -> Cmd {
         .args(names)
 }
 
+/// `docker node inspect` of the nodes: id, state (`ready`, `down`), address. One line each.
+pub fn node_inspect(ids: &[String]) -> Cmd {
+    Cmd::new("docker")
+        .args([
+            "node",
+            "inspect",
+            "--format",
+            "{{.ID}}\t{{.Status.State}}\t{{.Status.Addr}}",
+        ])
+        .args(ids)
+}
+
+/// The tasks of a service that should run: `docker service ps -q --no-trunc`.
+pub fn service_tasks(stack: &str, service: &str) -> Cmd {
+    Cmd::new("docker").args([
+        "service",
+        "ps",
+        "--quiet",
+        "--no-trunc",
+        "--filter",
+        "desired-state=running",
+        &format!("{stack}_{service}"),
+    ])
+}
+
+/// `docker inspect` of tasks: node id and state. One line each.
+pub fn task_inspect(ids: &[String]) -> Cmd {
+    Cmd::new("docker")
+        .args(["inspect", "--format", "{{.NodeID}}\t{{.Status.State}}"])
+        .args(ids)
+}
+
+/// From `node_inspect` and `task_inspect` output: the addresses of the ready nodes running a
+/// task (one entry per running task).
+pub fn running_on_ready_nodes(nodes: &str, tasks: &str) -> Vec<String> {
+    let ready: BTreeMap<&str, &str> = nodes
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f.len() == 3 && f[1] == "ready").then(|| (f[0], f[2]))
+        })
+        .collect();
+    tasks
+        .lines()
+        .filter_map(|l| {
+            let (node, state) = l.split_once('\t')?;
+            (state.trim() == "running")
+                .then(|| ready.get(node).map(|a| a.to_string()))
+                .flatten()
+        })
+        .collect()
+}
+
 /// The release tag in an image reference: `reg:5000/ns/crm-gdb_php:1.4.0@sha256:..` -> `1.4.0`.
 pub fn tag_of(image: &str) -> String {
     let image = image.split('@').next().unwrap_or(image);
@@ -304,6 +357,24 @@ impl Swarm {
             self.manager.query(service_inspect(&names))?
         };
         Ok(parse_services(&self.stack, &ls, &inspect))
+    }
+
+    /// The addresses of the ready nodes that run a task of `service` (one per running task): a
+    /// task on a node that went down is not counted, even before swarm notices.
+    pub fn running_tasks(&self, service: &str) -> Result<Vec<String>> {
+        let split =
+            |text: String| -> Vec<String> { text.split_whitespace().map(String::from).collect() };
+        let node_ids = split(
+            self.manager
+                .query(Cmd::new("docker").args(["node", "ls", "-q"]))?,
+        );
+        let nodes = self.manager.query(node_inspect(&node_ids))?;
+        let task_ids = split(self.manager.query(service_tasks(&self.stack, service))?);
+        if task_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tasks = self.manager.query(task_inspect(&task_ids))?;
+        Ok(running_on_ready_nodes(&nodes, &tasks))
     }
 
     /// The release the stack runs now (the php service's tag), if any.
@@ -731,6 +802,29 @@ mod tests {
                 services: vec!["php".into()],
                 over: true
             }
+        );
+    }
+
+    #[test]
+    fn tasks_count_on_ready_nodes_only() {
+        let nodes = "n1\tready\t10.0.0.11\nn2\tdown\t10.0.0.12\nn3\tready\t10.0.0.13\n";
+        let tasks = "n1\trunning\nn2\trunning\nn3\tstarting\nn3\trunning\n";
+        assert_eq!(
+            running_on_ready_nodes(nodes, tasks),
+            ["10.0.0.11", "10.0.0.13"]
+        );
+        assert_eq!(
+            service_tasks("crm", "nginx").argv(),
+            [
+                "docker",
+                "service",
+                "ps",
+                "--quiet",
+                "--no-trunc",
+                "--filter",
+                "desired-state=running",
+                "crm_nginx"
+            ]
         );
     }
 
