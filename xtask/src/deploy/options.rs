@@ -69,6 +69,9 @@ impl TargetArgs {
         if let Some(env) = &self.env {
             bail!("--env {env}: this task works on one target; give --host and --dir of one host of the environment");
         }
+        if self.swarm {
+            bail!("--swarm: this task works on Compose targets (deploy, rollback and status work on a swarm)");
+        }
         let stack = self.stack.clone().unwrap_or_else(|| DEFAULT_STACK.into());
         check_stack(&stack)?;
         let dir = self.dir.as_deref().context("--dir is required")?;
@@ -344,6 +347,32 @@ mod tests {
             e.to_string().starts_with("unknown environment \"nope\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn swarm_needs_a_manager_and_no_dir() {
+        assert!(parse(&["--swarm"]).is_err(), "--swarm needs --host");
+        assert!(parse(&["--swarm", "--host", "m", "--dir", "/srv"]).is_err());
+        assert!(parse(&["--swarm", "--env", "prod"]).is_err());
+        let args = parse(&["--swarm", "--host", "root@10.0.0.1"]).unwrap();
+        let e = args.options().err().unwrap().to_string();
+        assert!(
+            e.starts_with("--swarm: this task works on Compose targets"),
+            "{e}"
+        );
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("compose.swarm.yaml"), "services: {}\n").unwrap();
+        let runner = Runner::new(true, crate::progress::Verbosity::Quiet);
+        let (swarm, env_file) = args
+            .swarm(root.path(), "127.0.0.1:5000/kiora", &runner)
+            .unwrap()
+            .unwrap();
+        assert_eq!(swarm.stack, "crm");
+        assert_eq!(swarm.file, "services: {}\n");
+        assert_eq!(swarm.manager.target.describe(), "root@10.0.0.1:/");
+        assert!(env_file.is_none());
+        let compose = parse(&["--dir", "/srv"]).unwrap();
+        assert!(compose.swarm(root.path(), "r", &runner).unwrap().is_none());
     }
 
     #[test]
