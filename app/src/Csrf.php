@@ -21,9 +21,17 @@ final class Csrf
         }
     }
 
-    /** APP_SECRET comes from the environment at runtime (.env via compose), never from the image. */
+    /**
+     * APP_SECRET comes from the environment at runtime (.env via compose), never from the image;
+     * in a swarm from a Docker secret, whose file APP_SECRET_FILE names (never in an env var).
+     */
     public static function fromEnv(): self
     {
+        $file = getenv('APP_SECRET_FILE');
+        if ($file !== false && $file !== '') {
+            return new self(trim((string) @file_get_contents($file)));
+        }
+
         return new self((string) getenv('APP_SECRET'));
     }
 

@@ -5,7 +5,7 @@
 //! ```yaml
 //! environments:
 //!   production:
-//!     kind: compose            # blue/green Compose stacks on each host (the only kind so far)
+//!     kind: compose            # blue/green Compose stacks on each host (or swarm, below)
 //!     hosts:                   # [user@]host[:port], reached with the system ssh
 //!       - deploy@web1.example.com
 //!       - deploy@web2.example.com:2222
@@ -19,6 +19,11 @@
 //!     wave: 1                  # hosts per wave after the canary, or a share: 50%
 //!     keep_backups: 5
 //!     min_free_disk: 1GiB      # refuse a host with less free space in its deploy directory
+//!   cluster:
+//!     kind: swarm              # one stack on a Docker Swarm (compose.swarm.yaml)
+//!     manager: deploy@mgr1.example.com   # a manager, reached with the system ssh
+//!     stack: crm               # the stack's name
+//!     env_file: secrets/swarm.env        # on this machine: APP_SECRET=... (made a swarm secret)
 //! ```
 //!
 //! An unknown key, an unknown environment or a host listed twice is a one-line error naming
@@ -36,10 +41,13 @@ use crate::deploy::target::{parse_host, SshHost};
 /// The file `--env` reads when neither `--deploy-config` nor `XTASK_DEPLOY_CONFIG` is given.
 pub const DEFAULT_FILE: &str = "deploy.yaml";
 
-/// How an environment runs the app. Only Compose hosts so far; a swarm kind would go here.
+/// How an environment runs the app.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// Blue/green Compose stacks on each of `hosts`.
     Compose,
+    /// One stack on a Docker Swarm, deployed from its `manager` (compose.swarm.yaml).
+    Swarm,
 }
 
 /// One host of an environment: as written (for messages and `--canary-host`) and parsed.
@@ -56,7 +64,12 @@ pub struct Host {
 pub struct Environment {
     pub name: String,
     pub kind: Kind,
+    /// Compose hosts (empty for a swarm).
     pub hosts: Vec<Host>,
+    /// The swarm manager the stack is deployed from (kind swarm).
+    pub manager: Option<SshHost>,
+    /// A file on this machine with the swarm's APP_SECRET= line (kind swarm).
+    pub env_file: Option<PathBuf>,
     /// The deploy directory of hosts that do not name their own.
     pub dir: Option<String>,
     pub stack: Option<String>,
@@ -123,9 +136,11 @@ pub fn load(path: &Path, name: &str) -> Result<Environment> {
     }
 }
 
-const KEYS: [&str; 12] = [
+const KEYS: [&str; 14] = [
     "kind",
     "hosts",
+    "manager",
+    "env_file",
     "dir",
     "stack",
     "ssh_config",
@@ -230,19 +245,85 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Vec<Environment>> {
 
         let kind = match string("kind")?.as_deref() {
             None | Some("compose") => Kind::Compose,
-            Some("swarm") => {
-                return Err(at(
-                    get["kind"],
-                    format!("{}: swarm environments are not supported yet", key("kind")),
-                ))
-            }
+            Some("swarm") => Kind::Swarm,
             Some(other) => {
                 return Err(at(
                     get["kind"],
-                    format!("{}: unknown kind {other:?} (expected compose)", key("kind")),
+                    format!(
+                        "{}: unknown kind {other:?} (expected compose or swarm)",
+                        key("kind")
+                    ),
                 ))
             }
         };
+        if kind == Kind::Swarm {
+            // A swarm is reached through its manager; the Compose-host settings do not apply.
+            for k in [
+                "hosts",
+                "dir",
+                "strategy",
+                "canary",
+                "canary_wait",
+                "wave",
+                "tls",
+            ] {
+                if let Some(node) = get.get(k) {
+                    return Err(at(
+                        node,
+                        format!(
+                            "{}: not for a swarm environment (it has `manager:`)",
+                            key(k)
+                        ),
+                    ));
+                }
+            }
+            let node = get.get("manager").ok_or_else(|| {
+                at(
+                    body,
+                    format!("swarm environment {name} has no `manager:` ([user@]host[:port])"),
+                )
+            })?;
+            let spec = scalar(node).ok_or_else(|| {
+                at(
+                    node,
+                    format!("{}: expected [user@]host[:port]", key("manager")),
+                )
+            })?;
+            let manager =
+                parse_host(&spec).map_err(|e| at(node, format!("{}: {e:#}", key("manager"))))?;
+            parsed("stack", &|v| check_stack(v))?;
+            parsed("keep_backups", &|v| {
+                v.parse::<usize>()
+                    .map(drop)
+                    .map_err(|_| anyhow::anyhow!("{v:?} is not a number"))
+            })?;
+            parsed("min_free_disk", &|v| parse_size(v).map(drop))?;
+            out.push(Environment {
+                name: name.clone(),
+                kind,
+                hosts: Vec::new(),
+                manager: Some(manager),
+                env_file: string("env_file")?.map(|p| base.join(p)),
+                dir: None,
+                stack: string("stack")?,
+                ssh_config: string("ssh_config")?.map(|p| base.join(p)),
+                strategy: None,
+                canary: 0,
+                canary_wait: None,
+                wave: None,
+                keep_backups: string("keep_backups")?.map(|v| v.parse()).transpose()?,
+                min_free_disk: string("min_free_disk")?
+                    .map(|v| parse_size(&v))
+                    .transpose()?,
+                tls: None,
+            });
+            continue;
+        }
+        for k in ["manager", "env_file"] {
+            if let Some(node) = get.get(k) {
+                return Err(at(node, format!("{}: only for `kind: swarm`", key(k))));
+            }
+        }
 
         let hosts_node = get
             .get("hosts")
@@ -420,6 +501,8 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Vec<Environment>> {
             name: name.clone(),
             kind,
             hosts,
+            manager: None,
+            env_file: None,
             dir,
             stack: string("stack")?,
             ssh_config: string("ssh_config")?.map(|p| base.join(p)),
@@ -681,7 +764,27 @@ environments:
         assert!(e.contains("unknown strategy \"yolo\""), "{e}");
         let e = err("environments:\n  prod:\n    hosts: [a]\n    dir: /x\n    kind: swarm\n");
         assert!(
-            e.contains("swarm environments are not supported yet"),
+            e.contains("environments.prod.hosts: not for a swarm environment"),
+            "{e}"
+        );
+        let e = err("environments:\n  prod:\n    kind: swarm\n");
+        assert!(
+            e.contains("swarm environment prod has no `manager:`"),
+            "{e}"
+        );
+        let e = err("environments:\n  prod:\n    kind: swarm\n    manager: -oProxyCommand=x\n");
+        assert!(
+            e.contains("environments.prod.manager: invalid --host"),
+            "{e}"
+        );
+        let e = err("environments:\n  prod:\n    hosts: [a]\n    dir: /x\n    manager: a\n");
+        assert!(
+            e.contains("environments.prod.manager: only for `kind: swarm`"),
+            "{e}"
+        );
+        let e = err("environments:\n  prod:\n    kind: kubernetes\n");
+        assert!(
+            e.contains("unknown kind \"kubernetes\" (expected compose or swarm)"),
             "{e}"
         );
         let e = err("environments:\n  prod:\n    dir: /x\n");
@@ -702,6 +805,27 @@ environments:
         ] {
             assert!(!e.contains('\n'), "one line: {e}");
         }
+    }
+
+    #[test]
+    fn a_swarm_environment_names_its_manager() {
+        let all = parse(
+            "environments:\n  cluster:\n    kind: swarm\n    manager: root@10.0.0.1:2222\n    stack: shop\n    env_file: secrets/swarm.env\n    ssh_config: ssh_config\n",
+            "deploy.yaml",
+            Path::new("/repo"),
+        )
+        .unwrap();
+        let e = &all[0];
+        assert_eq!(e.kind, Kind::Swarm);
+        assert!(e.hosts.is_empty());
+        let m = e.manager.as_ref().unwrap();
+        assert_eq!((m.host.as_str(), m.port), ("10.0.0.1", Some(2222)));
+        assert_eq!(e.stack.as_deref(), Some("shop"));
+        assert_eq!(
+            e.env_file.as_deref(),
+            Some(Path::new("/repo/secrets/swarm.env"))
+        );
+        assert_eq!(e.ssh_config.as_deref(), Some(Path::new("/repo/ssh_config")));
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! fleet         scheduling the phases over several hosts so they end on one release
 //! rollout       deploy, rollback and status of a fleet (a single target is a fleet of one)
 //! environments  the named environments of deploy.yaml
+//! swarm         a release on a Docker Swarm: compose.swarm.yaml as a stack, watched until it
+//!               converges or swarm rolls it back
 //! ops           the live release's logs, one-off commands in it or beside it
 //! release_command  what a release declares to run once before it takes traffic (migrations)
 //! maintenance   the edge's maintenance page (503 with Retry-After; health checks still answered)
@@ -43,6 +45,7 @@ pub mod release_command;
 pub mod remote;
 pub mod rollout;
 pub mod stack;
+pub mod swarm;
 pub mod switch;
 pub mod target;
 pub mod testbed;

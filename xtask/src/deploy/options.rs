@@ -9,10 +9,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use crate::cmd::Runner;
 use crate::config::{DEFAULT_KEEP_BACKUPS, DEFAULT_STACK, MIN_FREE_DISK};
 use crate::deploy::environments;
 use crate::deploy::fleet::Wave;
+use crate::deploy::remote::Remote;
 use crate::deploy::rollout::{Fleet, FleetHost};
+use crate::deploy::swarm::{self, Swarm};
 use crate::deploy::switch::Strategy;
 use crate::deploy::target::Target;
 use crate::deploy::tls::TlsFiles;
@@ -34,6 +37,9 @@ pub struct TargetArgs {
     /// Environment of the deploy config (deploy.yaml): its hosts, directory and defaults.
     #[arg(long, value_name = "NAME", conflicts_with_all = ["host", "dir"])]
     env: Option<String>,
+    /// The --host is a Docker Swarm manager: deploy compose.swarm.yaml there as a stack (no --dir).
+    #[arg(long, requires = "host", conflicts_with_all = ["env", "dir"])]
+    swarm: bool,
     /// The deploy environments file [default: deploy.yaml at the project root].
     #[arg(long, env = "XTASK_DEPLOY_CONFIG", value_name = "FILE")]
     deploy_config: Option<PathBuf>,
@@ -41,7 +47,7 @@ pub struct TargetArgs {
     #[arg(long)]
     host: Option<String>,
     /// Deploy directory on the target, holding compose.yaml and .env.
-    #[arg(long, required_unless_present = "env")]
+    #[arg(long, required_unless_present_any = ["env", "swarm"])]
     dir: Option<String>,
     /// Stack name on the target (Compose projects STACK-blue, STACK-green, STACK-edge) [default: crm].
     #[arg(long, env = "XTASK_STACK")]
@@ -73,6 +79,9 @@ impl TargetArgs {
         if let Some(env) = &self.env {
             bail!("--env {env}: this task works on one target; give --host and --dir of one host of the environment");
         }
+        if self.swarm {
+            bail!("--swarm: this task works on Compose targets (deploy, rollback and status work on a swarm)");
+        }
         let stack = self.stack.clone().unwrap_or_else(|| DEFAULT_STACK.into());
         check_stack(&stack)?;
         let dir = self.dir.as_deref().context("--dir is required")?;
@@ -92,6 +101,69 @@ impl TargetArgs {
         }
     }
 
+    /// The swarm of `--swarm --host MANAGER` or of an environment of kind swarm, with the file
+    /// holding its APP_SECRET (if the environment names one); None for Compose targets.
+    pub fn swarm(
+        &self,
+        root: &Path,
+        registry: &str,
+        runner: &Runner,
+    ) -> Result<Option<(Swarm, Option<PathBuf>)>> {
+        let (manager, stack, ssh_config, env_file) = match (&self.env, self.swarm) {
+            (None, false) => return Ok(None),
+            (None, true) => (
+                self.host.clone().context("--swarm needs --host MANAGER")?,
+                self.stack.clone(),
+                self.ssh_config.clone(),
+                None,
+            ),
+            (Some(name), _) => {
+                let env = environments::load(&self.config_file(root), name)?;
+                let Some(manager) = &env.manager else {
+                    return Ok(None);
+                };
+                let spec = match manager.port {
+                    Some(port) => format!("{}:{port}", manager.host),
+                    None => manager.host.clone(),
+                };
+                let spec = match &manager.user {
+                    Some(user) => format!("{user}@{spec}"),
+                    None => spec,
+                };
+                (
+                    spec,
+                    self.stack.clone().or(env.stack.clone()),
+                    self.ssh_config.clone().or(env.ssh_config.clone()),
+                    env.env_file.clone(),
+                )
+            }
+        };
+        let stack = stack.unwrap_or_else(|| DEFAULT_STACK.into());
+        check_stack(&stack)?;
+        let file_path = root.join(swarm::STACK_FILE);
+        let file = std::fs::read_to_string(&file_path).with_context(|| {
+            format!("cannot read {} (the swarm stack file)", file_path.display())
+        })?;
+        let target = Target::new(Some(&manager), "/", ssh_config)?;
+        Ok(Some((
+            Swarm {
+                manager: Remote::new(target, *runner),
+                stack,
+                registry: registry.to_string(),
+                file,
+                http_port: None,
+                timeout: swarm::TIMEOUT,
+            },
+            env_file,
+        )))
+    }
+
+    fn config_file(&self, root: &Path) -> PathBuf {
+        self.deploy_config
+            .clone()
+            .unwrap_or_else(|| root.join(environments::DEFAULT_FILE))
+    }
+
     /// The hosts and defaults of `--env` (from the deploy config; flags override it), or the one
     /// target of `--host`/`--dir` as a fleet of one. Every mistake is refused here, before
     /// anything connects.
@@ -102,11 +174,10 @@ impl TargetArgs {
             fleet.min_free_disk = self.min_free_disk.unwrap_or(MIN_FREE_DISK);
             return Ok(fleet);
         };
-        let file = self
-            .deploy_config
-            .clone()
-            .unwrap_or_else(|| root.join(environments::DEFAULT_FILE));
-        let env = environments::load(&file, name)?;
+        let env = environments::load(&self.config_file(root), name)?;
+        if env.kind == environments::Kind::Swarm {
+            bail!("environment {name} is a swarm: this task works on Compose hosts (deploy, rollback and status work on a swarm)");
+        }
         let stack = self
             .stack
             .clone()
@@ -383,6 +454,32 @@ mod tests {
                 .starts_with("--primary and --only choose one host of --env"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn swarm_needs_a_manager_and_no_dir() {
+        assert!(parse(&["--swarm"]).is_err(), "--swarm needs --host");
+        assert!(parse(&["--swarm", "--host", "m", "--dir", "/srv"]).is_err());
+        assert!(parse(&["--swarm", "--env", "prod"]).is_err());
+        let args = parse(&["--swarm", "--host", "root@10.0.0.1"]).unwrap();
+        let e = args.options().err().unwrap().to_string();
+        assert!(
+            e.starts_with("--swarm: this task works on Compose targets"),
+            "{e}"
+        );
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("compose.swarm.yaml"), "services: {}\n").unwrap();
+        let runner = Runner::new(true, crate::progress::Verbosity::Quiet);
+        let (swarm, env_file) = args
+            .swarm(root.path(), "127.0.0.1:5000/kiora", &runner)
+            .unwrap()
+            .unwrap();
+        assert_eq!(swarm.stack, "crm");
+        assert_eq!(swarm.file, "services: {}\n");
+        assert_eq!(swarm.manager.target.describe(), "root@10.0.0.1:/");
+        assert!(env_file.is_none());
+        let compose = parse(&["--dir", "/srv"]).unwrap();
+        assert!(compose.swarm(root.path(), "r", &runner).unwrap().is_none());
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!   deploy --strategy recreate (the old Makefile's way) | deploy --strategy rolling | rollback |
 //!   a broken release, rolled back automatically.
 //! Everything it starts is removed at the end. `--machines N` measures a fleet deploy on N real
-//! machines instead (see `bench_deploy/fleet.rs`).
+//! machines instead (see `bench_deploy/fleet.rs`); `--machines N --swarm` on a Docker Swarm of N
+//! machines (`bench_deploy/swarm.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,7 @@ const B: &str = "bench-b";
 const X: &str = "bench-broken";
 
 mod fleet;
+mod swarm;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -37,6 +39,10 @@ pub struct Args {
     /// instead of the one-machine scenarios.
     #[arg(long, value_name = "N")]
     pub machines: Option<usize>,
+    /// With --machines: make the machines a Docker Swarm and measure swarm's rolling update,
+    /// rollbacks and a node loss (compose.swarm.yaml).
+    #[arg(long, requires = "machines")]
+    pub swarm: bool,
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
@@ -63,6 +69,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     };
     build_app::run(&quiet, &build)?;
     make_variants(&quiet)?;
+    if let (Some(machines), true) = (args.machines, args.swarm) {
+        let result = swarm::run(ctx, &quiet, machines, [A, B, X]);
+        remove_images(&quiet);
+        return result;
+    }
     if let Some(machines) = args.machines {
         let result = fleet::run(ctx, &quiet, machines, A, B);
         remove_images(&quiet);

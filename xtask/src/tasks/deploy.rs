@@ -27,6 +27,8 @@
 //! `--canary-wait`, then the canary is promoted (no worse) or withdrawn (the live release alone
 //! again, as after any failure). `--canary-wait 0` leaves the split for a person:
 //! `deploy --promote` or `deploy --abort` decides (a plain deploy withdraws it first).
+//! On a swarm (an environment of `kind: swarm`, or `--swarm --host MANAGER`), `deploy/swarm.rs`
+//! deploys compose.swarm.yaml as a stack and swarm's own rolling update does the switch.
 
 use std::time::Duration;
 
@@ -39,6 +41,7 @@ use crate::deploy::environments::parse_duration;
 use crate::deploy::fleet::Wave;
 use crate::deploy::options::TargetArgs;
 use crate::deploy::rollout::{self, Decision};
+use crate::deploy::swarm;
 use crate::deploy::switch::Strategy;
 use crate::reference::ReleaseTag;
 
@@ -105,6 +108,17 @@ fn check_flags(args: &Args, env: bool) -> Result<()> {
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    if let Some((swarm, env_file)) =
+        args.target
+            .swarm(&ctx.root, &ctx.config.registry, &ctx.runner)?
+    {
+        if args.canary.is_some() || args.promote || args.abort {
+            bail!("--canary, --promote and --abort split an edge's traffic on Compose targets; on a swarm, its start-first rolling update (update_config in compose.swarm.yaml) checks each new task instead");
+        }
+        let tag = args.tag.as_ref().context("--tag is required")?;
+        let secret = swarm::app_secret(env_file.as_deref())?;
+        return swarm.deploy(tag.as_str(), &secret);
+    }
     let mut fleet = args.target.fleet(&ctx.root)?;
     check_flags(args, fleet.env.is_some())?;
     if args.promote || args.abort {

@@ -4,12 +4,14 @@
 //! host goes back together to the release their histories agree on (or `--to TAG`), all or none.
 //! Like a deploy, it runs the release command of the release it installs (its migrations find
 //! the newer schema and apply nothing).
+//! On a swarm: the stack deployed again with the release before the live one (or TAG).
 
 use anyhow::Result;
 
 use crate::ctx::Ctx;
 use crate::deploy::options::TargetArgs;
 use crate::deploy::rollout;
+use crate::deploy::swarm;
 use crate::reference::ReleaseTag;
 
 #[derive(clap::Args)]
@@ -26,6 +28,13 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    if let Some((swarm, env_file)) =
+        args.target
+            .swarm(&ctx.root, &ctx.config.registry, &ctx.runner)?
+    {
+        let secret = swarm::app_secret(env_file.as_deref())?;
+        return swarm.rollback(args.to.as_deref(), &secret);
+    }
     let mut fleet = args.target.fleet(&ctx.root)?;
     fleet.release_command = !args.skip_release_command;
     rollout::rollback(&ctx.runner, &fleet, args.to.as_deref()).map(drop)

@@ -3,7 +3,8 @@
 //! certificate's expiry; a warning under 14 days), the last lines of the deploy history and the
 //! backups. `--env NAME`: a table of the environment's hosts (live release, health, last deploy,
 //! lock, certificate), and an error when the fleet
-//! serves more than one release or a host cannot be asked.
+//! serves more than one release or a host cannot be asked. On a swarm: one line per service
+//! (release, tasks running/desired, last update), an error when one is short of replicas.
 
 use anyhow::{bail, Result};
 
@@ -21,6 +22,12 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    if let Some((swarm, _)) = args
+        .target
+        .swarm(&ctx.root, &ctx.config.registry, &ctx.runner)?
+    {
+        return swarm.status();
+    }
     let fleet = args.target.fleet(&ctx.root)?;
     if let Some(env) = &fleet.env {
         return fleet_status(ctx, env, &fleet);

@@ -79,6 +79,16 @@ impl Testbed {
     /// loopback registry on `registry_port` into every machine when given. Panics (after the
     /// testbed is removed) when `up` fails.
     pub fn start(n: usize, registry_port: Option<u16>) -> Testbed {
+        Testbed::start_with(n, registry_port, false)
+    }
+
+    /// [`Testbed::start`] with the machines in one Docker swarm: m1 the manager, the others
+    /// workers (`testbed up --swarm`).
+    pub fn start_swarm(n: usize, registry_port: Option<u16>) -> Testbed {
+        Testbed::start_with(n, registry_port, true)
+    }
+
+    fn start_with(n: usize, registry_port: Option<u16>, swarm: bool) -> Testbed {
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         let count = COUNT.fetch_add(1, Ordering::SeqCst);
         // "t" + pid in hex (at most 6 digits) + one digit: at most 8 characters, and unique.
@@ -93,6 +103,9 @@ impl Testbed {
         let mut args = vec!["testbed", "up", "--name", &name, "--machines", &machines];
         if let Some(port) = &port {
             args.extend(["--registry-port", port]);
+        }
+        if swarm {
+            args.push("--swarm");
         }
         let start = Instant::now();
         let output = xtask(&args);

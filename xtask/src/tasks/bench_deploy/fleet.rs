@@ -122,7 +122,7 @@ fn measure_fleet(
 /// Tags the local release images (and the edge) after the throwaway registry and pushes them
 /// (retried like a release's pushes), so every machine pulls them as a server would. Returns
 /// the names it tagged.
-fn push_releases(quiet: &Ctx, pushed: &Config, tags: &[&str]) -> Result<Vec<String>> {
+pub(super) fn push_releases(quiet: &Ctx, pushed: &Config, tags: &[&str]) -> Result<Vec<String>> {
     let mut images = Vec::new();
     for tag in tags {
         for (local, remote) in quiet
@@ -156,7 +156,10 @@ fn push_releases(quiet: &Ctx, pushed: &Config, tags: &[&str]) -> Result<Vec<Stri
         let refs: Vec<_> = images
             .iter()
             .map(|(_, remote)| remote)
-            .filter(|r| r.tag.starts_with(tag) && r.name != crate::config::EDGE)
+            .filter(|r| {
+                (r.tag == *tag || r.tag == format!("{tag}-supervisor"))
+                    && r.name != crate::config::EDGE
+            })
             .collect();
         crate::build::push::push_all(&to_push, &refs)?;
     }
