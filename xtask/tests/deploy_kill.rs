@@ -494,13 +494,25 @@ fn history_lines(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Removes a release's images from the engine, so deploying it really pulls.
+/// Removes a release's images from the engine, so deploying it really pulls. The stopped
+/// standby a finished deploy keeps (what a rollback would only start again) goes first: its
+/// containers hold those images.
 fn remove_local_images(prefix: &str, tag: &str) {
     let images = [
         format!("{prefix}/crm-gdb_php:{tag}"),
         format!("{prefix}/crm-gdb_php:{tag}-supervisor"),
         format!("{prefix}/crm-gdb_nginx:{tag}"),
     ];
+    for image in &images {
+        let ids = Command::new("docker")
+            .args(["ps", "-aq", "--filter", "status=exited"])
+            .args(["--filter", &format!("ancestor={image}")])
+            .output()
+            .unwrap();
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            let _ = Command::new("docker").args(["rm", id]).output();
+        }
+    }
     let out = Command::new("docker")
         .args(["image", "rm"])
         .args(&images)

@@ -38,7 +38,7 @@ fn logs_exec_maintenance_prune_over_a_fleet() {
         )
     };
     ok(&["docker-publish", "--image", "php", "--tag", "0.5.0"]);
-    ok(&["docker-publish", "--image", "edge", "--tag", "0.2.0"]);
+    ok(&["docker-publish", "--image", "edge", "--tag", "0.4.0"]);
     ok(&["build-app", "--tag", "1.0.0-a"]);
     eprintln!("release built after {:?}", started.elapsed());
 

@@ -133,7 +133,7 @@ fn edge_for_maintenance(d: &Deployment) -> Result<String> {
             .query(Cmd::new("docker").args(["inspect", "--format", "{{.Config.Image}}", &edge]))
             .unwrap_or_default();
         bail!(
-            "the edge on {} ({image}) predates maintenance mode; put crm-gdb_edge:0.2.0 in its compose.yaml and recreate the edge (docker compose -p {}-edge --profile edge up -d edge: a few seconds without service)",
+            "the edge on {} ({image}) predates maintenance mode; put crm-gdb_edge:0.4.0 in its compose.yaml and recreate the edge (docker compose -p {}-edge --profile edge up -d edge: a few seconds without service)",
             d.target().describe(),
             d.stack
         );
