@@ -131,8 +131,17 @@ fn fleet_deploys_end_on_one_release() {
         format!("{good_env}APP_DATA_DIR=/nonexistent\n"),
     )
     .unwrap();
+    // Without the release command, which would find the broken data directory of m3 in the
+    // prepare phase, before any host switches: this is the failure only a switch reveals.
     let probes = fleet.probes();
-    let out = run(&["deploy", "--env", "e2e", "--tag", "1.0.0-a"]);
+    let out = run(&[
+        "deploy",
+        "--env",
+        "e2e",
+        "--tag",
+        "1.0.0-a",
+        "--skip-release-command",
+    ]);
     let loads = stop(probes);
     std::fs::write(fleet.dir(3).join(".env"), &good_env).unwrap();
     assert!(
