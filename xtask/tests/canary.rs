@@ -186,9 +186,10 @@ fn bad_canary_withdrawn_healthy_canary_promoted_people_decide() {
     );
     let status = stdout_of(&on_target(&["status"]));
     assert!(status.contains("live:     1.0.0-b"), "{status}");
+    // Stopped, kept as the standby a rollback starts again.
     assert!(
-        !has_containers(&format!("{stack}-blue")),
-        "the old release is gone"
+        !has_running_containers(&format!("{stack}-blue")),
+        "the old release is stopped"
     );
 
     // Left for a person: status shows it, --promote promotes it.
@@ -218,7 +219,7 @@ fn bad_canary_withdrawn_healthy_canary_promoted_people_decide() {
         status.contains("live:     1.0.0-a") && !has_canary_line(&status),
         "{status}"
     );
-    assert!(!has_containers(&format!("{stack}-green")));
+    assert!(!has_running_containers(&format!("{stack}-green")));
     let out = on_target(&["deploy", "--promote"]);
     assert!(
         stderr(&out).contains("no canary on"),
@@ -440,6 +441,19 @@ fn ensure_networks(stack: &str) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+fn has_running_containers(project: &str) -> bool {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.compose.project={project}"),
+        ])
+        .output()
+        .unwrap();
+    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
 }
 
 fn has_containers(project: &str) -> bool {
