@@ -167,6 +167,7 @@ fn killed_deploys_do_not_block_the_next_one() {
     for moment in &LOCAL {
         let tag = if serving == A { B } else { A };
         if moment.name == "pulling" {
+            remove_standby(&stack);
             remove_local_images(&prefix, tag);
         }
         let marker = wrapper.marker(moment.name);
@@ -250,6 +251,7 @@ fn killed_deploys_do_not_block_the_next_one() {
     for (name, remote) in OVER_SSH {
         let tag = if serving == A { B } else { A };
         if name == "pulling" {
+            remove_standby(&stack);
             remove_local_images(&prefix, tag);
         }
         let lines_before = history_lines(target.path());
@@ -494,25 +496,28 @@ fn history_lines(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Removes a release's images from the engine, so deploying it really pulls. The stopped
-/// standby a finished deploy keeps (what a rollback would only start again) goes first: its
-/// containers hold those images.
+/// Removes the stopped containers a deploy keeps for a rollback (the standby), which hold their
+/// release's images.
+fn remove_standby(stack: &str) {
+    for color in ["blue", "green"] {
+        let out = Command::new("docker")
+            .args(["ps", "-aq", "--filter", "status=exited", "--filter"])
+            .arg(format!("label=com.docker.compose.project={stack}-{color}"))
+            .output()
+            .unwrap();
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = Command::new("docker").args(["rm", id]).output();
+        }
+    }
+}
+
+/// Removes a release's images from the engine, so deploying it really pulls.
 fn remove_local_images(prefix: &str, tag: &str) {
     let images = [
         format!("{prefix}/crm-gdb_php:{tag}"),
         format!("{prefix}/crm-gdb_php:{tag}-supervisor"),
         format!("{prefix}/crm-gdb_nginx:{tag}"),
     ];
-    for image in &images {
-        let ids = Command::new("docker")
-            .args(["ps", "-aq", "--filter", "status=exited"])
-            .args(["--filter", &format!("ancestor={image}")])
-            .output()
-            .unwrap();
-        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-            let _ = Command::new("docker").args(["rm", id]).output();
-        }
-    }
     let out = Command::new("docker")
         .args(["image", "rm"])
         .args(&images)
