@@ -210,6 +210,8 @@ pub struct Options {
     pub traffic_canary: Option<Share>,
     /// Print the fleet's comparison line (not under -q).
     pub say: bool,
+    /// --dry-run: no edge logged anything, so the comparison is not run (the promotion is shown).
+    pub dry_run: bool,
 }
 
 /// Runs the fleet through the steps above; never returns early without reverting.
@@ -383,12 +385,16 @@ fn traffic_canary<M: Member>(
             crate::progress::print_line(false, &line);
         }
     };
-    let judged = canary::judge_for(share, wait, say, || {
-        members
-            .iter_mut()
-            .map(|m| Ok((m.label(), m.tally()?)))
-            .collect()
-    });
+    let judged = if options.dry_run {
+        Ok(Tally::default())
+    } else {
+        canary::judge_for(share, wait, say, || {
+            members
+                .iter_mut()
+                .map(|m| Ok((m.label(), m.tally()?)))
+                .collect()
+        })
+    };
     if let Err(err) = judged {
         // No host is to blame: the fleet's canary is withdrawn everywhere.
         return Err((Stage::Canary, 0, err));
@@ -683,6 +689,7 @@ mod tests {
                 .or(traffic_canary.map(|_| Duration::ZERO)),
             traffic_canary,
             say: false,
+            dry_run: false,
         };
         let report = run(&mut members, &plan, options);
         let log = log.lock().unwrap().clone();

@@ -154,6 +154,7 @@ pub fn deploy_measured(runner: &Runner, fleet: &Fleet, tag: &str, operation: &st
             // One host keeps the one-target comparison (its `watch`).
             traffic_canary: fleet.traffic_canary.filter(|_| several),
             say: runner.verbosity > crate::progress::Verbosity::Quiet,
+            dry_run: runner.dry_run,
         },
     );
     if several {
