@@ -4,7 +4,11 @@
 //! ssh or remote `docker compose logs` behind; `logs` without -f; `exec` on every host (first
 //! non-zero status, failed hosts named) or on the primary; maintenance on (both edges 503 with
 //! Retry-After), status, off (200), refused as a whole when one edge is down, and put back on
-//! every host when one fails half-way; `prune --dry-run` per host. One release, one testbed, one deploy serve every scenario.
+//! every host when one fails half-way; `prune --dry-run` per host. Then a traffic canary over
+//! the fleet (`deploy --env --canary 20%`): both edges split at once, the hosts' counts judged
+//! together, both promoted while a probe on each edge sees no failure; a canary left on both
+//! (`--canary-wait 0`) shows in `status --env` and `deploy --env --abort` withdraws it on both.
+//! Two releases, one testbed serve every scenario.
 
 mod common;
 
@@ -38,8 +42,10 @@ fn logs_exec_maintenance_prune_over_a_fleet() {
         )
     };
     ok(&["docker-publish", "--image", "php", "--tag", "0.5.0"]);
+    // 0.4.0: the edge that can split requests (the traffic canary below).
     ok(&["docker-publish", "--image", "edge", "--tag", "0.4.0"]);
     ok(&["build-app", "--tag", "1.0.0-a"]);
+    ok(&["build-app", "--tag", "1.0.0-b"]);
     eprintln!("release built after {:?}", started.elapsed());
 
     let bed = Testbed::start(2, Some(registry.port));
@@ -315,6 +321,97 @@ fn logs_exec_maintenance_prune_over_a_fleet() {
     }
     for m in 1..=2 {
         assert_eq!(http_get_at(&bed.addr(m), EDGE_PORT, "/").unwrap().0, 200);
+    }
+
+    // A healthy traffic canary over the fleet: both edges split, the fleet's line sums both
+    // hosts' counts, both are promoted, and no request to either edge failed.
+    let probes: Vec<Probe> = labels
+        .iter()
+        .map(|l| {
+            Probe::start_at(
+                l.parse().unwrap(),
+                EDGE_PORT,
+                vec![Expected::page(), Expected::health()],
+            )
+        })
+        .collect();
+    let out = run(&[
+        "deploy",
+        "--env",
+        "e2e",
+        "--tag",
+        "1.0.0-b",
+        "--canary",
+        "20%",
+        "--canary-wait",
+        "15s",
+    ]);
+    let seen: Vec<ProbeResult> = probes.into_iter().map(Probe::stop).collect();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let fleet_line = err
+        .lines()
+        .rfind(|l| l.contains("fleet: canary 20% (asked)"))
+        .unwrap_or_else(|| panic!("no fleet comparison line: {err}"));
+    for (label, seen) in labels.iter().zip(&seen) {
+        assert_eq!(seen.failed, 0, "{label}: {:?}", seen.failures);
+        // `label N/0 | M/0`: this host's edge sent the canary requests, none failed.
+        let counts = fleet_line
+            .split(&format!("{label} "))
+            .nth(1)
+            .unwrap_or_else(|| panic!("{label} in {fleet_line}"));
+        let canary: u64 = counts.split('/').next().unwrap().parse().unwrap();
+        assert!(canary > 0, "{label}'s canary got requests: {fleet_line}");
+    }
+    assert!(
+        err.contains("promoted: 1.0.0-b answers every request"),
+        "{err}"
+    );
+    let status = String::from_utf8_lossy(&run(&["status", "--env", "e2e"]).stdout).to_string();
+    for label in &labels {
+        assert!(
+            status.lines().any(|l| l.starts_with(label.as_str())
+                && l.contains(" 1.0.0-b ")
+                && !l.contains("canary")),
+            "{label} serves 1.0.0-b alone: {status}"
+        );
+    }
+
+    // Left on both for a person: status --env shows it per host, --abort withdraws it on both.
+    let out = run(&[
+        "deploy",
+        "--env",
+        "e2e",
+        "--tag",
+        "1.0.0-a",
+        "--canary",
+        "20%",
+        "--canary-wait",
+        "0",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status = String::from_utf8_lossy(&run(&["status", "--env", "e2e"]).stdout).to_string();
+    for label in &labels {
+        assert!(
+            status
+                .lines()
+                .any(|l| l.starts_with(label.as_str())
+                    && l.contains("1.0.0-b (canary: 20% to 1.0.0-a")),
+            "{label} holds the canary: {status}"
+        );
+    }
+    let out = run(&["deploy", "--env", "e2e", "--abort"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status = String::from_utf8_lossy(&run(&["status", "--env", "e2e"]).stdout).to_string();
+    assert!(!status.contains("(canary:"), "withdrawn on both: {status}");
+    for label in &labels {
+        assert!(
+            status
+                .lines()
+                .any(|l| l.starts_with(label.as_str()) && l.contains(" 1.0.0-b ")),
+            "{status}"
+        );
+        assert_eq!(http_get_at(label, EDGE_PORT, "/").unwrap().0, 200);
     }
     eprintln!("fleet ops e2e took {:?}", started.elapsed());
 }

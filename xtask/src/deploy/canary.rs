@@ -257,22 +257,77 @@ pub fn compare(
     share: Share,
     wait: Duration,
 ) -> Result<Tally> {
-    let mut tally = Tally::default();
     if d.remote.dry_run() {
-        return Ok(tally);
+        return Ok(Tally::default());
     }
-    let upstream = format!("{canary_project}:80");
+    let mut tally = Tally::default();
+    let say = |line: String| d.remote.say(line);
+    judge_for(share, wait, say, || {
+        poll(d, edge, canary_project, &mut tally)?;
+        Ok(vec![(String::new(), tally.clone())])
+    })
+}
+
+/// Adds the log's new whole lines on `edge` to `tally` (a log not there yet counts nothing).
+pub fn poll(d: &Deployment, edge: &str, canary_project: &str, tally: &mut Tally) -> Result<()> {
+    let out = d.remote.output(read_log(edge, tally.offset))?;
+    if out.status.success() {
+        tally.add(&out.stdout, &format!("{canary_project}:80"));
+    }
+    Ok(())
+}
+
+/// The fleet's counts: every host's edge's requests and 5xx added up, per side.
+pub fn sum<'a>(tallies: impl IntoIterator<Item = &'a Tally>) -> Tally {
+    let mut all = Tally::default();
+    for t in tallies {
+        all.canary.requests += t.canary.requests;
+        all.canary.errors += t.canary.errors;
+        all.live.requests += t.live.requests;
+        all.live.errors += t.live.errors;
+    }
+    all
+}
+
+/// `web1 41/0 | 377/0, web2 ...`: each host's canary and live requests/5xx (several hosts).
+pub fn per_host(hosts: &[(String, Tally)]) -> String {
+    hosts
+        .iter()
+        .map(|(h, t)| {
+            format!(
+                "{h} {}/{} | {}/{}",
+                t.canary.requests, t.canary.errors, t.live.requests, t.live.errors
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The comparison for `wait`: `read` gives each host's counts so far (one host, or every host
+/// of a fleet: their sum is judged), the line is shown every few seconds. Ok when the canary is
+/// to be promoted; the error says why it is to be withdrawn.
+pub fn judge_for(
+    share: Share,
+    wait: Duration,
+    say: impl Fn(String),
+    mut read: impl FnMut() -> Result<Vec<(String, Tally)>>,
+) -> Result<Tally> {
     let (start, mut shown) = (Instant::now(), Instant::now());
     loop {
         crate::interrupt::check()?;
         std::thread::sleep(POLL.min(wait.saturating_sub(start.elapsed())));
-        let out = d.remote.output(read_log(edge, tally.offset))?;
-        if out.status.success() {
-            tally.add(&out.stdout, &upstream);
-        }
+        let hosts = read()?;
+        let tally = sum(hosts.iter().map(|(_, t)| t));
         let verdict = judge(&tally, start.elapsed() >= wait);
         if verdict != Verdict::Wait || shown.elapsed() >= SHOW_EVERY {
-            d.remote.say(format!("  {}", tally.line(share)));
+            match hosts.len() {
+                1 => say(format!("  {}", tally.line(share))),
+                _ => say(format!(
+                    "  fleet: {} (canary | live req/5xx: {})",
+                    tally.line(share),
+                    per_host(&hosts)
+                )),
+            }
             shown = Instant::now();
         }
         match verdict {
@@ -428,5 +483,70 @@ mod tests {
             Verdict::Withdraw(_)
         ));
         assert_eq!(Count::default().rate(), 0.0);
+    }
+
+    #[test]
+    fn a_fleet_is_judged_on_every_host_s_counts_added_up() {
+        let hosts = [
+            ("web1".to_string(), tally((20, 0), (180, 1))),
+            ("web2".to_string(), tally((21, 9), (190, 0))),
+        ];
+        let all = sum(hosts.iter().map(|(_, t)| t));
+        assert_eq!(
+            (all.canary, all.live),
+            (
+                tally((41, 9), (370, 1)).canary,
+                tally((41, 9), (370, 1)).live
+            )
+        );
+        // One bad host is enough to make the fleet's canary worse: withdrawn everywhere.
+        assert!(matches!(judge(&all, true), Verdict::Withdraw(_)));
+        // Neither host alone reached the minimum, together they do: promoted.
+        let few = [tally((12, 0), (100, 0)), tally((12, 0), (100, 0))];
+        assert!(matches!(judge(&few[0], true), Verdict::Withdraw(_)));
+        assert_eq!(judge(&sum(&few), true), Verdict::Promote);
+        assert_eq!(per_host(&hosts), "web1 20/0 | 180/1, web2 21/9 | 190/0");
+        assert_eq!(sum([]), Tally::default());
+    }
+
+    #[test]
+    fn the_comparison_ends_on_the_verdict_of_the_sum() {
+        let mut calls = 0;
+        let lines = std::cell::RefCell::new(Vec::new());
+        let bad = judge_for(
+            Share(20),
+            Duration::from_secs(60),
+            |l| lines.borrow_mut().push(l),
+            || {
+                calls += 1;
+                Ok(vec![
+                    ("a".into(), tally((15, 15), (60, 0))),
+                    ("b".into(), tally((15, 0), (60, 0))),
+                ])
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        // Half the fleet's canary requests fail: withdrawn at the first look, not after 60s.
+        assert_eq!(calls, 1);
+        assert!(
+            bad.starts_with("the canary was withdrawn: its 5xx rate 50.0% (15 of 30)"),
+            "{bad}"
+        );
+        assert!(
+            lines.borrow()[0].starts_with(
+                "  fleet: canary 20% (asked) 20.0% (seen): 30 req, 15 5xx | live 120 req, 0 5xx"
+            ),
+            "{:?}",
+            lines.borrow()
+        );
+        let good = judge_for(
+            Share(20),
+            Duration::ZERO,
+            |_| {},
+            || Ok(vec![("a".into(), tally((30, 0), (100, 0)))]),
+        )
+        .unwrap();
+        assert_eq!(good.canary.requests, 30);
     }
 }

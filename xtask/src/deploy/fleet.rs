@@ -9,6 +9,10 @@
 //!   4. switch the canary and verify it, then optionally watch it for `canary_wait`;
 //!   5. switch the rest in waves, the hosts of a wave in parallel.
 //!
+//! A traffic canary over several hosts (`Options::traffic_canary`) replaces 4 and 5: every host
+//! splits its edge's requests at once, the fleet's counts (every edge's log, added up) are
+//! judged for `canary_wait`, then every host is promoted, or every host withdraws it (the revert).
+//!
 //! No host drains or removes its old release until every host has switched and verified: until
 //! then a switched host still runs both, and putting it back is an instant edge switch. If any
 //! host fails at any step (or on Ctrl-C, which makes the running commands fail), every host
@@ -22,6 +26,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
+use crate::deploy::canary::{self, Share, Tally};
 use crate::interrupt::Interrupted;
 
 /// One host of the fleet, as the scheduler drives it. Each call does one step on that host;
@@ -39,6 +44,10 @@ pub trait Member: Send {
     fn switch(&mut self) -> Result<()>;
     /// Keep checking the switched host for `duration` (the canary's probation).
     fn watch(&mut self, duration: Duration) -> Result<()>;
+    /// A traffic canary: this host's edge's counts so far (canary and live requests, 5xx).
+    fn tally(&mut self) -> Result<Tally>;
+    /// A traffic canary judged good over the fleet: this host's edge sends it every request.
+    fn promote(&mut self) -> Result<()>;
     /// Every host switched: drain and remove the old release, record success.
     fn finish(&mut self) -> Result<()>;
     /// Point the edge back at the previous release, if this host switched: the fast part of a
@@ -197,6 +206,12 @@ impl Report {
 pub struct Options {
     pub parallel: bool,
     pub canary_wait: Option<Duration>,
+    /// A traffic canary over several hosts: all split at once, judged together, no canary host.
+    pub traffic_canary: Option<Share>,
+    /// Print the fleet's comparison line (not under -q).
+    pub say: bool,
+    /// --dry-run: no edge logged anything, so the comparison is not run (the promotion is shown).
+    pub dry_run: bool,
 }
 
 /// Runs the fleet through the steps above; never returns early without reverting.
@@ -298,6 +313,9 @@ fn switch_all<M: Member>(
     if let Some(failure) = first_failure(failed, fates, Stage::Prepare, Fate::Failed) {
         return Err(failure);
     }
+    if let Some(share) = options.traffic_canary {
+        return traffic_canary(members, options, all, fates, share);
+    }
     // 4. The canary alone, then its probation.
     let canary = plan.canary;
     let waves = std::iter::once((Stage::Canary, vec![canary])).chain(
@@ -327,6 +345,62 @@ fn switch_all<M: Member>(
         }
     }
     Ok(())
+}
+
+/// Every host splits its edge's requests, the fleet's counts are judged for the wait, then every
+/// host is promoted (a wait of zero leaves the split on every host for `deploy --promote`).
+fn traffic_canary<M: Member>(
+    members: &mut [M],
+    options: Options,
+    all: &[usize],
+    fates: &mut [Fate],
+    share: Share,
+) -> std::result::Result<(), (Stage, usize, anyhow::Error)> {
+    if let Err(err) = crate::interrupt::check() {
+        return Err((Stage::Canary, 0, err));
+    }
+    let failed = each(members, all, options.parallel, |m| m.switch());
+    for &i in all {
+        fates[i] = Fate::Switched;
+    }
+    if let Some(failure) = first_failure(failed, fates, Stage::Canary, Fate::Failed) {
+        return Err(failure);
+    }
+    let wait = options.canary_wait.unwrap_or_default();
+    if wait.is_zero() {
+        return Ok(());
+    }
+    if options.say {
+        crate::progress::print_line(
+            false,
+            &format!(
+                "Comparing the canary ({share} of the requests on {} hosts) with the live release for {}",
+                all.len(),
+                crate::progress::seconds(wait)
+            ),
+        );
+    }
+    let say = |line: String| {
+        if options.say {
+            crate::progress::print_line(false, &line);
+        }
+    };
+    let judged = if options.dry_run {
+        Ok(Tally::default())
+    } else {
+        canary::judge_for(share, wait, say, || {
+            members
+                .iter_mut()
+                .map(|m| Ok((m.label(), m.tally()?)))
+                .collect()
+        })
+    };
+    if let Err(err) = judged {
+        // No host is to blame: the fleet's canary is withdrawn everywhere.
+        return Err((Stage::Canary, 0, err));
+    }
+    let failed = each(members, all, options.parallel, |m| m.promote());
+    first_failure(failed, fates, Stage::Canary, Fate::Failed).map_or(Ok(()), Err)
 }
 
 /// Reverts every host that got as far as its lock; a host whose own step failed undoes its part.
@@ -543,6 +617,29 @@ mod tests {
         fn watch(&mut self, _: Duration) -> Result<()> {
             self.step("watch")
         }
+        fn tally(&mut self) -> Result<Tally> {
+            self.step("tally")?;
+            // `name!bad`: this host's canary fails every request.
+            let errors = if self.fail_at.as_deref() == Some("bad") {
+                30
+            } else {
+                0
+            };
+            Ok(Tally {
+                canary: canary::Count {
+                    requests: 30,
+                    errors,
+                },
+                live: canary::Count {
+                    requests: 100,
+                    errors: 0,
+                },
+                offset: 0,
+            })
+        }
+        fn promote(&mut self) -> Result<()> {
+            self.step("promote")
+        }
         fn finish(&mut self) -> Result<()> {
             self.step("finish")
         }
@@ -559,6 +656,15 @@ mod tests {
 
     /// Hosts named as given, `name!step` fails at that step; returns the log of calls.
     fn fleet(specs: &[&str], wave: Wave, wait: bool) -> (Report, Vec<String>) {
+        fleet_with(specs, wave, wait, None)
+    }
+
+    fn fleet_with(
+        specs: &[&str],
+        wave: Wave,
+        wait: bool,
+        traffic_canary: Option<Share>,
+    ) -> (Report, Vec<String>) {
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut members: Vec<Fake> = specs
             .iter()
@@ -577,7 +683,13 @@ mod tests {
         let plan = Plan::new(members.len(), 0, wave);
         let options = Options {
             parallel: true,
-            canary_wait: wait.then_some(Duration::from_secs(1)),
+            // A traffic canary's wait of 0 leaves the split; a host canary's None skips the watch.
+            canary_wait: wait
+                .then_some(Duration::from_secs(1))
+                .or(traffic_canary.map(|_| Duration::ZERO)),
+            traffic_canary,
+            say: false,
+            dry_run: false,
         };
         let report = run(&mut members, &plan, options);
         let log = log.lock().unwrap().clone();
@@ -752,6 +864,56 @@ mod tests {
             ]
         );
         assert!(report.fates[0].describe().starts_with("REVERT FAILED"));
+    }
+
+    #[test]
+    fn a_traffic_canary_splits_every_host_then_promotes_every_host() {
+        let share = Some(Share::parse("20%").unwrap());
+        let (report, log) = fleet_with(&["a", "b", "c"], Wave::Hosts(1), true, share);
+        assert!(report.succeeded(), "{:?}", report.failure);
+        assert_eq!(report.fates, vec![Fate::Switched; 3]);
+        // No canary host: every host splits before anything is judged, every host is promoted
+        // before any finishes, and the host canary's watch never runs.
+        let last = |step: &str| log.iter().rposition(|l| l.starts_with(step)).unwrap();
+        let first = |step: &str| log.iter().position(|l| l.starts_with(step)).unwrap();
+        assert!(last("switch") < first("tally"), "{log:?}");
+        assert!(last("tally") < first("promote") && last("promote") < first("finish"));
+        assert_eq!(calls(&log, "promote"), ["a", "b", "c"]);
+        assert!(calls(&log, "watch").is_empty());
+        // Wait 0: the split stays on every host for a person; nothing judged or promoted.
+        let (report, log) = fleet_with(&["a", "b"], Wave::Hosts(1), false, share);
+        assert!(report.succeeded());
+        assert!(calls(&log, "tally").is_empty() && calls(&log, "promote").is_empty());
+        assert_eq!(calls(&log, "finish"), ["a", "b"]);
+    }
+
+    #[test]
+    fn a_traffic_canary_bad_over_the_fleet_or_failing_a_promotion_is_withdrawn_everywhere() {
+        let share = Some(Share::parse("20%").unwrap());
+        // One host's canary fails all its requests: the fleet's sum is half 5xx.
+        let (report, log) = fleet_with(&["a", "b!bad"], Wave::Hosts(1), true, share);
+        let (stage, _, err) = report.failure.as_ref().unwrap();
+        assert_eq!(*stage, Stage::Canary);
+        assert!(
+            err.to_string().starts_with("the canary was withdrawn"),
+            "{err}"
+        );
+        assert_eq!(report.fates, [Fate::Reverted, Fate::Reverted]);
+        assert!(calls(&log, "promote").is_empty() && calls(&log, "finish").is_empty());
+        assert_eq!(calls(&log, "revert"), ["a", "b"]);
+        // A promotion failing on one host: every host goes back, the fleet on one release.
+        let (report, log) = fleet_with(&["a", "b!promote", "c"], Wave::Hosts(1), true, share);
+        assert_eq!(report.failure.as_ref().unwrap().0, Stage::Canary);
+        assert_eq!(
+            report.fates,
+            [
+                Fate::Reverted,
+                Fate::Failed("promote broke on b".into()),
+                Fate::Reverted
+            ]
+        );
+        assert_eq!(calls(&log, "switch_back"), ["a", "b", "c"]);
+        assert!(calls(&log, "finish").is_empty());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //!
 //! With several hosts every output line starts with `[host]`, and the command ends with a
 //! table: host, from, to, result (switched / reverted / never switched / unreachable: ...).
-//! `decide` is `deploy --promote` / `--abort` of a traffic canary left on one target.
+//! `decide` is `deploy --promote` / `--abort` of a traffic canary left on one target or a fleet.
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use crate::deploy::deployment::Deployment;
 use crate::deploy::fleet::{self, Fate, Member, Plan, Stage, Wave};
 use crate::deploy::history::previous_release;
 use crate::deploy::lock::{Lock, LOCK_DIR};
-use crate::deploy::stack::Stack;
+use crate::deploy::stack::{Color, Stack};
 use crate::deploy::switch::{self, Prepared, Spec, Strategy};
 use crate::deploy::target::Target;
 use crate::progress::Steps;
@@ -151,6 +151,10 @@ pub fn deploy_measured(runner: &Runner, fleet: &Fleet, tag: &str, operation: &st
         fleet::Options {
             parallel: !runner.dry_run,
             canary_wait: fleet.canary_wait,
+            // One host keeps the one-target comparison (its `watch`).
+            traffic_canary: fleet.traffic_canary.filter(|_| several),
+            say: runner.verbosity > crate::progress::Verbosity::Quiet,
+            dry_run: runner.dry_run,
         },
     );
     if several {
@@ -271,19 +275,57 @@ pub enum Decision {
     Abort,
 }
 
-/// `deploy --promote` / `--abort` on one target: under the deploy lock, the canary the edge
-/// splits requests with is promoted (switch, verify, drain, record `ok`) or withdrawn (the
-/// reconcile of a takeover). A promotion whose check through the edge fails is withdrawn too.
-pub fn decide(runner: &Runner, fleet: &Fleet, decision: Decision) -> Result<()> {
-    if fleet.hosts.len() != 1 {
-        bail!("--promote and --abort work on one target: give --host/--dir of the host with the canary");
+impl Decision {
+    fn flag(self) -> &'static str {
+        match self {
+            Decision::Promote => "--promote",
+            Decision::Abort => "--abort",
+        }
     }
-    let d = fleet.deployments(runner).remove(0);
-    let flag = match decision {
-        Decision::Promote => "--promote",
-        Decision::Abort => "--abort",
-    };
+}
+
+/// A host's canary under its deploy lock, ready for a person's decision.
+struct Held {
+    d: Deployment,
+    steps: Steps,
+    _lock: Lock,
+    canary: Color,
+    share: Share,
+    live: Color,
+    live_tag: String,
+    php: String,
+    /// The canary's release.
+    tag: String,
+}
+
+impl Held {
+    fn record(&self, id: &str, result: &str) -> Result<()> {
+        record_decision(&self.d, &self.php, &self.tag, id, result)
+    }
+
+    /// The live release alone again, the canary removed (a cleanup: also after Ctrl-C).
+    fn withdraw(&self) -> Result<()> {
+        let undoing = self.d.undoing();
+        Stack::new(&undoing)
+            .switch(self.live)
+            .and_then(|()| crate::deploy::reconcile::run(&undoing))
+    }
+}
+
+fn record_decision(d: &Deployment, php: &str, tag: &str, id: &str, result: &str) -> Result<()> {
+    d.undoing()
+        .record(id, tag, &d.revision(php), Strategy::Rolling.name(), result)
+}
+
+/// Checks and locks one host and finds its canary. None: nothing left to decide there (a dead
+/// deploy's canary withdrawn by the takeover, with --abort; or, over a fleet with --abort, none).
+fn hold(runner: &Runner, fleet: &Fleet, d: Deployment, decision: Decision) -> Result<Option<Held>> {
+    let several = fleet.hosts.len() > 1;
+    let flag = decision.flag();
     let mut steps = Steps::new(4, runner.verbosity);
+    if several {
+        steps = steps.prefixed(d.remote.label.as_deref().unwrap_or("?"));
+    }
     steps.step(&format!("Checking {}", d.target().describe()), || {
         d.target().check(runner)
     })?;
@@ -305,14 +347,18 @@ pub fn decide(runner: &Runner, fleet: &Fleet, decision: Decision) -> Result<()> 
             if decision == Decision::Promote {
                 bail!("{what} was withdrawn when its lock was taken over; deploy its release again to try it");
             }
-            runner.say(format!(
+            d.remote.say(format!(
                 "{what} was withdrawn; the live release answers every request"
             ));
-            return Ok(());
+            return Ok(None);
         }
     }
     let (Some((canary, share)), Some((live, live_tag))) = (stack.canary()?, stack.live_release()?)
     else {
+        if several && decision == Decision::Abort {
+            d.remote.say("no canary here: nothing to withdraw");
+            return Ok(None);
+        }
         bail!(
             "no canary on {}: nothing to {}; `cargo xtask status` shows what serves",
             d.target().describe(),
@@ -323,53 +369,121 @@ pub fn decide(runner: &Runner, fleet: &Fleet, decision: Decision) -> Result<()> 
         .image_of(canary, "php")?
         .context("the canary's php container is gone; withdraw it with --abort")?;
     let tag = crate::compose_file::release_of(&php).unwrap_or_else(|| php.clone());
-    let live_tag = live_tag.unwrap_or_else(|| "the live release".into());
-    let id = switch::new_deploy_id();
-    let record = |result: &str| {
-        d.undoing().record(
-            &id,
-            &tag,
-            &d.revision(&php),
-            Strategy::Rolling.name(),
-            result,
-        )
+    Ok(Some(Held {
+        d,
+        steps,
+        _lock: lock,
+        canary,
+        share,
+        live,
+        live_tag: live_tag.unwrap_or_else(|| "the live release".into()),
+        php,
+        tag,
+    }))
+}
+
+/// `deploy --promote` / `--abort`: under every host's deploy lock (taken in the fleet's fixed
+/// order, before anything changes), the canary the edges split requests with is promoted
+/// (switch, verify, drain, record `ok`) or withdrawn (the reconcile of a takeover). A promotion
+/// whose check through an edge fails is withdrawn on every host: the fleet stays on one release.
+pub fn decide(runner: &Runner, fleet: &Fleet, decision: Decision) -> Result<()> {
+    let flag = decision.flag();
+    let mut deployments: Vec<(String, Deployment)> = fleet
+        .deployments(runner)
+        .into_iter()
+        .map(|d| (d.target().describe(), d))
+        .collect();
+    deployments.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut held = Vec::new();
+    for (_, d) in deployments {
+        held.extend(hold(runner, fleet, d, decision)?);
+    }
+    let Some(first) = held.first() else {
+        if fleet.hosts.len() > 1 {
+            bail!(
+                "no canary on any host of {}: nothing to {}",
+                fleet.describe(),
+                &flag[2..]
+            );
+        }
+        return Ok(());
     };
+    let tag = first.tag.clone();
+    if let Some(other) = held.iter().find(|h| h.tag != tag) {
+        bail!(
+            "the hosts' canaries are of different releases ({tag}, {}): withdraw them with --abort",
+            other.tag
+        );
+    }
+    let id = switch::new_deploy_id();
     match decision {
         Decision::Abort => {
-            steps.step(
-                &format!("Withdrawing the canary of {tag} ({share})"),
-                || crate::deploy::reconcile::run(&d),
-            )?;
-            steps.step("Recording", || {
-                record(&format!(
-                    "canary withdrawn by hand; {live_tag} keeps serving"
-                ))
-            })?;
-            runner.say(format!(
-                "{live_tag} answers every request on {} again",
-                d.target().describe()
-            ));
+            let mut failed = None;
+            for h in &mut held {
+                let (d, live_tag) = (&h.d, h.live_tag.clone());
+                let title = format!("Withdrawing the canary of {tag} ({})", h.share);
+                let done = h
+                    .steps
+                    .step(&title, || crate::deploy::reconcile::run(d))
+                    .and_then(|()| {
+                        h.steps.step("Recording", || {
+                            let result =
+                                format!("canary withdrawn by hand; {live_tag} keeps serving");
+                            record_decision(d, &h.php, &h.tag, &id, &result)
+                        })
+                    });
+                match done {
+                    Ok(()) => h.d.remote.say(format!(
+                        "{live_tag} answers every request on {} again",
+                        h.d.target().describe()
+                    )),
+                    Err(err) => {
+                        failed.get_or_insert(err.context(format!(
+                            "withdrawing the canary on {}",
+                            h.d.target().describe()
+                        )));
+                    }
+                }
+            }
+            if let Some(err) = failed {
+                return Err(err);
+            }
         }
         Decision::Promote => {
-            let promoted = steps.step(
-                &format!("Promoting the canary of {tag} ({share} so far)"),
-                || {
+            let mut promoted = Ok(());
+            for h in &mut held {
+                let (d, canary, php) = (&h.d, h.canary, h.php.clone());
+                let title = format!("Promoting the canary of {tag} ({} so far)", h.share);
+                promoted = h.steps.step(&title, || {
+                    let stack = Stack::new(d);
                     stack.switch(canary)?;
                     if !runner.dry_run {
                         d.http_check(&php, stack.port()?)?;
                     }
                     Ok(())
-                },
-            );
+                });
+                if promoted.is_err() {
+                    break;
+                }
+            }
             if let Err(err) = promoted {
-                let undoing = d.undoing();
-                let undo = Stack::new(&undoing)
-                    .switch(live)
-                    .and_then(|()| crate::deploy::reconcile::run(&undoing));
-                let _ = record(&format!(
-                    "failed; promotion withdrawn: {live_tag} keeps serving ({})",
-                    fleet::one_line(&err)
-                ));
+                // Every host back on its live release, the canary gone: one release again.
+                let mut undo = Ok(());
+                for h in &held {
+                    let back = h.withdraw();
+                    let _ = h.record(
+                        &id,
+                        &format!(
+                            "failed; promotion withdrawn: {} keeps serving ({})",
+                            h.live_tag,
+                            fleet::one_line(&err)
+                        ),
+                    );
+                    if let Err(e) = back {
+                        undo = undo.and(Err(e.context(h.d.target().describe())));
+                    }
+                }
+                let live_tag = &held[0].live_tag;
                 return Err(match undo {
                     Ok(()) => {
                         err.context(format!("promoting {tag} failed; {live_tag} keeps serving"))
@@ -379,16 +493,28 @@ pub fn decide(runner: &Runner, fleet: &Fleet, decision: Decision) -> Result<()> 
                     )),
                 });
             }
-            steps.step("Draining the old release and recording", || {
-                std::thread::sleep(if runner.dry_run { Duration::ZERO } else { Duration::from_secs(2) });
-                let removed = stack.remove(live);
-                record(&match &removed {
-                    Ok(()) => "ok; canary promoted by hand".to_string(),
-                    Err(err) => format!("ok; {tag} serves (canary promoted by hand), but the old release was not removed ({})", fleet::one_line(err)),
-                })?;
-                removed
-            })?;
-            runner.say(format!("{tag} is live on {}", d.target().describe()));
+            let mut untidy = None;
+            for h in &mut held {
+                let (d, live) = (&h.d, h.live);
+                let drained = h.steps.step("Draining the old release and recording", || {
+                    std::thread::sleep(if runner.dry_run { Duration::ZERO } else { Duration::from_secs(2) });
+                    let removed = Stack::new(d).remove(live);
+                    record_decision(d, &h.php, &h.tag, &id, &match &removed {
+                        Ok(()) => "ok; canary promoted by hand".to_string(),
+                        Err(err) => format!("ok; {tag} serves (canary promoted by hand), but the old release was not removed ({})", fleet::one_line(err)),
+                    })?;
+                    removed
+                });
+                match drained {
+                    Ok(()) => runner.say(format!("{tag} is live on {}", d.target().describe())),
+                    Err(err) => {
+                        untidy.get_or_insert(err);
+                    }
+                }
+            }
+            if let Some(err) = untidy {
+                return Err(err);
+            }
         }
     }
     Ok(())
@@ -537,6 +663,8 @@ struct HostRun<'a> {
     outcome: Option<String>,
     /// Its own step failed (not another host's): its new containers' logs are worth showing.
     failed: bool,
+    /// A traffic canary over a fleet: what its edge logged so far.
+    tally: crate::deploy::canary::Tally,
 }
 
 impl<'a> HostRun<'a> {
@@ -559,6 +687,7 @@ impl<'a> HostRun<'a> {
             started: Instant::now(),
             outcome: None,
             failed: false,
+            tally: Default::default(),
         }
     }
 
@@ -657,6 +786,24 @@ impl Member for HostRun<'_> {
             .as_ref()
             .context("internal: the host was not prepared")?
             .watch(&self.d, duration);
+        self.failed = result.is_err();
+        result
+    }
+
+    fn tally(&mut self) -> Result<crate::deploy::canary::Tally> {
+        self.prepared
+            .as_ref()
+            .context("internal: the host was not prepared")?
+            .poll_canary(&self.d, &mut self.tally)?;
+        Ok(self.tally.clone())
+    }
+
+    fn promote(&mut self) -> Result<()> {
+        let result = self
+            .prepared
+            .as_mut()
+            .context("internal: the host was not prepared")?
+            .promote(&self.d);
         self.failed = result.is_err();
         result
     }

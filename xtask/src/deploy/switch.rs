@@ -293,6 +293,38 @@ impl Prepared {
         Ok(())
     }
 
+    /// A traffic canary over a fleet: adds what this host's edge logged since the last look to
+    /// `tally` (the fleet's comparison sums every host's).
+    pub fn poll_canary(&self, d: &Deployment, tally: &mut canary::Tally) -> Result<()> {
+        let (Some(_), Some(edge)) = (self.plan.canary, &self.progress.edge) else {
+            return Ok(());
+        };
+        if d.remote.dry_run() {
+            return Ok(());
+        }
+        canary::poll(d, edge, &Stack::new(d).project(self.plan.next), tally)
+    }
+
+    /// A traffic canary over a fleet, once the fleet's comparison found it no worse: the edge
+    /// sends this host's every request to it, checked through the edge. On error the revert
+    /// puts the live release back (the edge counts as switched since the split).
+    pub fn promote(&mut self, d: &Deployment) -> Result<()> {
+        if !self.held() {
+            return Ok(());
+        }
+        Stack::new(d)
+            .switch(self.plan.next)
+            .context("promoting the canary to every request")?;
+        self.promoted = true;
+        self.verify(d)
+            .context("the promoted canary does not answer /health through the edge")?;
+        d.remote.say(format!(
+            "promoted: {} answers every request",
+            spec_tag(&self.php)
+        ));
+        Ok(())
+    }
+
     /// A canary left for a person to decide (no comparison ran): nothing to drain yet.
     pub fn held(&self) -> bool {
         self.plan.canary.is_some() && self.plan.live.is_some() && !self.promoted
@@ -404,6 +436,8 @@ struct Progress {
     wrote_compose: bool,
     started_next: bool,
     switched: bool,
+    /// The edge's container id, once known (a fleet's canary log is read from it).
+    edge: Option<String>,
 }
 
 /// The switch a deploy or rollback makes, decided before anything changes.
@@ -452,6 +486,7 @@ impl Switch {
         });
         let edge = started?;
         progress.switched = true;
+        progress.edge = Some(edge.clone());
         match (self.canary, live) {
             (Some(share), Some(live)) => stack.split(live, next, share),
             _ => stack.switch_edge(&edge, next),

@@ -22,11 +22,13 @@
 //! every host switched, and any failure (or Ctrl-C) puts every switched host back.
 //! `rollback` runs the same switch towards an earlier tag.
 //!
-//! `--canary 10%` (one target): at step 5 the edge sends that share of the requests to the new
+//! `--canary 10%`: at step 5 the edge sends that share of the requests to the new
 //! release, the rest to the live one; the edge's 5xx rates of both are compared for
 //! `--canary-wait`, then the canary is promoted (no worse) or withdrawn (the live release alone
 //! again, as after any failure). `--canary-wait 0` leaves the split for a person:
-//! `deploy --promote` or `deploy --abort` decides (a plain deploy withdraws it first).
+//! `deploy --promote` or `deploy --abort` decides (a plain deploy withdraws it first). With
+//! `--env` every host splits at once (no canary host, no waves), the hosts' counts are added up
+//! and judged once, and every host is promoted, or every host withdraws it.
 //! On a swarm (an environment of `kind: swarm`, or `--swarm --host MANAGER`), `deploy/swarm.rs`
 //! deploys compose.swarm.yaml as a stack and swarm's own rolling update does the switch.
 
@@ -50,13 +52,13 @@ pub struct Args {
     /// Release tag to deploy (must be in the registry).
     #[arg(long, required_unless_present_any = ["promote", "abort"])]
     pub tag: Option<ReleaseTag>,
-    /// Send this share of the requests (1% to 99%) to the release through the edge, compare the error rates for --canary-wait, then promote or withdraw it. One target.
-    #[arg(long, value_name = "PERCENT", value_parser = parse_share, conflicts_with = "env")]
+    /// Send this share of the requests (1% to 99%) to the release through the edge (with --env: every host's edge at once), compare the error rates for --canary-wait, then promote or withdraw it.
+    #[arg(long, value_name = "PERCENT", value_parser = parse_share, conflicts_with_all = ["wave", "canary_host"])]
     pub canary: Option<Share>,
-    /// Promote the canary left by `--canary P --canary-wait 0` to every request.
+    /// Promote the canary left by `--canary P --canary-wait 0` to every request (with --env: on every host).
     #[arg(long, conflicts_with_all = ["tag", "abort", "canary"])]
     pub promote: bool,
-    /// Withdraw the canary left by `--canary P --canary-wait 0`: the live release gets every request again.
+    /// Withdraw the canary left by `--canary P --canary-wait 0`: the live release gets every request again (with --env: on every host).
     #[arg(long, conflicts_with_all = ["tag", "canary"])]
     pub abort: bool,
     /// rolling: new containers beside the old, switch once healthy; recreate: the old Makefile's stop-and-start [default: rolling].
@@ -222,10 +224,13 @@ mod tests {
             .args;
         assert_eq!(args.canary.unwrap().to_string(), "10%");
         assert!(parse(&["--tag", "1.0.0", "--dir", "/s", "--canary", "100%"]).is_err());
-        assert!(
-            parse(&["--tag", "1.0.0", "--env", "p", "--canary", "10%"]).is_err(),
-            "one target"
-        );
+        assert!(parse(&["--tag", "1.0.0", "--env", "p", "--canary", "10%"]).is_ok());
+        // Over a fleet every host splits at once: no canary host, no waves.
+        for flag in [["--canary-host", "web1"], ["--wave", "2"]] {
+            let mut a = vec!["--tag", "1.0.0", "--env", "p", "--canary", "10%"];
+            a.extend(flag);
+            assert!(parse(&a).is_err(), "{flag:?}");
+        }
         // --promote / --abort need no tag, and take none.
         assert!(parse(&["--promote", "--dir", "/s"]).unwrap().args.promote);
         assert!(parse(&["--abort", "--dir", "/s"]).unwrap().args.abort);
