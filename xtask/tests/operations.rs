@@ -499,8 +499,11 @@ impl Drop for RemoveStack {
                 .args(["volume", "rm", "-f", &format!("{stack}_{volume}")])
                 .output();
         }
-        let _ = Command::new("docker")
-            .args(["network", "rm", &format!("{stack}_edge")])
-            .output();
+        // Each Compose project's own `PROJECT_default` network too: Docker has few address pools.
+        for network in ["_edge", "-blue_default", "-green_default", "-edge_default"] {
+            let _ = Command::new("docker")
+                .args(["network", "rm", &format!("{stack}{network}")])
+                .output();
+        }
     }
 }
