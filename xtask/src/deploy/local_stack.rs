@@ -104,7 +104,7 @@ impl LocalStack {
         let stack = release_command::Stack {
             name: &self.project,
             data_volume: &format!("{}_data", self.project),
-            env_file: &format!("{dir}/.env"),
+            env_file: Some(&format!("{dir}/.env")),
         };
         let tag = php.rsplit_once(':').map_or("the release", |(_, tag)| tag);
         release_command::run_on(&remote, &stack, &php, tag)

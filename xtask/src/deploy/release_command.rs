@@ -110,17 +110,17 @@ pub fn run(d: &Deployment, image: &str, tag: &str) -> Result<()> {
     let stack = Stack {
         name: &d.stack,
         data_volume: &d.data_volume(),
-        env_file: &d.target().path(".env"),
+        env_file: Some(&d.target().path(".env")),
     };
     run_on(&d.remote, &stack, image, tag)
 }
 
 /// Where a release command runs: the stack's name, its data volume and the `.env` it gets when
-/// that file exists.
+/// that file exists (None: none to look for, as on a swarm node).
 pub struct Stack<'a> {
     pub name: &'a str,
     pub data_volume: &'a str,
-    pub env_file: &'a str,
+    pub env_file: Option<&'a str>,
 }
 
 /// [`run`] for any stack on `remote`'s target (`up` and `test-image`: a local one).
@@ -145,9 +145,12 @@ pub fn run_on(remote: &Remote, stack: &Stack, image: &str, tag: &str) -> Result<
         remote.say(format!("  {tag} declares none (no label {LABEL})"));
         return Ok(());
     };
-    let env_file = remote
-        .succeeds(Cmd::new("test").args(["-f", stack.env_file]))?
-        .then_some(stack.env_file);
+    let env_file = match stack.env_file {
+        Some(path) => remote
+            .succeeds(Cmd::new("test").args(["-f", path]))?
+            .then_some(path),
+        None => None,
+    };
     remote.say(format!("  {}", command.show()));
     let cmd = container(stack.data_volume, stack.name, image, env_file, &command);
     let status = remote.streamed(cmd, PREFIX);

@@ -482,7 +482,7 @@ impl Swarm {
             name: &self.stack,
             data_volume: &format!("{}_data", self.stack),
             // No .env on a swarm node: the command gets no secret, only the data.
-            env_file: "/nonexistent/.env",
+            env_file: None,
         };
         release_command::run_on(&self.manager, &stack, &image, tag)
     }
