@@ -33,41 +33,44 @@ fn publish_then_build_app_from_a_developers_tree() {
             "--image",
             "php",
             "--tag",
-            "0.5.0",
+            BASE_TAG,
             "--dry-run",
         ],
     );
     assert!(out.status.success());
     let plan = String::from_utf8_lossy(&out.stdout);
     assert!(
-        plan.contains(&format!("--tag {prefix}/crm-gdb_php_base:0.5.0")),
+        plan.contains(&format!("--tag {prefix}/crm-gdb_php_base:{BASE_TAG}")),
         "{plan}"
     );
     assert!(
-        plan.contains(&format!("docker push {prefix}/crm-gdb_php_build:0.5.0")),
+        plan.contains(&format!(
+            "docker push {prefix}/crm-gdb_php_build:{BASE_TAG}"
+        )),
         "{plan}"
     );
-    assert!(
-        cmd!(sh, "docker image inspect {prefix}/crm-gdb_php_base:0.5.0")
-            .quiet()
-            .ignore_stderr()
-            .run()
-            .is_err()
-    );
+    assert!(cmd!(
+        sh,
+        "docker image inspect {prefix}/crm-gdb_php_base:{BASE_TAG}"
+    )
+    .quiet()
+    .ignore_stderr()
+    .run()
+    .is_err());
 
     // Base images: built and pushed.
     let out = xtask(
         root,
         tmp.path(),
         &prefix,
-        &["docker-publish", "--image", "php", "--tag", "0.5.0"],
+        &["docker-publish", "--image", "php", "--tag", BASE_TAG],
     );
     assert!(out.status.success(), "docker-publish failed");
-    assert_eq!(registry.tags("crm-gdb_php_base"), ["0.5.0"]);
-    assert_eq!(registry.tags("crm-gdb_php_build"), ["0.5.0"]);
+    assert_eq!(registry.tags("crm-gdb_php_base"), [BASE_TAG]);
+    assert_eq!(registry.tags("crm-gdb_php_build"), [BASE_TAG]);
 
     // Make the clone look like a developer's: dev dependencies installed, node_modules, secrets.
-    let build_image = format!("{prefix}/crm-gdb_php_build:0.5.0");
+    let build_image = format!("{prefix}/crm-gdb_php_build:{BASE_TAG}");
     let app = root.join("app");
     let user = {
         use std::os::unix::fs::MetadataExt;
@@ -381,9 +384,12 @@ fn bad_input(sh: &Shell, root: &Path, tmp: &Path, prefix: &str) {
 fn push_failure(sh: &Shell, root: &Path, tmp: &Path, prefix: &str) {
     let dead = format!("127.0.0.1:{}/kiora", free_port());
     for name in ["crm-gdb_php_base", "crm-gdb_php_build"] {
-        cmd!(sh, "docker tag {prefix}/{name}:0.5.0 {dead}/{name}:0.5.0")
-            .run()
-            .unwrap();
+        cmd!(
+            sh,
+            "docker tag {prefix}/{name}:{BASE_TAG} {dead}/{name}:{BASE_TAG}"
+        )
+        .run()
+        .unwrap();
     }
     let _cleanup = RemoveImages(dead.clone());
     let compose = std::fs::read(root.join("compose.yaml")).unwrap();

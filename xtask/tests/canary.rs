@@ -37,8 +37,8 @@ fn bad_canary_withdrawn_healthy_canary_promoted_people_decide() {
 
     // Releases: a; b (the same images under another tag); bad, whose pages fail 10% of the time
     // (its /health is fine, so it passes every gate of the deploy: only the canary catches it).
-    ok(&["docker-publish", "--image", "php", "--tag", "0.5.0"]);
-    ok(&["docker-publish", "--image", "edge", "--tag", "0.4.0"]);
+    ok(&["docker-publish", "--image", "php", "--tag", BASE_TAG]);
+    ok(&["docker-publish", "--image", "edge", "--tag", EDGE_TAG]);
     ok(&["build-app", "--tag", "1.0.0-a"]);
     ok(&["build-app", "--tag", "1.0.0-b"]);
     let app = root.join("app/src/App.php");

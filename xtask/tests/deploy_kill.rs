@@ -88,8 +88,8 @@ fn killed_deploys_do_not_block_the_next_one() {
             "{args:?} failed"
         )
     };
-    ok(&["docker-publish", "--image", "php", "--tag", "0.5.0"]);
-    ok(&["docker-publish", "--image", "edge", "--tag", "0.4.0"]);
+    ok(&["docker-publish", "--image", "php", "--tag", BASE_TAG]);
+    ok(&["docker-publish", "--image", "edge", "--tag", EDGE_TAG]);
     ok(&["build-app", "--tag", A]);
     // B has other CSS: the page served tells which release serves.
     let css = root.join("app/assets/app.css");

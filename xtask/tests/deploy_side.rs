@@ -36,8 +36,8 @@ fn deploy_rollback_backup_locally_and_over_ssh() {
             "{args:?} failed"
         )
     };
-    ok(&["docker-publish", "--image", "php", "--tag", "0.5.0"]);
-    ok(&["docker-publish", "--image", "edge", "--tag", "0.4.0"]);
+    ok(&["docker-publish", "--image", "php", "--tag", BASE_TAG]);
+    ok(&["docker-publish", "--image", "edge", "--tag", EDGE_TAG]);
     ok(&["build-app", "--tag", "1.0.0-a"]);
     commit(&sh, root, "app/assets/app.css", |css| {
         format!("{css}\nbody {{ outline: 0; }}\n")

@@ -37,8 +37,8 @@ fn a_rollback_starts_the_stopped_previous_release() {
         assert!(out.status.success(), "{args:?} failed: {}", stderr(&out));
         out
     };
-    ok(&["docker-publish", "--image", "php", "--tag", "0.5.0"]);
-    ok(&["docker-publish", "--image", "edge", "--tag", "0.4.0"]);
+    ok(&["docker-publish", "--image", "php", "--tag", BASE_TAG]);
+    ok(&["docker-publish", "--image", "edge", "--tag", EDGE_TAG]);
     ok(&["build-app", "--tag", A]);
     // Same inputs: B is A's images under another tag (a re-tag in the registry, no build).
     // Containers, not pages, tell the releases apart here.

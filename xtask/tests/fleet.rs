@@ -39,8 +39,8 @@ fn fleet_deploys_end_on_one_release() {
             "{args:?} failed"
         )
     };
-    ok(&["docker-publish", "--image", "php", "--tag", "0.5.0"]);
-    ok(&["docker-publish", "--image", "edge", "--tag", "0.4.0"]);
+    ok(&["docker-publish", "--image", "php", "--tag", BASE_TAG]);
+    ok(&["docker-publish", "--image", "edge", "--tag", EDGE_TAG]);
     ok(&["build-app", "--tag", "1.0.0-a"]);
     commit(&sh, root, "app/assets/app.css", |css| {
         format!("{css}\nbody {{ outline: 0; }}\n")

@@ -41,9 +41,9 @@ fn logs_exec_maintenance_prune_over_a_fleet() {
             "{args:?} failed"
         )
     };
-    ok(&["docker-publish", "--image", "php", "--tag", "0.5.0"]);
+    ok(&["docker-publish", "--image", "php", "--tag", BASE_TAG]);
     // 0.4.0: the edge that can split requests (the traffic canary below).
-    ok(&["docker-publish", "--image", "edge", "--tag", "0.4.0"]);
+    ok(&["docker-publish", "--image", "edge", "--tag", EDGE_TAG]);
     ok(&["build-app", "--tag", "1.0.0-a"]);
     ok(&["build-app", "--tag", "1.0.0-b"]);
     eprintln!("release built after {:?}", started.elapsed());

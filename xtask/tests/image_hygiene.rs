@@ -68,7 +68,7 @@ fn release_images_hold_no_secret_and_no_dev_dependency() {
     let php = format!("{prefix}/crm-gdb_php:{TAG}");
     let supervisor = format!("{prefix}/crm-gdb_php:{TAG}-supervisor");
     let nginx = format!("{prefix}/crm-gdb_nginx:{TAG}");
-    let php_base = format!("{prefix}/crm-gdb_php_base:0.5.0");
+    let php_base = format!("{prefix}/crm-gdb_php_base:{BASE_TAG}");
     for (image, base) in [
         (&php, &php_base),
         (&supervisor, &php_base),
@@ -124,7 +124,7 @@ fn install_dev_dependencies(root: &Path, prefix: &str) {
         .args([
             "--workdir",
             "/app",
-            &format!("{prefix}/crm-gdb_php_build:0.5.0"),
+            &format!("{prefix}/crm-gdb_php_build:{BASE_TAG}"),
         ])
         .args(["composer", "install", "--no-interaction", "--no-progress"])
         .output()

@@ -39,7 +39,7 @@ fn points(prefix: &str, tag: &str) -> Vec<Point> {
         pattern,
         pause,
     };
-    let base = format!("{prefix}/crm-gdb_php_base:0.5.0");
+    let base = format!("{prefix}/crm-gdb_php_base:{BASE_TAG}");
     let push = |image: &str| format!(" push {prefix}/{image} ");
     vec![
         point(
@@ -137,12 +137,12 @@ fn interrupt_every_step(test: &str, signal: i32, tag: &'static str) {
     std::fs::write(root.join("app/node_modules/left-pad/index.js"), "1\n").unwrap();
 
     // For the pull point, the base image must be in the registry and not in the engine.
-    let base = format!("{prefix}/crm-gdb_php_base:0.5.0");
-    let kept = format!("{prefix}/kept-base:0.5.0");
+    let base = format!("{prefix}/crm-gdb_php_base:{BASE_TAG}");
+    let kept = format!("{prefix}/kept-base:{BASE_TAG}");
     docker(&["tag", &base, &kept]);
     docker(&["push", "--quiet", &base]);
 
-    let build_image = format!("{prefix}/crm-gdb_php_build:0.5.0");
+    let build_image = format!("{prefix}/crm-gdb_php_build:{BASE_TAG}");
     let tools = PausingTools::new();
     let mut report = Vec::new();
     for point in points(&prefix, tag) {

@@ -260,7 +260,7 @@ fn refused_push_is_not_retried(root: &Path, tmp: &Path, prefix: &str, docker_con
         root,
         tmp,
         prefix,
-        &["-v", "docker-publish", "--image", "php", "--tag", "0.5.0"],
+        &["-v", "docker-publish", "--image", "php", "--tag", BASE_TAG],
         &[("DOCKER_CONFIG", docker_config)],
     );
     let push = run.wait_for_line(Duration::from_secs(300), |l| {

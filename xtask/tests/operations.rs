@@ -37,8 +37,8 @@ fn logs_exec_maintenance_prune_on_one_target() {
     };
 
     // Releases: a, then b with other CSS (other hashed assets), then c..h reusing b's images.
-    ok(&["docker-publish", "--image", "php", "--tag", "0.5.0"]);
-    ok(&["docker-publish", "--image", "edge", "--tag", "0.4.0"]);
+    ok(&["docker-publish", "--image", "php", "--tag", BASE_TAG]);
+    ok(&["docker-publish", "--image", "edge", "--tag", EDGE_TAG]);
     ok(&["build-app", "--tag", "1.0.0-a"]);
     let css = root.join("app/assets/app.css");
     let text = std::fs::read_to_string(&css).unwrap();

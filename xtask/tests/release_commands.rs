@@ -52,8 +52,8 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
 
     // Releases: a (migrations 001, 002), b (+ 003: a new column, which b needs), x (+ 004,
     // which adds a column and then fails).
-    ok(&["docker-publish", "--image", "php", "--tag", "0.5.0"]);
-    ok(&["docker-publish", "--image", "edge", "--tag", "0.4.0"]);
+    ok(&["docker-publish", "--image", "php", "--tag", BASE_TAG]);
+    ok(&["docker-publish", "--image", "edge", "--tag", EDGE_TAG]);
     eprintln!("base images after {:?}", started.elapsed());
     ok(&["build-app", "--tag", "1.0.0-a"]);
     add_migration(

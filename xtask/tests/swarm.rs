@@ -79,10 +79,10 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
         "--image",
         "php",
         "--tag",
-        "0.5.0",
+        BASE_TAG,
         "--no-push",
     ]);
-    ok(&["docker-publish", "--image", "edge", "--tag", "0.4.0"]);
+    ok(&["docker-publish", "--image", "edge", "--tag", EDGE_TAG]);
     ok(&["build-app", "--tag", "1.0.0-a"]);
     commit(&sh, root, "app/assets/app.css", |css| {
         format!("{css}\nbody {{ outline: 0; }}\n")

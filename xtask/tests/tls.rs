@@ -41,7 +41,7 @@ fn https_at_the_edge_across_a_deploy_and_a_certificate_swap() {
         "--image",
         "php",
         "--tag",
-        "0.5.0",
+        BASE_TAG,
         "--no-push",
     ]);
     ok(&[
@@ -49,7 +49,7 @@ fn https_at_the_edge_across_a_deploy_and_a_certificate_swap() {
         "--image",
         "edge",
         "--tag",
-        "0.4.0",
+        EDGE_TAG,
         "--no-push",
     ]);
     ok(&["build-app", "--tag", "1.0.0-a", "--no-push"]);
@@ -214,7 +214,7 @@ fn https_at_the_edge_across_a_deploy_and_a_certificate_swap() {
     for output in [&reload.stdout, &reload.stderr] {
         assert!(!String::from_utf8_lossy(output).contains(&key_line));
     }
-    let edge_image = format!("{prefix}/crm-gdb_edge:0.4.0");
+    let edge_image = format!("{prefix}/crm-gdb_edge:{EDGE_TAG}");
     let saved = Command::new("docker")
         .args(["save", &edge_image])
         .output()

@@ -446,7 +446,7 @@ pub fn publish_base_locally(root: &Path, tmp: &Path, prefix: &str) {
             "--image",
             "php",
             "--tag",
-            "0.5.0",
+            super::BASE_TAG,
             "--no-push",
         ],
     );
