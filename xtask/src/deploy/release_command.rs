@@ -183,12 +183,12 @@ mod tests {
             ]))
         );
         // Words stay whole: no shell ever splits or expands them.
-        let odd = ReleaseCommand::parse(r#"["sh", "-c", "echo $(id); rm -rf /", "a \"b\""]"#)
+        let odd = ReleaseCommand::parse(r#"["php", "-r", "echo $(id); rm -rf /", "a \"b\""]"#)
             .unwrap()
             .unwrap();
         assert_eq!(odd.0[2], "echo $(id); rm -rf /");
         assert_eq!(odd.0[3], "a \"b\"");
-        assert_eq!(odd.show(), r#"sh -c 'echo $(id); rm -rf /' 'a "b"'"#);
+        assert_eq!(odd.show(), r#"php -r 'echo $(id); rm -rf /' 'a "b"'"#);
         for none in ["", "  ", "<no value>"] {
             assert_eq!(ReleaseCommand::parse(none).unwrap(), None, "{none:?}");
         }
