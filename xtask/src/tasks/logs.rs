@@ -44,6 +44,12 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         opts.target.check(runner)?;
         let d = Deployment::new(&opts.target, runner, &opts.stack);
         let cmd = live_logs(&d, &args.services, &options)?;
+        // Followed over ssh: the remote follower must end when we do (see hanging_up_with_us).
+        let cmd = if args.follow {
+            hanging_up_with_us(cmd)
+        } else {
+            cmd
+        };
         return match runner.attached(&cmd, false)? {
             0 => Ok(()),
             code => bail!(
