@@ -89,7 +89,6 @@ fn bad_canary_withdrawn_healthy_canary_promoted_people_decide() {
     let on_target = |args: &[&str]| {
         let mut all = args.to_vec();
         all.extend(target_args.iter().map(String::as_str));
-        ensure_networks(&stack);
         xtask(root, tmp.path(), &prefix, &all)
     };
     let out = on_target(&["deploy", "--tag", "1.0.0-a"]);
@@ -230,7 +229,6 @@ fn bad_canary_withdrawn_healthy_canary_promoted_people_decide() {
     // A deploy killed during its canary needs no one: `--abort` (as any next deploy) takes its
     // lock over and withdraws the canary; nothing failed meanwhile.
     let probe = SplitProbe::start(port);
-    ensure_networks(&stack);
     let mut args = vec![
         "deploy",
         "--tag",
@@ -387,60 +385,6 @@ fn get(port: u16) -> Answer {
             .then(|| value.trim().to_string())
     });
     (status, upstream)
-}
-
-/// The engine is shared with other tests, whose leftovers can use up Docker's ~30 default
-/// address pools ("could not find an available, non-overlapping IPv4 address pool"). This
-/// test's networks are made beforehand on subnets of their own, with Compose's labels so that
-/// Compose adopts them as the projects' default networks; what is tested does not change. A
-/// color's `down` removes its network, so this runs before every xtask command.
-fn ensure_networks(stack: &str) {
-    let third = std::process::id() % 250;
-    let networks = [
-        (format!("{stack}_edge"), None),
-        (
-            format!("{stack}-edge_default"),
-            Some(format!("{stack}-edge")),
-        ),
-        (
-            format!("{stack}-blue_default"),
-            Some(format!("{stack}-blue")),
-        ),
-        (
-            format!("{stack}-green_default"),
-            Some(format!("{stack}-green")),
-        ),
-    ];
-    for (i, (name, project)) in networks.into_iter().enumerate() {
-        let exists = std::process::Command::new("docker")
-            .args(["network", "inspect", &name])
-            .output()
-            .unwrap()
-            .status
-            .success();
-        if exists {
-            continue;
-        }
-        let mut create = std::process::Command::new("docker");
-        create.args(["network", "create", "--subnet"]);
-        create.arg(format!("10.199.{third}.{}/26", i * 64));
-        if let Some(project) = project {
-            create.args([
-                "--label",
-                "com.docker.compose.network=default",
-                "--label",
-                &format!("com.docker.compose.project={project}"),
-                "--label",
-                "com.docker.compose.version=2.0",
-            ]);
-        }
-        let out = create.arg(&name).output().unwrap();
-        assert!(
-            out.status.success(),
-            "docker network create {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
 }
 
 fn has_running_containers(project: &str) -> bool {
