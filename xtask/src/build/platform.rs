@@ -73,8 +73,8 @@ pub enum Plan {
     Single,
     /// Several, in one buildx call per image that pushes the list itself (docker-container driver).
     OneCall,
-    /// Several, one build per platform under helper tags, the list assembled in the registry
-    /// (docker driver). `native` is the engine's own platform.
+    /// Several, or one that is not the engine's: one build per platform under helper tags, the
+    /// list assembled in the registry (docker driver). `native` is the engine's own platform.
     PerPlatform { native: String },
 }
 
@@ -94,8 +94,8 @@ impl Plan {
 }
 
 /// Refuses, in one line naming the builder and what to do, the platforms it cannot build in
-/// one call. `buildx` is the current builder (for `Builder::Buildx`), `engine` the engine's
-/// own platform (for `Builder::Classic`).
+/// one call, and says how the rest is built. `buildx` is the current builder (for `Builder::Buildx`), `engine` the engine's
+/// own platform (for `Builder::Classic` and the `docker` driver).
 pub fn check(
     requested: &[String],
     builder: Builder,
@@ -139,8 +139,10 @@ pub fn check(
                     info.platforms.join(",")
                 );
             }
-            if multi && driver == "docker" {
-                // The engine's image store keeps one platform per tag: one build per platform.
+            let foreign = requested.iter().any(|p| p != engine);
+            if driver == "docker" && (multi || foreign) {
+                // The engine's image store keeps one platform per tag: one build per platform,
+                // and another platform's builds start FROM its own base images (helper tags).
                 return Ok(Plan::PerPlatform {
                     native: engine.to_string(),
                 });
@@ -174,7 +176,7 @@ pub fn preflight(
         Builder::Buildx => {
             let text = runner.query(&Cmd::new("docker").args(["buildx", "inspect"]))?;
             let info = parse_buildx_inspect(&text);
-            let engine = if requested.len() > 1 && info.driver == "docker" {
+            let engine = if info.driver == "docker" {
                 crate::build::multi_platform::native(runner)?
             } else {
                 String::new()
@@ -279,14 +281,14 @@ Platforms:        linux/amd64, linux/386
     #[test]
     fn one_supported_platform_passes_and_an_unsupported_one_is_refused() {
         let info = parse_buildx_inspect(DOCKER_DRIVER);
-        check(
+        let one = check(
             &platforms("linux/amd64"),
             Builder::Buildx,
             Some(&info),
-            "",
+            "linux/amd64",
             false,
-        )
-        .unwrap();
+        );
+        assert_eq!(one.unwrap(), Plan::Single);
         let err = check(
             &platforms("linux/arm64"),
             Builder::Buildx,
