@@ -22,7 +22,7 @@ use crate::build::platform::Plan;
 use crate::build::push::push_all;
 use crate::build::registry_api::Registry;
 use crate::build::registry_reuse;
-use crate::build::release::{add_base_digest, release_builds};
+use crate::build::release::{add_base_digest, platform_release_builds, release_builds};
 use crate::build::reuse::{self, find_reusable, inputs_key};
 use crate::build::staging::{self, Source};
 use crate::build::tools::Tools;
@@ -557,16 +557,14 @@ fn run_per_platform(
                     .map_or(config.os_image.clone(), |(_, image)| image.clone());
                 let base =
                     multi_platform::image_for(&config.php_base().to_string(), platform, native);
-                let mut builds = release_builds(config, staging.path(), &helper_tag, &labels);
+                let mut builds = platform_release_builds(
+                    config,
+                    staging.path(),
+                    (&helper_tag, platform),
+                    (&base, &os_image),
+                    &labels,
+                );
                 for build in &mut builds {
-                    build.platforms = vec![platform.clone()];
-                    for (_, value) in build.build_args.iter_mut().chain(build.labels.iter_mut()) {
-                        if *value == config.php_base().to_string() {
-                            value.clone_from(&base);
-                        } else if *value == config.os_image {
-                            value.clone_from(&os_image);
-                        }
-                    }
                     build.labels.push((INPUTS_LABEL.to_string(), key.clone()));
                     add_base_digest(runner, build)?;
                 }
