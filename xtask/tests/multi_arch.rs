@@ -172,6 +172,7 @@ fn amd64_and_arm64_under_one_tag() {
     );
     let compose_before = std::fs::read(root.join("compose.yaml")).unwrap();
     let args = ["-v", "build-app", "--tag", "3.2.0", "--platform", PLATFORMS];
+    let started = Instant::now();
     let mut run = Running::start(root, tmp, &prefix, &args, &[]);
     let building = run.wait_for_line(Duration::from_secs(300), |line| {
         line.contains("buildx build") && line.contains("linux/arm64")
@@ -184,6 +185,10 @@ fn amd64_and_arm64_under_one_tag() {
     run.signal_group(libc::SIGINT);
     let status = run.wait(Duration::from_secs(60));
     assert_eq!(status.code(), Some(130), "{}", run.stderr());
+    report.borrow_mut().push(format!(
+        "build-app interrupted in the arm64 build: {:.1?}",
+        started.elapsed()
+    ));
     for name in ["crm-gdb_php", "crm-gdb_nginx"] {
         let tags = registry.tags(name);
         assert!(
