@@ -381,8 +381,8 @@ fn finish(
 /// once (vendor/ and the compiled assets are platform-independent), then each platform's three
 /// images under helper tags (`TAG__linux-arm64`; the engine's own platform also under TAG), all
 /// platforms side by side; pushed and listed under TAG only when every build succeeded. Reuse
-/// is per platform: when every platform's three images of its inputs key are local, nothing
-/// is staged or built.
+/// is per platform: a platform whose three images of its inputs key are local is re-tagged,
+/// not built; when every platform is, nothing is staged, installed or built.
 #[allow(clippy::too_many_arguments)]
 fn run_per_platform(
     ctx: &Ctx,
@@ -401,19 +401,15 @@ fn run_per_platform(
     let key_of =
         |platform: &str| reuse::inputs_key_for(ctx, tools, platform, native, source, builder);
     // Per platform: the images already built from its inputs, if all three are local.
-    let mut reused = Vec::new();
-    if !opts.rebuild {
-        for platform in platforms {
-            match key_of(platform)? {
-                Some(key) => match find_reusable(runner, &key)? {
-                    Some(found) => reused.push(found),
-                    None => break,
-                },
-                None => break,
-            }
-        }
+    let mut found = Vec::new();
+    for platform in platforms {
+        found.push(match key_of(platform)? {
+            Some(key) if !opts.rebuild => find_reusable(runner, &key)?,
+            _ => None,
+        });
     }
-    let reused = (reused.len() == platforms.len()).then_some(reused);
+    // Every platform reused: nothing to stage, install or build.
+    let reused: Option<Vec<_>> = found.iter().cloned().collect();
 
     let mut steps = Steps::new(7, runner.verbosity);
     steps.say(format!(
@@ -548,7 +544,23 @@ fn run_per_platform(
             })?;
             let labels = docker::oci_labels(tag, release.revision, &project::now_rfc3339());
             let mut chains = Vec::new();
-            for platform in platforms {
+            let mut retags = Vec::new();
+            for (platform, found) in platforms.iter().zip(&found) {
+                // This platform's inputs did not change: its images get the new helper tags.
+                if let Some(found) = found {
+                    for (old, new) in found.iter().zip(helpers(platform)) {
+                        runner.say(format!(
+                            "  unchanged inputs ({platform}): reusing {} (built as {})",
+                            old.id, old.built_as
+                        ));
+                        retags.push(vec![Cmd::new("docker").args([
+                            "tag",
+                            &old.id,
+                            &new.to_string(),
+                        ])]);
+                    }
+                    continue;
+                }
                 let key = key_of(platform)?.unwrap_or_else(|| "<inputs key>".to_string());
                 let helper_tag = multi_platform::platform_tag(tag, platform);
                 let os_image = os_images
@@ -575,6 +587,7 @@ fn run_per_platform(
                 chains.push(vec![nginx]);
             }
             steps.step(title, || {
+                runner.run_parallel(&retags)?;
                 // Every platform side by side; supervisor is FROM php, after it.
                 runner.each_parallel(&chains, |cmd| {
                     runner
