@@ -8,6 +8,9 @@ use crate::reference::ImageRef;
 pub const DEFAULT_REGISTRY: &str = "registry.kiora.tech/kiora";
 pub const DEFAULT_BASE_TAG: &str = "0.5.0";
 pub const DEFAULT_OS_IMAGE: &str = "debian:bookworm-slim";
+/// Platforms of `build-app` and `docker-publish` when `--platform` is not given: none, i.e. the
+/// engine's own. CI sets `XTASK_PLATFORMS=linux/amd64,linux/arm64` once instead of a flag per call.
+pub const DEFAULT_PLATFORMS: &[&str] = &[];
 
 /// Deploy targets: the stack name, the data backups kept, and the free space a target needs
 /// (pulls and backups) before a deploy starts there.
@@ -44,6 +47,8 @@ pub struct Config {
     pub base_tag: String,
     /// The OS image every image starts from.
     pub os_image: String,
+    /// Platforms built when a task is given no `--platform` (empty: the engine's own).
+    pub platforms: Vec<String>,
 }
 
 impl Default for Config {
@@ -52,6 +57,7 @@ impl Default for Config {
             registry: DEFAULT_REGISTRY.to_string(),
             base_tag: DEFAULT_BASE_TAG.to_string(),
             os_image: DEFAULT_OS_IMAGE.to_string(),
+            platforms: DEFAULT_PLATFORMS.iter().map(|p| p.to_string()).collect(),
         }
     }
 }
@@ -62,6 +68,15 @@ impl Config {
             registry: self.registry.clone(),
             name: name.to_string(),
             tag: tag.to_string(),
+        }
+    }
+
+    /// `requested` (a task's `--platform`), else the configured default list.
+    pub fn platforms_or_default<'a>(&'a self, requested: &'a [String]) -> &'a [String] {
+        if requested.is_empty() {
+            &self.platforms
+        } else {
+            requested
         }
     }
 

@@ -64,6 +64,9 @@ struct Global {
     /// OS image every image starts from.
     #[arg(long, global = true, env = "XTASK_OS_IMAGE", default_value = config::DEFAULT_OS_IMAGE)]
     os_image: String,
+    /// Platforms build-app and docker-publish build when not given --platform (default: the engine's own).
+    #[arg(long, global = true, env = "XTASK_PLATFORMS", value_delimiter = ',', value_parser = build::platform::parse)]
+    platforms: Vec<String>,
     /// Print the commands that would change something, in order, and run none of them.
     #[arg(long, global = true)]
     dry_run: bool,
@@ -237,6 +240,7 @@ fn run(cli: Cli) -> Result<()> {
             registry: g.registry,
             base_tag: g.base_tag,
             os_image: g.os_image,
+            platforms: g.platforms,
         },
         runner: Runner::new(g.dry_run, verbosity),
         root: project::root()?,

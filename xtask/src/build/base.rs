@@ -4,9 +4,11 @@
 
 use anyhow::Result;
 
+use crate::build::multi_platform::{self, Published};
+use crate::build::platform::{self, Plan};
 use crate::build::push::push_all;
+use crate::build::summary;
 use crate::build::tools::Tools;
-use crate::build::{platform, summary};
 use crate::cmd::Cmd;
 use crate::ctx::Ctx;
 use crate::docker::{self, Build, Builder};
@@ -36,18 +38,25 @@ pub fn publish(
     let runner = &ctx.runner;
     docker::check_engine(runner)?;
     let builder = Builder::detect(runner)?;
-    platform::preflight(runner, builder, platforms, push)?;
+    let plan = platform::preflight(runner, builder, platforms, push)?;
     let revision = project::head_revision(runner, &ctx.root).unwrap_or_else(|_| "unknown".into());
     let config = crate::config::Config {
         base_tag: tag.to_string(),
         ..ctx.config.clone()
     };
+    if let Plan::PerPlatform { native } = &plan {
+        let builds = base_builds(ctx, image, &config, &revision);
+        return publish_per_platform(ctx, builder, &plan, native, builds, push, platforms);
+    }
     let mut builds = base_builds(ctx, image, &config, &revision);
     for build in &mut builds {
         build.platforms = platforms.to_vec();
     }
     let mut steps = Steps::new(builds.len() + 1, runner.verbosity);
     steps.say(format!("Building with {}", builder.describe()));
+    if plan == Plan::OneCall {
+        steps.say(format!("Platforms: {}", plan.describe(platforms)));
+    }
     for build in &builds {
         steps.step(&format!("Building {}", build.image), || {
             runner.run(&build.command(builder))
@@ -66,6 +75,83 @@ pub fn publish(
         images.len(),
         steps.elapsed()
     ));
+    summary::show(runner, &images, steps.timings());
+    Ok(())
+}
+
+/// [`publish`] with the docker driver and several platforms: the OS image of each platform
+/// (made once, then kept by the engine), one build per image and platform under helper tags
+/// (the engine's own platform also under the plain tags, which single-platform builds use),
+/// then the helpers pushed and one manifest list per tag.
+fn publish_per_platform(
+    ctx: &Ctx,
+    builder: Builder,
+    plan: &Plan,
+    native: &str,
+    builds: Vec<Build>,
+    push: bool,
+    platforms: &[String],
+) -> Result<()> {
+    let runner = &ctx.runner;
+    let mut steps = Steps::new(platforms.len() * (builds.len() + 1) + 1, runner.verbosity);
+    steps.say(format!("Building with {}", builder.describe()));
+    steps.say(format!("Platforms: {}", plan.describe(platforms)));
+    let mut published: Vec<Published> = builds
+        .iter()
+        .map(|b| Published {
+            image: b.image.clone(),
+            parts: Vec::new(),
+        })
+        .collect();
+    for platform in platforms {
+        let os_image = steps.step(&format!("OS image for {platform}"), || {
+            multi_platform::ensure_os_image(ctx, platform, native)
+        })?;
+        runner.say(format!("  {os_image}"));
+        for (build, published) in builds.iter().zip(&mut published) {
+            let mut build = build.clone();
+            build.image = multi_platform::for_platform(&build.image, platform);
+            build.platforms = vec![platform.clone()];
+            for (key, value) in &mut build.build_args {
+                if key == "OS_IMAGE" {
+                    value.clone_from(&os_image);
+                }
+            }
+            steps.step(&format!("Building {} ({platform})", build.image), || {
+                runner.run(&build.command(builder))?;
+                if platform == native {
+                    runner.run(&Cmd::new("docker").args([
+                        "tag",
+                        &build.image.to_string(),
+                        &published.image.to_string(),
+                    ]))?;
+                }
+                Ok(())
+            })?;
+            published.parts.push((platform.clone(), build.image));
+        }
+    }
+    if push {
+        steps.step(
+            "Pushing the platforms and writing the manifest lists",
+            || multi_platform::publish(ctx, &published),
+        )?;
+    } else {
+        steps.skip(
+            "Pushing",
+            "--no-push: each platform stays in the local engine under its helper tag",
+        );
+    }
+    steps.say(format!(
+        "Published {} base image(s) for {} in {}",
+        published.len(),
+        platforms.join(", "),
+        steps.elapsed()
+    ));
+    let images: Vec<&ImageRef> = published
+        .iter()
+        .flat_map(|p| p.parts.iter().map(|(_, helper)| helper))
+        .collect();
     summary::show(runner, &images, steps.timings());
     Ok(())
 }

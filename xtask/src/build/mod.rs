@@ -6,6 +6,7 @@
 //! cache_trim    trimming that cache by age and size (prune)
 //! staging       a clean copy of HEAD (or the working tree) to build from
 //! platform      --platform checks against the engine's builder
+//! multi_platform several platforms under one tag with the docker driver: helper tags, lists
 //! summary       the final table of built images
 //! tree_lock     one writer per project tree (build-app, set-tag)
 
@@ -14,6 +15,7 @@ pub mod build_cache;
 pub mod cache_trim;
 pub mod compose_tag;
 pub mod login;
+pub mod multi_platform;
 pub mod platform;
 pub mod push;
 pub mod registry_api;

@@ -1,11 +1,12 @@
 //! `--platform linux/amd64,linux/arm64`: what one build call can produce on this machine,
 //! decided before anything is built.
 //!
-//! One platform is passed to the builder as `--platform` when it can build it. Several at once
-//! need buildx with a builder that can export a multi-platform image: the `docker` driver (the
-//! default, BuildKit inside the engine) cannot, since the engine's image store holds one
-//! platform per tag; a `docker-container` builder can, and pushes the result straight to the
-//! registry (`--push`), because it cannot load it into the engine either.
+//! One platform is passed to the builder as `--platform` when it can build it. Several need
+//! buildx: a `docker-container` builder builds them in one call and pushes the result straight
+//! to the registry (`--push`: it cannot load a multi-platform image into the engine); the
+//! `docker` driver (the default, BuildKit inside the engine, whose image store holds one platform
+//! per tag) builds one platform per call, and the list is assembled in the registry
+//! (`multi_platform`). Platforms other than the engine's need QEMU registered with binfmt_misc.
 
 use anyhow::{bail, Result};
 
@@ -65,16 +66,43 @@ pub fn parse(platform: &str) -> Result<String> {
 
 const CREATE: &str = "`docker buildx create --use --driver docker-container`";
 
+/// How the requested platforms get built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// None or one platform: one build per image, as always.
+    Single,
+    /// Several, in one buildx call per image that pushes the list itself (docker-container driver).
+    OneCall,
+    /// Several, or one that is not the engine's: one build per platform under helper tags, the
+    /// list assembled in the registry (docker driver). `native` is the engine's own platform.
+    PerPlatform { native: String },
+}
+
+impl Plan {
+    /// For the progress output: which path runs.
+    pub fn describe(&self, platforms: &[String]) -> String {
+        let list = platforms.join(", ");
+        match self {
+            Plan::Single => String::new(),
+            Plan::OneCall => format!("{list} in one buildx call per image (docker-container builder), pushed by the build"),
+            Plan::PerPlatform { native } => format!(
+                "{list} one build per platform (docker driver; {native} native, the others under QEMU), \
+                 each under a helper tag TAG__OS-ARCH, then one manifest list per tag assembled in the registry"
+            ),
+        }
+    }
+}
+
 /// Refuses, in one line naming the builder and what to do, the platforms it cannot build in
-/// one call. `buildx` is the current builder (for `Builder::Buildx`), `engine` the engine's
-/// own platform (for `Builder::Classic`).
+/// one call, and says how the rest is built. `buildx` is the current builder (for `Builder::Buildx`), `engine` the engine's
+/// own platform (for `Builder::Classic` and the `docker` driver).
 pub fn check(
     requested: &[String],
     builder: Builder,
     buildx: Option<&BuildxBuilder>,
     engine: &str,
     push: bool,
-) -> Result<()> {
+) -> Result<Plan> {
     for platform in requested {
         check_syntax(platform)?;
     }
@@ -97,13 +125,6 @@ pub fn check(
         (Builder::Buildx, Some(info)) => {
             let name = &info.name;
             let driver = &info.driver;
-            if multi && driver == "docker" {
-                bail!(
-                    "cannot build {list} in one call: the current buildx builder `{name}` uses the `docker` driver, which cannot \
-                     export a multi-platform image to the local engine; switch to a docker-container builder ({CREATE}, \
-                     it needs the moby/buildkit image) or pass one platform"
-                );
-            }
             let missing: Vec<&str> = requested
                 .iter()
                 .filter(|p| !info.platforms.contains(p))
@@ -112,20 +133,32 @@ pub fn check(
             if !missing.is_empty() {
                 bail!(
                     "the buildx builder `{name}` (driver `{driver}`) cannot build {}: it supports {}; add QEMU emulation \
+                     (`apt-get install qemu-user-static` and register it with binfmt_misc: `sudo bash .ci/setup`) \
                      or use a builder that can ({CREATE})",
                     missing.join(","),
                     info.platforms.join(",")
                 );
             }
+            let foreign = requested.iter().any(|p| p != engine);
+            if driver == "docker" && (multi || foreign) {
+                // The engine's image store keeps one platform per tag: one build per platform,
+                // and another platform's builds start FROM its own base images (helper tags).
+                return Ok(Plan::PerPlatform {
+                    native: engine.to_string(),
+                });
+            }
             if multi && !push {
                 bail!(
-                    "a multi-platform image ({list}) cannot be kept in the local engine: buildx pushes it straight to \
-                     the registry, so drop --no-push or pass one platform"
+                    "a multi-platform image ({list}) cannot be kept in the local engine by a `{driver}` builder: buildx pushes \
+                     it straight to the registry, so drop --no-push or pass one platform"
                 );
+            }
+            if multi {
+                return Ok(Plan::OneCall);
             }
         }
     }
-    Ok(())
+    Ok(Plan::Single)
 }
 
 /// Asks the engine (classic builder) or buildx (its current builder), then runs [`check`].
@@ -135,27 +168,23 @@ pub fn preflight(
     builder: Builder,
     requested: &[String],
     push: bool,
-) -> Result<()> {
+) -> Result<Plan> {
     if requested.is_empty() {
-        return Ok(());
+        return Ok(Plan::Single);
     }
     match builder {
         Builder::Buildx => {
             let text = runner.query(&Cmd::new("docker").args(["buildx", "inspect"]))?;
-            check(
-                requested,
-                builder,
-                Some(&parse_buildx_inspect(&text)),
-                "",
-                push,
-            )
+            let info = parse_buildx_inspect(&text);
+            let engine = if info.driver == "docker" {
+                crate::build::multi_platform::native(runner)?
+            } else {
+                String::new()
+            };
+            check(requested, builder, Some(&info), &engine, push)
         }
         Builder::Classic => {
-            let engine = runner.query(&Cmd::new("docker").args([
-                "version",
-                "--format",
-                "{{.Server.Os}}/{{.Server.Arch}}",
-            ]))?;
+            let engine = crate::build::multi_platform::native(runner)?;
             check(requested, builder, None, &engine, push)
         }
     }
@@ -220,36 +249,46 @@ Platforms:        linux/amd64, linux/386
     }
 
     #[test]
-    fn the_docker_driver_refuses_several_platforms_naming_the_fix() {
+    fn the_docker_driver_builds_one_platform_per_call_when_qemu_is_there() {
+        let both = platforms("linux/amd64,linux/arm64");
+        let with_qemu =
+            parse_buildx_inspect(&DOCKER_DRIVER.replace("linux/386", "linux/386, linux/arm64"));
+        for push in [true, false] {
+            assert_eq!(
+                check(
+                    &both,
+                    Builder::Buildx,
+                    Some(&with_qemu),
+                    "linux/amd64",
+                    push
+                )
+                .unwrap(),
+                Plan::PerPlatform {
+                    native: "linux/amd64".into()
+                }
+            );
+        }
+        // Without QEMU the builder lists no arm64: refused, naming what to install.
         let info = parse_buildx_inspect(DOCKER_DRIVER);
-        let err = check(
-            &platforms("linux/amd64,linux/arm64"),
-            Builder::Buildx,
-            Some(&info),
-            "",
-            true,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("`docker` driver"), "{err}");
-        assert!(
-            err.contains("docker buildx create --use --driver docker-container"),
-            "{err}"
-        );
+        let err = check(&both, Builder::Buildx, Some(&info), "linux/amd64", true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot build linux/arm64"), "{err}");
+        assert!(err.contains("qemu-user-static"), "{err}");
         assert!(!err.contains('\n'));
     }
 
     #[test]
     fn one_supported_platform_passes_and_an_unsupported_one_is_refused() {
         let info = parse_buildx_inspect(DOCKER_DRIVER);
-        check(
+        let one = check(
             &platforms("linux/amd64"),
             Builder::Buildx,
             Some(&info),
-            "",
+            "linux/amd64",
             false,
-        )
-        .unwrap();
+        );
+        assert_eq!(one.unwrap(), Plan::Single);
         let err = check(
             &platforms("linux/arm64"),
             Builder::Buildx,
@@ -267,7 +306,10 @@ Platforms:        linux/amd64, linux/386
     fn a_container_builder_builds_several_but_only_to_push() {
         let info = container_builder();
         let both = platforms("linux/amd64,linux/arm64");
-        check(&both, Builder::Buildx, Some(&info), "", true).unwrap();
+        assert_eq!(
+            check(&both, Builder::Buildx, Some(&info), "", true).unwrap(),
+            Plan::OneCall
+        );
         let err = check(&both, Builder::Buildx, Some(&info), "", false)
             .unwrap_err()
             .to_string();

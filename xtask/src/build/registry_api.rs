@@ -126,6 +126,17 @@ impl Registry {
         manifest: &Manifest,
         label: &str,
     ) -> Result<Option<String>> {
+        let Some(config) = self.config(image, manifest)? else {
+            return Ok(None);
+        };
+        let Some(labels) = config.find("\"Labels\"") else {
+            return Ok(None);
+        };
+        Ok(json_string_after(&config[labels..], label))
+    }
+
+    /// The config blob (JSON) of a single-platform `manifest` of `image` (`None`: a list).
+    pub fn config(&self, image: &ImageRef, manifest: &Manifest) -> Result<Option<String>> {
         let Some(config) = manifest.config_digest() else {
             return Ok(None);
         };
@@ -136,10 +147,7 @@ impl Registry {
         if answer.status != 200 {
             bail!("GET config of {image}: HTTP {}", answer.status);
         }
-        let Some(labels) = answer.body.find("\"Labels\"") else {
-            return Ok(None);
-        };
-        Ok(json_string_after(&answer.body[labels..], label))
+        Ok(Some(answer.body))
     }
 
     /// The tags of `image`'s repository, as the registry lists them.

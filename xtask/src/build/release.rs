@@ -52,6 +52,30 @@ pub fn release_builds(
     ]
 }
 
+/// The three release images of one platform of a per-platform build (`multi_platform`):
+/// named `helper_tag`, built for `platform` FROM that platform's `base` and `os` images.
+pub fn platform_release_builds(
+    config: &Config,
+    staging: &Path,
+    (helper_tag, platform): (&str, &str),
+    (base, os): (&str, &str),
+    labels: &[(String, String)],
+) -> Vec<Build> {
+    let mut builds = release_builds(config, staging, helper_tag, labels);
+    let (plain_base, plain_os) = (config.php_base().to_string(), config.os_image.clone());
+    for build in &mut builds {
+        build.platforms = vec![platform.to_string()];
+        for (_, value) in build.build_args.iter_mut().chain(build.labels.iter_mut()) {
+            if *value == plain_base {
+                *value = base.to_string();
+            } else if *value == plain_os {
+                *value = os.to_string();
+            }
+        }
+    }
+    builds
+}
+
 const BASE_NAME_LABEL: &str = "org.opencontainers.image.base.name";
 const BASE_DIGEST_LABEL: &str = "org.opencontainers.image.base.digest";
 
@@ -167,6 +191,38 @@ mod tests {
                 "OS_IMAGE=debian:bookworm-slim",
                 "org.opencontainers.image.base.name=debian:bookworm-slim"
             )
+        );
+    }
+
+    #[test]
+    fn an_arm64_release_starts_from_the_arm64_base_images() {
+        let builds = platform_release_builds(
+            &config(),
+            Path::new("/s"),
+            ("1.4.0__linux-arm64", "linux/arm64"),
+            (
+                "127.0.0.1:5000/kiora/crm-gdb_php_base:0.5.0__linux-arm64",
+                "debian:bookworm-slim__linux-arm64",
+            ),
+            &[],
+        );
+        let argv: Vec<String> = builds
+            .iter()
+            .map(|b| b.command(Builder::Buildx).argv().join(" "))
+            .collect();
+        assert_eq!(
+            argv[1],
+            "docker buildx build --load --platform linux/arm64 --file /s/docker/app/Dockerfile --target supervisor \
+             --tag 127.0.0.1:5000/kiora/crm-gdb_php:1.4.0__linux-arm64-supervisor \
+             --build-arg BASE_IMAGE=127.0.0.1:5000/kiora/crm-gdb_php_base:0.5.0__linux-arm64 \
+             --label org.opencontainers.image.base.name=127.0.0.1:5000/kiora/crm-gdb_php_base:0.5.0__linux-arm64 /s"
+        );
+        assert_eq!(
+            argv[2],
+            "docker buildx build --load --platform linux/arm64 --file /s/docker/nginx/Dockerfile \
+             --tag 127.0.0.1:5000/kiora/crm-gdb_nginx:1.4.0__linux-arm64 \
+             --build-arg OS_IMAGE=debian:bookworm-slim__linux-arm64 \
+             --label org.opencontainers.image.base.name=debian:bookworm-slim__linux-arm64 /s"
         );
     }
 

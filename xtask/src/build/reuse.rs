@@ -30,12 +30,51 @@ pub fn inputs_key(
     source: Source,
     builder: Builder,
 ) -> Result<Option<String>> {
+    let (base, os) = (
+        ctx.config.php_base().to_string(),
+        ctx.config.os_image.clone(),
+    );
+    key_of(ctx, tools, platforms, source, builder, base, os)
+}
+
+/// The inputs key of one platform of a per-platform build (`multi_platform`): the same as a
+/// single-platform build of it (so either reuses the other's images), from that platform's base
+/// and OS images.
+pub fn inputs_key_for(
+    ctx: &Ctx,
+    tools: &Tools,
+    platform: &str,
+    native: &str,
+    source: Source,
+    builder: Builder,
+) -> Result<Option<String>> {
+    let for_platform =
+        |image: &str| crate::build::multi_platform::image_for(image, platform, native);
+    let base = for_platform(&ctx.config.php_base().to_string());
+    let os = for_platform(&ctx.config.os_image);
+    key_of(
+        ctx,
+        tools,
+        &[platform.to_string()],
+        source,
+        builder,
+        base,
+        os,
+    )
+}
+
+fn key_of(
+    ctx: &Ctx,
+    tools: &Tools,
+    platforms: &[String],
+    source: Source,
+    builder: Builder,
+    base: String,
+    os: String,
+) -> Result<Option<String>> {
     let runner = &ctx.runner;
     let mut entries = build_cache::source_entries(runner, &ctx.root, source == Source::Head)?;
-    let mut bases = vec![
-        ("base".to_string(), ctx.config.php_base().to_string()),
-        ("os".to_string(), ctx.config.os_image.clone()),
-    ];
+    let mut bases = vec![("base".to_string(), base), ("os".to_string(), os)];
     if let Some(image) = tools.image() {
         bases.push(("tools".to_string(), image.to_string()));
     }

@@ -17,11 +17,13 @@ use anyhow::{bail, Context, Result};
 use crate::build::base::ensure_base_images;
 use crate::build::build_cache::{self, INPUTS_LABEL};
 use crate::build::compose_tag::{self, check_compose_file};
+use crate::build::multi_platform::{self, Published};
+use crate::build::platform::Plan;
 use crate::build::push::push_all;
 use crate::build::registry_api::Registry;
 use crate::build::registry_reuse;
-use crate::build::release::{add_base_digest, release_builds};
-use crate::build::reuse::{find_reusable, inputs_key};
+use crate::build::release::{add_base_digest, platform_release_builds, release_builds};
+use crate::build::reuse::{self, find_reusable, inputs_key};
 use crate::build::staging::{self, Source};
 use crate::build::tools::Tools;
 use crate::build::{platform, summary, tree_lock};
@@ -34,7 +36,7 @@ use crate::progress::Steps;
 use crate::project;
 use crate::reference::{ImageRef, ReleaseTag};
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct Args {
     /// Release tag, e.g. 1.4.0 (Docker tag grammar; `latest` is refused).
     #[arg(long)]
@@ -51,7 +53,7 @@ pub struct Args {
     /// Compose file whose image references get the new tag.
     #[arg(long, default_value = "compose.yaml")]
     pub compose_file: PathBuf,
-    /// Target platforms, e.g. linux/amd64,linux/arm64 (default: the engine's own).
+    /// Target platforms, e.g. linux/amd64,linux/arm64 (default: XTASK_PLATFORMS, else the engine's own).
     #[arg(long, value_delimiter = ',', value_parser = platform::parse)]
     pub platform: Vec<String>,
     /// Build even when local images were built from exactly the same inputs (default: re-tag them).
@@ -93,8 +95,25 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
     };
     docker::check_engine(runner)?;
     let builder = Builder::detect(runner)?;
-    platform::preflight(runner, builder, &opts.platform, push)?;
+    let platforms = config.platforms_or_default(&opts.platform).to_vec();
+    let plan = platform::preflight(runner, builder, &platforms, push)?;
     let tools = Tools::new(config, opts.host_tools);
+    if let Plan::PerPlatform { native } = &plan {
+        let release = Release {
+            source,
+            revision: &revision,
+            compose_path: &compose_path,
+            planned: &planned,
+            push,
+        };
+        return run_per_platform(
+            ctx, opts, &release, builder, &plan, native, &platforms, &tools,
+        );
+    }
+    let opts = &Args {
+        platform: platforms,
+        ..opts.clone()
+    };
 
     let new_images = config.app_images(&opts.tag);
     let images: Vec<&ImageRef> = new_images.iter().collect();
@@ -138,6 +157,9 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
         root.display(),
         builder.describe()
     ));
+    if plan == Plan::OneCall {
+        steps.say(format!("Platforms: {}", plan.describe(&opts.platform)));
+    }
     let what = if source == Source::Head {
         "HEAD"
     } else {
@@ -283,16 +305,46 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
         }
     }
 
+    let release = Release {
+        source,
+        revision: &revision,
+        compose_path: &compose_path,
+        planned: &planned,
+        push,
+    };
+    finish(ctx, opts, &release, &mut steps, staging, &images)
+}
+
+/// What every path of a build-app shares, decided before the first build.
+struct Release<'a> {
+    source: Source,
+    revision: &'a str,
+    compose_path: &'a std::path::Path,
+    planned: &'a [compose_file::Change],
+    push: bool,
+}
+
+/// The last steps of every path: compose.yaml (only after everything was published), the
+/// staging directory, the table.
+fn finish(
+    ctx: &Ctx,
+    opts: &Args,
+    release: &Release,
+    steps: &mut Steps,
+    staging: Option<staging::Staging>,
+    images: &[&ImageRef],
+) -> Result<()> {
+    let (runner, push, compose_path) = (&ctx.runner, release.push, release.compose_path);
     if push {
         steps.step(&format!("Updating {}", opts.compose_file.display()), || {
             let changes = if runner.dry_run {
-                planned.clone()
+                release.planned.to_vec()
             } else {
                 // A signal that came during the pushes must not be followed by a release.
                 crate::interrupt::check()?;
-                compose_file::set_tag_in_file(&compose_path, &opts.tag, &APP_IMAGES)?
+                compose_file::set_tag_in_file(compose_path, &opts.tag, &APP_IMAGES)?
             };
-            compose_tag::report(&compose_path, &changes, runner);
+            compose_tag::report(compose_path, &changes, runner);
             Ok(())
         })?;
     } else {
@@ -317,12 +369,248 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
         steps.elapsed()
     ));
     if runner.dry_run {
-        for image in &images {
+        for image in images {
             steps.say(format!("  {image}"));
         }
     }
-    summary::show(runner, &images, steps.timings());
+    summary::show(runner, images, steps.timings());
     Ok(())
+}
+
+/// build-app with the docker driver and several platforms (`multi_platform`): composer and npm
+/// once (vendor/ and the compiled assets are platform-independent), then each platform's three
+/// images under helper tags (`TAG__linux-arm64`; the engine's own platform also under TAG), all
+/// platforms side by side; pushed and listed under TAG only when every build succeeded. Reuse
+/// is per platform: a platform whose three images of its inputs key are local is re-tagged,
+/// not built; when every platform is, nothing is staged, installed or built.
+#[allow(clippy::too_many_arguments)]
+fn run_per_platform(
+    ctx: &Ctx,
+    opts: &Args,
+    release: &Release,
+    builder: Builder,
+    plan: &Plan,
+    native: &str,
+    platforms: &[String],
+    tools: &Tools,
+) -> Result<()> {
+    let (runner, config, root) = (&ctx.runner, &ctx.config, ctx.root.as_path());
+    let (source, push) = (release.source, release.push);
+    let tag = opts.tag.as_str();
+    let helpers = |platform: &str| config.app_images(&multi_platform::platform_tag(tag, platform));
+    let key_of =
+        |platform: &str| reuse::inputs_key_for(ctx, tools, platform, native, source, builder);
+    // Per platform: the images already built from its inputs, if all three are local.
+    let mut found = Vec::new();
+    for platform in platforms {
+        found.push(match key_of(platform)? {
+            Some(key) if !opts.rebuild => find_reusable(runner, &key)?,
+            _ => None,
+        });
+    }
+    // Every platform reused: nothing to stage, install or build.
+    let reused: Option<Vec<_>> = found.iter().cloned().collect();
+
+    let mut steps = Steps::new(7, runner.verbosity);
+    steps.say(format!(
+        "Building release {tag} of {} ({}) with {}",
+        root.display(),
+        release.revision,
+        builder.describe()
+    ));
+    steps.say(format!("Platforms: {}", plan.describe(platforms)));
+    let what = if source == Source::Head {
+        "HEAD"
+    } else {
+        "the working tree"
+    };
+    let staging_title = format!("Staging {what} in a temporary directory");
+    let staging = match &reused {
+        Some(_) => {
+            steps.skip(
+                &staging_title,
+                "unchanged inputs on every platform: nothing to build",
+            );
+            None
+        }
+        None => Some(steps.step(&staging_title, || staging::stage(runner, root, source))?),
+    };
+    let os_images = steps.step(
+        &format!(
+            "Checking base images (tag {}) for {}",
+            config.base_tag,
+            platforms.join(", ")
+        ),
+        || {
+            if reused.is_none() {
+                ensure_base_images(ctx, tools)?;
+            }
+            let mut os_images = Vec::new();
+            for platform in platforms.iter().filter(|p| *p != native) {
+                let base =
+                    multi_platform::image_for(&config.php_base().to_string(), platform, native);
+                if !runner.succeeds(&docker::image_exists(&base))? {
+                    bail!(
+                        "base image {base} ({platform}) is not in the local engine; build it with \
+                         `cargo xtask docker-publish --image php --tag {} --platform {}`",
+                        config.base_tag,
+                        platforms.join(",")
+                    );
+                }
+                runner.say(format!("  {base}: in the local engine"));
+                if reused.is_none() {
+                    os_images.push((
+                        platform.clone(),
+                        multi_platform::ensure_os_image(ctx, platform, native)?,
+                    ));
+                }
+            }
+            Ok(os_images)
+        },
+    )?;
+    let title = if push {
+        "Building and pushing images"
+    } else {
+        "Building images"
+    };
+    let mut published: Vec<Published> = config
+        .app_images(tag)
+        .into_iter()
+        .map(|image| Published {
+            image,
+            parts: Vec::new(),
+        })
+        .collect();
+    for platform in platforms {
+        for (published, helper) in published.iter_mut().zip(helpers(platform)) {
+            published.parts.push((platform.clone(), helper));
+        }
+    }
+    // The engine's own platform also under the release's tags: up, test-image and a deploy to
+    // this engine use them as after a single-platform build.
+    let native_tags: Vec<Vec<Cmd>> = published
+        .iter()
+        .filter_map(|p| {
+            let (_, helper) = p.parts.iter().find(|(platform, _)| platform == native)?;
+            Some(vec![Cmd::new("docker").args([
+                "tag",
+                &helper.to_string(),
+                &p.image.to_string(),
+            ])])
+        })
+        .collect();
+    match (&reused, &staging) {
+        (Some(found), _) => {
+            for title in ["Installing production dependencies", "Compiling assets"] {
+                steps.skip(title, "unchanged inputs");
+            }
+            steps.step(title, || {
+                let mut tags = Vec::new();
+                for (platform, found) in platforms.iter().zip(found) {
+                    for (old, new) in found.iter().zip(helpers(platform)) {
+                        runner.say(format!(
+                            "  unchanged inputs ({platform}): reusing {} (built as {})",
+                            old.id, old.built_as
+                        ));
+                        tags.push(vec![Cmd::new("docker").args([
+                            "tag",
+                            &old.id,
+                            &new.to_string(),
+                        ])]);
+                    }
+                }
+                runner.run_parallel(&tags)?;
+                runner.run_parallel(&native_tags)?;
+                if push {
+                    multi_platform::publish(ctx, &published)?;
+                }
+                Ok(())
+            })?;
+        }
+        (None, Some(staging)) => {
+            let app_dir = staging.path().join("app");
+            let cache = match &opts.cache_dir {
+                _ if runner.dry_run => None,
+                Some(dir) => Some(dir.clone()),
+                None => build_cache::cache_dir(),
+            };
+            let tool_id = tools.identity(runner);
+            steps.step(
+                "Installing production dependencies (once, for every platform)",
+                || tools.install_vendor(runner, &app_dir, cache.as_deref(), &tool_id),
+            )?;
+            steps.step("Compiling assets (once, for every platform)", || {
+                tools.compile_assets(runner, &app_dir, cache.as_deref(), &tool_id)
+            })?;
+            let labels = docker::oci_labels(tag, release.revision, &project::now_rfc3339());
+            let mut chains = Vec::new();
+            let mut retags = Vec::new();
+            for (platform, found) in platforms.iter().zip(&found) {
+                // This platform's inputs did not change: its images get the new helper tags.
+                if let Some(found) = found {
+                    for (old, new) in found.iter().zip(helpers(platform)) {
+                        runner.say(format!(
+                            "  unchanged inputs ({platform}): reusing {} (built as {})",
+                            old.id, old.built_as
+                        ));
+                        retags.push(vec![Cmd::new("docker").args([
+                            "tag",
+                            &old.id,
+                            &new.to_string(),
+                        ])]);
+                    }
+                    continue;
+                }
+                let key = key_of(platform)?.unwrap_or_else(|| "<inputs key>".to_string());
+                let helper_tag = multi_platform::platform_tag(tag, platform);
+                let os_image = os_images
+                    .iter()
+                    .find(|(p, _)| p == platform)
+                    .map_or(config.os_image.clone(), |(_, image)| image.clone());
+                let base =
+                    multi_platform::image_for(&config.php_base().to_string(), platform, native);
+                let mut builds = platform_release_builds(
+                    config,
+                    staging.path(),
+                    (&helper_tag, platform),
+                    (&base, &os_image),
+                    &labels,
+                );
+                for build in &mut builds {
+                    build.labels.push((INPUTS_LABEL.to_string(), key.clone()));
+                    add_base_digest(runner, build)?;
+                }
+                let commands: Vec<Cmd> = builds.iter().map(|b| b.command(builder)).collect();
+                let [php, supervisor, nginx] = <[Cmd; 3]>::try_from(commands)
+                    .map_err(|_| anyhow::anyhow!("three release builds expected"))?;
+                chains.push(vec![php, supervisor]);
+                chains.push(vec![nginx]);
+            }
+            steps.step(title, || {
+                runner.run_parallel(&retags)?;
+                // Every platform side by side; supervisor is FROM php, after it.
+                runner.each_parallel(&chains, |cmd| {
+                    runner
+                        .run(cmd)
+                        .with_context(|| format!("building {} failed", tagged(cmd)))
+                })?;
+                runner.run_parallel(&native_tags)?;
+                // Nothing was pushed yet: a Ctrl-C during the builds published nothing.
+                crate::interrupt::check()?;
+                if push {
+                    multi_platform::publish(ctx, &published)?;
+                }
+                Ok(())
+            })?;
+        }
+        (None, None) => unreachable!("staged unless reused"),
+    }
+    // The helpers: each is one platform's image in the local engine (the lists are not).
+    let images: Vec<&ImageRef> = published
+        .iter()
+        .flat_map(|p| p.parts.iter().map(|(_, h)| h))
+        .collect();
+    finish(ctx, opts, release, &mut steps, staging, &images)
 }
 
 /// The release the compose file points at now (the previous one), if it names one.

@@ -19,12 +19,13 @@ pub struct Args {
     /// Build and tag in the local engine only.
     #[arg(long)]
     pub no_push: bool,
-    /// Target platforms, e.g. linux/amd64,linux/arm64 (default: the engine's own).
+    /// Target platforms, e.g. linux/amd64,linux/arm64 (default: XTASK_PLATFORMS, else the engine's own).
     #[arg(long, value_delimiter = ',', value_parser = crate::build::platform::parse)]
     pub platform: Vec<String>,
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
-    let (image, tag, push, platforms) = (args.image, &args.tag, !args.no_push, &args.platform);
+    let platforms = ctx.config.platforms_or_default(&args.platform);
+    let (image, tag, push) = (args.image, &args.tag, !args.no_push);
     base::publish(ctx, image, tag, push, platforms)
 }

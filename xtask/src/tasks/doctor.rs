@@ -61,6 +61,11 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let has_engine = engine.outcome.is_ok();
     show(engine);
     show(buildx(runner, has_client, has_engine));
+    show(platforms(
+        runner,
+        has_client && has_engine,
+        &ctx.config.platforms,
+    ));
     show(compose(runner, has_client));
     let host = crate::reference::registry_host(&ctx.config.registry);
     show(registry(runner, host));
@@ -180,6 +185,56 @@ fn buildx(runner: &Runner, has_client: bool, has_engine: bool) -> Check {
             _ => Err(format!("not installed: {install}")),
         };
     Check::new("buildx plugin", false, outcome)
+}
+
+/// The platforms the current buildx builder builds, against those a release wants (the
+/// configured list, else amd64 and arm64, which teams deploy to): required only when configured.
+fn platforms(runner: &Runner, has_engine: bool, configured: &[String]) -> Check {
+    let inspect = Cmd::new("docker").args(["buildx", "inspect"]);
+    let builder = has_engine
+        .then(|| runner.query(&inspect).ok())
+        .flatten()
+        .map(|text| platform::parse_buildx_inspect(&text));
+    Check::new(
+        "platforms",
+        !configured.is_empty(),
+        platforms_outcome(builder.as_ref(), configured),
+    )
+}
+
+fn platforms_outcome(
+    builder: Option<&platform::BuildxBuilder>,
+    configured: &[String],
+) -> Result<String, String> {
+    let wanted: Vec<String> = if configured.is_empty() {
+        vec!["linux/amd64".into(), "linux/arm64".into()]
+    } else {
+        configured.to_vec()
+    };
+    let Some(builder) = builder else {
+        return Err(format!(
+            "no buildx builder: only the engine's own platform; for {} install the buildx plugin and QEMU (`sudo bash .ci/setup`)",
+            wanted.join(", ")
+        ));
+    };
+    let can = builder.platforms.join(", ");
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|p| !builder.platforms.contains(p))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "builds {can}; for {} install qemu-user-static and register it with binfmt_misc (`sudo bash .ci/setup` does both)",
+            missing.join(", ")
+        ));
+    }
+    let how = if builder.driver == "docker" {
+        "several at once: one build per platform, lists assembled in the registry"
+    } else {
+        "several at once: one buildx call"
+    };
+    Ok(format!("builds {can} ({how})"))
 }
 
 fn compose(runner: &Runner, has_client: bool) -> Check {
@@ -488,6 +543,31 @@ mod tests {
         for plain in [line(&ok, false), line(&fail, false), line(&warn, false)] {
             assert!(!plain.contains('\x1b'), "{plain}");
         }
+    }
+
+    #[test]
+    fn platforms_say_what_to_install_for_the_missing_ones() {
+        let builder = |platforms: &[&str]| platform::BuildxBuilder {
+            name: "default".into(),
+            driver: "docker".into(),
+            platforms: platforms.iter().map(|p| p.to_string()).collect(),
+        };
+        let err =
+            platforms_outcome(Some(&builder(&["linux/amd64", "linux/386"])), &[]).unwrap_err();
+        assert!(
+            err.starts_with(
+                "builds linux/amd64, linux/386; for linux/arm64 install qemu-user-static"
+            ),
+            "{err}"
+        );
+        let ok = platforms_outcome(Some(&builder(&["linux/amd64", "linux/arm64"])), &[]).unwrap();
+        assert!(ok.contains("one build per platform"), "{ok}");
+        let err = platforms_outcome(Some(&builder(&["linux/amd64"])), &["linux/riscv64".into()])
+            .unwrap_err();
+        assert!(err.contains("for linux/riscv64"), "{err}");
+        assert!(platforms_outcome(None, &[])
+            .unwrap_err()
+            .contains("buildx plugin"));
     }
 
     #[test]

@@ -15,6 +15,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use crate::build::base::ensure_edge_image;
+use crate::build::multi_platform;
+use crate::cmd::Cmd;
 use crate::ctx::Ctx;
 use crate::deploy::local_stack::LocalStack;
 use crate::http;
@@ -30,19 +32,55 @@ pub struct Args {
     /// Env file with the production settings (default: a fresh random APP_SECRET).
     #[arg(long)]
     pub env_file: Option<PathBuf>,
+    /// Run the release's images of this platform, e.g. linux/arm64 under QEMU emulation (those
+    /// a multi-platform build-app keeps under TAG__linux-arm64). Default: the engine's own.
+    #[arg(long, value_parser = crate::build::platform::parse)]
+    pub platform: Option<String>,
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
-    let (tag, env_file) = (args.tag.as_str(), args.env_file.as_deref());
+    let (release, env_file) = (args.tag.as_str(), args.env_file.as_deref());
     let runner = &ctx.runner;
     crate::docker::check_engine(runner)?;
+    // Another platform's images are the helpers of a multi-platform build (its own tag).
+    let native = match &args.platform {
+        Some(_) => multi_platform::native(runner)?,
+        None => String::new(),
+    };
+    let tag = match &args.platform {
+        Some(platform) if *platform != native => multi_platform::platform_tag(release, platform),
+        _ => release.to_string(),
+    };
+    let tag = tag.as_str();
     for image in ctx.config.app_images(tag) {
         let name = image.to_string();
         if !runner.succeeds(&crate::docker::image_exists(&name))?
             && runner.run(&crate::docker::pull(&image)).is_err()
         {
-            bail!("{name} is neither in the local engine nor pullable; build it with `cargo xtask build-app --tag {tag} --no-push`");
+            let platform = args
+                .platform
+                .as_ref()
+                .map(|p| format!(" --platform {p}"))
+                .unwrap_or_default();
+            bail!("{name} is neither in the local engine nor pullable; build it with `cargo xtask build-app --tag {release}{platform} --no-push`");
         }
+        if let (Some(platform), false) = (&args.platform, runner.dry_run) {
+            let found = runner.query(&Cmd::new("docker").args([
+                "image",
+                "inspect",
+                "--format",
+                "{{.Os}}/{{.Architecture}}",
+                &name,
+            ]))?;
+            if !platform.starts_with(&found) {
+                bail!("{name} is a {found} image, not {platform}");
+            }
+        }
+    }
+    if let Some(platform) = args.platform.as_ref().filter(|p| **p != native) {
+        runner.say(format!(
+            "Running release {release} for {platform} under emulation ({native} engine): images {tag}"
+        ));
     }
     let secrets = match env_file {
         Some(path) => std::fs::read(path)
