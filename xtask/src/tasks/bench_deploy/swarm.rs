@@ -135,7 +135,10 @@ fn scenarios(
         http_port: Some(EDGE_PORT),
         timeout: swarm::TIMEOUT,
     };
-    let secret = Secret::new("bench-swarm-secret-0123456789");
+    let secret = swarm::Secrets {
+        app: Secret::new("bench-swarm-secret-0123456789"),
+        db: Secret::new("bench-swarm-db-password-0123456789"),
+    };
     let addrs: Vec<std::net::IpAddr> = machines.iter().map(|m| m.addr.into()).collect();
     let probes = |skip: Option<usize>| -> Vec<Option<Probe>> {
         addrs
