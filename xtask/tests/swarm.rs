@@ -305,12 +305,16 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
         recovered < Duration::from_secs(60),
         "recovered in {recovered:?}"
     );
+    // Until swarm takes the lost node's tasks out of the DNS, an edge still sends a request to
+    // its nginx: the edge waits out its 5 s connect timeout (the probe gives up after 2 s), then
+    // skips that address until its next DNS refresh, 5 s later. So at most one failed request
+    // per 5 s until the replicas were back (php on the lost node costs nginx a 1 s connect
+    // timeout, then the other php answers: no failure).
+    let bound = recovered.as_secs() as usize / 5 + 1;
     for load in &loads {
-        // The edges still send a few requests to the lost node's nginx until their 5 s DNS
-        // cache expires and swarm takes it out (each waits out the edge's connect timeout).
         assert!(
-            load.failed <= 4,
-            "only requests sent to the lost node fail: {:?}",
+            load.failed <= bound,
+            "only requests sent to the lost node fail (at most {bound}): {:?}",
             load.failures
         );
     }

@@ -173,3 +173,18 @@ pub fn ensure_edge_image(ctx: &Ctx, image: &str) -> Result<()> {
     runner.say(format!("  {image} is neither local nor pullable: building it (docker-publish --image edge --no-push)"));
     publish(ctx, BaseImage::Edge, tag, false, &[])
 }
+
+/// A swarm stack's db image: local, pulled, or (pinned like the edge) built from docker/db.
+pub fn ensure_db_image(ctx: &Ctx, image: &str) -> Result<()> {
+    let runner = &ctx.runner;
+    if runner.succeeds(&docker::image_exists(image))?
+        || runner.succeeds(&Cmd::new("docker").args(["pull", image]))?
+    {
+        return Ok(());
+    }
+    let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
+    runner.say(format!(
+        "  {image} is neither local nor pullable: building it (docker-publish --image db --no-push)"
+    ));
+    publish(ctx, BaseImage::Db, tag, false, &[])
+}

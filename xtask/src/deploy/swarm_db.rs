@@ -133,6 +133,17 @@ pub fn is_dump_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
 }
 
+/// The tag of the db image the stack file names (`.../crm-gdb_db:0.6.0`).
+pub fn image_tag(stack_file: &str) -> Option<String> {
+    let at = stack_file.find(&format!("/{}:", crate::config::DB))?;
+    let rest = &stack_file[at + crate::config::DB.len() + 2..];
+    let tag: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .collect();
+    (!tag.is_empty()).then_some(tag)
+}
+
 /// The node holding the label, from `node_labels` output.
 pub fn labelled(lines: &str) -> Option<String> {
     lines.lines().find_map(|l| {
@@ -413,5 +424,11 @@ mod tests {
         }
         assert!(file.contains("DB_PASSWORD_FILE: /run/secrets/db_password"));
         assert!(file.contains(&format!("node.labels.{NODE_LABEL} == true")));
+        let tag = image_tag(file).expect("the stack file names the db image");
+        assert!(crate::reference::check_release_tag(&tag).is_ok(), "{tag}");
+        assert_eq!(
+            image_tag("image: r/crm-gdb_db:1.2.3\n").as_deref(),
+            Some("1.2.3")
+        );
     }
 }
