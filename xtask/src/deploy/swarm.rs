@@ -33,10 +33,9 @@ use crate::secret::Secret;
 /// The stack file, at the project root.
 pub const STACK_FILE: &str = "compose.swarm.yaml";
 
-/// Where APP_SECRET comes from for a swarm deploy when no env file is given.
-pub const APP_SECRET_ENV: &str = "XTASK_APP_SECRET";
-/// Where the database password comes from for a swarm deploy when no env file is given.
-pub const DB_PASSWORD_ENV: &str = "XTASK_DB_PASSWORD";
+/// Where APP_SECRET and the database password come from for a swarm deploy when no env file
+/// is given (never passed on to a child).
+pub use crate::secret::{APP_SECRET_ENV, DB_PASSWORD_ENV};
 
 /// How long the services may take to converge, by default.
 pub const TIMEOUT: Duration = Duration::from_secs(300);
