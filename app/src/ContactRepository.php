@@ -16,7 +16,7 @@ final class ContactRepository
     /** @return list<array{id:int,name:string,email:string,company:?string,phone:?string,created_at:string,processed_at:?string}> */
     public function all(): array
     {
-        $rows = $this->pdo->query('SELECT * FROM contacts ORDER BY name COLLATE NOCASE, id')->fetchAll();
+        $rows = $this->pdo->query('SELECT * FROM contacts ORDER BY LOWER(name), id')->fetchAll();
 
         return array_map(self::hydrate(...), $rows);
     }
@@ -33,8 +33,8 @@ final class ContactRepository
         try {
             $stmt->execute($contact + ['phone' => null, 'created_at' => gmdate('Y-m-d\TH:i:s\Z')]);
         } catch (PDOException $e) {
-            // SQLite reports UNIQUE violations as SQLSTATE 23000.
-            if ($e->getCode() === '23000') {
+            // UNIQUE violations: SQLSTATE 23000 from SQLite, 23505 from PostgreSQL.
+            if (in_array($e->getCode(), ['23000', '23505'], true)) {
                 throw new DuplicateEmail($contact['email'], $e);
             }
             throw $e;
@@ -55,9 +55,11 @@ final class ContactRepository
     /** Marks every not-yet-processed contact as processed; returns how many were. */
     public function markProcessed(): int
     {
-        return $this->pdo->exec(
-            "UPDATE contacts SET processed_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE processed_at IS NULL"
-        );
+        // The time from PHP: the same text on SQLite and PostgreSQL.
+        $stmt = $this->pdo->prepare('UPDATE contacts SET processed_at = ? WHERE processed_at IS NULL');
+        $stmt->execute([gmdate('Y-m-d\TH:i:s\Z')]);
+
+        return $stmt->rowCount();
     }
 
     /** @return array{total:int,processed:int,pending:int} */

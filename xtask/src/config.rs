@@ -6,7 +6,7 @@
 use crate::reference::ImageRef;
 
 pub const DEFAULT_REGISTRY: &str = "registry.kiora.tech/kiora";
-pub const DEFAULT_BASE_TAG: &str = "0.5.0";
+pub const DEFAULT_BASE_TAG: &str = "0.6.0";
 pub const DEFAULT_OS_IMAGE: &str = "debian:bookworm-slim";
 /// Platforms of `build-app` and `docker-publish` when `--platform` is not given: none, i.e. the
 /// engine's own. CI sets `XTASK_PLATFORMS=linux/amd64,linux/arm64` once instead of a flag per call.
@@ -33,6 +33,8 @@ pub const PHP: &str = "crm-gdb_php";
 pub const NGINX: &str = "crm-gdb_nginx";
 /// The stable proxy in front of the blue/green releases; pinned like the base images.
 pub const EDGE: &str = "crm-gdb_edge";
+/// The PostgreSQL server of a swarm stack (docker/db), pinned like the edge (compose.swarm.yaml).
+pub const DB: &str = "crm-gdb_db";
 /// Tag suffix of the php image variant that runs the worker under supervisor.
 pub const SUPERVISOR_SUFFIX: &str = "-supervisor";
 
@@ -107,11 +109,11 @@ mod tests {
         let config = Config::default();
         assert_eq!(
             config.php_base().to_string(),
-            "registry.kiora.tech/kiora/crm-gdb_php_base:0.5.0"
+            "registry.kiora.tech/kiora/crm-gdb_php_base:0.6.0"
         );
         assert_eq!(
             config.php_build().to_string(),
-            "registry.kiora.tech/kiora/crm-gdb_php_build:0.5.0"
+            "registry.kiora.tech/kiora/crm-gdb_php_build:0.6.0"
         );
         let names: Vec<String> = config
             .app_images("1.4.0")

@@ -7,10 +7,15 @@ use std::fmt;
 /// The registry password, when a CI job gives it in the environment (`login.rs`).
 pub const REGISTRY_PASSWORD_ENV: &str = "XTASK_REGISTRY_PASSWORD";
 
+/// A swarm's APP_SECRET and database password, when not in the environment's env file
+/// (`deploy::swarm`).
+pub const APP_SECRET_ENV: &str = "XTASK_APP_SECRET";
+pub const DB_PASSWORD_ENV: &str = "XTASK_DB_PASSWORD";
+
 /// Variables holding secrets: read by xtask itself, removed from the environment of every
 /// child (`Cmd`), where anything could read them (`/proc/PID/environ`, a build log, a crash
 /// report). The one child that needs the password gets it on its stdin.
-pub const ENV_VARS: [&str; 1] = [REGISTRY_PASSWORD_ENV];
+pub const ENV_VARS: [&str; 3] = [REGISTRY_PASSWORD_ENV, APP_SECRET_ENV, DB_PASSWORD_ENV];
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);

@@ -3,8 +3,10 @@
 //! compose.swarm.yaml from the manager over ssh. Under a load probe on every node's edge: a first
 //! deploy, a rolling update A -> B with replicas on several nodes and no failed request; a broken
 //! release that swarm rolls back by itself (our command says so and fails, nothing fails for the
-//! clients); `rollback`; `status`; the secret's value nowhere in `inspect` output; a worker
-//! node's engine stopped and its replicas back on the other nodes.
+//! clients); `rollback`; `status`; a backup, a write and a restore of the database; the secrets'
+//! values nowhere in an image layer, `inspect` output or a node's files; a worker node's engine
+//! stopped and its replicas back on the other nodes. php replicas on several nodes share one
+//! PostgreSQL: every edge shows the same contacts, and none is lost on the way.
 
 mod common;
 
@@ -21,6 +23,7 @@ use xshell::{cmd, Shell};
 /// The edge's port on every node (host mode: each node's own address).
 const EDGE_PORT: u16 = 8080;
 const SECRET: &str = "swarm-e2e-secret-0123456789abcdef";
+const DB_PASSWORD: &str = "swarm-e2e-db-password-fedcba9876543210";
 
 #[test]
 fn the_stack_file_is_valid_for_compose_and_swarm() {
@@ -32,6 +35,7 @@ fn the_stack_file_is_valid_for_compose_and_swarm() {
     sh.change_dir(root);
     let _tag = sh.push_env("CRM_TAG", "1.0.0");
     let _secret = sh.push_env("CRM_APP_SECRET", "crm_app_secret_x");
+    let _db = sh.push_env("CRM_DB_PASSWORD", "crm_db_password_x");
     let stack = cmd!(sh, "docker stack config -c compose.swarm.yaml")
         .read()
         .unwrap();
@@ -41,7 +45,9 @@ fn the_stack_file_is_valid_for_compose_and_swarm() {
         "endpoint_mode: dnsrr",
         "mode: host",
         "mode: global",
-        "node.role == manager",
+        "node.labels.org.kiora.crm.db == true",
+        "attachable: true",
+        &format!("crm-gdb_db:{DB_TAG}"),
         "rollback_config:",
         "monitor: 10s",
     ] {
@@ -83,6 +89,7 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
         "--no-push",
     ]);
     ok(&["docker-publish", "--image", "edge", "--tag", EDGE_TAG]);
+    ok(&["docker-publish", "--image", "db", "--tag", DB_TAG]);
     ok(&["build-app", "--tag", "1.0.0-a"]);
     commit(&sh, root, "app/assets/app.css", |css| {
         format!("{css}\nbody {{ outline: 0; }}\n")
@@ -102,7 +109,11 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
     eprintln!("swarm testbed up after {:?}", started.elapsed());
     let conf = tempfile::tempdir().unwrap();
     let env_file = conf.path().join("swarm.env");
-    std::fs::write(&env_file, format!("APP_SECRET={SECRET}\n")).unwrap();
+    std::fs::write(
+        &env_file,
+        format!("APP_SECRET={SECRET}\nDB_PASSWORD={DB_PASSWORD}\n"),
+    )
+    .unwrap();
     let config = conf.path().join("deploy.yaml");
     std::fs::write(
         &config,
@@ -136,6 +147,18 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
     for m in 1..=3 {
         assert_eq!(css(m), asset_a, "m{m} serves A");
     }
+    // Contacts written through two edges: every edge, whichever php replica answers, shows
+    // both, and the worker (on any node) processes them.
+    let mut contacts = BTreeSet::new();
+    for (m, who) in [(2, "ada"), (3, "grace")] {
+        add_contact(&bed, m, who);
+        contacts.insert(format!("{who}@example.com"));
+    }
+    same_contacts_everywhere(&bed, &[1, 2, 3], &contacts);
+    wait_until(Duration::from_secs(30), || {
+        let (_, body) = http_get_at(&bed.addr(1), EDGE_PORT, "/api/contacts").unwrap_or_default();
+        body.contains("\"processed_at\":\"") && !body.contains("\"processed_at\":null")
+    });
 
     // A -> B under load on every edge: nothing fails, every node ends on B, nginx runs on more
     // than one node, the report has a line per service.
@@ -161,13 +184,16 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
             "a report line for {service}: {err}"
         );
     }
-    let nodes = task_nodes(&bed, "e2e_nginx");
-    assert_eq!(nodes.len(), 2, "two nginx tasks: {nodes:?}");
-    assert_eq!(
-        nodes.iter().collect::<BTreeSet<_>>().len(),
-        2,
-        "nginx replicas on two nodes: {nodes:?}"
-    );
+    for service in ["e2e_nginx", "e2e_php"] {
+        let nodes = task_nodes(&bed, service);
+        assert_eq!(nodes.len(), 2, "two {service} tasks: {nodes:?}");
+        assert_eq!(
+            nodes.iter().collect::<BTreeSet<_>>().len(),
+            2,
+            "{service} replicas on two nodes: {nodes:?}"
+        );
+    }
+    same_contacts_everywhere(&bed, &[1, 2, 3], &contacts);
 
     // A broken release: swarm rolls php back by itself, our command says so and fails, every
     // service is put back on B, and no request failed.
@@ -189,6 +215,7 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
         assert_eq!(load.failed, 0, "m{}: {:?}", m + 1, load.failures);
         assert_eq!(css(m + 1), asset_b, "m{} back on B", m + 1);
     }
+    same_contacts_everywhere(&bed, &[1, 2, 3], &contacts);
     let out = run(&["status", "--env", "cluster"]);
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{said}{}", stderr(&out));
@@ -207,25 +234,45 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
         assert_eq!(load.failed, 0, "m{}: {:?}", m + 1, load.failures);
         assert_eq!(css(m + 1), asset_a, "m{} rolled back to A", m + 1);
     }
+    same_contacts_everywhere(&bed, &[1, 2, 3], &contacts);
 
-    // The secret's value is in no service's or container's inspect output, on any node.
+    // Backup, a later write, restore: the later contact is gone, the earlier ones are back.
+    let t = Instant::now();
+    let out = run(&["backup", "--env", "cluster"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let dump = err
+        .split_whitespace()
+        .find(|w| w.starts_with("db-") && w.ends_with("-manual.dump"))
+        .unwrap_or_else(|| panic!("backup names its dump: {err}"))
+        .to_string();
+    add_contact(&bed, 2, "later");
+    let mut with_later = contacts.clone();
+    with_later.insert("later@example.com".into());
+    same_contacts_everywhere(&bed, &[1, 3], &with_later);
+    let out = run(&["backup", "--env", "cluster", "--restore", &dump]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&format!("restored {dump}")), "{err}");
+    same_contacts_everywhere(&bed, &[1, 2, 3], &contacts);
+    let out = run(&[
+        "backup",
+        "--env",
+        "cluster",
+        "--restore",
+        "db-../../etc/passwd.dump",
+    ]);
+    assert!(!out.status.success() && stderr(&out).contains("invalid dump name"));
+    eprintln!("backup, write, restore took {:?}", t.elapsed());
+
+    // The secrets' values: in no image layer, no `inspect` output, no file of any node.
+    let t = Instant::now();
     for m in 1..=3 {
-        let ids =
-            String::from_utf8(bed.docker(m).args(["ps", "-aq"]).output().unwrap().stdout).unwrap();
-        let mut inspect = bed.docker(m);
-        inspect.arg("inspect").args(ids.split_whitespace());
-        let text = String::from_utf8_lossy(&inspect.output().unwrap().stdout).into_owned();
-        if m == 1 {
-            assert!(text.contains("APP_SECRET_FILE"), "m1 runs php: {text:.300}");
-        }
-        assert!(!text.contains(SECRET), "m{m}: the secret in docker inspect");
+        no_secret_in_images(&bed, m);
+        no_secret_in_inspect(&bed, m);
+        no_secret_in_files(&bed, m);
     }
-    let services = bed
-        .docker(1)
-        .args(["service", "inspect", "e2e_php", "e2e_worker"])
-        .output()
-        .unwrap();
-    assert!(!String::from_utf8_lossy(&services.stdout).contains(SECRET));
+    eprintln!("secrets looked for in 3 nodes in {:?}", t.elapsed());
 
     // A worker node's engine stops: its nginx replica comes back on a living node, and the other
     // edges keep answering.
@@ -239,29 +286,40 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
     bed.stop_engine(victim);
     let mut recovered = None;
     while t.elapsed() < Duration::from_secs(90) {
-        let nodes = task_nodes(&bed, "e2e_nginx");
-        if nodes.len() == 2 && !nodes.contains(&victim) {
+        let back = ["e2e_nginx", "e2e_php"].iter().all(|service| {
+            let nodes = task_nodes(&bed, service);
+            nodes.len() == 2 && !nodes.contains(&victim)
+        });
+        if back {
             recovered = Some(t.elapsed());
             break;
         }
         std::thread::sleep(Duration::from_millis(500));
     }
     let loads = stop(probing);
-    eprintln!("node m{victim} lost: nginx back on living nodes after {recovered:?}; {loads:?}");
-    let recovered = recovered.expect("nginx replicas back on the living nodes");
+    eprintln!(
+        "node m{victim} lost: nginx and php back on living nodes after {recovered:?}; {loads:?}"
+    );
+    let recovered = recovered.expect("nginx and php replicas back on the living nodes");
     assert!(
         recovered < Duration::from_secs(60),
         "recovered in {recovered:?}"
     );
+    // Until swarm takes the lost node's tasks out of the DNS, an edge still sends a request to
+    // its nginx: the edge waits out its 5 s connect timeout (the probe gives up after 2 s), then
+    // skips that address until its next DNS refresh, 5 s later. So at most one failed request
+    // per 5 s until the replicas were back (php on the lost node costs nginx a 1 s connect
+    // timeout, then the other php answers: no failure).
+    let bound = recovered.as_secs() as usize / 5 + 1;
     for load in &loads {
-        // The edges still send a few requests to the lost node's nginx until their 5 s DNS
-        // cache expires and swarm takes it out (each waits out the edge's connect timeout).
         assert!(
-            load.failed <= 4,
-            "only requests sent to the lost node fail: {:?}",
+            load.failed <= bound,
+            "only requests sent to the lost node fail (at most {bound}): {:?}",
             load.failures
         );
     }
+    let living: Vec<usize> = (1..=3).filter(|m| *m != victim).collect();
+    same_contacts_everywhere(&bed, &living, &contacts);
     bed.start_engine(victim);
     eprintln!("swarm e2e took {:?}", started.elapsed());
 }
@@ -372,4 +430,173 @@ fn commit(sh: &Shell, root: &Path, file: &str, edit: impl FnOnce(&str) -> String
     )
     .run()
     .unwrap();
+}
+
+/// Adds the contact `who@example.com` through machine `m`'s edge (the JSON API).
+fn add_contact(bed: &Testbed, m: usize, who: &str) {
+    let json = format!("{{\"name\":\"{who}\",\"email\":\"{who}@example.com\"}}");
+    let answer = http_post_json_at(&bed.addr(m), EDGE_PORT, "/api/contacts", &json);
+    assert!(
+        matches!(answer, Some((201, _))),
+        "adding {who} through m{m}: {answer:?}"
+    );
+}
+
+/// The contacts' e-mail addresses `/api/contacts` lists through machine `m`'s edge.
+fn emails_at(bed: &Testbed, m: usize) -> BTreeSet<String> {
+    let (status, body) = http_get_at(&bed.addr(m), EDGE_PORT, "/api/contacts")
+        .unwrap_or_else(|| panic!("m{m}'s edge does not answer /api/contacts"));
+    assert_eq!(status, 200, "m{m}: {body}");
+    body.split("\"email\":\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(String::from)
+        .collect()
+}
+
+/// Every edge of `machines`, asked several times (the requests go to php replicas on several
+/// nodes), lists exactly `want`.
+fn same_contacts_everywhere(bed: &Testbed, machines: &[usize], want: &BTreeSet<String>) {
+    for m in machines {
+        for _ in 0..6 {
+            assert_eq!(
+                &emails_at(bed, *m),
+                want,
+                "the contacts through m{m}'s edge"
+            );
+        }
+    }
+}
+
+/// Where the needles are in `haystack`, for a message that names the place and not the value.
+fn secrets_in(haystack: &[u8]) -> Vec<&'static str> {
+    [
+        ("APP_SECRET", SECRET),
+        ("the database password", DB_PASSWORD),
+    ]
+    .into_iter()
+    .filter(|(_, value)| haystack.windows(value.len()).any(|w| w == value.as_bytes()))
+    .map(|(what, _)| what)
+    .collect()
+}
+
+/// `docker save` of every image of machine `m`, streamed through `grep -F`: no layer, config or
+/// manifest holds a secret.
+fn no_secret_in_images(bed: &Testbed, m: usize) {
+    let out = bed
+        .docker(m)
+        .args(["image", "ls", "--quiet"])
+        .output()
+        .unwrap();
+    let ids: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    assert!(ids.len() >= 3, "m{m} has the stack's images: {ids:?}");
+    let mut save = bed.docker(m);
+    save.arg("save")
+        .args(&ids)
+        .stdout(std::process::Stdio::piped());
+    let mut save = save.spawn().unwrap();
+    let found = std::process::Command::new("grep")
+        .args([
+            "--count",
+            "--text",
+            "--fixed-strings",
+            "-e",
+            SECRET,
+            "-e",
+            DB_PASSWORD,
+        ])
+        .stdin(save.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    assert!(save.wait().unwrap().success(), "docker save on m{m}");
+    assert_eq!(
+        String::from_utf8_lossy(&found.stdout).trim(),
+        "0",
+        "m{m}: a secret in an image ({} images saved)",
+        ids.len()
+    );
+}
+
+/// `docker inspect` of every container, service, task and secret the engine of `m` knows: none
+/// holds a secret's value (only the names of the files that do).
+fn no_secret_in_inspect(bed: &Testbed, m: usize) {
+    let list = |args: &[&str]| -> Vec<String> {
+        let out = bed.docker(m).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    let mut objects = list(&["ps", "--all", "--quiet"]);
+    if m == 1 {
+        let services = list(&["service", "ls", "--quiet"]);
+        for service in &services {
+            objects.extend(list(&["service", "ps", "--quiet", service]));
+        }
+        objects.extend(services);
+        objects.extend(list(&["secret", "ls", "--quiet"]));
+    }
+    assert!(!objects.is_empty(), "m{m} runs tasks");
+    let out = bed
+        .docker(m)
+        .arg("inspect")
+        .args(&objects)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    if m == 1 {
+        assert!(text.contains("DB_PASSWORD_FILE"), "m1 runs db: {text:.300}");
+    }
+    assert_eq!(
+        secrets_in(text.as_bytes()),
+        Vec::<&str>::new(),
+        "m{m}: docker inspect"
+    );
+}
+
+/// Every file of machine `m` (its engine's data and exec roots, its deploy dir, its sshd's
+/// files), except the tmpfs mounts where the engine hands the secrets to the tasks: no secret.
+fn no_secret_in_files(bed: &Testbed, m: usize) {
+    let dir = bed.dir.join(format!("m{m}"));
+    assert!(dir.join("data").is_dir(), "{} is a machine", dir.display());
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    // The engine's secret mounts: DATA_ROOT/containers/ID/mounts/secrets, tmpfs.
+    let secret_mounts: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 2 && f[2] == "tmpfs" && f[1].ends_with("/mounts/secrets")).then(|| f[1])
+        })
+        .collect();
+    let out = std::process::Command::new("grep")
+        .args([
+            "--recursive",
+            "--files-with-matches",
+            "--no-messages",
+            "--devices=skip",
+            "--fixed-strings",
+            "-e",
+            SECRET,
+            "-e",
+            DB_PASSWORD,
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let (handed, found): (Vec<String>, Vec<String>) = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .partition(|file| {
+            secret_mounts
+                .iter()
+                .any(|t| file.starts_with(&format!("{t}/")))
+        });
+    assert!(found.is_empty(), "m{m}: secrets in files {found:?}");
+    if m == 1 {
+        // The search does see them where they must be: db's secret, on m1.
+        assert!(!handed.is_empty(), "m1: grep found no secret file of db");
+    }
 }

@@ -1,6 +1,7 @@
 //! The pinned base images (`crm-gdb_php_base`, the PHP-FPM runtime; `crm-gdb_php_build`, the
-//! same plus composer and node; `crm-gdb_edge`, the proxy in front of the releases): their build
-//! definitions, publishing them, and making sure they are in the local engine.
+//! same plus composer and node; `crm-gdb_edge`, the proxy in front of the releases; `crm-gdb_db`,
+//! the PostgreSQL server of a swarm stack): their build definitions, publishing them, and making
+//! sure they are in the local engine.
 
 use anyhow::Result;
 
@@ -23,6 +24,9 @@ pub enum BaseImage {
     Php,
     /// crm-gdb_edge, the proxy in front of the releases, from docker/edge/Dockerfile.
     Edge,
+    /// crm-gdb_db, PostgreSQL from Debian's packages (a swarm stack's database), from
+    /// docker/db/Dockerfile.
+    Db,
 }
 
 /// Builds the base images of `image` at `tag` and pushes them (unless `push` is false), with
@@ -202,6 +206,15 @@ fn base_builds(
             ctx.root.clone(),
             config.image(crate::config::EDGE, &config.base_tag),
         )],
+        BaseImage::Db => {
+            let context = ctx.root.join("docker/db");
+            vec![build(
+                context.join("Dockerfile"),
+                None,
+                context,
+                config.image(crate::config::DB, &config.base_tag),
+            )]
+        }
     }
 }
 
@@ -245,4 +258,19 @@ pub fn ensure_edge_image(ctx: &Ctx, image: &str) -> Result<()> {
     let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
     runner.say(format!("  {image} is neither local nor pullable: building it (docker-publish --image edge --no-push)"));
     publish(ctx, BaseImage::Edge, tag, false, &[])
+}
+
+/// A swarm stack's db image: local, pulled, or (pinned like the edge) built from docker/db.
+pub fn ensure_db_image(ctx: &Ctx, image: &str) -> Result<()> {
+    let runner = &ctx.runner;
+    if runner.succeeds(&docker::image_exists(image))?
+        || runner.succeeds(&Cmd::new("docker").args(["pull", image]))?
+    {
+        return Ok(());
+    }
+    let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
+    runner.say(format!(
+        "  {image} is neither local nor pullable: building it (docker-publish --image db --no-push)"
+    ));
+    publish(ctx, BaseImage::Db, tag, false, &[])
 }

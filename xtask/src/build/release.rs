@@ -160,8 +160,11 @@ mod tests {
             ]);
             v.into_iter().map(String::from).collect::<Vec<_>>()
         };
-        let base = "org.opencontainers.image.base.name=127.0.0.1:5000/kiora/crm-gdb_php_base:0.5.0";
-        let base_arg = "BASE_IMAGE=127.0.0.1:5000/kiora/crm-gdb_php_base:0.5.0";
+        let tag = crate::config::DEFAULT_BASE_TAG;
+        let base = &format!(
+            "org.opencontainers.image.base.name=127.0.0.1:5000/kiora/crm-gdb_php_base:{tag}"
+        );
+        let base_arg = &format!("BASE_IMAGE=127.0.0.1:5000/kiora/crm-gdb_php_base:{tag}");
         assert_eq!(
             argv[0],
             expected(

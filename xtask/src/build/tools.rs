@@ -284,7 +284,12 @@ mod tests {
         assert_eq!(argv[3..6], ["--init", "--name", &name]);
         let image = argv
             .iter()
-            .position(|a| *a == "127.0.0.1:5000/kiora/crm-gdb_php_build:0.5.0")
+            .position(|a| {
+                *a == format!(
+                    "127.0.0.1:5000/kiora/crm-gdb_php_build:{}",
+                    crate::config::DEFAULT_BASE_TAG
+                )
+            })
             .unwrap();
         assert_eq!(argv[image - 3..image], ["/s/app:/app", "--workdir", "/app"]);
         assert_eq!(argv[image + 1..], COMPOSER_INSTALL);

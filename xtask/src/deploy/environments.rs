@@ -23,7 +23,7 @@
 //!     kind: swarm              # one stack on a Docker Swarm (compose.swarm.yaml)
 //!     manager: deploy@mgr1.example.com   # a manager, reached with the system ssh
 //!     stack: crm               # the stack's name
-//!     env_file: secrets/swarm.env        # on this machine: APP_SECRET=... (made a swarm secret)
+//!     env_file: secrets/swarm.env        # on this machine: APP_SECRET=..., DB_PASSWORD=... (made swarm secrets)
 //! ```
 //!
 //! An unknown key, an unknown environment or a host listed twice is a one-line error naming
@@ -68,7 +68,7 @@ pub struct Environment {
     pub hosts: Vec<Host>,
     /// The swarm manager the stack is deployed from (kind swarm).
     pub manager: Option<SshHost>,
-    /// A file on this machine with the swarm's APP_SECRET= line (kind swarm).
+    /// A file on this machine with the swarm's APP_SECRET= and DB_PASSWORD= lines (kind swarm).
     pub env_file: Option<PathBuf>,
     /// The deploy directory of hosts that do not name their own.
     pub dir: Option<String>,

@@ -103,7 +103,7 @@ impl LocalStack {
         let remote = Remote::new(Target::new(None, &dir, None)?, *runner);
         let stack = release_command::Stack {
             name: &self.project,
-            data_volume: &format!("{}_data", self.project),
+            data: release_command::Data::Volume(&format!("{}_data", self.project)),
             env_file: Some(&format!("{dir}/.env")),
         };
         let tag = php.rsplit_once(':').map_or("the release", |(_, tag)| tag);

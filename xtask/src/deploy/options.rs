@@ -80,7 +80,7 @@ impl TargetArgs {
             bail!("--env {env}: this task works on one target; give --host and --dir of one host of the environment");
         }
         if self.swarm {
-            bail!("--swarm: this task works on Compose targets (deploy, rollback and status work on a swarm)");
+            bail!("--swarm: this task works on Compose targets (deploy, rollback, status and backup work on a swarm)");
         }
         let stack = self.stack.clone().unwrap_or_else(|| DEFAULT_STACK.into());
         check_stack(&stack)?;
@@ -91,6 +91,11 @@ impl TargetArgs {
             keep_backups: self.keep_backups.unwrap_or(DEFAULT_KEEP_BACKUPS),
             tls: self.tls()?,
         })
+    }
+
+    /// `--keep-backups`, else the default (a swarm's dumps).
+    pub fn keep_backups(&self) -> usize {
+        self.keep_backups.unwrap_or(DEFAULT_KEEP_BACKUPS)
     }
 
     /// `--tls-cert` and `--tls-key` (clap makes them go together), checked.
@@ -176,7 +181,7 @@ impl TargetArgs {
         };
         let env = environments::load(&self.config_file(root), name)?;
         if env.kind == environments::Kind::Swarm {
-            bail!("environment {name} is a swarm: this task works on Compose hosts (deploy, rollback and status work on a swarm)");
+            bail!("environment {name} is a swarm: this task works on Compose hosts (deploy, rollback, status and backup work on a swarm)");
         }
         let stack = self
             .stack

@@ -11,6 +11,10 @@
 //! the builder of `exec --new`) after the backup and before anything switches, under the deploy
 //! lock (two deploys at once cannot run it twice), and stops there when it fails: the live
 //! release never stopped serving. An image without the label has no release command.
+//!
+//! On a swarm the data is a database server, not a volume: the container joins the stack's
+//! network with the variables php gets, and the password arrives on its stdin
+//! (`DB_PASSWORD_FILE=php://stdin`), never in an argument, a variable, a file or `inspect`.
 
 use anyhow::{bail, Result};
 use saphyr::{LoadableYamlNode, MarkedYaml, YamlData};
@@ -19,6 +23,7 @@ use crate::cmd::Cmd;
 use crate::deploy::deployment::Deployment;
 use crate::deploy::ops::{throwaway_container, Attach};
 use crate::deploy::remote::Remote;
+use crate::secret::Secret;
 
 /// The image label that declares a release's command.
 pub const LABEL: &str = "org.kiora.release-command";
@@ -103,24 +108,73 @@ fn container_name(stack: &str) -> String {
     format!("{stack}-release-{}", std::process::id())
 }
 
+/// The container of a release command working on a database server (a swarm's db).
+pub fn server_container(
+    server: &Server,
+    stack: &str,
+    image: &str,
+    command: &ReleaseCommand,
+) -> Cmd {
+    let mut cmd = Cmd::new("docker")
+        .args(["run", "--rm", "--interactive", "--name"])
+        .arg(container_name(stack))
+        .args(["--network", server.network]);
+    for (key, value) in server.env {
+        cmd = cmd.arg("--env").arg(format!("{key}={value}"));
+    }
+    cmd.args(["--env", "DB_PASSWORD_FILE=php://stdin"])
+        .arg(image)
+        .args(command.0.iter().cloned())
+        // The password, read once by the command (Database::password in the app).
+        .stdin(server.password.expose().as_bytes().to_vec())
+}
+
+fn container_for(
+    stack: &Stack,
+    image: &str,
+    env_file: Option<&str>,
+    command: &ReleaseCommand,
+) -> Cmd {
+    match &stack.data {
+        Data::Volume(volume) => container(volume, stack.name, image, env_file, command),
+        Data::Server(server) => server_container(server, stack.name, image, command),
+    }
+}
+
 /// Runs the release command of `image` (release `tag`) on the target, if it declares one. The
 /// image must be on the target. Output is shown line by line as it comes; a failure is one line
 /// naming the command and its exit status, and leaves no container behind.
 pub fn run(d: &Deployment, image: &str, tag: &str) -> Result<()> {
     let stack = Stack {
         name: &d.stack,
-        data_volume: &d.data_volume(),
+        data: Data::Volume(&d.data_volume()),
         env_file: Some(&d.target().path(".env")),
     };
     run_on(&d.remote, &stack, image, tag)
 }
 
-/// Where a release command runs: the stack's name, its data volume and the `.env` it gets when
+/// Where a release command runs: the stack's name, its data and the `.env` it gets when
 /// that file exists (None: none to look for, as on a swarm node).
 pub struct Stack<'a> {
     pub name: &'a str,
-    pub data_volume: &'a str,
+    pub data: Data<'a>,
     pub env_file: Option<&'a str>,
+}
+
+/// What a release command works on.
+pub enum Data<'a> {
+    /// The stack's data volume (the SQLite file), mounted where php has it.
+    Volume(&'a str),
+    /// A database server (a swarm's db).
+    Server(Server<'a>),
+}
+
+/// A database server: the network to join, the variables that reach it (DB_HOST...), and its
+/// password.
+pub struct Server<'a> {
+    pub network: &'a str,
+    pub env: &'a [(&'a str, &'a str)],
+    pub password: &'a Secret,
 }
 
 /// [`run`] for any stack on `remote`'s target (`up` and `test-image`: a local one).
@@ -133,10 +187,7 @@ pub fn run_on(remote: &Remote, stack: &Stack, image: &str, tag: &str) -> Result<
                 "  the command of the label {LABEL} of {image}, once pulled, as:"
             ));
             let placeholder = ReleaseCommand(vec![format!("<{LABEL}>")]);
-            remote.streamed(
-                container(stack.data_volume, stack.name, image, None, &placeholder),
-                "",
-            )?;
+            remote.streamed(container_for(stack, image, None, &placeholder), "")?;
             return Ok(());
         }
         Err(err) => return Err(err.context(format!("reading the release command of {image}"))),
@@ -152,7 +203,7 @@ pub fn run_on(remote: &Remote, stack: &Stack, image: &str, tag: &str) -> Result<
         None => None,
     };
     remote.say(format!("  {}", command.show()));
-    let cmd = container(stack.data_volume, stack.name, image, env_file, &command);
+    let cmd = container_for(stack, image, env_file, &command);
     let status = remote.streamed(cmd, PREFIX);
     if !matches!(status, Ok(0)) {
         // Interrupted, or the client lost: the container must not run on (nor stay) unseen.
@@ -236,6 +287,36 @@ mod tests {
                 "bin/migrate.php"
             ]
         );
+        let password = Secret::new("db-password-0123");
+        let server = Server {
+            network: "crm_default",
+            env: &[("DB_HOST", "db"), ("DB_NAME", "crm")],
+            password: &password,
+        };
+        let cmd = server_container(&server, "crm", "r/crm-gdb_php:1.2.0", &command);
+        assert_eq!(
+            cmd.argv(),
+            [
+                "docker",
+                "run",
+                "--rm",
+                "--interactive",
+                "--name",
+                &format!("crm-release-{}", std::process::id()),
+                "--network",
+                "crm_default",
+                "--env",
+                "DB_HOST=db",
+                "--env",
+                "DB_NAME=crm",
+                "--env",
+                "DB_PASSWORD_FILE=php://stdin",
+                "r/crm-gdb_php:1.2.0",
+                "php",
+                "bin/migrate.php"
+            ]
+        );
+        assert_eq!(cmd.stdin.as_deref(), Some(&b"db-password-0123"[..]));
         assert_eq!(
             label_query("r/x:1").argv(),
             [

@@ -1,15 +1,20 @@
 //! A release on a Docker Swarm: `compose.swarm.yaml` deployed as a stack from a manager reached
 //! over ssh (or this machine), and the swarm's own rolling update watched until it converges.
 //!
-//! 1. APP_SECRET becomes a swarm secret named after a fingerprint of its value (secrets are
-//!    immutable: a new value is a new secret, the stack file names it), sent on stdin;
-//! 2. `docker stack deploy -c - --prune --with-registry-auth STACK` with the file on stdin and the
+//! 1. APP_SECRET and the database password become swarm secrets named after a fingerprint of
+//!    their value (secrets are immutable: a new value is a new secret, the stack file names it),
+//!    sent on stdin;
+//! 2. the database (service db, see [`crate::deploy::swarm_db`]) pinned to a node; once it runs,
+//!    a dump of it, then the release command (the migrations) in a throwaway container on the
+//!    manager, on the stack's network, the password on its stdin. On the first deploy db comes
+//!    with the stack, so the command runs once db answers, and php becomes healthy after it;
+//! 3. `docker stack deploy -c - --prune --with-registry-auth STACK` with the file on stdin and the
 //!    release in variables (`env CRM_TAG=...`), so nothing is written on the manager;
-//! 3. every service polled (`service ls`, `service inspect` UpdateStatus) until each one runs
+//! 4. every service polled (`service ls`, `service inspect` UpdateStatus) until each one runs
 //!    all its replicas and its update completed, or swarm rolled one back by itself
 //!    (`failure_action: rollback`): then the stack is deployed again with the previous release,
 //!    so no service stays on the new one, and the deploy fails;
-//! 4. a per-service report: image tag, tasks running/desired, update state.
+//! 5. a per-service report: image tag, tasks running/desired, update state.
 //!
 //! Commands are built by pure functions (unit-tested argv) and run by the [`Remote`].
 
@@ -22,19 +27,29 @@ use anyhow::{bail, Context, Result};
 use crate::cmd::Cmd;
 use crate::deploy::release_command;
 use crate::deploy::remote::Remote;
+use crate::deploy::swarm_db;
 use crate::secret::Secret;
 
 /// The stack file, at the project root.
 pub const STACK_FILE: &str = "compose.swarm.yaml";
 
-/// Where APP_SECRET comes from for a swarm deploy when no env file is given.
-pub const APP_SECRET_ENV: &str = "XTASK_APP_SECRET";
+/// Where APP_SECRET and the database password come from for a swarm deploy when no env file
+/// is given (never passed on to a child).
+pub use crate::secret::{APP_SECRET_ENV, DB_PASSWORD_ENV};
 
 /// How long the services may take to converge, by default.
 pub const TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The service whose image names the release (and whose labels keep the previous one).
 const RELEASE_SERVICE: &str = "php";
+
+/// The secrets of a swarm stack: made swarm secrets, never written on a node.
+#[derive(Clone, Debug)]
+pub struct Secrets {
+    pub app: Secret,
+    /// The database password: db's superuser's (set when its cluster is created), php's.
+    pub db: Secret,
+}
 
 /// What a swarm deploy needs: where the manager is, the stack, the file and the secret.
 #[derive(Clone, Debug)]
@@ -97,11 +112,19 @@ pub fn secret_create(stack: &str, name: &str, value: &Secret) -> Cmd {
         .stdin(value.expose().as_bytes().to_vec())
 }
 
+/// The names of the swarm secrets of a deploy.
+struct SecretNames {
+    app: String,
+    db: String,
+}
+
 /// The variables the stack file reads.
 pub struct Release<'a> {
     pub tag: &'a str,
     pub previous: &'a str,
+    /// The names of the swarm secrets of APP_SECRET and the database password.
     pub secret: &'a str,
+    pub db_secret: &'a str,
 }
 
 /// `env CRM_...=... docker stack deploy -c - --prune --with-registry-auth STACK`, the file on
@@ -122,6 +145,7 @@ pub fn stack_deploy(swarm: &Swarm, release: &Release) -> Cmd {
         .env("CRM_TAG", release.tag)
         .env("CRM_PREVIOUS", release.previous)
         .env("CRM_APP_SECRET", release.secret)
+        .env("CRM_DB_PASSWORD", release.db_secret)
         .stdin(swarm.file.as_bytes().to_vec());
     if let Some(port) = swarm.http_port {
         cmd = cmd.env("HTTP_PORT", port.to_string());
@@ -386,13 +410,14 @@ impl Swarm {
             .map(|s| (s.tag, s.previous)))
     }
 
-    /// The swarm secret holding APP_SECRET, made when missing; its name.
-    fn secret(&self, value: &Secret) -> Result<String> {
-        let name = secret_name(&self.stack, "app_secret", value);
+    /// The swarm secret `what` (app_secret, db_password) holding `value`, made when missing;
+    /// its name.
+    fn secret(&self, what: &str, value: &Secret) -> Result<String> {
+        let name = secret_name(&self.stack, what, value);
         if !self.manager.succeeds(secret_exists(&name))? {
             self.manager
                 .run(secret_create(&self.stack, &name, value))
-                .context("cannot create the swarm secret for APP_SECRET")?;
+                .with_context(|| format!("cannot create the swarm secret for {what}"))?;
         }
         Ok(name)
     }
@@ -405,25 +430,41 @@ impl Swarm {
         ])
     }
 
-    /// Deploys `tag` and waits; `Ok(true)` converged, `Ok(false)` swarm rolled back.
-    fn deploy_and_wait(
-        &self,
-        tag: &str,
-        previous: &str,
-        secret: &str,
-        rolled_back: &mut Vec<String>,
-    ) -> Result<bool> {
-        let before = self.services()?;
+    /// `docker stack deploy` of `tag`.
+    fn stack_deploy(&self, tag: &str, previous: &str, names: &SecretNames) -> Result<()> {
         self.manager
             .run(stack_deploy(
                 self,
                 &Release {
                     tag,
                     previous,
-                    secret,
+                    secret: &names.app,
+                    db_secret: &names.db,
                 },
             ))
-            .with_context(|| format!("docker stack deploy of {tag} failed on the manager"))?;
+            .with_context(|| format!("docker stack deploy of {tag} failed on the manager"))
+    }
+
+    /// Deploys `tag` and waits; `Ok(true)` converged, `Ok(false)` swarm rolled back.
+    fn deploy_and_wait(
+        &self,
+        tag: &str,
+        previous: &str,
+        names: &SecretNames,
+        rolled_back: &mut Vec<String>,
+    ) -> Result<bool> {
+        let before = self.services()?;
+        self.stack_deploy(tag, previous, names)?;
+        self.wait(tag, &before, rolled_back)
+    }
+
+    /// Waits until the services run `tag` (`Ok(true)`), or swarm rolled one back (`Ok(false)`).
+    fn wait(
+        &self,
+        tag: &str,
+        before: &BTreeMap<String, Service>,
+        rolled_back: &mut Vec<String>,
+    ) -> Result<bool> {
         if self.manager.dry_run() {
             return Ok(true);
         }
@@ -432,7 +473,7 @@ impl Swarm {
         let mut last = String::new();
         loop {
             let now = self.services()?;
-            match convergence(&before, &now, &wanted) {
+            match convergence(before, &now, &wanted) {
                 Convergence::Done => return Ok(true),
                 Convergence::RolledBack { services, over } => {
                     if over {
@@ -466,28 +507,33 @@ impl Swarm {
         }
     }
 
-    /// Puts `tag` on the swarm. When swarm rolls a service back, the whole stack goes back to
-    /// the release it ran before, and this fails saying so.
     /// The release's command (its migrations), once, before any task of the release starts: on
-    /// the manager, where php and the worker keep the stack's data volume. A failure stops the
+    /// the manager, in a container on the stack's network that reaches db. A failure stops the
     /// deploy there, the live release untouched.
-    fn release_command(&self, tag: &str) -> Result<()> {
+    fn release_command(&self, tag: &str, db_password: &Secret) -> Result<()> {
         let image = format!("{}/{}:{tag}", self.registry, crate::config::PHP);
         self.manager
             .run(Cmd::new("docker").args(["pull", "--quiet", &image]))
             .with_context(|| format!("pulling {image} on the manager"))?;
         self.manager
             .say(format!("Running the release command of {tag}"));
+        let network = format!("{}_default", self.stack);
         let stack = release_command::Stack {
             name: &self.stack,
-            data_volume: &format!("{}_data", self.stack),
-            // No .env on a swarm node: the command gets no secret, only the data.
+            data: release_command::Data::Server(release_command::Server {
+                network: &network,
+                env: &swarm_db::CLIENT_ENV,
+                password: db_password,
+            }),
+            // No .env on a swarm node: the command gets the database password on its stdin.
             env_file: None,
         };
         release_command::run_on(&self.manager, &stack, &image, tag)
     }
 
-    pub fn deploy(&self, tag: &str, app_secret: &Secret) -> Result<()> {
+    /// Puts `tag` on the swarm. When swarm rolls a service back, the whole stack goes back to
+    /// the release it ran before, and this fails saying so.
+    pub fn deploy(&self, tag: &str, secrets: &Secrets) -> Result<()> {
         let start = Instant::now();
         let live = self.live()?;
         let (live_tag, live_previous) = live.clone().unwrap_or_default();
@@ -501,15 +547,42 @@ impl Swarm {
                 &live_tag
             }
         ));
-        let secret = self.secret(app_secret)?;
-        self.release_command(tag)?;
+        let names = SecretNames {
+            app: self.secret("app_secret", &secrets.app)?,
+            db: self.secret("db_password", &secrets.db)?,
+        };
+        self.pin_db()?;
         let previous = if live_tag == tag {
             live_previous.clone()
         } else {
             live_tag.clone()
         };
         let mut rolled_back = Vec::new();
-        if self.deploy_and_wait(tag, &previous, &secret, &mut rolled_back)? {
+        let converged = if self.has_db()? {
+            self.wait_for_db()?;
+            if !self.manager.dry_run() {
+                let db = self.db()?;
+                let label = if live_tag.is_empty() {
+                    "none"
+                } else {
+                    &live_tag
+                };
+                let dump = self.backup_db(&db, label, crate::config::DEFAULT_KEEP_BACKUPS)?;
+                self.manager
+                    .say(format!("backed up the database to {dump} on its node"));
+            }
+            self.release_command(tag, &secrets.db)?;
+            self.deploy_and_wait(tag, &previous, &names, &mut rolled_back)?
+        } else {
+            // The first deploy (or the first with a database): db comes with the stack, the
+            // migrations run once it answers, and php's tasks become healthy after them.
+            let before = self.services()?;
+            self.stack_deploy(tag, &previous, &names)?;
+            self.wait_for_db()?;
+            self.release_command(tag, &secrets.db)?;
+            self.wait(tag, &before, &mut rolled_back)?
+        };
+        if converged {
             for line in report(&self.services()?) {
                 self.manager.say(line);
             }
@@ -533,7 +606,7 @@ impl Swarm {
         }
         // Services that did update would stay on the new release: the whole stack goes back.
         let mut again = Vec::new();
-        let back = self.deploy_and_wait(&live_tag, &live_previous, &secret, &mut again)?;
+        let back = self.deploy_and_wait(&live_tag, &live_previous, &names, &mut again)?;
         for line in report(&self.services()?) {
             self.manager.say(line);
         }
@@ -552,7 +625,7 @@ impl Swarm {
     }
 
     /// Back to `to`, else the release deployed before the live one.
-    pub fn rollback(&self, to: Option<&str>, app_secret: &Secret) -> Result<()> {
+    pub fn rollback(&self, to: Option<&str>, secrets: &Secrets) -> Result<()> {
         let Some((live, previous)) = self.live()? else {
             bail!(
                 "nothing is deployed on swarm stack {}: nothing to roll back",
@@ -567,7 +640,7 @@ impl Swarm {
             ),
             None => previous,
         };
-        self.deploy(&to, app_secret)
+        self.deploy(&to, secrets)
     }
 
     /// Per-service lines; an error when a service is short of replicas or was rolled back.
@@ -601,26 +674,36 @@ impl Swarm {
     }
 }
 
-/// APP_SECRET for the swarm: `XTASK_APP_SECRET`, else the `APP_SECRET=` line of `env_file` (a
-/// file on this machine, such as the environment's `env_file:`).
-pub fn app_secret(env_file: Option<&std::path::Path>) -> Result<Secret> {
-    if let Ok(value) = std::env::var(APP_SECRET_ENV) {
+/// The swarm's secrets: APP_SECRET from `XTASK_APP_SECRET`, else the `APP_SECRET=` line of
+/// `env_file` (a file on this machine, such as the environment's `env_file:`); the database
+/// password from `XTASK_DB_PASSWORD`, else its `DB_PASSWORD=` line.
+pub fn secrets(env_file: Option<&std::path::Path>) -> Result<Secrets> {
+    Ok(Secrets {
+        app: secret_from(env_file, APP_SECRET_ENV, "APP_SECRET")?,
+        db: secret_from(env_file, DB_PASSWORD_ENV, "DB_PASSWORD")?,
+    })
+}
+
+/// The value of `var`, else of the `key=` line of `env_file`; at least 16 characters.
+fn secret_from(env_file: Option<&std::path::Path>, var: &str, key: &str) -> Result<Secret> {
+    if let Ok(value) = std::env::var(var) {
         if !value.is_empty() {
             return Ok(Secret::new(value));
         }
     }
     let Some(file) = env_file else {
-        bail!("no APP_SECRET for the swarm: set {APP_SECRET_ENV}, or `env_file:` in the environment (a file on this machine with an APP_SECRET= line)");
+        bail!("no {key} for the swarm: set {var}, or `env_file:` in the environment (a file on this machine with a {key}= line)");
     };
     let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read {} (the swarm's APP_SECRET)", file.display()))?;
+        .with_context(|| format!("cannot read {} (the swarm's {key})", file.display()))?;
+    let prefix = format!("{key}=");
     text.lines()
-        .find_map(|l| l.trim().strip_prefix("APP_SECRET="))
+        .find_map(|l| l.trim().strip_prefix(&prefix))
         .map(|v| Secret::new(v.trim().trim_matches('"')))
         .filter(|s| s.expose().len() >= 16)
         .with_context(|| {
             format!(
-                "{}: no APP_SECRET= line of at least 16 characters",
+                "{}: no {key}= line of at least 16 characters",
                 file.display()
             )
         })
@@ -656,6 +739,7 @@ mod tests {
                 tag: "1.2.0",
                 previous: "1.1.0",
                 secret: "crm_app_secret_ab",
+                db_secret: "crm_db_password_cd",
             },
         );
         assert_eq!(
@@ -674,7 +758,7 @@ mod tests {
         assert_eq!(cmd.stdin.as_deref(), Some(&b"services: {}\n"[..]));
         let remote = s.manager.cmd(cmd).argv().join(" ");
         assert!(
-            remote.ends_with("-- env CRM_REGISTRY=127.0.0.1:5000/kiora CRM_TAG=1.2.0 CRM_PREVIOUS=1.1.0 CRM_APP_SECRET=crm_app_secret_ab HTTP_PORT=8080 docker stack deploy --compose-file - --prune --with-registry-auth crm"),
+            remote.ends_with("-- env CRM_REGISTRY=127.0.0.1:5000/kiora CRM_TAG=1.2.0 CRM_PREVIOUS=1.1.0 CRM_APP_SECRET=crm_app_secret_ab CRM_DB_PASSWORD=crm_db_password_cd HTTP_PORT=8080 docker stack deploy --compose-file - --prune --with-registry-auth crm"),
             "{remote}"
         );
     }
@@ -871,15 +955,19 @@ mod tests {
     fn the_app_secret_comes_from_the_env_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("swarm.env");
-        std::fs::write(&file, "# x\nAPP_SECRET=0123456789abcdef01\n").unwrap();
-        if std::env::var(APP_SECRET_ENV).is_err() {
-            assert_eq!(
-                app_secret(Some(&file)).unwrap().expose(),
-                "0123456789abcdef01"
-            );
-            std::fs::write(&file, "APP_SECRET=short\n").unwrap();
-            assert!(app_secret(Some(&file)).is_err());
-            assert!(app_secret(None).is_err());
+        std::fs::write(
+            &file,
+            "# x\nAPP_SECRET=0123456789abcdef01\nDB_PASSWORD=\"fedcba9876543210fe\"\n",
+        )
+        .unwrap();
+        if std::env::var(APP_SECRET_ENV).is_err() && std::env::var(DB_PASSWORD_ENV).is_err() {
+            let s = secrets(Some(&file)).unwrap();
+            assert_eq!(s.app.expose(), "0123456789abcdef01");
+            assert_eq!(s.db.expose(), "fedcba9876543210fe");
+            std::fs::write(&file, "APP_SECRET=0123456789abcdef01\nDB_PASSWORD=short\n").unwrap();
+            let err = secrets(Some(&file)).unwrap_err().to_string();
+            assert!(err.contains("no DB_PASSWORD= line"), "{err}");
+            assert!(secrets(None).is_err());
         }
     }
 }

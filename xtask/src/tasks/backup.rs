@@ -1,6 +1,9 @@
 //! `cargo xtask backup --dir PATH [--host ...]` archives the data volume on the target into
 //! `backups/` (the last N kept); `--restore ARCHIVE` puts one back (after backing up the current
 //! data first), stopping the php and worker containers of the live release meanwhile.
+//! On a swarm (`--env` of kind swarm, `--swarm --host MANAGER`): a `pg_dump` of the stack's
+//! database through its task, kept on its node (`--restore db-....dump` puts one back, after a
+//! safety dump, while the app serves on).
 
 use anyhow::{bail, Context, Result};
 
@@ -8,6 +11,8 @@ use crate::ctx::Ctx;
 use crate::deploy::deployment::Deployment;
 use crate::deploy::options::TargetArgs;
 use crate::deploy::stack::Stack;
+use crate::deploy::swarm::Swarm;
+use crate::deploy::swarm_db;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,6 +24,12 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
+    if let Some((swarm, _)) = args
+        .target
+        .swarm(&ctx.root, &ctx.config.registry, &ctx.runner)?
+    {
+        return on_swarm(&swarm, args.restore.as_deref(), args.target.keep_backups());
+    }
     let (opts, restore) = (&args.target.options()?, args.restore.as_deref());
     if let Some(archive) = restore {
         let valid =
@@ -71,5 +82,31 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     runner.say(format!(
         "restored backups/{archive} (the data before it is in backups/{safety})"
     ));
+    Ok(())
+}
+
+fn on_swarm(swarm: &Swarm, restore: Option<&str>, keep: usize) -> Result<()> {
+    if let Some(name) = restore {
+        if !swarm_db::is_dump_name(name) {
+            bail!("invalid dump name {name:?}: expected a name a swarm backup printed, such as db-20261121T100000Z-manual.dump");
+        }
+    }
+    let db = swarm.db()?;
+    let say = |line: String| swarm.manager.say(line);
+    match restore {
+        None => {
+            let name = swarm.backup_db(&db, "manual", keep)?;
+            say(format!(
+                "backed up the database to {name} on its node ({})",
+                db.remote.target.describe()
+            ));
+        }
+        Some(name) => {
+            let safety = swarm.restore_db(&db, name)?;
+            say(format!(
+                "restored {name} (the database before it is in {safety})"
+            ));
+        }
+    }
     Ok(())
 }

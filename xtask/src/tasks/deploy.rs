@@ -118,8 +118,8 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             bail!("--canary, --promote and --abort split an edge's traffic on Compose targets; on a swarm, its start-first rolling update (update_config in compose.swarm.yaml) checks each new task instead");
         }
         let tag = args.tag.as_ref().context("--tag is required")?;
-        let secret = swarm::app_secret(env_file.as_deref())?;
-        return swarm.deploy(tag.as_str(), &secret);
+        let secrets = swarm::secrets(env_file.as_deref())?;
+        return swarm.deploy(tag.as_str(), &secrets);
     }
     let mut fleet = args.target.fleet(&ctx.root)?;
     check_flags(args, fleet.env.is_some())?;

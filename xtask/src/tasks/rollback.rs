@@ -32,8 +32,8 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         args.target
             .swarm(&ctx.root, &ctx.config.registry, &ctx.runner)?
     {
-        let secret = swarm::app_secret(env_file.as_deref())?;
-        return swarm.rollback(args.to.as_deref(), &secret);
+        let secrets = swarm::secrets(env_file.as_deref())?;
+        return swarm.rollback(args.to.as_deref(), &secrets);
     }
     let mut fleet = args.target.fleet(&ctx.root)?;
     fleet.release_command = !args.skip_release_command;

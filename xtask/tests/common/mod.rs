@@ -16,8 +16,10 @@ use xshell::{cmd, Shell};
 
 /// The pinned tags the e2e files publish: the base images' (`config::DEFAULT_BASE_TAG`, which
 /// build-app builds FROM) and the edge's (compose.yaml). Bump them here with the code.
-pub const BASE_TAG: &str = "0.5.0";
+pub const BASE_TAG: &str = "0.6.0";
 pub const EDGE_TAG: &str = "0.4.0";
+/// The database image of a swarm stack (compose.swarm.yaml's crm-gdb_db tag).
+pub const DB_TAG: &str = "0.6.0";
 
 /// True when a Docker engine answers. Without one, the test is skipped loudly (see [`skip`]),
 /// except under `CI=true`, where a missing engine is a failure.

@@ -47,7 +47,8 @@ pub(super) fn run(ctx: &Ctx, quiet: &Ctx, machines: usize, tags: [&str; 3]) -> R
         registry: format!("127.0.0.1:{}/kiora", registry.port),
         ..quiet.config.clone()
     };
-    let images = super::fleet::push_releases(quiet, &pushed, &tags);
+    let images = super::fleet::push_releases(quiet, &pushed, &tags)
+        .and_then(|images| push_db(quiet, &pushed).map(|db| [images, vec![db]].concat()));
     let result = images
         .as_ref()
         .map_err(|e| anyhow::anyhow!("{e:#}"))
@@ -98,7 +99,7 @@ fn measure(
     let report = format!(
         "# Swarm deploy benchmark\n\n`cargo xtask bench-deploy --machines {machines} --swarm`, {} on a {cores}-core machine: \
          a Docker Swarm of {machines} machines (network namespaces, each with its own engine; m1 the manager, reached \
-         over ssh), compose.swarm.yaml (php x2 and the worker on the manager, nginx x2 spread, the edge on every node), \
+         over ssh), compose.swarm.yaml (php x2, the worker and nginx x2 spread, PostgreSQL on the manager, the edge on every node), \
          a load probe of ~20 requests/s (`/`, `/health`) on every node's edge.\n\
          \"failed requests\": failed/sent per node. \"longest gap\": the longest time without a good answer on any node. \
          \"recovered\": from the engine's stop to the lost replica running on a living node.\n\
@@ -110,6 +111,29 @@ fn measure(
     std::fs::write(&path, report).with_context(|| format!("cannot write {}", path.display()))?;
     ctx.runner.say(format!("written to {}", path.display()));
     Ok(())
+}
+
+/// The stack's db image (pinned in compose.swarm.yaml), built when missing, pushed beside the
+/// releases. Its pushed name.
+fn push_db(quiet: &Ctx, pushed: &Config) -> Result<String> {
+    let file = std::fs::read_to_string(quiet.root.join(swarm::STACK_FILE))?;
+    let tag = crate::deploy::swarm_db::image_tag(&file)
+        .context("compose.swarm.yaml names no crm-gdb_db image")?;
+    let local = quiet.config.image(crate::config::DB, &tag);
+    crate::build::base::ensure_db_image(quiet, &local.to_string())?;
+    let remote = pushed.image(crate::config::DB, &tag);
+    quiet.runner.run(&crate::cmd::Cmd::new("docker").args([
+        "tag",
+        &local.to_string(),
+        &remote.to_string(),
+    ]))?;
+    let to_push = Ctx {
+        config: pushed.clone(),
+        runner: quiet.runner,
+        root: quiet.root.clone(),
+    };
+    crate::build::push::push_all(&to_push, &[&remote])?;
+    Ok(remote.to_string())
 }
 
 fn scenarios(
@@ -135,7 +159,10 @@ fn scenarios(
         http_port: Some(EDGE_PORT),
         timeout: swarm::TIMEOUT,
     };
-    let secret = Secret::new("bench-swarm-secret-0123456789");
+    let secret = swarm::Secrets {
+        app: Secret::new("bench-swarm-secret-0123456789"),
+        db: Secret::new("bench-swarm-db-password-0123456789"),
+    };
     let addrs: Vec<std::net::IpAddr> = machines.iter().map(|m| m.addr.into()).collect();
     let probes = |skip: Option<usize>| -> Vec<Option<Probe>> {
         addrs
