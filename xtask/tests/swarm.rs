@@ -126,6 +126,12 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
         hashed_css(&page).unwrap_or_else(|| panic!("m{m}'s page names no stylesheet: {page}"))
     };
     let probes = || -> Vec<EdgeProbe> { (1..=3).map(|m| EdgeProbe::start(bed.addr(m))).collect() };
+    // A page of A still open in a browser: its CSS, asked on every edge during the update.
+    let probes_with = |asset: &str| -> Vec<EdgeProbe> {
+        (1..=3)
+            .map(|m| EdgeProbe::start_with(bed.addr(m), &["/", "/health", asset]))
+            .collect()
+    };
 
     // First deploy: every node's edge serves A.
     let t = Instant::now();
@@ -137,9 +143,10 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
         assert_eq!(css(m), asset_a, "m{m} serves A");
     }
 
-    // A -> B under load on every edge: nothing fails, every node ends on B, nginx runs on more
-    // than one node, the report has a line per service.
-    let probing = probes();
+    // A -> B under load on every edge: nothing fails (A's CSS included: no volume spans the
+    // nodes, B's nginx image carries it), every node ends on B, nginx runs on more than one
+    // node, the report has a line per service.
+    let probing = probes_with(&asset_a);
     let t = Instant::now();
     let out = run(&["deploy", "--env", "cluster", "--tag", "1.0.0-b"]);
     let update = t.elapsed();
@@ -153,6 +160,8 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
         assert_eq!(load.failed, 0, "m{}: {:?}", m + 1, load.failures);
         assert!(load.requests > 20, "m{} probe ran: {load:?}", m + 1);
         assert_eq!(css(m + 1), asset_b, "m{} serves B", m + 1);
+        let (status, _) = http_get_at(&bed.addr(m + 1), EDGE_PORT, &asset_a).unwrap();
+        assert_eq!(status, 200, "m{}: A's {asset_a} after the update", m + 1);
     }
     for service in ["php ", "worker ", "nginx ", "edge "] {
         assert!(
@@ -313,13 +322,19 @@ struct EdgeLoad {
 
 impl EdgeProbe {
     fn start(addr: String) -> EdgeProbe {
+        EdgeProbe::start_with(addr, &["/", "/health"])
+    }
+
+    /// Asks each of `paths` in turn.
+    fn start_with(addr: String, paths: &[&str]) -> EdgeProbe {
+        let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
             let (start, mut load) = (Instant::now(), EdgeLoad::default());
             let mut last_ok = Instant::now();
             while !flag.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(400) {
-                let path = ["/", "/health"][load.requests % 2];
+                let path = paths[load.requests % paths.len()].as_str();
                 load.requests += 1;
                 match http_get_at(&addr, EDGE_PORT, path) {
                     Some((200, _)) => {
