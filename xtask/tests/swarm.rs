@@ -3,8 +3,9 @@
 //! compose.swarm.yaml from the manager over ssh. Under a load probe on every node's edge: a first
 //! deploy, a rolling update A -> B with replicas on several nodes and no failed request; a broken
 //! release that swarm rolls back by itself (our command says so and fails, nothing fails for the
-//! clients); `rollback`; `status`; the secret's value nowhere in `inspect` output; a worker
-//! node's engine stopped and its replicas back on the other nodes.
+//! clients); `rollback`; `status`; `logs` and `exec`; the secret's value nowhere in `inspect`
+//! output; a worker node's engine stopped and its replicas back on the other nodes. A's hashed
+//! CSS answers on every edge during and after the update (B's nginx image carries it).
 
 mod common;
 
@@ -216,6 +217,32 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
         assert_eq!(load.failed, 0, "m{}: {:?}", m + 1, load.failures);
         assert_eq!(css(m + 1), asset_a, "m{} rolled back to A", m + 1);
     }
+
+    // logs and exec on the swarm: a service's logs from the manager (the probes' requests, from
+    // every node's task), a command in a php task's container, its exit status ours.
+    let out = run(&[
+        "logs",
+        "--env",
+        "cluster",
+        "--service",
+        "nginx",
+        "--tail",
+        "5",
+    ]);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with("nginx") && l.contains("e2e_nginx.") && l.contains("GET /")),
+        "{said}"
+    );
+    let php = "echo getenv('APP_SECRET_FILE');";
+    let out = run(&["exec", "--env", "cluster", "--", "php", "-r", php]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{said}{}", stderr(&out));
+    assert!(said.contains("/run/secrets/app_secret"), "{said}");
+    let out = run(&["exec", "--env", "cluster", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
 
     // The secret's value is in no service's or container's inspect output, on any node.
     for m in 1..=3 {
