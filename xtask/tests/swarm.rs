@@ -236,12 +236,19 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
             .any(|l| l.starts_with("nginx") && l.contains("e2e_nginx.") && l.contains("GET /")),
         "{said}"
     );
-    let php = "echo getenv('APP_SECRET_FILE');";
-    let out = run(&["exec", "--env", "cluster", "--", "php", "-r", php]);
+    // (--deploy-config before `--`: everything after it is the command.)
+    let exec = |command: &[&str]| {
+        let mut all = vec!["exec", "--env", "cluster", "--deploy-config"];
+        all.push(config.to_str().unwrap());
+        all.push("--");
+        all.extend(command);
+        xtask(root, tmp.path(), &prefix, &all)
+    };
+    let out = exec(&["php", "-r", "echo getenv('APP_SECRET_FILE');"]);
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{said}{}", stderr(&out));
     assert!(said.contains("/run/secrets/app_secret"), "{said}");
-    let out = run(&["exec", "--env", "cluster", "--", "sh", "-c", "exit 3"]);
+    let out = exec(&["sh", "-c", "exit 3"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
 
     // The secret's value is in no service's or container's inspect output, on any node.
