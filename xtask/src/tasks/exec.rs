@@ -195,8 +195,8 @@ fn on_swarm(ctx: &Ctx, args: &Args, swarm: &Swarm) -> Result<()> {
     if args.new || args.hosts.primary || args.hosts.only.is_some() {
         bail!("on a swarm, exec runs in a running php task's container: --new, --primary and --only do not apply");
     }
+    // No `check` of the node: it has no deploy directory, only the task's container.
     let (node, container) = swarm.task_container(Service::Php)?;
-    node.check(&ctx.runner)?;
     let tty = args.interactive && std::io::stdin().is_terminal();
     let cmd = node.cmd(swarm_ops::exec_in(
         &container,
