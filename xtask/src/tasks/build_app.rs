@@ -125,7 +125,7 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
             let ok = nginx_ok(label.flatten().as_deref());
             if !ok {
                 runner.say(format!(
-                    "  unchanged inputs, but nginx image {id} lacks the hashed assets of the previous release: building"
+                    "  nginx image {id} has the same inputs but lacks the hashed assets of the previous release: not reused"
                 ));
             }
             Ok(ok)
