@@ -114,6 +114,34 @@ pub fn image_summary(runner: &Runner, image: &str) -> Result<String> {
     runner.query(&summary_inspect(image))
 }
 
+/// The value of `label` on `image`: `None` when the local engine has no such image,
+/// `Some(None)` when the image has no such label.
+pub fn image_label(runner: &Runner, image: &str, label: &str) -> Result<Option<Option<String>>> {
+    if let Some(answer) = api_get(runner, &format!("/images/{image}/json"), |engine| {
+        engine.image_label(image, label)
+    }) {
+        return Ok(answer);
+    }
+    let inspect = Cmd::new("docker").args([
+        "image",
+        "inspect",
+        "--format",
+        &format!("{{{{index .Config.Labels {label:?}}}}}"),
+        image,
+    ]);
+    match runner.output(&inspect) {
+        Ok(out) if out.status.success() => {
+            let value = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            // The template prints `<no value>` for a missing key.
+            Ok(Some(
+                Some(value).filter(|v| !v.is_empty() && v != "<no value>"),
+            ))
+        }
+        Ok(_) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
 /// `docker image inspect`: ID, size in bytes, then every repository digest.
 pub fn summary_inspect(image: &str) -> Cmd {
     Cmd::new("docker").args([

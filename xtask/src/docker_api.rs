@@ -106,6 +106,21 @@ impl Engine {
         }))
     }
 
+    /// The value of `label` on image `name`: `None` when there is no such image, `Some(None)`
+    /// when it has no such label.
+    pub fn image_label(&self, name: &str, label: &str) -> Result<Option<Option<String>>> {
+        let Some(json) = self.get_json(&image_path(name))? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            json.get("Config")
+                .and_then(|c| c.get("Labels"))
+                .and_then(|l| l.get(label))
+                .and_then(Json::as_str)
+                .map(String::from),
+        ))
+    }
+
     /// `docker image ls --filter label=LABEL`: the images carrying `label` (`KEY` or `KEY=VALUE`).
     pub fn images_labelled(&self, label: &str) -> Result<Vec<ListedImage>> {
         let json = self

@@ -1,5 +1,6 @@
 //! End to end on a real Docker engine and a real registry on loopback: `docker-publish`, then
-//! `build-app` from a scratch clone that looks like a developer's tree, then bad input.
+//! `build-app` from a scratch clone that looks like a developer's tree, then bad input, then
+//! the hashed assets of past releases each nginx image carries.
 
 mod common;
 
@@ -195,6 +196,91 @@ fn publish_then_build_app_from_a_developers_tree() {
     bad_input(&sh, root, tmp.path(), &prefix);
     push_failure(&sh, root, tmp.path(), &prefix);
     cold_runner(&sh, root, tmp.path(), &registry);
+    past_assets(&sh, root, tmp.path(), &prefix);
+}
+
+/// Each nginx image carries the hashed assets of the release before it (a swarm has no shared
+/// volume): a CSS change, then its revert, whose images may not be those of the same inputs
+/// built before the change (they lack the changed release's assets), then no change (reused).
+fn past_assets(sh: &Shell, root: &Path, tmp: &Path, prefix: &str) {
+    let label = |tag: &str| {
+        let format = "{{index .Config.Labels \"org.kiora.assets\"}}";
+        cmd!(
+            sh,
+            "docker image inspect --format {format} {prefix}/crm-gdb_nginx:{tag}"
+        )
+        .read()
+        .unwrap()
+    };
+    let files = |tag: &str| {
+        cmd!(
+            sh,
+            "docker run --rm --entrypoint ls {prefix}/crm-gdb_nginx:{tag} /var/www/app/public/build"
+        )
+        .read()
+        .unwrap()
+    };
+    let git = |args: &[&str]| {
+        cmd!(
+            sh,
+            "git -C {root} -c user.name=dev -c user.email=dev@example.com {args...}"
+        )
+        .quiet()
+        .run()
+        .unwrap()
+    };
+    let css = root.join("app/assets/app.css");
+    let text = std::fs::read_to_string(&css).unwrap();
+    std::fs::write(&css, format!("{text}\nbody {{ outline: 0; }}\n")).unwrap();
+    git(&["commit", "-q", "-am", "other CSS"]);
+    let out = xtask(root, tmp, prefix, &["build-app", "--tag", "1.5.0"]);
+    assert!(out.status.success(), "build-app 1.5.0: {}", stderr(&out));
+    let (old, new) = (label("1.5.0"), files("1.5.0"));
+    // Its own files, then those of 1.4.2 (built as 1.4.0), pulled from the registry.
+    assert!(
+        old.starts_with("1.5.0=") && old.contains(" 1.4.0="),
+        "{old}"
+    );
+    let css_of = |label: &str, release: &str| -> String {
+        let own = label
+            .split_whitespace()
+            .find_map(|e| e.strip_prefix(&format!("{release}=")))
+            .unwrap_or_else(|| panic!("{release} in {label}"));
+        own.split(',')
+            .find(|f| f.ends_with(".css"))
+            .unwrap()
+            .to_string()
+    };
+    let (css_14, css_15) = (css_of(&old, "1.4.0"), css_of(&old, "1.5.0"));
+    assert_ne!(css_14, css_15);
+    assert!(new.contains(&css_14) && new.contains(&css_15), "{new}");
+
+    // The revert: the inputs of 1.4.x again, but their nginx image lacks 1.5.0's CSS: built.
+    std::fs::write(&css, &text).unwrap();
+    git(&["commit", "-q", "-am", "the CSS as before"]);
+    let out = xtask(root, tmp, prefix, &["build-app", "--tag", "1.6.0"]);
+    let log = stderr(&out);
+    assert!(out.status.success(), "build-app 1.6.0: {log}");
+    assert!(
+        !log.contains("Re-tagging the release in the registry"),
+        "{log}"
+    );
+    let built = label("1.6.0");
+    assert_eq!(css_of(&built, "1.6.0"), css_14, "{built}");
+    assert!(
+        files("1.6.0").contains(&css_15),
+        "1.6.0 carries 1.5.0's CSS"
+    );
+
+    // No change since: reused as before, past assets and all.
+    let out = xtask(root, tmp, prefix, &["build-app", "--tag", "1.6.1"]);
+    let log = stderr(&out);
+    assert!(
+        out.status.success() && log.contains("unchanged inputs: reusing"),
+        "{log}"
+    );
+    assert_eq!(label("1.6.1"), built);
+    assert!(is_empty_dir(tmp), "staging left behind");
 }
 
 /// The three release manifests of `new` are those of `old`, byte for byte (same digests).

@@ -280,9 +280,23 @@ fn logs_exec_maintenance_prune_on_one_target() {
         .status()
         .unwrap()
         .success());
+    // An asset of a release no longer kept anywhere (a's are not: b's nginx image carries them
+    // as its past assets, and c..h are b's images).
+    let (ok, _) = docker_out(&[
+        "run",
+        "--rm",
+        "--volume",
+        &format!("{stack}_assets:/a"),
+        "--entrypoint",
+        "touch",
+        &nginx("1.0.0-h"),
+        "/a/app-OLDRELEASE.css",
+    ]);
+    assert!(ok);
     let volume_before = volume_files(&stack, &nginx("1.0.0-h"));
     assert!(
-        volume_before.contains(asset_a.trim_start_matches("/build/")),
+        volume_before.contains(asset_a.trim_start_matches("/build/"))
+            && volume_before.contains("app-OLDRELEASE.css"),
         "a's assets were bridged: {volume_before:?}"
     );
     let backups = |d: &Path| std::fs::read_dir(d.join("backups")).unwrap().count();
@@ -340,11 +354,15 @@ fn logs_exec_maintenance_prune_on_one_target() {
         assert!(other.exists(), "{} stays", other.display());
     }
     assert_eq!(http_get(port, "/").unwrap().0, 200);
+    assert!(!release_files.contains("app-OLDRELEASE.css"));
     assert_eq!(
-        http_get(port, &asset_a).unwrap().0,
+        http_get(port, "/build/app-OLDRELEASE.css").unwrap().0,
         404,
-        "a's asset is gone"
+        "the asset of no kept release is gone"
     );
+    // a's CSS stays: the kept releases' nginx image carries it (past assets).
+    assert!(release_files.contains(asset_a.trim_start_matches("/build/")));
+    assert_eq!(http_get(port, &asset_a).unwrap().0, 200);
 
     // Rollback after prune: to g, under load, without a failed request.
     let probe = Probe::start(port, vec![Expected::page(), Expected::health()]);

@@ -6,7 +6,9 @@
 //! clients); `rollback`; `status`; a backup, a write and a restore of the database; the secrets'
 //! values nowhere in an image layer, `inspect` output or a node's files; a worker node's engine
 //! stopped and its replicas back on the other nodes. php replicas on several nodes share one
-//! PostgreSQL: every edge shows the same contacts, and none is lost on the way.
+//! PostgreSQL: every edge shows the same contacts, and none is lost on the way. `logs` and
+//! `exec`; A's hashed CSS answers on every edge during and after the update (B's nginx image
+//! carries it).
 
 mod common;
 
@@ -137,6 +139,12 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
         hashed_css(&page).unwrap_or_else(|| panic!("m{m}'s page names no stylesheet: {page}"))
     };
     let probes = || -> Vec<EdgeProbe> { (1..=3).map(|m| EdgeProbe::start(bed.addr(m))).collect() };
+    // A page of A still open in a browser: its CSS, asked on every edge during the update.
+    let probes_with = |asset: &str| -> Vec<EdgeProbe> {
+        (1..=3)
+            .map(|m| EdgeProbe::start_with(bed.addr(m), &["/", "/health", asset]))
+            .collect()
+    };
 
     // First deploy: every node's edge serves A.
     let t = Instant::now();
@@ -160,9 +168,10 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
         body.contains("\"processed_at\":\"") && !body.contains("\"processed_at\":null")
     });
 
-    // A -> B under load on every edge: nothing fails, every node ends on B, nginx runs on more
-    // than one node, the report has a line per service.
-    let probing = probes();
+    // A -> B under load on every edge: nothing fails (A's CSS included: no volume spans the
+    // nodes, B's nginx image carries it), every node ends on B, nginx runs on more than one
+    // node, the report has a line per service.
+    let probing = probes_with(&asset_a);
     let t = Instant::now();
     let out = run(&["deploy", "--env", "cluster", "--tag", "1.0.0-b"]);
     let update = t.elapsed();
@@ -176,6 +185,8 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
         assert_eq!(load.failed, 0, "m{}: {:?}", m + 1, load.failures);
         assert!(load.requests > 20, "m{} probe ran: {load:?}", m + 1);
         assert_eq!(css(m + 1), asset_b, "m{} serves B", m + 1);
+        let (status, _) = http_get_at(&bed.addr(m + 1), EDGE_PORT, &asset_a).unwrap();
+        assert_eq!(status, 200, "m{}: A's {asset_a} after the update", m + 1);
     }
     for service in ["php ", "worker ", "nginx ", "edge "] {
         assert!(
@@ -264,6 +275,39 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
     ]);
     assert!(!out.status.success() && stderr(&out).contains("invalid dump name"));
     eprintln!("backup, write, restore took {:?}", t.elapsed());
+
+    // logs and exec on the swarm: a service's logs from the manager (the probes' requests, from
+    // every node's task), a command in a php task's container, its exit status ours.
+    let out = run(&[
+        "logs",
+        "--env",
+        "cluster",
+        "--service",
+        "nginx",
+        "--tail",
+        "5",
+    ]);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with("nginx") && l.contains("e2e_nginx.") && l.contains("GET /")),
+        "{said}"
+    );
+    // (--deploy-config before `--`: everything after it is the command.)
+    let exec = |command: &[&str]| {
+        let mut all = vec!["exec", "--env", "cluster", "--deploy-config"];
+        all.push(config.to_str().unwrap());
+        all.push("--");
+        all.extend(command);
+        xtask(root, tmp.path(), &prefix, &all)
+    };
+    let out = exec(&["php", "-r", "echo getenv('APP_SECRET_FILE');"]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{said}{}", stderr(&out));
+    assert!(said.contains("/run/secrets/app_secret"), "{said}");
+    let out = exec(&["sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
 
     // The secrets' values: in no image layer, no `inspect` output, no file of any node.
     let t = Instant::now();
@@ -371,13 +415,19 @@ struct EdgeLoad {
 
 impl EdgeProbe {
     fn start(addr: String) -> EdgeProbe {
+        EdgeProbe::start_with(addr, &["/", "/health"])
+    }
+
+    /// Asks each of `paths` in turn.
+    fn start_with(addr: String, paths: &[&str]) -> EdgeProbe {
+        let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
             let (start, mut load) = (Instant::now(), EdgeLoad::default());
             let mut last_ok = Instant::now();
             while !flag.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(400) {
-                let path = ["/", "/health"][load.requests % 2];
+                let path = paths[load.requests % paths.len()].as_str();
                 load.requests += 1;
                 match http_get_at(&addr, EDGE_PORT, path) {
                     Some((200, _)) => {

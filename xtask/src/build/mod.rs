@@ -3,6 +3,7 @@
 //! registry_api  the registry HTTP API (manifests, labels) for loopback registries
 //! registry_reuse re-tags in the registry; a release of the same inputs found there
 //! build_cache   the inputs key of a release and the vendor/ and public/build/ caches
+//! past_assets   the hashed assets of past releases each nginx image carries
 //! cache_trim    trimming that cache by age and size (prune)
 //! staging       a clean copy of HEAD (or the working tree) to build from
 //! platform      --platform checks against the engine's builder
@@ -16,6 +17,7 @@ pub mod cache_trim;
 pub mod compose_tag;
 pub mod login;
 pub mod multi_platform;
+pub mod past_assets;
 pub mod platform;
 pub mod push;
 pub mod registry_api;

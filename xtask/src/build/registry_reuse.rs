@@ -6,6 +6,7 @@
 use anyhow::Result;
 
 use crate::build::build_cache::INPUTS_LABEL;
+use crate::build::past_assets::ASSETS_LABEL;
 use crate::build::registry_api::{Manifest, Registry};
 use crate::build::reuse::Reusable;
 use crate::cmd::Runner;
@@ -99,6 +100,7 @@ pub fn find_release(
     config: &Config,
     key: &str,
     previous: Option<&str>,
+    nginx_ok: impl Fn(Option<&str>) -> bool,
 ) -> Result<Option<String>> {
     let probe = config.app_images("x")[0].clone();
     let mut candidates: Vec<String> = previous.into_iter().map(String::from).collect();
@@ -120,6 +122,14 @@ pub fn find_release(
             if !has_key(registry, &image, key)? {
                 all = false;
                 break;
+            }
+            if image.name == crate::config::NGINX {
+                let manifest = registry.manifest(&image)?;
+                let label = match &manifest {
+                    Some(m) => registry.label(&image, m, ASSETS_LABEL)?,
+                    None => None,
+                };
+                all = nginx_ok(label.as_deref());
             }
         }
         if all {

@@ -107,15 +107,32 @@ fn key_options(tools: &Tools, builder: Builder, platforms: &[String]) -> Vec<(St
     ]
 }
 
-/// The three images (php, supervisor, nginx) labelled with `key`, if all three are local.
-pub fn find_reusable(runner: &Runner, key: &str) -> Result<Option<Vec<Reusable>>> {
+/// The three images (php, supervisor, nginx) labelled with `key`, if all three are local; the
+/// nginx image also passes `nginx_ok` (given its ID: it carries the right past assets, see
+/// `past_assets::covers`).
+pub fn find_reusable(
+    runner: &Runner,
+    key: &str,
+    nginx_ok: impl Fn(&str) -> Result<bool>,
+) -> Result<Option<Vec<Reusable>>> {
     // One query for the three (over the engine's API where it can: this path is all about
     // the cost of starting docker CLIs).
     let answer = crate::docker::images_labelled(runner, &format!("{INPUTS_LABEL}={key}"))?;
-    Ok(ROLES
-        .iter()
-        .map(|role| pick_reusable(&answer, role))
-        .collect())
+    let mut found = Vec::new();
+    for role in ROLES {
+        let mut picked = None;
+        for candidate in candidates(&answer, role) {
+            if role != "nginx" || nginx_ok(&candidate.id)? {
+                picked = Some(candidate);
+                break;
+            }
+        }
+        match picked {
+            Some(reusable) => found.push(reusable),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(found))
 }
 
 /// Which release image `REPO:TAG` is: php, supervisor (`-supervisor` tag) or nginx.
@@ -130,17 +147,28 @@ fn role_of(reference: &str) -> Option<&'static str> {
     }
 }
 
-/// From `ID REPO:TAG` lines of images of one inputs key: the image of `role` (an untagged
-/// image cannot say which it is, so it is not picked).
-fn pick_reusable(answer: &str, role: &str) -> Option<Reusable> {
+/// From `ID REPO:TAG` lines of images of one inputs key: the images of `role` (an untagged
+/// image cannot say which it is, so it is not picked), each once.
+fn candidates<'a>(answer: &'a str, role: &'a str) -> impl Iterator<Item = Reusable> + 'a {
+    let mut seen = Vec::new();
     answer
         .lines()
         .filter_map(|line| line.split_once(' '))
-        .find(|(_, reference)| role_of(reference) == Some(role))
+        .filter(move |(_, reference)| role_of(reference) == Some(role))
+        .filter(move |(id, _)| {
+            let new = !seen.contains(id);
+            seen.push(*id);
+            new
+        })
         .map(|(id, reference)| Reusable {
             id: id.to_string(),
             built_as: reference.to_string(),
         })
+}
+
+#[cfg(test)]
+fn pick_reusable(answer: &str, role: &str) -> Option<Reusable> {
+    candidates(answer, role).next()
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 //! swarm         a release on a Docker Swarm: compose.swarm.yaml as a stack, watched until it
 //!               converges or swarm rolls it back
 //! swarm_db      a swarm stack's PostgreSQL: pinned to a node, dumps and restores through its task
+//! swarm_ops     logs of a swarm's services, a command in a running task's container
 //! ops           the live release's logs, one-off commands in it or beside it
 //! release_command  what a release declares to run once before it takes traffic (migrations)
 //! maintenance   the edge's maintenance page (503 with Retry-After; health checks still answered)
@@ -48,6 +49,7 @@ pub mod rollout;
 pub mod stack;
 pub mod swarm;
 pub mod swarm_db;
+pub mod swarm_ops;
 pub mod switch;
 pub mod target;
 pub mod testbed;

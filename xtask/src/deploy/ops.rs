@@ -37,6 +37,12 @@ impl Service {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Since(String);
 
+impl Since {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 impl FromStr for Since {
     type Err = String;
 

@@ -9,7 +9,8 @@
 //!   a broken release, rolled back automatically.
 //! Everything it starts is removed at the end. `--machines N` measures a fleet deploy on N real
 //! machines instead (see `bench_deploy/fleet.rs`); `--machines N --swarm` on a Docker Swarm of N
-//! machines (`bench_deploy/swarm.rs`).
+//! machines (`bench_deploy/swarm.rs`); `--machines N --all` all three in one run, side by side
+//! (`bench_deploy/side_by_side.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,8 @@ const B: &str = "bench-b";
 const X: &str = "bench-broken";
 
 mod fleet;
+mod machines;
+mod side_by_side;
 mod swarm;
 
 #[derive(clap::Args)]
@@ -43,6 +46,10 @@ pub struct Args {
     /// rollbacks and a node loss (compose.swarm.yaml).
     #[arg(long, requires = "machines")]
     pub swarm: bool,
+    /// With --machines: one host, a fleet and a swarm in one run, side by side in one table
+    /// (written to docs/benchmarks-deploy.md).
+    #[arg(long, requires = "machines", conflicts_with = "swarm")]
+    pub all: bool,
 }
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
@@ -69,6 +76,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     };
     build_app::run(&quiet, &build)?;
     make_variants(&quiet)?;
+    if let (Some(machines), true) = (args.machines, args.all) {
+        let result = side_by_side::run(ctx, &quiet, machines);
+        remove_images(&quiet);
+        return result;
+    }
     if let (Some(machines), true) = (args.machines, args.swarm) {
         let result = swarm::run(ctx, &quiet, machines, [A, B, X]);
         remove_images(&quiet);
@@ -80,15 +92,25 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         return result;
     }
 
+    let result = single_host(&quiet);
+    remove_images(&quiet);
+    let rows = result?;
+    let table = table(&rows);
+    println!("{table}");
+    machines::write_doc(ctx, "benchmarks-deploy.md", &single_host_report(&table))
+}
+
+/// The one-host rows: a scratch target on this machine, removed after the scenarios.
+fn single_host(quiet: &Ctx) -> Result<Vec<Row>> {
     let dir = tempfile::Builder::new()
         .prefix("xtask-bench-deploy.")
         .tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let compose = crate::deploy::local_stack::render(&ctx.root, &ctx.config, A)?;
+    let compose = crate::deploy::local_stack::render(&quiet.root, &quiet.config, A)?;
     if let Some(edge) = crate::deploy::local_stack::edge_image(&compose) {
-        ensure_edge_image(&quiet, &edge)?;
+        ensure_edge_image(quiet, &edge)?;
     }
     std::fs::write(dir.path().join("compose.yaml"), compose)?;
     std::fs::write(
@@ -101,30 +123,22 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         keep_backups: 2,
         tls: None,
     };
-
-    let result = scenarios(&quiet, &opts, port);
+    let result = scenarios(quiet, &opts, port);
     remove_stack(&quiet.runner, &opts.stack);
-    remove_images(&quiet);
-    let rows = result?;
-    let table = table(&rows);
-    println!("{table}");
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let report = format!(
-        "# Deploy benchmark\n\n`cargo xtask bench-deploy`, {} on a {cores}-core machine, load probe ~20 requests/s on loopback\n\
+    result
+}
+
+fn single_host_report(table: &str) -> String {
+    format!(
+        "# Deploy benchmark\n\n`cargo xtask bench-deploy`, {} on a {}-core machine, load probe ~20 requests/s on loopback\n\
          (`/`, `/health` and a hashed asset, and every other request a marker file naming the release\n\
          that answered). From the start of the command: \"switched at\": when the deploy reports the\n\
          edge switched (once its check through the edge passed); \"served at\": the first answer of the\n\
          release the operation puts live, as the probe saw it; \"failed at\": when a failed deploy saw\n\
          its failure (the rest of its duration is putting the previous release back).\n\n```\n{table}```\n",
-        crate::project::now_rfc3339()
-    );
-    let path = ctx.root.join("docs/benchmarks-deploy.md");
-    std::fs::create_dir_all(ctx.root.join("docs"))?;
-    std::fs::write(&path, report).with_context(|| format!("cannot write {}", path.display()))?;
-    ctx.runner.say(format!("written to {}", path.display()));
-    Ok(())
+        crate::project::now_rfc3339(),
+        machines::cores()
+    )
 }
 
 struct Row {

@@ -26,7 +26,7 @@ use crate::build::release::{add_base_digest, platform_release_builds, release_bu
 use crate::build::reuse::{self, find_reusable, inputs_key};
 use crate::build::staging::{self, Source};
 use crate::build::tools::Tools;
-use crate::build::{platform, summary, tree_lock};
+use crate::build::{past_assets, platform, summary, tree_lock};
 use crate::cmd::Cmd;
 use crate::compose_file;
 use crate::config::APP_IMAGES;
@@ -124,6 +124,12 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
         None
     };
     let previous = previous_release(&compose_path);
+    // The previous release's nginx image: its hashed assets go into the new one (past_assets).
+    let previous_nginx = match previous.as_deref().filter(|p| *p != opts.tag.as_str()) {
+        Some(p) => past_assets::find_previous(runner, &config.app_images(p)[2], api.as_ref())?,
+        None => None,
+    };
+    let nginx_ok = |label: Option<&str>| past_assets::covers(label, previous_nginx.as_ref());
 
     // Images already built from exactly these inputs are re-tagged instead of rebuilt: the
     // local engine's first, else (a CI runner's empty engine) the registry's.
@@ -133,12 +139,21 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
         None
     };
     let reused = match &key {
-        Some(key) => find_reusable(runner, key)?,
+        Some(key) => find_reusable(runner, key, |id| {
+            let label = docker::image_label(runner, id, past_assets::ASSETS_LABEL)?;
+            let ok = nginx_ok(label.flatten().as_deref());
+            if !ok {
+                runner.say(format!(
+                    "  nginx image {id} has the same inputs but lacks the hashed assets of the previous release: not reused"
+                ));
+            }
+            Ok(ok)
+        })?,
         None => None,
     };
     let in_registry = match (&reused, &key, &api) {
         (None, Some(key), Some(api)) => {
-            match registry_reuse::find_release(api, config, key, previous.as_deref()) {
+            match registry_reuse::find_release(api, config, key, previous.as_deref(), nginx_ok) {
                 Ok(found) => found,
                 Err(err) if err.is::<crate::interrupt::Interrupted>() => return Err(err),
                 Err(err) => {
@@ -255,8 +270,14 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
             steps.step("Installing production dependencies", || {
                 tools.install_vendor(runner, &app_dir, cache.as_deref(), &tool_id)
             })?;
-            steps.step("Compiling assets", || {
-                tools.compile_assets(runner, &app_dir, cache.as_deref(), &tool_id)
+            let assets = steps.step("Compiling assets", || {
+                tools.compile_assets(runner, &app_dir, cache.as_deref(), &tool_id)?;
+                past_assets::stage(
+                    runner,
+                    staging.path(),
+                    opts.tag.as_str(),
+                    previous_nginx.as_ref(),
+                )
             })?;
 
             let key = inputs_key(ctx, &tools, &opts.platform, source, builder)?
@@ -266,6 +287,11 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
             for build in &mut builds {
                 build.platforms = opts.platform.clone();
                 build.labels.push((INPUTS_LABEL.to_string(), key.clone()));
+                if build.image.name == crate::config::NGINX {
+                    build
+                        .labels
+                        .push((past_assets::ASSETS_LABEL.to_string(), assets.clone()));
+                }
                 add_base_digest(runner, build)?;
                 if builder == Builder::Buildx && opts.platform.len() <= 1 {
                     // The cache travels inside the image; the previous release feeds this build

@@ -3,7 +3,8 @@
 //! `.env` and data volume. Its exit status is ours; its argv is never joined into a shell string.
 //! `--env NAME`: on every host of the environment in turn, each line prefixed with its host, the
 //! exit status the first non-zero one (the hosts that failed are named); `--primary` or
-//! `--only HOST`: on that one host, as on a single target (`-i` needs one host).
+//! `--only HOST`: on that one host, as on a single target (`-i` needs one host). On a swarm: in
+//! the container of a running php task, on the node that runs it.
 
 use std::io::IsTerminal;
 
@@ -12,9 +13,12 @@ use anyhow::{bail, Context, Result};
 use crate::cmd::{Cmd, Exited};
 use crate::ctx::Ctx;
 use crate::deploy::deployment::Deployment;
+use crate::deploy::ops::Service;
 use crate::deploy::ops::{exec_command, php_image_of, run_new_command, with_remote_tty, Attach};
 use crate::deploy::options::{HostChoice, TargetArgs};
 use crate::deploy::stack::Stack;
+use crate::deploy::swarm::Swarm;
+use crate::deploy::swarm_ops;
 use crate::reference::ReleaseTag;
 
 #[derive(clap::Args)]
@@ -39,6 +43,9 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let runner = &ctx.runner;
+    if let Some((swarm, _)) = args.target.swarm(&ctx.root, &ctx.config.registry, runner)? {
+        return on_swarm(ctx, args, &swarm);
+    }
     let fleet = args.hosts.narrow(args.target.fleet(&ctx.root)?)?;
     let attach = Attach {
         interactive: args.interactive,
@@ -180,4 +187,26 @@ fn new_container(d: &Deployment, stack: &Stack, args: &Args, attach: Attach) -> 
         &args.command,
         attach,
     ))
+}
+
+/// On a swarm: in the container of one running php task, on its node (php tasks share the
+/// data volume, so one is enough, as on one host).
+fn on_swarm(ctx: &Ctx, args: &Args, swarm: &Swarm) -> Result<()> {
+    if args.new || args.hosts.primary || args.hosts.only.is_some() {
+        bail!("on a swarm, exec runs in a running php task's container: --new, --primary and --only do not apply");
+    }
+    // No `check` of the node: it has no deploy directory, only the task's container.
+    let (node, container) = swarm.task_container(Service::Php)?;
+    let tty = args.interactive && std::io::stdin().is_terminal();
+    let cmd = node.cmd(swarm_ops::exec_in(
+        &container,
+        args.interactive,
+        tty,
+        &args.command,
+    ));
+    let cmd = if tty { with_remote_tty(cmd) } else { cmd };
+    match ctx.runner.attached(&cmd, args.interactive)? {
+        0 => Ok(()),
+        code => Err(Exited(code).into()),
+    }
 }

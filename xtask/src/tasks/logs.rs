@@ -1,7 +1,8 @@
 //! `cargo xtask logs [--service S]... [--since T] [-f] --dir PATH [--host ...]`: the live
 //! release's logs on a target, per service or all; `-f` follows them until Ctrl-C (exit 130).
 //! `--env NAME`: the logs of every host of the environment at once (or `--primary`, `--only
-//! HOST`), each line prefixed with its host (`web1 | ...`).
+//! HOST`), each line prefixed with its host (`web1 | ...`). On a swarm: `docker service logs` of
+//! each service on the manager (every task's lines, on whatever node), prefixed with the service.
 
 use anyhow::{bail, Context, Result};
 
@@ -9,6 +10,8 @@ use crate::ctx::Ctx;
 use crate::deploy::deployment::Deployment;
 use crate::deploy::ops::{hanging_up_with_us, live_logs, LogOptions, Service, Since};
 use crate::deploy::options::{HostChoice, TargetArgs};
+use crate::deploy::swarm::Swarm;
+use crate::deploy::swarm_ops;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -36,8 +39,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         since: args.since.clone(),
         tail: args.tail,
     };
-    let fleet = args.hosts.narrow(args.target.fleet(&ctx.root)?)?;
     let runner = &ctx.runner;
+    if let Some((swarm, _)) = args.target.swarm(&ctx.root, &ctx.config.registry, runner)? {
+        return swarm_logs(ctx, args, &swarm, &options);
+    }
+    let fleet = args.hosts.narrow(args.target.fleet(&ctx.root)?)?;
     let Some(env) = &fleet.env else {
         // One target: its logs as compose writes them, attached to our output.
         let opts = args.target.options()?;
@@ -98,6 +104,52 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     if !failed.is_empty() {
         bail!(
             "`docker compose logs` failed on {} of environment {env}",
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// On a swarm: each service's `docker service logs` on the manager, one after the other, or all
+/// at once when following; each line prefixed with its service.
+fn swarm_logs(ctx: &Ctx, args: &Args, swarm: &Swarm, options: &LogOptions) -> Result<()> {
+    if args.hosts.primary || args.hosts.only.is_some() {
+        bail!("--primary and --only choose a host of a fleet; a swarm's logs come from its manager (--service chooses)");
+    }
+    let runner = &ctx.runner;
+    let cmds: Vec<(String, crate::cmd::Cmd)> = swarm_ops::log_services(&args.services)
+        .into_iter()
+        .map(|service| {
+            let cmd = swarm
+                .manager
+                .cmd(swarm_ops::service_logs(&swarm.stack, service, options));
+            let cmd = if options.follow {
+                hanging_up_with_us(cmd)
+            } else {
+                cmd
+            };
+            (service.name().to_string(), cmd)
+        })
+        .collect();
+    let codes = if options.follow {
+        runner.stream_labelled(&cmds)?
+    } else {
+        let mut codes = Vec::new();
+        for (label, cmd) in &cmds {
+            codes.extend(runner.stream_labelled(&[(format!("{label:<6}"), cmd.clone())])?);
+        }
+        codes
+    };
+    let failed: Vec<String> = cmds
+        .iter()
+        .zip(&codes)
+        .filter(|(_, &code)| code != 0)
+        .map(|((label, _), code)| format!("{label} (exit code {code})"))
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "`docker service logs` failed on {} for {}; is the stack deployed (`status`)?",
+            swarm.manager.target.describe(),
             failed.join(", ")
         );
     }

@@ -4,13 +4,15 @@
 //! fleet's in parallel (the canary, then every other host in one wave) and in waves of one,
 //! the failed requests per machine, and, for a release that fails on the last machine only
 //! (its `.env` breaks the data directory), the time from the failure to the whole fleet serving
-//! one release again. Writes `docs/benchmarks-fleet.md`.
+//! one release again. Writes `docs/benchmarks-fleet.md`; `--all` puts these rows beside the
+//! others (`side_by_side.rs`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use super::machines::{cores, on_testbed, write_doc, Pushed, EDGE_PORT};
 use crate::build::base::ensure_edge_image;
 use crate::cmd::Cmd;
 use crate::config::Config;
@@ -19,104 +21,56 @@ use crate::deploy::fleet::Wave;
 use crate::deploy::rollout::{self, Fleet, FleetHost};
 use crate::deploy::switch::Strategy;
 use crate::deploy::target::Target;
-use crate::deploy::testbed::{self, Layout, Name, UpOptions, BASE_DIR};
+use crate::deploy::testbed::Layout;
 use crate::probe::{Load, Probe};
-use crate::tasks::bench::registry::RegistryServer;
 
-/// The port of every machine's edge (each machine has its own network).
-const EDGE_PORT: u16 = 8080;
-
-struct Row {
-    scenario: String,
-    took: Duration,
-    loads: Vec<Load>,
-    recovered: Option<Duration>,
-    outcome: String,
+pub(super) struct Row {
+    pub scenario: String,
+    pub took: Duration,
+    pub loads: Vec<Load>,
+    pub recovered: Option<Duration>,
+    pub outcome: String,
 }
+
+/// The testbed's name.
+const TESTBED: &str = "xbench";
 
 /// `quiet` has built A and tagged B in the local engine under the default registry.
 pub(super) fn run(ctx: &Ctx, quiet: &Ctx, machines: usize, a: &str, b: &str) -> Result<()> {
-    testbed::check_machines(machines)?;
-    anyhow::ensure!(
-        machines >= 2,
-        "--machines {machines}: a fleet needs at least 2 machines"
-    );
-    testbed::preflight(true)?;
-    let registry = RegistryServer::start()?;
-    let pushed = Config {
-        registry: format!("127.0.0.1:{}/kiora", registry.port),
-        ..quiet.config.clone()
-    };
-    let images = push_releases(quiet, &pushed, &[a, b]);
-    let result = images
-        .as_ref()
-        .map_err(|e| anyhow::anyhow!("{e:#}"))
-        .and_then(|_| measure_fleet(ctx, quiet, &pushed, machines, a, b));
-    // The tags made for the throwaway registry go with it.
-    if let Ok(images) = images {
-        let _ = quiet.runner.cleanup(
-            &Cmd::new("docker")
-                .args(["image", "rm", "--force"])
-                .args(images),
-        );
-    }
-    drop(registry);
-    result
-}
-
-fn measure_fleet(
-    ctx: &Ctx,
-    quiet: &Ctx,
-    pushed: &Config,
-    machines: usize,
-    a: &str,
-    b: &str,
-) -> Result<()> {
-    let registry_port = pushed
-        .registry
-        .trim_start_matches("127.0.0.1:")
-        .split('/')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .context("the throwaway registry's port")?;
-
-    let name = Name::parse("xbench")?;
-    ctx.runner
-        .say(format!("Making a testbed of {machines} machines"));
-    let layout = testbed::up(
-        &quiet.runner,
-        Path::new(BASE_DIR),
-        name.clone(),
-        &UpOptions {
-            machines,
-            swarm: false,
-            registry_port: Some(registry_port),
-            edge_port: EDGE_PORT,
-        },
-    )?;
-    let result = scenarios(ctx, quiet, pushed, &layout, a, b);
-    let down = testbed::down(&quiet.runner, Path::new(BASE_DIR), &name);
-    let rows = result?;
-    down?;
-
+    let pushed = Pushed::start(quiet, machines, "a fleet", &[a, b])?;
+    let rows = rows(ctx, quiet, &pushed, machines, a, b)?;
+    drop(pushed);
     let table = table(&rows, machines);
     println!("{table}");
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
     let report = format!(
-        "# Fleet deploy benchmark\n\n`cargo xtask bench-deploy --machines {machines}`, {} on a {cores}-core machine: \
+        "# Fleet deploy benchmark\n\n`cargo xtask bench-deploy --machines {machines}`, {} on a {}-core machine: \
          {machines} machines (network namespaces, each with its own Docker engine and sshd, reached over ssh), \
          a load probe of ~20 requests/s (`/`, `/health`) on every machine's edge.\n\
          \"ratio\": wall time against one machine's deploy. \"back on one release\": from the failure to every machine \
-         serving its previous release again.\n\n```\n{table}```\n",
-        crate::project::now_rfc3339()
+         serving its previous release again.\n\
+         Side by side with one host and a swarm: docs/benchmarks-deploy.md (`--all`).\n\n```\n{table}```\n",
+        crate::project::now_rfc3339(),
+        cores()
     );
-    let path = ctx.root.join("docs/benchmarks-fleet.md");
-    std::fs::create_dir_all(ctx.root.join("docs"))?;
-    std::fs::write(&path, report).with_context(|| format!("cannot write {}", path.display()))?;
-    ctx.runner.say(format!("written to {}", path.display()));
-    Ok(())
+    write_doc(ctx, "benchmarks-fleet.md", &report)
+}
+
+/// The fleet's rows, on a testbed of `machines` made and removed here, pulling from `pushed`.
+pub(super) fn rows(
+    ctx: &Ctx,
+    quiet: &Ctx,
+    pushed: &Pushed,
+    machines: usize,
+    a: &str,
+    b: &str,
+) -> Result<Vec<Row>> {
+    on_testbed(
+        ctx,
+        quiet,
+        pushed,
+        (TESTBED, machines, false),
+        |layout, _| scenarios(ctx, quiet, &pushed.config, layout, a, b),
+    )
 }
 
 /// Tags the local release images (and the edge) after the throwaway registry and pushes them
@@ -290,7 +244,7 @@ fn scenarios(
     Ok(rows)
 }
 
-fn table(rows: &[Row], machines: usize) -> String {
+pub(super) fn table(rows: &[Row], machines: usize) -> String {
     let one = rows.first().map(|r| r.took.as_secs_f64()).unwrap_or(1.0);
     let mut out = format!(
         "{:<44} {:>9} {:>6} {:>20} {:>20}  {}\n",

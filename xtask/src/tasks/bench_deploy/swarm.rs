@@ -3,114 +3,79 @@
 //! the manager over ssh, a load probe of ~20 requests/s on every node's edge. Rows: swarm's
 //! rolling update A -> B, `rollback`, a broken release (its php health check always fails) that
 //! swarm rolls back by itself, and a worker node's engine stopped: the time until its nginx
-//! replica runs on a living node again. Writes `docs/benchmarks-swarm.md`.
+//! replica runs on a living node again. Writes `docs/benchmarks-swarm.md`; `--all` puts these rows
+//! beside the others (`side_by_side.rs`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use super::machines::{cores, on_testbed, write_doc, Pushed, EDGE_PORT};
 use crate::config::Config;
 use crate::ctx::Ctx;
 use crate::deploy::remote::Remote;
 use crate::deploy::swarm::{self, Swarm};
 use crate::deploy::target::Target;
-use crate::deploy::testbed::{self, Layout, Name, UpOptions, BASE_DIR};
+use crate::deploy::testbed::{self, Layout, Name, BASE_DIR};
 use crate::probe::{Load, Probe};
 use crate::secret::Secret;
-use crate::tasks::bench::registry::RegistryServer;
 
-/// The port of every node's edge (host mode, each node's own address).
-const EDGE_PORT: u16 = 8080;
 /// The testbed's name (the fleet bench uses "xbench").
 const TESTBED: &str = "xbenchsw";
 
-struct Row {
-    scenario: String,
-    took: Duration,
-    loads: Vec<Load>,
+pub(super) struct Row {
+    pub scenario: String,
+    pub took: Duration,
+    pub loads: Vec<Load>,
     /// For the node loss: until the lost node's replica ran on a living node.
-    recovered: Option<Duration>,
-    outcome: String,
+    pub recovered: Option<Duration>,
+    pub outcome: String,
 }
 
 /// `quiet` has built A, tagged B and built X in the local engine under the default registry.
 pub(super) fn run(ctx: &Ctx, quiet: &Ctx, machines: usize, tags: [&str; 3]) -> Result<()> {
-    testbed::check_machines(machines)?;
-    anyhow::ensure!(
-        machines >= 2,
-        "--machines {machines}: a swarm bench needs at least 2 machines"
-    );
-    testbed::preflight(true)?;
-    let registry = RegistryServer::start()?;
-    let pushed = Config {
-        registry: format!("127.0.0.1:{}/kiora", registry.port),
-        ..quiet.config.clone()
-    };
-    let images = super::fleet::push_releases(quiet, &pushed, &tags)
-        .and_then(|images| push_db(quiet, &pushed).map(|db| [images, vec![db]].concat()));
-    let result = images
-        .as_ref()
-        .map_err(|e| anyhow::anyhow!("{e:#}"))
-        .and_then(|_| measure(ctx, quiet, &pushed, registry.port, machines, tags));
-    if let Ok(images) = images {
-        let _ = quiet.runner.cleanup(
-            &crate::cmd::Cmd::new("docker")
-                .args(["image", "rm", "--force"])
-                .args(images),
-        );
-    }
-    drop(registry);
-    result
-}
-
-fn measure(
-    ctx: &Ctx,
-    quiet: &Ctx,
-    pushed: &Config,
-    registry_port: u16,
-    machines: usize,
-    tags: [&str; 3],
-) -> Result<()> {
-    let name = Name::parse(TESTBED)?;
-    ctx.runner
-        .say(format!("Making a swarm of {machines} machines"));
-    let layout = testbed::up(
-        &quiet.runner,
-        Path::new(BASE_DIR),
-        name.clone(),
-        &UpOptions {
-            machines,
-            swarm: true,
-            registry_port: Some(registry_port),
-            edge_port: EDGE_PORT,
-        },
-    )?;
-    let result = scenarios(ctx, quiet, pushed, &layout, &name, tags);
-    let down = testbed::down(&quiet.runner, Path::new(BASE_DIR), &name);
-    let rows = result?;
-    down?;
-
+    let pushed = Pushed::start(quiet, machines, "a swarm bench", &tags)?;
+    let rows = rows(ctx, quiet, &pushed, machines, tags)?;
+    drop(pushed);
     let table = table(&rows, machines);
     println!("{table}");
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
     let report = format!(
-        "# Swarm deploy benchmark\n\n`cargo xtask bench-deploy --machines {machines} --swarm`, {} on a {cores}-core machine: \
+        "# Swarm deploy benchmark\n\n`cargo xtask bench-deploy --machines {machines} --swarm`, {} on a {}-core machine: \
          a Docker Swarm of {machines} machines (network namespaces, each with its own engine; m1 the manager, reached \
          over ssh), compose.swarm.yaml (php x2, the worker and nginx x2 spread, PostgreSQL on the manager, the edge on every node), \
          a load probe of ~20 requests/s (`/`, `/health`) on every node's edge.\n\
          \"failed requests\": failed/sent per node. \"longest gap\": the longest time without a good answer on any node. \
          \"recovered\": from the engine's stop to the lost replica running on a living node.\n\
-         Side by side: docs/benchmarks-deploy.md (one host), docs/benchmarks-fleet.md (a fleet).\n\n```\n{table}```\n",
-        crate::project::now_rfc3339()
+         Side by side with one host and a fleet: docs/benchmarks-deploy.md (`--all`).\n\n```\n{table}```\n",
+        crate::project::now_rfc3339(),
+        cores()
     );
-    let path = ctx.root.join("docs/benchmarks-swarm.md");
-    std::fs::create_dir_all(ctx.root.join("docs"))?;
-    std::fs::write(&path, report).with_context(|| format!("cannot write {}", path.display()))?;
-    ctx.runner.say(format!("written to {}", path.display()));
-    Ok(())
+    write_doc(ctx, "benchmarks-swarm.md", &report)
+}
+
+/// The swarm's rows, on a swarm of `machines` made and removed here, pulling from `pushed`.
+pub(super) fn rows(
+    ctx: &Ctx,
+    quiet: &Ctx,
+    pushed: &Pushed,
+    machines: usize,
+    tags: [&str; 3],
+) -> Result<Vec<Row>> {
+    let db = push_db(quiet, &pushed.config)?;
+    let rows = on_testbed(
+        ctx,
+        quiet,
+        pushed,
+        (TESTBED, machines, true),
+        |layout, name| scenarios(ctx, quiet, &pushed.config, layout, name, tags),
+    );
+    let _ = quiet.runner.cleanup(
+        &crate::cmd::Cmd::new("docker")
+            .args(["image", "rm", "--force"])
+            .arg(&db),
+    );
+    rows
 }
 
 /// The stack's db image (pinned in compose.swarm.yaml), built when missing, pushed beside the
@@ -267,7 +232,7 @@ fn outcome(result: Result<()>) -> String {
     }
 }
 
-fn table(rows: &[Row], machines: usize) -> String {
+pub(super) fn table(rows: &[Row], machines: usize) -> String {
     let mut out = format!(
         "{:<44} {:>9} {:>20} {:>11} {:>10}  {}\n",
         "scenario", "wall time", "failed requests", "longest gap", "recovered", "result"
