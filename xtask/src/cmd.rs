@@ -549,7 +549,12 @@ impl Runner {
     /// `-v`: every command, as `$ command`, before it runs.
     fn echo(&self, cmd: &Cmd) {
         if self.verbosity >= Verbosity::Verbose {
-            progress::print_line(false, &format!("$ {cmd}"));
+            let api = if crate::api_shortcut::applies(cmd) {
+                "  (engine API)"
+            } else {
+                ""
+            };
+            progress::print_line(false, &format!("$ {cmd}{api}"));
         }
     }
 }
@@ -612,6 +617,10 @@ fn wait_for(
 ) -> Result<std::process::Output> {
     if interruptible {
         interrupt::check()?;
+    }
+    // A query or probe the engine's API answers faster than a new docker process.
+    if let Some(output) = crate::api_shortcut::answer(cmd) {
+        return output;
     }
     let handle = expr.start().map_err(|err| spawn_error(cmd, err))?;
     let (mut terminated_at, mut last_term) = (None, None::<std::time::Instant>);

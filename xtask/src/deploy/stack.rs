@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::api_shortcut::STANDBY_FORMAT;
 use crate::cmd::Cmd;
 use crate::deploy::canary::{self, Share};
 use crate::deploy::deployment::Deployment;
@@ -195,7 +196,7 @@ impl<'a> Stack<'a> {
         Ok(Some(self.query(Cmd::new("docker").args([
             "inspect",
             "--format",
-            "{{.Config.Image}}",
+            crate::api_shortcut::IMAGE_FORMAT,
             &id,
         ]))?))
     }
@@ -266,7 +267,7 @@ impl<'a> Stack<'a> {
             bail!("no container was started");
         }
         let nginx = self.containers(project, Some("nginx"))?.into_iter().next();
-        let format = "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.RestartCount}} {{index .Config.Labels \"com.docker.compose.service\"}}{{range $i, $a := .Config.Healthcheck.Test}} {{$a}}{{end}}";
+        let format = crate::api_shortcut::STATE_FORMAT;
         let mut watch = Watch::default();
         loop {
             let mut healthy = false;
@@ -526,10 +527,6 @@ impl<'a> Stack<'a> {
         crate::progress::strip_escapes(&self.remote().cleanup(cmd).unwrap_or_default())
     }
 }
-
-/// State, image and service of each container of a color, one line each.
-const STANDBY_FORMAT: &str =
-    "{{.State.Status}} {{.Config.Image}} {{index .Config.Labels \"com.docker.compose.service\"}}";
 
 /// From [`STANDBY_FORMAT`] lines: `Some(release of its php)` when no container runs (a standby),
 /// None when one does (a release starting or being drained is no standby).
