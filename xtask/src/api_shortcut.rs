@@ -40,6 +40,12 @@ pub enum Shortcut {
         project: String,
         service: Option<String>,
     },
+    /// `docker compose --project-name P ... --profile X port SERVICE PORT`
+    ComposePort {
+        project: String,
+        service: String,
+        port: String,
+    },
     /// `docker inspect --format FORMAT ID...` with one of the formats above.
     Inspect { format: String, ids: Vec<String> },
     /// `docker image inspect --format {{.Id}} IMAGE`
@@ -73,6 +79,15 @@ pub fn parse(cmd: &Cmd) -> Option<Shortcut> {
             Some(Shortcut::ComposePs {
                 project: project.to_string(),
                 service,
+            })
+        }
+        ["compose", "--project-name", project, "--project-directory", _, "--file", _, "--profile", _, "port", service, port]
+            if plain(service) && port.chars().all(|c| c.is_ascii_digit()) =>
+        {
+            Some(Shortcut::ComposePort {
+                project: project.to_string(),
+                service: service.to_string(),
+                port: port.to_string(),
             })
         }
         ["inspect", "--format", format, ids @ ..]
@@ -128,6 +143,29 @@ pub fn answer(cmd: &Cmd) -> Option<Result<Output>> {
             }
             let ids = engine.containers_labelled(&labels).ok()?;
             Some(Ok(lines(&ids)))
+        }
+        Shortcut::ComposePort {
+            project,
+            service,
+            port,
+        } => {
+            let labels = [
+                format!("com.docker.compose.project={project}"),
+                format!("com.docker.compose.service={service}"),
+            ];
+            let ids = engine.containers_labelled(&labels).ok()?;
+            let json = engine.container(ids.first()?).ok()??;
+            // The first binding, as `compose port` prints it; none: the CLI says so.
+            let binding = json
+                .get("NetworkSettings")?
+                .get("Ports")?
+                .get(&format!("{port}/tcp"))?
+                .items()
+                .first()?
+                .clone();
+            let ip = binding.get("HostIp").and_then(Json::as_str).unwrap_or("");
+            let host_port = binding.get("HostPort").and_then(Json::as_str)?;
+            Some(Ok(lines(&[format!("{ip}:{host_port}")])))
         }
         Shortcut::Inspect { format, ids } => {
             let mut out = Vec::new();
@@ -268,6 +306,23 @@ mod tests {
             })
         );
         assert_eq!(parse(&compose.clone().args(["a", "b"])), None);
+        let port = crate::docker::compose("crm-edge", "/srv/crm").args([
+            "--file",
+            "/srv/crm/compose.yaml",
+            "--profile",
+            "edge",
+            "port",
+            "edge",
+            "80",
+        ]);
+        assert_eq!(
+            parse(&port),
+            Some(Shortcut::ComposePort {
+                project: "crm-edge".into(),
+                service: "edge".into(),
+                port: "80".into()
+            })
+        );
         assert_eq!(
             parse(&docker(&["inspect", "--format", IMAGE_FORMAT, "c1", "c2"])),
             Some(Shortcut::Inspect {

@@ -117,7 +117,17 @@ impl Deployment {
 
     /// GET http://127.0.0.1:PORT/health on the target, from a throwaway container of `image`
     /// on the host network, so the check needs neither curl on the server nor a tunnel.
+    /// On this machine the check is a GET from here (the same loopback address).
     pub fn http_check(&self, image: &str, port: u16) -> Result<()> {
+        if self.target().ssh.is_none() && !self.remote.dry_run() {
+            let url = format!("http://127.0.0.1:{port}/health");
+            self.remote.runner.trace(&format!("$ GET {url}"));
+            return match crate::http::get(port, "/health") {
+                Ok(answer) if answer.status == 200 => Ok(()),
+                Ok(answer) => bail!("{url} answers HTTP {} on the target", answer.status),
+                Err(err) => Err(err.context(format!("{url} does not answer on the target"))),
+            };
+        }
         let php = format!(
             "exit(@file_get_contents('http://127.0.0.1:{port}/health') === false ? 1 : 0);"
         );

@@ -257,8 +257,10 @@ impl<'a> Stack<'a> {
     /// A broken release fails as soon as that is certain (see [`Watch`]): a container that
     /// exited, restarts or is called unhealthy; /health answering 5xx [`HEALTH_5XX_LIMIT`]
     /// times in a row once the app has answered; or, once it has, a container failing its own
-    /// check [`PROBE_FAILURE_LIMIT`] times in a row. Until the app answers at all, only `limit`
-    /// ends the wait: a slow start is not a failure.
+    /// check for [`PROBE_FAILURE_FOR`] (and [`PROBE_FAILURE_LOOKS`] looks) in a row. Until the
+    /// app answers at all, only `limit` ends the wait: a slow start is not a failure.
+    /// Each look asks /health and every pending container side by side; looks come every
+    /// [`FAST_POLL`] where the engine's API answers them (a local target), else every [`POLL`].
     /// Returns whether its last look saw /health answer 200 through the release's nginx.
     fn gate(&self, project: &str, limit: Duration) -> Result<bool> {
         let start = Instant::now();
@@ -267,13 +269,32 @@ impl<'a> Stack<'a> {
             bail!("no container was started");
         }
         let nginx = self.containers(project, Some("nginx"))?.into_iter().next();
-        let format = crate::api_shortcut::STATE_FORMAT;
+        let poll = if self.deployment.target().ssh.is_none()
+            && crate::docker_api::Engine::local().is_some()
+        {
+            FAST_POLL
+        } else {
+            POLL
+        };
         let mut watch = Watch::default();
         loop {
+            let (health, looks) = std::thread::scope(|scope| {
+                let health = nginx
+                    .as_ref()
+                    .map(|nginx| scope.spawn(move || self.remote().output(health_probe(nginx))));
+                let looks: Vec<_> = pending
+                    .iter()
+                    .map(|id| scope.spawn(move || self.look(id)))
+                    .collect();
+                (
+                    health.map(joined),
+                    looks.into_iter().map(joined).collect::<Vec<_>>(),
+                )
+            });
             let mut healthy = false;
             // The app's own answer first: it decides whether failures below are certain.
-            if let Some(nginx) = &nginx {
-                let output = self.remote().output(health_probe(nginx))?;
+            if let Some(output) = health {
+                let output = output?;
                 let status = answered_status(
                     output.status.success(),
                     &String::from_utf8_lossy(&output.stderr),
@@ -283,25 +304,17 @@ impl<'a> Stack<'a> {
                     bail!("{why}");
                 }
             }
+            let now = Instant::now();
             let mut still = Vec::new();
-            for id in pending {
-                let line =
-                    self.query(Cmd::new("docker").args(["inspect", "--format", format, &id]))?;
-                let words: Vec<&str> = line.split(' ').collect();
-                let (status, health, restarts, service) = (
-                    words[0],
-                    words.get(1).copied().unwrap_or("none"),
-                    words.get(2).and_then(|r| r.parse().ok()).unwrap_or(0),
-                    words.get(3).copied().unwrap_or("?"),
-                );
-                if let Some(why) = state_failure(status, health, restarts) {
-                    bail!("{service} {why}");
-                }
-                let test = words.get(4..).unwrap_or_default();
-                let ready = self.remote().succeeds(ready_probe(&id, service, test))?;
-                if watch.probe(&id, ready) {
+            for (id, look) in pending.into_iter().zip(looks) {
+                let (service, ready) = match look? {
+                    Look::Failed(why) => bail!("{why}"),
+                    Look::Checked { service, ready } => (service, ready),
+                };
+                if watch.probe(&id, ready, now) {
                     bail!(
-                        "{service} failed its own check {PROBE_FAILURE_LIMIT} times in a row while the release answers /health"
+                        "{service} failed its own check for {} in a row while the release answers /health",
+                        crate::progress::seconds(PROBE_FAILURE_FOR)
                     );
                 }
                 if !ready {
@@ -315,9 +328,36 @@ impl<'a> Stack<'a> {
                 bail!("not ready after {}s", limit.as_secs());
             }
             crate::interrupt::check()?;
-            std::thread::sleep(POLL);
+            std::thread::sleep(poll);
             pending = still;
         }
+    }
+
+    /// One look at a starting container: its state, then (unless that already tells a failure)
+    /// its own check.
+    fn look(&self, id: &str) -> Result<Look> {
+        let line = self.query(Cmd::new("docker").args([
+            "inspect",
+            "--format",
+            crate::api_shortcut::STATE_FORMAT,
+            id,
+        ]))?;
+        let words: Vec<&str> = line.split(' ').collect();
+        let (status, health, restarts, service) = (
+            words[0],
+            words.get(1).copied().unwrap_or("none"),
+            words.get(2).and_then(|r| r.parse().ok()).unwrap_or(0),
+            words.get(3).copied().unwrap_or("?"),
+        );
+        if let Some(why) = state_failure(status, health, restarts) {
+            return Ok(Look::Failed(format!("{service} {why}")));
+        }
+        let test = words.get(4..).unwrap_or_default();
+        let ready = self.remote().succeeds(ready_probe(id, service, test))?;
+        Ok(Look::Checked {
+            service: service.to_string(),
+            ready,
+        })
     }
 
     /// Starts the edge if it is not running (first deploy); returns its container's id.
@@ -553,13 +593,32 @@ fn park_command(compose: Cmd) -> Cmd {
     compose.args(["stop", "--timeout", "10"])
 }
 
-/// How often the gate looks at a starting release.
+/// How often the gate looks at a starting release over ssh (each look is several commands).
 const POLL: Duration = Duration::from_millis(500);
+/// How often it looks where the engine's API answers (a local target: a look is ~10 ms of
+/// API calls plus the probes themselves).
+const FAST_POLL: Duration = Duration::from_millis(100);
 /// 5xx answers of /health in a row, once the app has answered at all, that make a release broken.
 const HEALTH_5XX_LIMIT: u32 = 3;
-/// Failures in a row of a container's own check, once the app answers, that make it broken:
-/// 3 s at [`POLL`], more than a worker takes to be RUNNING after its php answers.
-const PROBE_FAILURE_LIMIT: u32 = 6;
+/// How long a container may fail its own check, once the app answers /health, before the
+/// release is broken: once php answers through nginx, php's own check (the same /health over
+/// FastCGI) and nginx's pass at once, and the worker's is its running state.
+const PROBE_FAILURE_FOR: Duration = Duration::from_millis(1500);
+/// And at least this many failed looks in a row (a look that took long is still one look).
+const PROBE_FAILURE_LOOKS: u32 = 3;
+
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
+    handle
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("internal: a probe panicked")))
+}
+
+/// What one look at a starting container found.
+enum Look {
+    /// Its state tells a certain failure.
+    Failed(String),
+    Checked { service: String, ready: bool },
+}
 
 /// What the gate has seen so far of a starting release, to tell a slow start (wait, up to the
 /// deadline) from a certain failure (stop now).
@@ -568,8 +627,8 @@ struct Watch {
     /// The app (php behind nginx) has answered /health at least once, whatever the status.
     answered: bool,
     health_5xx: u32,
-    /// Failures in a row of each container's own check since the app answered.
-    failures: Vec<(String, u32)>,
+    /// Each container's failed looks in a row since the app answered, and when the first was.
+    failures: Vec<(String, u32, Option<Instant>)>,
 }
 
 impl Watch {
@@ -587,22 +646,24 @@ impl Watch {
             .then(|| format!("/health answered HTTP {status} {HEALTH_5XX_LIMIT} times in a row"))
     }
 
-    /// One run of container `id`'s own check; true when its failures have become certain.
-    fn probe(&mut self, id: &str, ready: bool) -> bool {
-        let at = match self.failures.iter().position(|(i, _)| i == id) {
+    /// One run, at `now`, of container `id`'s own check; true when its failures have become
+    /// certain.
+    fn probe(&mut self, id: &str, ready: bool, now: Instant) -> bool {
+        let at = match self.failures.iter().position(|(i, _, _)| i == id) {
             Some(at) => at,
             None => {
-                self.failures.push((id.to_string(), 0));
+                self.failures.push((id.to_string(), 0, None));
                 self.failures.len() - 1
             }
         };
-        let count = &mut self.failures[at].1;
+        let (_, count, since) = &mut self.failures[at];
         if ready || !self.answered {
-            *count = 0;
+            (*count, *since) = (0, None);
             return false;
         }
         *count += 1;
-        *count >= PROBE_FAILURE_LIMIT
+        let since = *since.get_or_insert(now);
+        *count >= PROBE_FAILURE_LOOKS && now.duration_since(since) >= PROBE_FAILURE_FOR
     }
 }
 
@@ -781,6 +842,7 @@ mod tests {
     #[test]
     fn a_slow_start_waits_and_a_certain_failure_stops_at_once() {
         let mut watch = Watch::default();
+        let t0 = Instant::now();
         // Nothing answers yet (nginx down, or 502 while php starts): failing checks are a slow start.
         for _ in 0..20 {
             assert_eq!(
@@ -791,19 +853,22 @@ mod tests {
                 watch.health(answered_status(false, "nginx-healthcheck: HTTP 502")),
                 None
             );
-            assert!(!watch.probe("php", false));
+            assert!(!watch.probe("php", false, t0));
         }
         assert!(!watch.answered);
-        // The app answers: from now on failures count.
+        // The app answers: from now on failures count, for a while and a few looks.
         assert_eq!(watch.health(Some(200)), None);
-        for _ in 1..PROBE_FAILURE_LIMIT {
-            assert!(!watch.probe("php", false));
-        }
-        assert!(!watch.probe("worker", false), "counted per container");
-        assert!(watch.probe("php", false));
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert!(!watch.probe("php", false, at(0)));
+        assert!(!watch.probe("php", false, at(100)));
+        assert!(!watch.probe("php", false, at(1400)), "not for long enough");
+        assert!(!watch.probe("worker", false, at(1500)), "counted per container");
+        assert!(watch.probe("php", false, at(1500)));
         // A success resets the count.
-        assert!(!watch.probe("worker", true));
-        assert!(!watch.probe("worker", false));
+        assert!(!watch.probe("worker", true, at(1600)));
+        assert!(!watch.probe("worker", false, at(1700)));
+        assert!(!watch.probe("worker", false, at(5000)), "two looks are not enough");
+        assert!(watch.probe("worker", false, at(5100)));
         // 5xx from the app, in a row.
         let mut watch = Watch::default();
         let mut said = None;
