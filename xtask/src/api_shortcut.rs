@@ -1,10 +1,12 @@
-//! A few docker CLI commands that a deploy runs many times a second while it waits (a health
-//! probe, a container's state, the containers of a Compose project) answered by the engine's
-//! API (`docker_api.rs`) instead of a new docker process: 5-20 ms instead of 50-150 ms each.
+//! A few read-only docker CLI commands that a deploy runs many times a second while it waits (a
+//! health probe, a container's state, the containers of a Compose project, a file of the edge)
+//! answered by the engine's API (`docker_api.rs`) instead of a new docker process: 1-20 ms
+//! instead of 50-150 ms each (a probe's own run in the container is the same).
 //!
 //! The commands stay `Cmd`s built by the same pure functions and run by the same `Runner`
 //! (`--dry-run`, `-v`, the error messages are unchanged); only [`answer`], called where the
-//! runner would start the process, recognizes an exact argv shape and answers it with the output
+//! runner would start a query's process (`Runner::query`, `succeeds`, `output`: never an action,
+//! which always starts the CLI), recognizes an exact argv shape and answers it with the output
 //! the CLI would have given. Anything else (other flags, stdin, a remote target's `ssh ...`, an
 //! engine that is not the local socket, `DOCKER_*` in the command's environment) and any error
 //! before the engine did something goes to the CLI as before.

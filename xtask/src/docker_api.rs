@@ -1,9 +1,10 @@
 //! The Docker engine's HTTP API over its unix socket, where starting the docker CLI (50-100 ms
 //! each) costs more than the answer: the engine's version, an image's ID, size and digests, the
 //! images carrying a label, a container's state, the containers of a Compose project, and
-//! `docker exec` of a short command (a health probe, an edge reload). Image queries are called
-//! from `docker.rs`; the container calls answer the CLI commands `api_shortcut.rs` recognizes,
-//! which stay `Cmd`s run by the `Runner` (so `--dry-run` and `-v` see them as before).
+//! `docker exec` of a short read-only command (a health probe). Image queries are called from
+//! `docker.rs`; the container calls answer the read-only CLI commands `api_shortcut.rs`
+//! recognizes, which stay `Cmd`s run by the `Runner` (so `--dry-run` and `-v` see them as
+//! before). Actions stay docker commands.
 //!
 //! Spoken only where it is certainly the engine the CLI would talk to: `DOCKER_HOST` unset (the
 //! default socket) or `unix://PATH`, and no Docker context selected (`DOCKER_CONTEXT`, or

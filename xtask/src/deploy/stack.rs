@@ -617,7 +617,10 @@ fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> 
 enum Look {
     /// Its state tells a certain failure.
     Failed(String),
-    Checked { service: String, ready: bool },
+    Checked {
+        service: String,
+        ready: bool,
+    },
 }
 
 /// What the gate has seen so far of a starting release, to tell a slow start (wait, up to the
@@ -862,12 +865,18 @@ mod tests {
         assert!(!watch.probe("php", false, at(0)));
         assert!(!watch.probe("php", false, at(100)));
         assert!(!watch.probe("php", false, at(1400)), "not for long enough");
-        assert!(!watch.probe("worker", false, at(1500)), "counted per container");
+        assert!(
+            !watch.probe("worker", false, at(1500)),
+            "counted per container"
+        );
         assert!(watch.probe("php", false, at(1500)));
         // A success resets the count.
         assert!(!watch.probe("worker", true, at(1600)));
         assert!(!watch.probe("worker", false, at(1700)));
-        assert!(!watch.probe("worker", false, at(5000)), "two looks are not enough");
+        assert!(
+            !watch.probe("worker", false, at(5000)),
+            "two looks are not enough"
+        );
         assert!(watch.probe("worker", false, at(5100)));
         // 5xx from the app, in a row.
         let mut watch = Watch::default();
