@@ -130,6 +130,26 @@ pub fn answer(cmd: &Cmd) -> Option<Result<Output>> {
     let shortcut = parse(cmd)?;
     let engine = Engine::local()?;
     match shortcut {
+        // A file's presence or content: read from the container's filesystem, no process.
+        Shortcut::Exec { id, argv } if file_read(&argv).is_some() => {
+            let (test, path) = file_read(&argv)?;
+            let file = match engine.read_file(&id, path) {
+                Ok(Some(file)) => file,
+                Ok(None) => return None,
+                Err(err) if err.to_string().starts_with("cannot connect") => return None,
+                Err(err) => return Some(Err(err)),
+            };
+            Some(Ok(match (file, test) {
+                (Some(_), true) => output(0, Vec::new(), Vec::new()),
+                (Some(bytes), false) => output(0, bytes, Vec::new()),
+                (None, true) => output(1, Vec::new(), Vec::new()),
+                (None, false) => output(
+                    1,
+                    Vec::new(),
+                    format!("cat: {path}: No such file or directory\n").into_bytes(),
+                ),
+            }))
+        }
         Shortcut::Exec { id, argv } => match engine.exec(&id, &argv) {
             Ok(Some(out)) => Some(Ok(output(out.code, out.stdout, out.stderr))),
             // No such container, or the socket failed before the command ran: the CLI says
@@ -201,6 +221,18 @@ pub fn answer(cmd: &Cmd) -> Option<Result<Output>> {
                 _ => return None,
             }))
         }
+    }
+}
+
+/// `test -f PATH` (true) or `cat PATH` (false) of one absolute path.
+fn file_read(argv: &[String]) -> Option<(bool, &str)> {
+    let absolute = |p: &str| p.starts_with('/') && !p.split('/').any(|part| part == "..");
+    match argv {
+        [test, flag, path] if test == "test" && flag == "-f" && absolute(path) => {
+            Some((true, path.as_str()))
+        }
+        [cat, path] if cat == "cat" && absolute(path) => Some((false, path.as_str())),
+        _ => None,
     }
 }
 
@@ -409,6 +441,19 @@ mod tests {
                 String::from_utf8_lossy(&api.stdout),
                 String::from_utf8_lossy(&cli.stdout)
             );
+            let cat = answer(&docker(&["exec", &name, "cat", "/etc/hostname"]))
+                .unwrap()
+                .unwrap();
+            assert!(cat.status.success() && !cat.stdout.is_empty(), "{cat:?}");
+            let test = |path: &str| {
+                answer(&docker(&["exec", &name, "test", "-f", path]))
+                    .unwrap()
+                    .unwrap()
+                    .status
+                    .success()
+            };
+            assert!(test("/etc/hostname"));
+            assert!(!test("/etc/xtask-no-such-file"));
             let missing = docker(&["image", "inspect", "--format", "{{.Id}}", "xtask-none:0"]);
             assert!(!answer(&missing).unwrap().unwrap().status.success());
         });

@@ -245,6 +245,46 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// A file of a container, read through `GET /containers/ID/archive` (no process started in
+    /// it): `Ok(None)` when there is no such file. `None` for the container itself missing.
+    pub fn read_file(&self, id: &str, path: &str) -> Result<Option<Option<Vec<u8>>>> {
+        let answer = self.call(
+            &Request::get(&format!(
+                "/containers/{}/archive?path={}",
+                escape(id, b""),
+                escape(path, b"")
+            )),
+            Duration::from_secs(10),
+        )?;
+        match answer.status {
+            200 => Ok(Some(Some(
+                untar_one(&answer.bytes).context("not the tar of one file")?,
+            ))),
+            404 if answer.body.contains("No such container") => Ok(None),
+            404 => Ok(Some(None)),
+            status => bail!(
+                "GET /containers/ID/archive: HTTP {status} {}",
+                answer.body.trim()
+            ),
+        }
+    }
+}
+
+/// The content of the first entry of a tar archive, if it is a regular file.
+fn untar_one(tar: &[u8]) -> Option<Vec<u8>> {
+    let header = tar.get(..512)?;
+    // Type flag: '0' or NUL for a regular file.
+    if !matches!(header[156], b'0' | 0) {
+        return None;
+    }
+    let size = std::str::from_utf8(&header[124..136])
+        .ok()?
+        .trim_matches(|c: char| c == '\0' || c == ' ');
+    let size = usize::from_str_radix(size, 8).ok()?;
+    tar.get(512..512 + size).map(<[u8]>::to_vec)
+}
+
 /// How long a `docker exec` through the API may run (the shortcut is for short commands).
 const EXEC_LIMIT: Duration = Duration::from_secs(120);
 
@@ -368,6 +408,19 @@ mod tests {
             default
         );
         assert_eq!(socket_for(None, None, Some("not json")), default);
+    }
+
+    #[test]
+    fn one_file_is_read_from_a_tar() {
+        let mut tar = vec![0u8; 1024];
+        tar[..8].copy_from_slice(b"live.con");
+        tar[124..136].copy_from_slice(b"00000000005\0");
+        tar[156] = b'0';
+        tar[512..517].copy_from_slice(b"hello");
+        assert_eq!(untar_one(&tar).unwrap(), b"hello");
+        tar[156] = b'5';
+        assert_eq!(untar_one(&tar), None, "a directory is no file");
+        assert_eq!(untar_one(b"short"), None);
     }
 
     #[test]

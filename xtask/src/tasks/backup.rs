@@ -64,6 +64,11 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         return Ok(());
     };
     stack.stop_services(live, &["worker", "php"])?;
+    // The standby's php too: nothing may have the data open while it is replaced (a rollback
+    // then starts it again).
+    if stack.standby(Some(live))?.is_some() {
+        stack.stop_services(live.other(), &["php"])?;
+    }
     let restored = d.restore(&image, archive);
     let started = stack.start(live, std::time::Duration::from_secs(120));
     restored?;
