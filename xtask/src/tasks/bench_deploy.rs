@@ -102,11 +102,16 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         tls: None,
     };
 
+    // The machine's load when the measures begin: on a shared machine it explains the figures.
+    let load_average = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
     let result = scenarios(&quiet, &opts, port);
     remove_stack(&quiet.runner, &opts.stack);
     remove_images(&quiet);
     let rows = result?;
     let table = table(&rows);
+    let load = load_average.unwrap_or_else(|| "unknown".into());
     println!("{table}");
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -114,10 +119,10 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let report = format!(
         "# Deploy benchmark\n\n`cargo xtask bench-deploy`, {} on a {cores}-core machine, load probe ~20 requests/s on loopback\n\
          (`/`, `/health` and a hashed asset, and every other request a marker file naming the release\n\
-         that answered). From the start of the command: \"switched at\": when the deploy reports the\n\
-         edge switched (once its check through the edge passed); \"served at\": the first answer of the\n\
-         release the operation puts live, as the probe saw it; \"failed at\": when a failed deploy saw\n\
-         its failure (the rest of its duration is putting the previous release back).\n\n```\n{table}```\n",
+         that answered). From the start of the command: \"switched at\": when the edge's reload onto\n\
+         the new release returned; \"served at\": the first answer of the release the operation puts\n\
+         live, as the probe saw it; \"failed at\": when a failed deploy saw its failure (the rest of\n\
+         its duration is putting the previous release back). Load average when it started: {load}.\n\n```\n{table}```\n",
         crate::project::now_rfc3339()
     );
     let path = ctx.root.join("docs/benchmarks-deploy.md");
