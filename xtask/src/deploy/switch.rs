@@ -200,37 +200,35 @@ pub fn prepare(d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<Prepare
         d.pull_missing(&wanted)
     })?;
     let backup_label = from.clone().unwrap_or_else(|| "initial".into());
-    if fast {
-        // Nothing runs before the switch that the backup would protect against: it is taken
-        // during the drain, still under the lock.
-        steps.skip(
-            "Backing up the data volume",
-            "during the drain: the standby serves first",
+    // A standby of another release in the color this one starts in: `up` would stop its php
+    // and nginx before replacing them; stopped now, beside the backup and the release command,
+    // that is off the switch's path. (Should this deploy stop before its switch, the standby
+    // stays, stopped: a rollback starts it again.)
+    let replaced_standby = !fast
+        && !d.remote.dry_run()
+        && live.is_some()
+        && matches!(
+            stack.standby_state(live)?,
+            Some((color, Standby { release, serving_ready: true }))
+                if color == next && release.as_deref() != Some(tag.as_str())
         );
-    } else {
-        steps.step("Backing up the data volume", || {
-            back_up(d, &php, &backup_label, spec.keep_backups)
-        })?;
-    }
-    // After the backup (a migration that went wrong can be undone from it), before anything
-    // switches, under the lock (two deploys at once cannot both run it).
-    let title = "Running the release command";
-    if fast {
-        // It ran when this release was deployed, before these very containers served; the
-        // migrations are additive, so the data is at least as new as the release needs (and
-        // the gate's /health through its nginx would refuse an older schema).
-        steps.skip(
-            title,
-            &format!(
-                "the standby ({}) ran it when {tag} was deployed",
-                stack.project(next)
-            ),
-        );
-    } else if spec.release_command {
-        steps.step(title, || crate::deploy::release_command::run(d, &php, tag))?;
-    } else {
-        steps.skip(title, "--skip-release-command");
-    }
+    std::thread::scope(|scope| {
+        let stopping =
+            replaced_standby.then(|| scope.spawn(|| stack.stop_services(next, &["php", "nginx"])));
+        let prepared = prepare_data(d, spec, steps, &stack, fast, next, &php, &backup_label);
+        if let Some(Err(err)) = stopping.map(|s| {
+            s.join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("internal: the stop panicked")))
+        }) {
+            // `up` stops them itself.
+            d.remote.say(format!(
+                "  the standby ({}) was not stopped ahead: {}",
+                stack.project(next),
+                format!("{err:#}").replace('\n', " ")
+            ));
+        }
+        prepared
+    })?;
     Ok(Prepared {
         plan: Switch {
             strategy: spec.strategy,
@@ -249,6 +247,54 @@ pub fn prepare(d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<Prepare
         progress: Progress::default(),
         promoted: false,
     })
+}
+
+/// The backup and the release command of [`prepare`] ([4/8], [5/8]); a rollback to the
+/// running standby (`fast`) leaves the first for the drain and skips the second.
+#[allow(clippy::too_many_arguments)]
+fn prepare_data(
+    d: &Deployment,
+    spec: &Spec,
+    steps: &mut Steps,
+    stack: &Stack,
+    fast: bool,
+    next: Color,
+    php: &str,
+    backup_label: &str,
+) -> Result<()> {
+    let tag = &spec.tag;
+    if fast {
+        // Nothing runs before the switch that the backup would protect against: it is taken
+        // during the drain, still under the lock.
+        steps.skip(
+            "Backing up the data volume",
+            "during the drain: the standby serves first",
+        );
+    } else {
+        steps.step("Backing up the data volume", || {
+            back_up(d, php, backup_label, spec.keep_backups)
+        })?;
+    }
+    // After the backup (a migration that went wrong can be undone from it), before anything
+    // switches, under the lock (two deploys at once cannot both run it).
+    let title = "Running the release command";
+    if fast {
+        // It ran when this release was deployed, before these very containers served; the
+        // migrations are additive, so the data is at least as new as the release needs (and
+        // the gate's /health through its nginx would refuse an older schema).
+        steps.skip(
+            title,
+            &format!(
+                "the standby ({}) ran it when {tag} was deployed",
+                stack.project(next)
+            ),
+        );
+    } else if spec.release_command {
+        steps.step(title, || crate::deploy::release_command::run(d, php, tag))?;
+    } else {
+        steps.skip(title, "--skip-release-command");
+    }
+    Ok(())
 }
 
 /// Backs up the data volume before a release changes it, saying where to.
