@@ -583,6 +583,15 @@ impl<'a> Stack<'a> {
         Ok(())
     }
 
+    /// Reloads a color's nginx gracefully: its new workers resolve `php` afresh (each worker
+    /// caches the address for 5 s, and a restarted php may have a new one).
+    pub fn reload_nginx(&self, color: Color) -> Result<()> {
+        for nginx in self.containers(&self.project(color), Some("nginx"))? {
+            self.run(Cmd::new("docker").args(["exec", &nginx, "nginx", "-s", "reload"]))?;
+        }
+        Ok(())
+    }
+
     /// Stops some services of a color (restore: nothing may write the data meanwhile).
     pub fn stop_services(&self, color: Color, services: &[&str]) -> Result<()> {
         self.run(
