@@ -427,21 +427,23 @@ impl Runner {
 
     /// Runs a read-only query (also in dry-run mode) and returns its trimmed stdout.
     pub fn query(&self, cmd: &Cmd) -> Result<String> {
-        self.echo(cmd);
-        captured(cmd, true)
+        self.echo_read(cmd);
+        captured(cmd, true, true)
     }
 
     /// Runs a read-only command (also in dry-run mode) and returns its status and output, for
     /// callers that explain failures themselves (e.g. ssh's "Host key verification failed").
     pub fn output(&self, cmd: &Cmd) -> Result<std::process::Output> {
-        self.echo(cmd);
-        wait(
-            cmd,
-            cmd.expression()
-                .unchecked()
-                .stdout_capture()
-                .stderr_capture(),
-        )
+        self.echo_read(cmd);
+        read_only(cmd, true, || {
+            wait(
+                cmd,
+                cmd.expression()
+                    .unchecked()
+                    .stdout_capture()
+                    .stderr_capture(),
+            )
+        })
     }
 
     /// Runs a tidying-up action (release a lock, restore the running version) even after
@@ -452,30 +454,34 @@ impl Runner {
             return Ok(String::new());
         }
         self.echo(cmd);
-        captured(cmd, false)
+        captured(cmd, false, false)
     }
 
     /// [`Runner::query`] that also runs after Ctrl-C: what a cleanup needs to know (e.g. which
     /// container is the edge, to point it back at the previous release).
     pub fn query_for_cleanup(&self, cmd: &Cmd) -> Result<String> {
-        self.echo(cmd);
-        captured(cmd, false)
+        self.echo_read(cmd);
+        captured(cmd, false, true)
     }
 
     /// [`Runner::succeeds`] that also runs after Ctrl-C, for cleanups.
     pub fn succeeds_for_cleanup(&self, cmd: &Cmd) -> Result<bool> {
-        self.echo(cmd);
+        self.echo_read(cmd);
         let expr = cmd.expression().unchecked().stdout_null().stderr_null();
-        Ok(wait_for(cmd, expr, false)?.status.success())
+        Ok(read_only(cmd, false, || wait_for(cmd, expr, false))?
+            .status
+            .success())
     }
 
     /// Runs a read-only check and says whether it exited 0 (output discarded).
     pub fn succeeds(&self, cmd: &Cmd) -> Result<bool> {
-        self.echo(cmd);
-        let output = wait(
-            cmd,
-            cmd.expression().unchecked().stdout_null().stderr_null(),
-        )?;
+        self.echo_read(cmd);
+        let output = read_only(cmd, true, || {
+            wait(
+                cmd,
+                cmd.expression().unchecked().stdout_null().stderr_null(),
+            )
+        })?;
         Ok(output.status.success())
     }
 
@@ -546,6 +552,18 @@ impl Runner {
         }
     }
 
+    /// [`Runner::echo`] of a read-only command, which the engine's API may answer.
+    fn echo_read(&self, cmd: &Cmd) {
+        if self.verbosity >= Verbosity::Verbose {
+            let api = if crate::api_shortcut::applies(cmd) {
+                "  (engine API)"
+            } else {
+                ""
+            };
+            progress::print_line(false, &format!("$ {cmd}{api}"));
+        }
+    }
+
     /// `-v`: every command, as `$ command`, before it runs.
     fn echo(&self, cmd: &Cmd) {
         if self.verbosity >= Verbosity::Verbose {
@@ -575,14 +593,35 @@ fn relay(cmd: &Cmd, expr: duct::Expression) -> Result<std::process::Output> {
     output
 }
 
+/// A read-only command: answered by the engine's API where it can (`api_shortcut.rs`), else
+/// run by `spawn`. Actions always run the CLI.
+fn read_only(
+    cmd: &Cmd,
+    interruptible: bool,
+    spawn: impl FnOnce() -> Result<std::process::Output>,
+) -> Result<std::process::Output> {
+    if interruptible {
+        interrupt::check()?;
+    }
+    match crate::api_shortcut::answer(cmd) {
+        Some(output) => output,
+        None => spawn(),
+    }
+}
+
 /// Runs `cmd` with its output captured; its trimmed stdout, or an error quoting its stderr.
-fn captured(cmd: &Cmd, interruptible: bool) -> Result<String> {
+/// `read_only`: a query, which the engine's API may answer.
+fn captured(cmd: &Cmd, interruptible: bool, read_only_cmd: bool) -> Result<String> {
     let expr = cmd
         .expression()
         .unchecked()
         .stdout_capture()
         .stderr_capture();
-    let output = wait_for(cmd, expr, interruptible)?;
+    let output = if read_only_cmd {
+        read_only(cmd, interruptible, || wait_for(cmd, expr, interruptible))?
+    } else {
+        wait_for(cmd, expr, interruptible)?
+    };
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         bail!(

@@ -1,13 +1,16 @@
-//! The Docker engine's HTTP API over its unix socket, for read-only queries where starting the
-//! docker CLI (50-100 ms each) costs more than the answer: the engine's version, an image's ID,
-//! size and digests, the images carrying a label. Nothing here changes anything: commands that
-//! do stay `Cmd`s run by the `Runner` (`docker.rs`).
+//! The Docker engine's HTTP API over its unix socket, where starting the docker CLI (50-100 ms
+//! each) costs more than the answer: the engine's version, an image's ID, size and digests, the
+//! images carrying a label, a container's state, the containers of a Compose project, and
+//! `docker exec` of a short read-only command (a health probe). Image queries are called from
+//! `docker.rs`; the container calls answer the read-only CLI commands `api_shortcut.rs`
+//! recognizes, which stay `Cmd`s run by the `Runner` (so `--dry-run` and `-v` see them as
+//! before). Actions stay docker commands.
 //!
 //! Spoken only where it is certainly the engine the CLI would talk to: `DOCKER_HOST` unset (the
 //! default socket) or `unix://PATH`, and no Docker context selected (`DOCKER_CONTEXT`, or
 //! `currentContext` in the CLI's config.json). Elsewhere (tcp, ssh, contexts) [`Engine::local`]
-//! says `None`, and any error here (no socket, no permission) makes the callers in `docker.rs`
-//! fall back to the CLI, which then says what is wrong.
+//! says `None`, and any error here (no socket, no permission) makes the callers fall back to
+//! the CLI, which then says what is wrong.
 
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -142,6 +145,196 @@ impl Engine {
     }
 }
 
+/// What `docker exec` of a command printed, and its exit code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Engine {
+    /// One request on the socket, answered within `timeout`.
+    fn call(&self, request: &Request, timeout: Duration) -> Result<Response> {
+        let stream = UnixStream::connect(&self.socket)
+            .with_context(|| format!("cannot connect to {}", self.socket.display()))?;
+        stream.set_read_timeout(Some(timeout))?;
+        http::exchange(stream, "docker", request)
+    }
+
+    /// `GET /containers/ID/json` (`None`: no such container).
+    pub fn container(&self, id: &str) -> Result<Option<Json>> {
+        self.get_json(&format!("/containers/{}/json", escape(id, b"")))
+    }
+
+    /// The IDs of the containers (running or not) carrying every one of `labels` (`KEY=VALUE`),
+    /// one-off ones (`compose run`) left out, as `docker compose ps --all --quiet` lists them.
+    pub fn containers_labelled(&self, labels: &[String]) -> Result<Vec<String>> {
+        let wanted: Vec<String> = labels
+            .iter()
+            .map(|l| format!("\"{}\"", json_escape(l)))
+            .collect();
+        let filters = format!("{{\"label\":[{}]}}", wanted.join(","));
+        let path = format!("/containers/json?all=1&filters={}", escape(&filters, b""));
+        let json = self.get_json(&path)?.context("GET /containers/json: 404")?;
+        Ok(json
+            .items()
+            .iter()
+            .filter(|c| {
+                c.get("Labels")
+                    .and_then(|l| l.get("com.docker.compose.oneoff"))
+                    .and_then(Json::as_str)
+                    != Some("True")
+            })
+            .filter_map(|c| Some(c.get("Id")?.as_str()?.to_string()))
+            .collect())
+    }
+
+    /// `docker exec ID ARGV...` without a terminal or stdin: its output and exit code, or `None`
+    /// when the container does not exist. A container that is not running answers as the CLI
+    /// does: exit code 1 and the engine's message on stderr.
+    pub fn exec(&self, id: &str, argv: &[String]) -> Result<Option<ExecOutput>> {
+        let words: Vec<String> = argv
+            .iter()
+            .map(|a| format!("\"{}\"", json_escape(a)))
+            .collect();
+        let body = format!(
+            "{{\"AttachStdout\":true,\"AttachStderr\":true,\"Cmd\":[{}]}}",
+            words.join(",")
+        );
+        let created = self.call(
+            &post(&format!("/containers/{}/exec", escape(id, b"")), body),
+            Duration::from_secs(10),
+        )?;
+        match created.status {
+            201 => {}
+            404 => return Ok(None),
+            _ => {
+                return Ok(Some(ExecOutput {
+                    code: 1,
+                    stdout: Vec::new(),
+                    stderr: format!("Error response from daemon: {}\n", message(&created.body))
+                        .into_bytes(),
+                }))
+            }
+        }
+        let exec = json::parse(&created.body)
+            .ok()
+            .and_then(|j| j.get("Id")?.as_str().map(String::from))
+            .context("POST /containers/ID/exec: no Id")?;
+        // The engine takes the connection over and streams the output until the command ends.
+        let started = self.call(
+            &post(
+                &format!("/exec/{exec}/start"),
+                "{\"Detach\":false,\"Tty\":false}".into(),
+            ),
+            EXEC_LIMIT,
+        )?;
+        if started.status != 200 {
+            bail!(
+                "POST /exec/ID/start: HTTP {} {}",
+                started.status,
+                started.body.trim()
+            );
+        }
+        let (stdout, stderr) = demux(&started.bytes);
+        // The stream ends with the command; its exit code is recorded a moment later.
+        for _ in 0..50 {
+            let json = self
+                .get_json(&format!("/exec/{exec}/json"))?
+                .context("GET /exec/ID/json: 404")?;
+            if json.get("Running") != Some(&Json::Bool(true)) {
+                let code = match json.get("ExitCode") {
+                    Some(Json::Number(n)) => n.parse().unwrap_or(1),
+                    _ => 1,
+                };
+                return Ok(Some(ExecOutput {
+                    code,
+                    stdout,
+                    stderr,
+                }));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        bail!("docker exec in {id}: the command's output ended but it still runs")
+    }
+}
+
+impl Engine {
+    /// A file of a container, read through `GET /containers/ID/archive` (no process started in
+    /// it): `Ok(None)` when there is no such file. `None` for the container itself missing.
+    pub fn read_file(&self, id: &str, path: &str) -> Result<Option<Option<Vec<u8>>>> {
+        let answer = self.call(
+            &Request::get(&format!(
+                "/containers/{}/archive?path={}",
+                escape(id, b""),
+                escape(path, b"")
+            )),
+            Duration::from_secs(10),
+        )?;
+        match answer.status {
+            200 => Ok(Some(Some(
+                untar_one(&answer.bytes).context("not the tar of one file")?,
+            ))),
+            404 if answer.body.contains("No such container") => Ok(None),
+            404 => Ok(Some(None)),
+            status => bail!(
+                "GET /containers/ID/archive: HTTP {status} {}",
+                answer.body.trim()
+            ),
+        }
+    }
+}
+
+/// The content of the first entry of a tar archive, if it is a regular file.
+fn untar_one(tar: &[u8]) -> Option<Vec<u8>> {
+    let header = tar.get(..512)?;
+    // Type flag: '0' or NUL for a regular file.
+    if !matches!(header[156], b'0' | 0) {
+        return None;
+    }
+    let size = std::str::from_utf8(&header[124..136])
+        .ok()?
+        .trim_matches(|c: char| c == '\0' || c == ' ');
+    let size = usize::from_str_radix(size, 8).ok()?;
+    tar.get(512..512 + size).map(<[u8]>::to_vec)
+}
+
+/// How long a `docker exec` through the API may run (the shortcut is for short commands).
+const EXEC_LIMIT: Duration = Duration::from_secs(120);
+
+fn post(path: &str, body: String) -> Request {
+    Request {
+        method: "POST",
+        body: body.into_bytes(),
+        ..Request::get(path).header("Content-Type", "application/json")
+    }
+}
+
+/// The `message` of an engine error answer, else the answer itself.
+fn message(body: &str) -> String {
+    json::parse(body)
+        .ok()
+        .and_then(|j| j.get("message")?.as_str().map(String::from))
+        .unwrap_or_else(|| body.trim().to_string())
+}
+
+/// Splits the engine's multiplexed stream (8-byte frame headers: 1 stdout, 2 stderr, then a
+/// big-endian length) into stdout and stderr.
+fn demux(mut stream: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    while stream.len() >= 8 {
+        let len = u32::from_be_bytes([stream[4], stream[5], stream[6], stream[7]]) as usize;
+        let end = (8 + len).min(stream.len());
+        match stream[0] {
+            2 => err.extend_from_slice(&stream[8..end]),
+            _ => out.extend_from_slice(&stream[8..end]),
+        }
+        stream = &stream[end..];
+    }
+    (out, err)
+}
+
 /// The socket to speak to, from `DOCKER_HOST`, `DOCKER_CONTEXT` and the CLI's config.json; `None`
 /// where the CLI would go elsewhere than a local unix socket.
 fn socket_for(host: Option<&str>, context: Option<&str>, config: Option<&str>) -> Option<PathBuf> {
@@ -175,8 +368,18 @@ fn images_path(label: &str) -> String {
     format!("/images/json?filters={}", escape(&filters, b""))
 }
 
+/// A string's JSON escaping (without the quotes).
 fn json_escape(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('"', "\\\"")
+    let mut out = String::new();
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Percent-encodes every byte but unreserved ones and `keep`.
@@ -220,6 +423,19 @@ mod tests {
             default
         );
         assert_eq!(socket_for(None, None, Some("not json")), default);
+    }
+
+    #[test]
+    fn one_file_is_read_from_a_tar() {
+        let mut tar = vec![0u8; 1024];
+        tar[..8].copy_from_slice(b"live.con");
+        tar[124..136].copy_from_slice(b"00000000005\0");
+        tar[156] = b'0';
+        tar[512..517].copy_from_slice(b"hello");
+        assert_eq!(untar_one(&tar).unwrap(), b"hello");
+        tar[156] = b'5';
+        assert_eq!(untar_one(&tar), None, "a directory is no file");
+        assert_eq!(untar_one(b"short"), None);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //!
 //! This file only parses arguments and dispatches; each task lives in `tasks/<name>.rs`.
 
+mod api_shortcut;
 mod build;
 mod cmd;
 mod compose_file;

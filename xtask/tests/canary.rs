@@ -185,10 +185,10 @@ fn bad_canary_withdrawn_healthy_canary_promoted_people_decide() {
     );
     let status = stdout_of(&on_target(&["status"]));
     assert!(status.contains("live:     1.0.0-b"), "{status}");
-    // Stopped, kept as the standby a rollback starts again.
+    // Kept as the standby a rollback switches back to: its worker stopped.
     assert!(
-        !has_running_containers(&format!("{stack}-blue")),
-        "the old release is stopped"
+        !has_running_worker(&format!("{stack}-blue")),
+        "the old release's worker is stopped"
     );
 
     // Left for a person: status shows it, --promote promotes it.
@@ -385,6 +385,21 @@ fn get(port: u16) -> Answer {
             .then(|| value.trim().to_string())
     });
     (status, upstream)
+}
+
+fn has_running_worker(project: &str) -> bool {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.compose.project={project}"),
+            "--filter",
+            "label=com.docker.compose.service=worker",
+        ])
+        .output()
+        .unwrap();
+    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
 }
 
 fn has_running_containers(project: &str) -> bool {

@@ -429,8 +429,8 @@ impl Setup<'_> {
     }
 
     /// `tag` serves, and everything says so: the edge, `status`, compose.yaml, the history; the
-    /// other color has nothing running (at most the stopped standby, no extra container); no
-    /// lock is left.
+    /// other color has no worker running (at most the standby, its worker stopped, no extra
+    /// container); no lock is left.
     fn converged(&self, tag: &str, css: &str) {
         assert_eq!(
             hashed_css(&http_get(self.port, "/").unwrap().1),
@@ -447,9 +447,14 @@ impl Setup<'_> {
         let other = if color == "blue" { "green" } else { "blue" };
         let left = self.project_containers(other);
         let lines: Vec<&str> = left.lines().collect();
+        // `docker compose ps --all` lines: NAME ... STATUS; the worker's name ends -worker-1.
         assert!(
-            (lines.is_empty() || lines.len() == 3) && lines.iter().all(|l| l.contains(" Exited (")),
-            "{other} was removed or stopped as the standby: {left}"
+            (lines.is_empty() || lines.len() == 3)
+                && lines
+                    .iter()
+                    .filter(|l| l.contains("-worker-"))
+                    .all(|l| l.contains(" Exited (")),
+            "{other} was removed or kept as the standby, its worker stopped: {left}"
         );
         assert!(
             !Path::new(self.dir).join(".deploy/lock").exists(),
@@ -496,17 +501,32 @@ fn history_lines(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Removes the stopped containers a deploy keeps for a rollback (the standby), which hold their
-/// release's images.
+/// Removes the containers a deploy keeps for a rollback (the standby: the color whose worker
+/// is stopped), which hold their release's images.
 fn remove_standby(stack: &str) {
     for color in ["blue", "green"] {
+        let project = format!("label=com.docker.compose.project={stack}-{color}");
+        let parked = Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                "status=exited",
+                "--filter",
+                &project,
+            ])
+            .args(["--filter", "label=com.docker.compose.service=worker"])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&parked.stdout).trim().is_empty() {
+            continue;
+        }
         let out = Command::new("docker")
-            .args(["ps", "-aq", "--filter", "status=exited", "--filter"])
-            .arg(format!("label=com.docker.compose.project={stack}-{color}"))
+            .args(["ps", "-aq", "--filter", &project])
             .output()
             .unwrap();
         for id in String::from_utf8_lossy(&out.stdout).lines() {
-            let _ = Command::new("docker").args(["rm", id]).output();
+            let _ = Command::new("docker").args(["rm", "--force", id]).output();
         }
     }
 }

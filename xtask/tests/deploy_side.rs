@@ -370,7 +370,9 @@ fn deploy_rollback_backup_locally_and_over_ssh() {
     assert!(!other.path().join(".deploy/lock").exists());
 }
 
-/// Runs `cargo xtask ARGS`, sends SIGINT 1.5 s after `marker` appears on its stderr, returns its exit code.
+/// Runs `cargo xtask ARGS`, sends SIGINT 0.3 s after `marker` appears on its stderr, returns its
+/// exit code. Soon after: a local switch is over in about a second once it starts (the new
+/// color's `docker compose up` is what it interrupts).
 fn interrupt_during(
     root: &Path,
     tmp: &Path,
@@ -387,7 +389,7 @@ fn interrupt_during(
         "the marker {marker:?} appeared: {}",
         running.stderr()
     );
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    std::thread::sleep(std::time::Duration::from_millis(300));
     running.signal(libc::SIGINT);
     running.wait(std::time::Duration::from_secs(120)).code()
 }

@@ -1,9 +1,10 @@
-//! A rollback to the previous release only starts its stopped containers again. On a real
-//! machine (a testbed of one: its own Docker engine and sshd, deployed to over ssh): after
-//! deploy A then B, A's containers are stopped, not removed (`status` names the standby);
-//! `rollback` under a load probe serves A from those very containers (same ids: the start path,
-//! not a recreate) with no failed request; a deploy killed while starting its color leaves, once the next plain deploy converged, no container
-//! beyond the live release, the stopped standby and the edge; `prune` keeps the standby.
+//! A rollback to the previous release only switches the edge back to its kept containers. On a
+//! real machine (a testbed of one: its own Docker engine and sshd, deployed to over ssh): after
+//! deploy A then B, A's containers are kept, its worker stopped and its php and nginx running
+//! idle (`status` names the standby); `rollback` under a load probe serves A from those very
+//! containers (same ids: no recreate) with no failed request, and B becomes the standby; a
+//! deploy killed while starting its color leaves, once the next plain deploy converged, no
+//! container beyond the live release, the standby and the edge; `prune` keeps the standby.
 
 mod common;
 
@@ -92,12 +93,14 @@ fn a_rollback_starts_the_stopped_previous_release() {
     let kept_a = machine.containers(&a_color);
     assert_eq!(kept_a.len(), 3, "A's php, worker, nginx are kept");
     assert!(
-        kept_a.iter().all(|(_, state, _)| state == "exited"),
-        "and stopped: {kept_a:?}"
+        parked(&kept_a),
+        "its worker stopped, php and nginx idle: {kept_a:?}"
     );
     let status = String::from_utf8_lossy(&run(&["status"]).stdout).into_owned();
     assert!(
-        status.contains(&format!("standby:  {A} (stopped, {STACK}-{a_color})")),
+        status.contains(&format!(
+            "standby:  {A} (php and nginx ready, worker stopped, {STACK}-{a_color})"
+        )),
         "{status}"
     );
 
@@ -109,15 +112,25 @@ fn a_rollback_starts_the_stopped_previous_release() {
     let load = probe.stop();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(machine.live_color(&run, A), a_color);
+    let back_a = machine.containers(&a_color);
     assert_eq!(
-        ids(&machine.containers(&a_color)),
+        ids(&back_a),
         ids(&kept_a),
-        "A's kept containers were started, not recreated"
+        "A's kept containers serve again, not recreated"
+    );
+    assert!(
+        back_a.iter().all(|(_, s, _)| s == "running"),
+        "and A's worker runs again: {back_a:?}"
     );
     let kept_b = machine.containers(&b_color);
     assert!(
-        kept_b.len() == 3 && kept_b.iter().all(|(_, s, _)| s == "exited"),
-        "B is now the stopped standby: {kept_b:?}"
+        kept_b.len() == 3 && parked(&kept_b),
+        "B is now the standby: {kept_b:?}"
+    );
+    let said = stderr(&out);
+    assert!(
+        said.contains("Running the release command: skipped"),
+        "a rollback to the standby runs no release command before the switch: {said}"
     );
     assert!(load.requests > 20, "{load:?}");
     assert_eq!(
@@ -145,7 +158,7 @@ fn a_rollback_starts_the_stopped_previous_release() {
         machine
             .containers(&b_color)
             .iter()
-            .any(|(_, state, _)| state == "running")
+            .any(|(_, state, service)| service == "worker" && state == "running")
     });
     killed.signal_group(libc::SIGKILL);
     assert!(!killed.wait(Duration::from_secs(30)).success());
@@ -157,10 +170,20 @@ fn a_rollback_starts_the_stopped_previous_release() {
     let all = machine.all_containers();
     let standby = machine.containers(&a_color);
     assert!(
-        all.len() == 7 && standby.len() == 3 && standby.iter().all(|(_, s, _)| s == "exited"),
-        "edge + B running + A stopped, nothing else: {all:?}"
+        all.len() == 7 && standby.len() == 3 && parked(&standby),
+        "edge + B running + A the standby, nothing else: {all:?}"
     );
     eprintln!("fast_switch took {:?}", started.elapsed());
+}
+
+/// A standby: its worker stopped, its php and nginx running (idle, the edge names the other color).
+fn parked(containers: &[(String, String, String)]) -> bool {
+    containers
+        .iter()
+        .all(|(_, state, service)| match service.as_str() {
+            "worker" => state == "exited",
+            _ => state == "running",
+        })
 }
 
 fn ids(containers: &[(String, String, String)]) -> Vec<String> {

@@ -167,8 +167,10 @@ impl Deployment {
         } else {
             ("", ":ro")
         };
+        // No network: tar needs none, and attaching one is a good part of a start.
         Cmd::new("docker")
-            .args(["run", "--rm", "--user", "0:0", "--entrypoint", argv[0]])
+            .args(["run", "--rm", "--network", "none", "--user", "0:0"])
+            .args(["--entrypoint", argv[0]])
             .arg("--volume")
             .arg(format!("{volume}:/data{data_mode}"))
             .arg("--volume")
@@ -223,6 +225,8 @@ mod tests {
                 "docker",
                 "run",
                 "--rm",
+                "--network",
+                "none",
                 "--user",
                 "0:0",
                 "--entrypoint",

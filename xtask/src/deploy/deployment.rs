@@ -117,7 +117,27 @@ impl Deployment {
 
     /// GET http://127.0.0.1:PORT/health on the target, from a throwaway container of `image`
     /// on the host network, so the check needs neither curl on the server nor a tunnel.
+    /// On this machine the check is a GET from here (the same loopback address), asked again
+    /// for up to [`LOCAL_CHECK_LIMIT`]: `nginx -s reload` returns once it signalled the edge,
+    /// whose old workers may answer a moment longer (a recreate's with 502).
     pub fn http_check(&self, image: &str, port: u16) -> Result<()> {
+        if self.target().ssh.is_none() && !self.remote.dry_run() {
+            let url = format!("http://127.0.0.1:{port}/health");
+            self.remote.runner.trace(&format!("$ GET {url}"));
+            let start = std::time::Instant::now();
+            loop {
+                let last = match crate::http::get(port, "/health") {
+                    Ok(answer) if answer.status == 200 => return Ok(()),
+                    Ok(answer) => format!("answers HTTP {}", answer.status),
+                    Err(err) => format!("does not answer ({err:#})"),
+                };
+                if start.elapsed() > LOCAL_CHECK_LIMIT {
+                    bail!("{url} {last} on the target");
+                }
+                crate::interrupt::check()?;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
         let php = format!(
             "exit(@file_get_contents('http://127.0.0.1:{port}/health') === false ? 1 : 0);"
         );
@@ -137,6 +157,9 @@ impl Deployment {
         })
     }
 }
+
+/// How long a local check through the edge is asked again before it fails.
+const LOCAL_CHECK_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Write `bytes` to `path` atomically: next to it, then renamed over it.
 fn write_commands(path: &str, bytes: &[u8]) -> [Cmd; 2] {

@@ -2,8 +2,8 @@
 //! or on `deploy --abort`), the target is made to agree with itself before anything else: the
 //! edge's live.conf says which color serves; a canary split is withdrawn (the edge switched to
 //! the live color alone); the other color's containers (a half-started next release, a canary,
-//! or an old one that was being drained) are removed, unless none of them runs (the standby a
-//! finished deploy left stopped for a rollback stays), and compose.yaml is made to name the
+//! or an old one that was being drained) are removed, unless its worker is stopped (the standby
+//! a finished deploy left for a rollback stays), and compose.yaml is made to name the
 //! release the live color runs. With no edge or no live color (a first deploy that died), both
 //! colors are removed and the deploy starts as a first one.
 
@@ -22,7 +22,7 @@ pub struct Plan {
     pub live: Option<(Color, Option<String>)>,
     /// Colors with containers that do not serve: removed.
     pub remove: Vec<Color>,
-    /// The stopped color kept for a rollback (it has containers, none running): stays.
+    /// The color kept for a rollback (it has containers, its worker stopped): stays.
     pub standby: Option<Color>,
     /// The tag compose.yaml must name, when it names another one.
     pub set_compose_tag: Option<String>,
@@ -30,8 +30,8 @@ pub struct Plan {
     pub withdraw_canary: Option<Color>,
 }
 
-/// `present`: the colors that have containers; `standby`: the other color when none of its
-/// containers runs; `compose_tag`: the release compose.yaml names.
+/// `present`: the colors that have containers; `standby`: the other color when its worker is
+/// stopped; `compose_tag`: the release compose.yaml names.
 pub fn plan(
     live: Option<(Color, Option<String>)>,
     present: &[Color],
@@ -84,10 +84,7 @@ impl Plan {
             (true, Some(_)) => String::new(),
         });
         if let Some(color) = self.standby {
-            line.push_str(&format!(
-                "; kept {stack}-{} stopped (standby)",
-                color.name()
-            ));
+            line.push_str(&format!("; kept {stack}-{} (standby)", color.name()));
         }
         line.push_str(&match &self.set_compose_tag {
             Some(tag) => format!("; compose.yaml set back to {tag}"),
@@ -206,7 +203,7 @@ mod tests {
         );
         assert_eq!(
             p.describe("crm"),
-            "reconciled: 1.0.0 (crm-blue) serves per the edge; kept crm-green stopped (standby); compose.yaml agrees"
+            "reconciled: 1.0.0 (crm-blue) serves per the edge; kept crm-green (standby); compose.yaml agrees"
         );
         // A canary left (held for a decision, or its deploy died): the edge goes back to blue
         // alone, green goes, compose.yaml names blue's release again.

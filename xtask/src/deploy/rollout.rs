@@ -757,8 +757,8 @@ impl Member for HostRun<'_> {
             .as_mut()
             .context("internal: the host was not prepared")?;
         let result = prepared.switch(&self.d, self.spec, &mut self.steps);
-        if prepared.switched() {
-            self.switched_after = Some(self.started.elapsed());
+        if let (true, Some(at)) = (prepared.switched(), prepared.switched_at()) {
+            self.switched_after = Some(at.duration_since(self.started));
         }
         self.failed = result.is_err();
         if self.failed {

@@ -9,14 +9,17 @@
 //! name. The edge's live.conf names the live one; a switch rewrites it and reloads nginx
 //! gracefully. The data (STACK_data) and the hashed assets of past releases (STACK_assets)
 //! are shared volumes, so a page rendered by the old release still gets its CSS and JS.
-//! After a switch the old color is stopped, not removed: the standby. A rollback to its release
-//! only starts those containers again (`up` keeps containers whose configuration is unchanged);
-//! the next deploy to that color replaces them.
+//! After a switch the old color's worker is stopped and its php and nginx keep running, idle
+//! (the edge names the other color): the standby. A rollback to its release switches the edge
+//! back to them at once, then starts the worker again (`up` keeps containers whose configuration
+//! is unchanged, and recreates them after an edit of `.env`); the next deploy to that color
+//! replaces them. A standby left by older versions is stopped altogether; a rollback starts it.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::api_shortcut::STANDBY_FORMAT;
 use crate::cmd::Cmd;
 use crate::deploy::canary::{self, Share};
 use crate::deploy::deployment::Deployment;
@@ -165,9 +168,16 @@ impl<'a> Stack<'a> {
         Ok(Some((color, tag)))
     }
 
-    /// The stopped color kept after a switch (see the module doc): the color `live` is not, when
-    /// it has containers and none of them runs; with its release (from its php container's image).
+    /// The color kept after a switch (see the module doc): the color `live` is not, when it has
+    /// containers and its worker does not run; with its release (from its php container's image).
     pub fn standby(&self, live: Option<Color>) -> Result<Option<(Color, Option<String>)>> {
+        Ok(self
+            .standby_state(live)?
+            .map(|(color, standby)| (color, standby.release)))
+    }
+
+    /// [`Stack::standby`], and whether its php and nginx run (a rollback then only switches).
+    pub fn standby_state(&self, live: Option<Color>) -> Result<Option<(Color, Standby)>> {
         let Some(color) = live.map(Color::other) else {
             return Ok(None);
         };
@@ -180,7 +190,7 @@ impl<'a> Stack<'a> {
                 .args(["inspect", "--format", STANDBY_FORMAT])
                 .args(&ids),
         )?;
-        Ok(standby_release(&out).map(|tag| (color, tag)))
+        Ok(standby_release(&out).map(|standby| (color, standby)))
     }
 
     /// The image a color's `service` container runs (`.../crm-gdb_php:TAG`), if it runs.
@@ -195,7 +205,7 @@ impl<'a> Stack<'a> {
         Ok(Some(self.query(Cmd::new("docker").args([
             "inspect",
             "--format",
-            "{{.Config.Image}}",
+            crate::api_shortcut::IMAGE_FORMAT,
             &id,
         ]))?))
     }
@@ -216,16 +226,22 @@ impl<'a> Stack<'a> {
 
     /// Starts a color's containers (not the edge) and waits until every one is ready.
     pub fn start(&self, color: Color, limit: Duration) -> Result<()> {
+        self.start_services(color, &[], limit)
+    }
+
+    /// [`Stack::start`] of some services only (none: all of them).
+    pub fn start_services(&self, color: Color, services: &[&str], limit: Duration) -> Result<()> {
         let project = self.project(color);
         self.run(
             self.compose(&project)
-                .args(["up", "--detach", "--remove-orphans"]),
+                .args(["up", "--detach", "--remove-orphans"])
+                .args(services.iter().copied()),
         )?;
         if self.remote().dry_run() {
             return Ok(());
         }
         let answered = self
-            .gate(&project, limit)
+            .gate(&project, services, limit)
             .with_context(|| format!("the new release ({project}) is not healthy"))?;
         if answered {
             // The gate's last look already saw /health answer 200 through this nginx.
@@ -251,28 +267,90 @@ impl<'a> Stack<'a> {
         Ok(())
     }
 
+    /// Whether every hashed asset of `color`'s running nginx is already in the shared volume the
+    /// edge serves (then a rollback to it needs no copy). Read in both containers, no new one.
+    pub fn assets_in_volume(&self, color: Color, edge: &str) -> Result<bool> {
+        let Some(nginx) = self
+            .containers(&self.project(color), Some("nginx"))?
+            .into_iter()
+            .next()
+        else {
+            return Ok(false);
+        };
+        let list = |id: &str, dir: &str| {
+            self.remote().output(
+                Cmd::new("docker")
+                    .args(["exec", id, "find", dir, "-type", "f", "-printf", "%P\\n"]),
+            )
+        };
+        let (release, volume) = std::thread::scope(|scope| {
+            let release = scope.spawn(|| list(&nginx, "/var/www/app/public/build"));
+            let volume = list(edge, "/srv/crm-assets/build");
+            (joined(release), volume)
+        });
+        let (release, volume) = (release?, volume?);
+        if !release.status.success() || !volume.status.success() {
+            return Ok(false);
+        }
+        let have: std::collections::BTreeSet<&str> = std::str::from_utf8(&volume.stdout)
+            .unwrap_or("")
+            .lines()
+            .collect();
+        Ok(std::str::from_utf8(&release.stdout)
+            .unwrap_or("\u{0}")
+            .lines()
+            .all(|file| have.contains(file)))
+    }
+
     /// Ready = each container answers its own healthcheck command, run now with `docker exec`
     /// (the engine's healthcheck only runs every 10 s), and the worker's supervisor says RUNNING.
     /// A broken release fails as soon as that is certain (see [`Watch`]): a container that
     /// exited, restarts or is called unhealthy; /health answering 5xx [`HEALTH_5XX_LIMIT`]
     /// times in a row once the app has answered; or, once it has, a container failing its own
-    /// check [`PROBE_FAILURE_LIMIT`] times in a row. Until the app answers at all, only `limit`
-    /// ends the wait: a slow start is not a failure.
+    /// check for [`PROBE_FAILURE_FOR`] (and [`PROBE_FAILURE_LOOKS`] looks) in a row. Until the
+    /// app answers at all, only `limit` ends the wait: a slow start is not a failure.
+    /// Each look asks /health and every pending container side by side; looks come every
+    /// [`FAST_POLL`] where the engine's API answers them (a local target), else every [`POLL`].
     /// Returns whether its last look saw /health answer 200 through the release's nginx.
-    fn gate(&self, project: &str, limit: Duration) -> Result<bool> {
+    fn gate(&self, project: &str, services: &[&str], limit: Duration) -> Result<bool> {
         let start = Instant::now();
-        let mut pending = self.containers(project, None)?;
+        let mut pending = Vec::new();
+        if services.is_empty() {
+            pending = self.containers(project, None)?;
+        }
+        for service in services {
+            pending.extend(self.containers(project, Some(service))?);
+        }
         if pending.is_empty() {
             bail!("no container was started");
         }
         let nginx = self.containers(project, Some("nginx"))?.into_iter().next();
-        let format = "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.RestartCount}} {{index .Config.Labels \"com.docker.compose.service\"}}{{range $i, $a := .Config.Healthcheck.Test}} {{$a}}{{end}}";
+        let poll = if self.deployment.target().ssh.is_none()
+            && crate::docker_api::Engine::local().is_some()
+        {
+            FAST_POLL
+        } else {
+            POLL
+        };
         let mut watch = Watch::default();
         loop {
+            let (health, looks) = std::thread::scope(|scope| {
+                let health = nginx
+                    .as_ref()
+                    .map(|nginx| scope.spawn(move || self.remote().output(health_probe(nginx))));
+                let looks: Vec<_> = pending
+                    .iter()
+                    .map(|id| scope.spawn(move || self.look(id)))
+                    .collect();
+                (
+                    health.map(joined),
+                    looks.into_iter().map(joined).collect::<Vec<_>>(),
+                )
+            });
             let mut healthy = false;
             // The app's own answer first: it decides whether failures below are certain.
-            if let Some(nginx) = &nginx {
-                let output = self.remote().output(health_probe(nginx))?;
+            if let Some(output) = health {
+                let output = output?;
                 let status = answered_status(
                     output.status.success(),
                     &String::from_utf8_lossy(&output.stderr),
@@ -282,25 +360,17 @@ impl<'a> Stack<'a> {
                     bail!("{why}");
                 }
             }
+            let now = Instant::now();
             let mut still = Vec::new();
-            for id in pending {
-                let line =
-                    self.query(Cmd::new("docker").args(["inspect", "--format", format, &id]))?;
-                let words: Vec<&str> = line.split(' ').collect();
-                let (status, health, restarts, service) = (
-                    words[0],
-                    words.get(1).copied().unwrap_or("none"),
-                    words.get(2).and_then(|r| r.parse().ok()).unwrap_or(0),
-                    words.get(3).copied().unwrap_or("?"),
-                );
-                if let Some(why) = state_failure(status, health, restarts) {
-                    bail!("{service} {why}");
-                }
-                let test = words.get(4..).unwrap_or_default();
-                let ready = self.remote().succeeds(ready_probe(&id, service, test))?;
-                if watch.probe(&id, ready) {
+            for (id, look) in pending.into_iter().zip(looks) {
+                let (service, ready) = match look? {
+                    Look::Failed(why) => bail!("{why}"),
+                    Look::Checked { service, ready } => (service, ready),
+                };
+                if watch.probe(&id, ready, now) {
                     bail!(
-                        "{service} failed its own check {PROBE_FAILURE_LIMIT} times in a row while the release answers /health"
+                        "{service} failed its own check for {} in a row while the release answers /health",
+                        crate::progress::seconds(PROBE_FAILURE_FOR)
                     );
                 }
                 if !ready {
@@ -314,9 +384,39 @@ impl<'a> Stack<'a> {
                 bail!("not ready after {}s", limit.as_secs());
             }
             crate::interrupt::check()?;
-            std::thread::sleep(POLL);
+            std::thread::sleep(poll);
             pending = still;
         }
+    }
+
+    /// One look at a starting container: its state, then (unless that already tells a failure)
+    /// its own check.
+    fn look(&self, id: &str) -> Result<Look> {
+        let line = self.query(Cmd::new("docker").args([
+            "inspect",
+            "--format",
+            crate::api_shortcut::STATE_FORMAT,
+            id,
+        ]))?;
+        let words: Vec<&str> = line.split(' ').collect();
+        let (status, health, restarts, service) = (
+            words[0],
+            words.get(1).copied().unwrap_or("none"),
+            words.get(2).and_then(|r| r.parse().ok()).unwrap_or(0),
+            words.get(3).copied().unwrap_or("?"),
+        );
+        if let Some(why) = state_failure(status, health, restarts) {
+            return Ok(Look::Failed(format!("{service} {why}")));
+        }
+        let test = words.get(4..).unwrap_or_default();
+        // The engine's own check passed within its interval (a running standby): no need to
+        // run it again.
+        let ready =
+            health == "healthy" || self.remote().succeeds(ready_probe(id, service, test))?;
+        Ok(Look::Checked {
+            service: service.to_string(),
+            ready,
+        })
     }
 
     /// Starts the edge if it is not running (first deploy); returns its container's id.
@@ -333,13 +433,13 @@ impl<'a> Stack<'a> {
         if self.remote().dry_run() {
             return Ok(edge.unwrap_or_else(|| "EDGE".to_string()));
         }
-        self.gate(&project, limit)
+        self.gate(&project, &[], limit)
             .context("the edge proxy is not healthy")?;
         self.edge()?.context("the edge proxy did not start")
     }
 
-    /// Points the edge at `color`: new live.conf (written, then renamed), config check, graceful
-    /// reload (old workers finish their requests). On an undoing deployment it runs as cleanup,
+    /// Points the edge at `color`: new live.conf (written, then renamed), graceful reload, which
+    /// checks the configuration first (old workers finish their requests). On an undoing deployment it runs as cleanup,
     /// since putting the old release back must happen even after Ctrl-C.
     pub fn switch(&self, color: Color) -> Result<()> {
         let edge = self.running_edge()?;
@@ -348,12 +448,24 @@ impl<'a> Stack<'a> {
 
     /// [`Stack::switch`] with the edge container's id already known.
     pub fn switch_edge(&self, edge: &str, color: Color) -> Result<()> {
-        for cmd in switch_commands(edge, &self.project(color)) {
+        let project = self.project(color);
+        let run = |cmd: Cmd| {
             self.remote()
                 .run(cmd)
-                .with_context(|| format!("switching the edge to {}", self.project(color)))?;
+                .with_context(|| format!("switching the edge to {project}"))
+        };
+        let [write, rename, clear, reload] = switch_commands(edge, &project);
+        if self.remote().dry_run() {
+            return [write, rename, clear, reload].into_iter().try_for_each(run);
         }
-        Ok(())
+        // The new live.conf and the end of any canary split are independent files: side by
+        // side, then one reload for both.
+        std::thread::scope(|scope| {
+            let cleared = scope.spawn(|| run(clear));
+            let written = run(write).and_then(|()| run(rename));
+            joined(cleared).and(written)
+        })?;
+        run(reload)
     }
 
     /// Sends `share` of the requests to `canary`, the rest to `live` (see `canary.rs`); the
@@ -443,8 +555,8 @@ impl<'a> Stack<'a> {
         self.remote().cleanup(cmd).map(drop)
     }
 
-    /// Stops a color and keeps its containers: the standby a rollback starts again. A cleanup,
-    /// like [`Stack::remove`] which it replaces after a switch.
+    /// Stops a color's worker and keeps its php and nginx running, idle: the standby a rollback
+    /// switches back to. A cleanup, like [`Stack::remove`] which it replaces after a switch.
     pub fn park(&self, color: Color) -> Result<()> {
         self.remote()
             .cleanup(park_command(self.compose(&self.project(color))))
@@ -467,6 +579,15 @@ impl<'a> Stack<'a> {
         if let Some(image) = self.image_of(color, "nginx")? {
             self.remote()
                 .cleanup(asset_tool(self.name(), &image, BRIDGE_ASSETS))?;
+        }
+        Ok(())
+    }
+
+    /// Reloads a color's nginx gracefully: its new workers resolve `php` afresh (each worker
+    /// caches the address for 5 s, and a restarted php may have a new one).
+    pub fn reload_nginx(&self, color: Color) -> Result<()> {
+        for nginx in self.containers(&self.project(color), Some("nginx"))? {
+            self.run(Cmd::new("docker").args(["exec", &nginx, "nginx", "-s", "reload"]))?;
         }
         Ok(())
     }
@@ -527,42 +648,81 @@ impl<'a> Stack<'a> {
     }
 }
 
-/// State, image and service of each container of a color, one line each.
-const STANDBY_FORMAT: &str =
-    "{{.State.Status}} {{.Config.Image}} {{index .Config.Labels \"com.docker.compose.service\"}}";
+/// A color kept for a rollback: its release, and whether its php and nginx run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Standby {
+    pub release: Option<String>,
+    pub serving_ready: bool,
+}
 
-/// From [`STANDBY_FORMAT`] lines: `Some(release of its php)` when no container runs (a standby),
-/// None when one does (a release starting or being drained is no standby).
-fn standby_release(inspect: &str) -> Option<Option<String>> {
+/// From [`STANDBY_FORMAT`] lines: a [`Standby`] when its worker does not run (or, without a
+/// worker, nothing runs); None when it does (a release starting or being drained is no standby).
+fn standby_release(inspect: &str) -> Option<Standby> {
     let lines: Vec<Vec<&str>> = inspect
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| l.split_whitespace().collect())
         .collect();
     let stopped =
-        |words: &Vec<&str>| matches!(words.first(), Some(&("exited" | "created" | "dead")));
-    if lines.is_empty() || !lines.iter().all(stopped) {
+        |words: &&Vec<&str>| matches!(words.first(), Some(&("exited" | "created" | "dead")));
+    fn service(name: &'static str) -> impl Fn(&&Vec<&str>) -> bool {
+        move |words| words.get(2) == Some(&name)
+    }
+    let workers: Vec<&Vec<&str>> = lines.iter().filter(service("worker")).collect();
+    let idle = if workers.is_empty() {
+        lines.iter().all(|w| stopped(&w))
+    } else {
+        workers.iter().all(stopped)
+    };
+    if lines.is_empty() || !idle {
         return None;
     }
-    let php = lines
-        .iter()
-        .find(|w| w.get(2) == Some(&"php"))
-        .and_then(|w| w.get(1));
-    Some(php.and_then(|image| crate::compose_file::release_of(image)))
+    let runs = |name: &'static str| {
+        let of: Vec<&Vec<&str>> = lines.iter().filter(service(name)).collect();
+        !of.is_empty() && of.iter().all(|w| w.first() == Some(&"running"))
+    };
+    let php = lines.iter().find(service("php")).and_then(|w| w.get(1));
+    Some(Standby {
+        release: php.and_then(|image| crate::compose_file::release_of(image)),
+        serving_ready: runs("php") && runs("nginx"),
+    })
 }
 
-/// `docker compose stop` of a color (its containers stay for a rollback).
+/// `docker compose stop` of a color's worker (its containers stay for a rollback; only the worker
+/// would do work, on the shared data, for a release that no longer serves).
 fn park_command(compose: Cmd) -> Cmd {
-    compose.args(["stop", "--timeout", "10"])
+    compose.args(["stop", "--timeout", "10", "worker"])
 }
 
-/// How often the gate looks at a starting release.
+/// How often the gate looks at a starting release over ssh (each look is several commands).
 const POLL: Duration = Duration::from_millis(500);
+/// How often it looks where the engine's API answers (a local target: a look is ~10 ms of
+/// API calls plus the probes themselves).
+const FAST_POLL: Duration = Duration::from_millis(100);
 /// 5xx answers of /health in a row, once the app has answered at all, that make a release broken.
 const HEALTH_5XX_LIMIT: u32 = 3;
-/// Failures in a row of a container's own check, once the app answers, that make it broken:
-/// 3 s at [`POLL`], more than a worker takes to be RUNNING after its php answers.
-const PROBE_FAILURE_LIMIT: u32 = 6;
+/// How long a container may fail its own check, once the app answers /health, before the
+/// release is broken: once php answers through nginx, php's own check (the same /health over
+/// FastCGI) and nginx's pass at once, and the worker's is its running state.
+const PROBE_FAILURE_FOR: Duration = Duration::from_millis(1500);
+/// And at least this many failed looks in a row (a look that took long is still one look).
+const PROBE_FAILURE_LOOKS: u32 = 3;
+
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
+    handle
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("internal: a probe panicked")))
+}
+
+/// What one look at a starting container found.
+enum Look {
+    /// Its state tells a certain failure.
+    Failed(String),
+    Checked {
+        service: String,
+        ready: bool,
+    },
+}
 
 /// What the gate has seen so far of a starting release, to tell a slow start (wait, up to the
 /// deadline) from a certain failure (stop now).
@@ -571,8 +731,8 @@ struct Watch {
     /// The app (php behind nginx) has answered /health at least once, whatever the status.
     answered: bool,
     health_5xx: u32,
-    /// Failures in a row of each container's own check since the app answered.
-    failures: Vec<(String, u32)>,
+    /// Each container's failed looks in a row since the app answered, and when the first was.
+    failures: Vec<(String, u32, Option<Instant>)>,
 }
 
 impl Watch {
@@ -590,22 +750,24 @@ impl Watch {
             .then(|| format!("/health answered HTTP {status} {HEALTH_5XX_LIMIT} times in a row"))
     }
 
-    /// One run of container `id`'s own check; true when its failures have become certain.
-    fn probe(&mut self, id: &str, ready: bool) -> bool {
-        let at = match self.failures.iter().position(|(i, _)| i == id) {
+    /// One run, at `now`, of container `id`'s own check; true when its failures have become
+    /// certain.
+    fn probe(&mut self, id: &str, ready: bool, now: Instant) -> bool {
+        let at = match self.failures.iter().position(|(i, _, _)| i == id) {
             Some(at) => at,
             None => {
-                self.failures.push((id.to_string(), 0));
+                self.failures.push((id.to_string(), 0, None));
                 self.failures.len() - 1
             }
         };
-        let count = &mut self.failures[at].1;
+        let (_, count, since) = &mut self.failures[at];
         if ready || !self.answered {
-            *count = 0;
+            (*count, *since) = (0, None);
             return false;
         }
         *count += 1;
-        *count >= PROBE_FAILURE_LIMIT
+        let since = *since.get_or_insert(now);
+        *count >= PROBE_FAILURE_LOOKS && now.duration_since(since) >= PROBE_FAILURE_FOR
     }
 }
 
@@ -658,12 +820,13 @@ fn ready_probe(id: &str, service: &str, healthcheck: &[&str]) -> Cmd {
 }
 
 /// Points the edge container `edge` at `project`: new live.conf (written, then renamed), no
-/// canary split any more, config check, graceful reload.
-fn switch_commands(edge: &str, project: &str) -> [Cmd; 5] {
+/// canary split any more, graceful reload. `nginx -s reload` parses the configuration first and
+/// exits 1 without signalling on an error, so it is its own check (one `docker exec` less).
+fn switch_commands(edge: &str, project: &str) -> [Cmd; 4] {
     let conf = format!("set $crm_live \"{project}:80\";\n");
     let [write, rename] = write_in_edge(edge, LIVE_CONF, conf);
-    let [check, reload] = check_and_reload(edge);
-    [write, rename, canary::clear_command(edge), check, reload]
+    let [_, reload] = check_and_reload(edge);
+    [write, rename, canary::clear_command(edge), reload]
 }
 
 /// Writes `bytes` to `path` in the edge container: beside it, then renamed over it, so nginx
@@ -744,7 +907,7 @@ mod tests {
 
     #[test]
     fn a_switch_rewrites_live_conf_then_reloads_gracefully() {
-        let [write, rename, clear, check, reload] = switch_commands("e1", "crm-green");
+        let [write, rename, clear, reload] = switch_commands("e1", "crm-green");
         assert_eq!(
             write.argv(),
             [
@@ -774,7 +937,6 @@ mod tests {
             ]
         );
         assert_eq!(clear.argv(), canary::clear_command("e1").argv());
-        assert_eq!(check.argv(), ["docker", "exec", "e1", "nginx", "-t", "-q"]);
         assert_eq!(
             reload.argv(),
             ["docker", "exec", "e1", "nginx", "-s", "reload"]
@@ -784,6 +946,7 @@ mod tests {
     #[test]
     fn a_slow_start_waits_and_a_certain_failure_stops_at_once() {
         let mut watch = Watch::default();
+        let t0 = Instant::now();
         // Nothing answers yet (nginx down, or 502 while php starts): failing checks are a slow start.
         for _ in 0..20 {
             assert_eq!(
@@ -794,19 +957,28 @@ mod tests {
                 watch.health(answered_status(false, "nginx-healthcheck: HTTP 502")),
                 None
             );
-            assert!(!watch.probe("php", false));
+            assert!(!watch.probe("php", false, t0));
         }
         assert!(!watch.answered);
-        // The app answers: from now on failures count.
+        // The app answers: from now on failures count, for a while and a few looks.
         assert_eq!(watch.health(Some(200)), None);
-        for _ in 1..PROBE_FAILURE_LIMIT {
-            assert!(!watch.probe("php", false));
-        }
-        assert!(!watch.probe("worker", false), "counted per container");
-        assert!(watch.probe("php", false));
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert!(!watch.probe("php", false, at(0)));
+        assert!(!watch.probe("php", false, at(100)));
+        assert!(!watch.probe("php", false, at(1400)), "not for long enough");
+        assert!(
+            !watch.probe("worker", false, at(1500)),
+            "counted per container"
+        );
+        assert!(watch.probe("php", false, at(1500)));
         // A success resets the count.
-        assert!(!watch.probe("worker", true));
-        assert!(!watch.probe("worker", false));
+        assert!(!watch.probe("worker", true, at(1600)));
+        assert!(!watch.probe("worker", false, at(1700)));
+        assert!(
+            !watch.probe("worker", false, at(5000)),
+            "two looks are not enough"
+        );
+        assert!(watch.probe("worker", false, at(5100)));
         // 5xx from the app, in a row.
         let mut watch = Watch::default();
         let mut said = None;
@@ -883,7 +1055,7 @@ mod tests {
     }
 
     #[test]
-    fn the_old_color_is_stopped_and_kept_as_the_standby() {
+    fn the_old_colors_worker_is_stopped_and_it_is_kept_as_the_standby() {
         let target = Target::new(None, "/srv/crm", None).unwrap();
         let runner = Runner::new(true, Verbosity::Quiet);
         let d = Deployment::new(&target, &runner, "crm");
@@ -901,14 +1073,28 @@ mod tests {
                 "/srv/crm/compose.yaml",
                 "stop",
                 "--timeout",
-                "10"
+                "10",
+                "worker"
             ]
         );
         let stopped = "exited r/crm-gdb_php:1.3.0 php\nexited r/crm-gdb_php:1.3.0-supervisor worker\nexited r/crm-gdb_nginx:1.3.0 nginx\n";
-        assert_eq!(standby_release(stopped), Some(Some("1.3.0".into())));
-        let draining = stopped.replacen("exited", "running", 1);
-        assert_eq!(standby_release(&draining), None, "one runs: no standby");
-        assert_eq!(standby_release("created x worker\n"), Some(None));
+        let standby = |release: Option<&str>, serving_ready| {
+            Some(Standby {
+                release: release.map(String::from),
+                serving_ready,
+            })
+        };
+        assert_eq!(standby_release(stopped), standby(Some("1.3.0"), false));
+        let parked = "running r/crm-gdb_php:1.3.0 php\nexited r/crm-gdb_php:1.3.0-supervisor worker\nrunning r/crm-gdb_nginx:1.3.0 nginx\n";
+        assert_eq!(standby_release(parked), standby(Some("1.3.0"), true));
+        let draining = parked.replacen("exited", "running", 1);
+        assert_eq!(
+            standby_release(&draining),
+            None,
+            "its worker runs: no standby"
+        );
+        assert_eq!(standby_release("created x worker\n"), standby(None, false));
+        assert_eq!(standby_release("running x nginx\n"), None);
         assert_eq!(standby_release(""), None);
     }
 

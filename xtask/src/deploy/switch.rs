@@ -29,7 +29,7 @@ use crate::config::APP_IMAGES;
 use crate::deploy::canary::{self, Share};
 use crate::deploy::deployment::Deployment;
 use crate::deploy::environments::show_size;
-use crate::deploy::stack::{Color, Stack};
+use crate::deploy::stack::{Color, Stack, Standby};
 use crate::deploy::tls::{self, TlsFiles};
 use crate::progress::Steps;
 
@@ -131,6 +131,8 @@ pub struct Prepared {
     php: String,
     /// The live release's tag, if any.
     pub from: Option<String>,
+    /// A backup left for the drain (a rollback to the running standby), with its label.
+    backup_after: Option<String>,
     progress: Progress,
     /// The canary was promoted to every request.
     promoted: bool,
@@ -166,6 +168,16 @@ pub fn prepare(d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<Prepare
         None => (None, None),
     };
     let next = live.map(Color::other).unwrap_or(Color::Blue);
+    // A rollback to the standby whose php and nginx still run: the edge only switches back.
+    let fast = spec.operation == "rollback"
+        && spec.strategy == Strategy::Rolling
+        && spec.canary.is_none()
+        && !d.remote.dry_run()
+        && matches!(
+            stack.standby_state(live)?,
+            Some((color, Standby { release: Some(release), serving_ready: true }))
+                if color == next && release == *tag
+        );
     if spec.canary.is_some() {
         stack.check_canary_support()?;
         if live.is_none() {
@@ -187,27 +199,36 @@ pub fn prepare(d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<Prepare
     steps.step(&format!("Pulling {tag} on the target"), || {
         d.pull_missing(&wanted)
     })?;
-    steps.step("Backing up the data volume", || {
-        match d.backup(
-            &php,
-            from.as_deref().unwrap_or("initial"),
-            spec.keep_backups,
-        )? {
-            Some(name) => d
-                .remote
-                .say(format!("  {}/{name}", crate::deploy::backups::BACKUPS)),
-            None => d.remote.say("  no data volume yet: nothing to back up"),
+    let backup_label = from.clone().unwrap_or_else(|| "initial".into());
+    // A standby of another release in the color this one starts in: `up` would stop its php
+    // and nginx before replacing them; stopped now, beside the backup and the release command,
+    // that is off the switch's path. (Should this deploy stop before its switch, the standby
+    // stays, stopped: a rollback starts it again.)
+    let replaced_standby = !fast
+        && !d.remote.dry_run()
+        && live.is_some()
+        && matches!(
+            stack.standby_state(live)?,
+            Some((color, Standby { release, serving_ready: true }))
+                if color == next && release.as_deref() != Some(tag.as_str())
+        );
+    std::thread::scope(|scope| {
+        let stopping =
+            replaced_standby.then(|| scope.spawn(|| stack.stop_services(next, &["php", "nginx"])));
+        let prepared = prepare_data(d, spec, steps, &stack, fast, next, &php, &backup_label);
+        if let Some(Err(err)) = stopping.map(|s| {
+            s.join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("internal: the stop panicked")))
+        }) {
+            // `up` stops them itself.
+            d.remote.say(format!(
+                "  the standby ({}) was not stopped ahead: {}",
+                stack.project(next),
+                format!("{err:#}").replace('\n', " ")
+            ));
         }
-        Ok(())
+        prepared
     })?;
-    // After the backup (a migration that went wrong can be undone from it), before anything
-    // switches, under the lock (two deploys at once cannot both run it).
-    let title = "Running the release command";
-    if spec.release_command {
-        steps.step(title, || crate::deploy::release_command::run(d, &php, tag))?;
-    } else {
-        steps.skip(title, "--skip-release-command");
-    }
     Ok(Prepared {
         plan: Switch {
             strategy: spec.strategy,
@@ -217,13 +238,74 @@ pub fn prepare(d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<Prepare
             nginx,
             new_text,
             tls: spec.tls.clone(),
+            fast,
         },
         old_text,
         php,
+        backup_after: fast.then_some(backup_label),
         from,
         progress: Progress::default(),
         promoted: false,
     })
+}
+
+/// The backup and the release command of [`prepare`] ([4/8], [5/8]); a rollback to the
+/// running standby (`fast`) leaves the first for the drain and skips the second.
+#[allow(clippy::too_many_arguments)]
+fn prepare_data(
+    d: &Deployment,
+    spec: &Spec,
+    steps: &mut Steps,
+    stack: &Stack,
+    fast: bool,
+    next: Color,
+    php: &str,
+    backup_label: &str,
+) -> Result<()> {
+    let tag = &spec.tag;
+    if fast {
+        // Nothing runs before the switch that the backup would protect against: it is taken
+        // during the drain, still under the lock.
+        steps.skip(
+            "Backing up the data volume",
+            "during the drain: the standby serves first",
+        );
+    } else {
+        steps.step("Backing up the data volume", || {
+            back_up(d, php, backup_label, spec.keep_backups)
+        })?;
+    }
+    // After the backup (a migration that went wrong can be undone from it), before anything
+    // switches, under the lock (two deploys at once cannot both run it).
+    let title = "Running the release command";
+    if fast {
+        // It ran when this release was deployed, before these very containers served; the
+        // migrations are additive, so the data is at least as new as the release needs (and
+        // the gate's /health through its nginx would refuse an older schema).
+        steps.skip(
+            title,
+            &format!(
+                "the standby ({}) ran it when {tag} was deployed",
+                stack.project(next)
+            ),
+        );
+    } else if spec.release_command {
+        steps.step(title, || crate::deploy::release_command::run(d, php, tag))?;
+    } else {
+        steps.skip(title, "--skip-release-command");
+    }
+    Ok(())
+}
+
+/// Backs up the data volume before a release changes it, saying where to.
+fn back_up(d: &Deployment, php: &str, label: &str, keep: usize) -> Result<()> {
+    match d.backup(php, label, keep)? {
+        Some(name) => d
+            .remote
+            .say(format!("  {}/{name}", crate::deploy::backups::BACKUPS)),
+        None => d.remote.say("  no data volume yet: nothing to back up"),
+    }
+    Ok(())
 }
 
 impl Prepared {
@@ -242,6 +324,11 @@ impl Prepared {
     /// Whether the edge was pointed at the new release (so it served it).
     pub fn switched(&self) -> bool {
         self.progress.switched
+    }
+
+    /// When the edge was pointed at the new release.
+    pub fn switched_at(&self) -> Option<Instant> {
+        self.progress.switched_at
     }
 
     fn verify(&self, d: &Deployment) -> Result<()> {
@@ -357,12 +444,30 @@ impl Prepared {
         steps.step("Draining the old release and recording", || {
             let removed = match self.plan.live {
                 Some(old) => {
-                    std::thread::sleep(if d.remote.dry_run() {
+                    let drain = if d.remote.dry_run() {
                         Duration::ZERO
                     } else {
                         DRAIN
+                    };
+                    // The backup a rollback to the standby left for now, beside the drain.
+                    let backed_up = std::thread::scope(|scope| {
+                        let backup = self.backup_after.as_ref().map(|label| {
+                            scope.spawn(|| back_up(d, &self.php, label, spec.keep_backups))
+                        });
+                        std::thread::sleep(drain);
+                        backup.map(|b| {
+                            b.join().unwrap_or_else(|_| {
+                                Err(anyhow::anyhow!("internal: the backup panicked"))
+                            })
+                        })
                     });
-                    // Stopped, not removed: a rollback only starts it again.
+                    if let Some(Err(err)) = backed_up {
+                        d.remote.say(format!(
+                            "  the backup of the data volume failed ({}); the release serves",
+                            format!("{err:#}").replace('\n', " ")
+                        ));
+                    }
+                    // Its worker stopped, php and nginx kept: a rollback only switches back.
                     stack
                         .park(old)
                         .context("the old release could not be stopped (the new one is serving)")
@@ -436,6 +541,8 @@ struct Progress {
     wrote_compose: bool,
     started_next: bool,
     switched: bool,
+    /// When the edge was switched (for the benchmark's "switched at").
+    switched_at: Option<Instant>,
     /// The edge's container id, once known (a fleet's canary log is read from it).
     edge: Option<String>,
 }
@@ -454,6 +561,9 @@ struct Switch {
     /// compose.yaml naming the release.
     new_text: String,
     tls: Option<TlsFiles>,
+    /// A rollback to the standby whose php and nginx run: they get the traffic as soon as they
+    /// pass the gate; the worker starts after the switch.
+    fast: bool,
 }
 
 impl Switch {
@@ -468,11 +578,25 @@ impl Switch {
             stack.clear_assets(nginx)?;
         }
         // Asset bridging: the live release's pages keep finding their hashed files. Rolling:
-        // beside the start of the release (both must end before the switch), which saves the
-        // copy's time; recreate: after the clear above.
+        // beside the start of the release (both must end before the switch: a file copied
+        // while the edge serves it could be served half-written), which saves the copy's time;
+        // recreate: after the clear above. A standby's files are usually there already.
         let beside = self.strategy == Strategy::Rolling && !d.remote.dry_run();
+        let fast = self.fast;
         let started = std::thread::scope(|scope| {
-            let bridged = beside.then(|| scope.spawn(|| stack.bridge_assets(nginx)));
+            let bridged = beside.then(|| {
+                scope.spawn(move || {
+                    let there = fast
+                        && match stack.edge()? {
+                            Some(edge) => stack.assets_in_volume(next, &edge)?,
+                            None => false,
+                        };
+                    if there {
+                        return Ok(());
+                    }
+                    stack.bridge_assets(nginx)
+                })
+            });
             if !beside {
                 stack.bridge_assets(nginx)?;
             }
@@ -488,9 +612,15 @@ impl Switch {
         progress.switched = true;
         progress.edge = Some(edge.clone());
         match (self.canary, live) {
-            (Some(share), Some(live)) => stack.split(live, next, share),
-            _ => stack.switch_edge(&edge, next),
+            (Some(share), Some(live)) => stack.split(live, next, share)?,
+            _ => stack.switch_edge(&edge, next)?,
         }
+        progress.switched_at = Some(Instant::now());
+        if self.fast {
+            // The standby serves: now its worker (and anything `up` finds changed).
+            stack.start(next, HEALTH_LIMIT)?;
+        }
+        Ok(())
     }
 
     /// Writes compose.yaml, starts the next color (a standby of the same release is only started
@@ -499,7 +629,11 @@ impl Switch {
         progress.wrote_compose = true;
         d.write_atomically("compose.yaml", self.new_text.as_bytes())?;
         progress.started_next = true;
-        stack.start(self.next, HEALTH_LIMIT)?;
+        if self.fast {
+            stack.start_services(self.next, &["php", "nginx"], HEALTH_LIMIT)?;
+        } else {
+            stack.start(self.next, HEALTH_LIMIT)?;
+        }
         let edge = stack.ensure_edge(HEALTH_LIMIT)?;
         // The certificate first: the new release is never served over a missing or stale one.
         // Refused, it leaves the edge as it was, and the deploy is undone like any failure.

@@ -75,8 +75,17 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         return Ok(());
     };
     stack.stop_services(live, &["worker", "php"])?;
+    // The standby's php too: nothing may have the data open while it is replaced (a rollback
+    // then starts it again).
+    if stack.standby(Some(live))?.is_some() {
+        stack.stop_services(live.other(), &["php"])?;
+    }
     let restored = d.restore(&image, archive);
-    let started = stack.start(live, std::time::Duration::from_secs(120));
+    let started = stack
+        .start(live, std::time::Duration::from_secs(120))
+        // The php just restarted: every nginx worker must find it, not only the one the
+        // check reached.
+        .and_then(|()| stack.reload_nginx(live));
     restored?;
     started.context("the live release did not come back healthy after the restore")?;
     runner.say(format!(

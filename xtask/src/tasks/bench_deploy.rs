@@ -47,7 +47,7 @@ pub struct Args {
     #[arg(long, requires = "machines")]
     pub swarm: bool,
     /// With --machines: one host, a fleet and a swarm in one run, side by side in one table
-    /// (written to docs/benchmarks-deploy.md).
+    /// (written to docs/benchmarks-side-by-side.md).
     #[arg(long, requires = "machines", conflicts_with = "swarm")]
     pub all: bool,
 }
@@ -92,12 +92,17 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         return result;
     }
 
+    let load = load_average();
     let result = single_host(&quiet);
     remove_images(&quiet);
     let rows = result?;
     let table = table(&rows);
     println!("{table}");
-    machines::write_doc(ctx, "benchmarks-deploy.md", &single_host_report(&table))
+    machines::write_doc(
+        ctx,
+        "benchmarks-deploy.md",
+        &single_host_report(&table, &load),
+    )
 }
 
 /// The one-host rows: a scratch target on this machine, removed after the scenarios.
@@ -128,14 +133,22 @@ fn single_host(quiet: &Ctx) -> Result<Vec<Row>> {
     result
 }
 
-fn single_host_report(table: &str) -> String {
+/// The machine's load average (1, 5, 15 min): on a shared machine it explains the figures.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn single_host_report(table: &str, load: &str) -> String {
     format!(
         "# Deploy benchmark\n\n`cargo xtask bench-deploy`, {} on a {}-core machine, load probe ~20 requests/s on loopback\n\
          (`/`, `/health` and a hashed asset, and every other request a marker file naming the release\n\
-         that answered). From the start of the command: \"switched at\": when the deploy reports the\n\
-         edge switched (once its check through the edge passed); \"served at\": the first answer of the\n\
-         release the operation puts live, as the probe saw it; \"failed at\": when a failed deploy saw\n\
-         its failure (the rest of its duration is putting the previous release back).\n\n```\n{table}```\n",
+         that answered). From the start of the command: \"switched at\": when the edge's reload onto\n\
+         the new release returned; \"served at\": the first answer of the release the operation puts\n\
+         live, as the probe saw it; \"failed at\": when a failed deploy saw its failure (the rest of\n\
+         its duration is putting the previous release back). Load average when it started: {load}.\n\n```\n{table}```\n",
         crate::project::now_rfc3339(),
         machines::cores()
     )

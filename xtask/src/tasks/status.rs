@@ -1,5 +1,5 @@
 //! `cargo xtask status --dir PATH [--host ...]`: the target's live release, its containers'
-//! health, the stopped standby (what a rollback starts again), maintenance mode, HTTPS (the
+//! health, the standby (what a rollback switches back to), maintenance mode, HTTPS (the
 //! certificate's expiry; a warning under 14 days), the last lines of the deploy history and the
 //! backups. `--env NAME`: a table of the environment's hosts (live release, health, last deploy,
 //! lock, certificate), and an error when the fleet
@@ -43,9 +43,16 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             let tag = tag.unwrap_or_default();
             println!("live:     {tag} ({})", stack.project(color));
             println!("{}", stack.ps(color)?);
-            if let Some((standby, tag)) = stack.standby(Some(color))? {
-                let tag = tag.unwrap_or_else(|| "an unknown release".into());
-                println!("standby:  {tag} (stopped, {})", stack.project(standby));
+            if let Some((color, standby)) = stack.standby_state(Some(color))? {
+                let tag = standby
+                    .release
+                    .unwrap_or_else(|| "an unknown release".into());
+                let state = if standby.serving_ready {
+                    "php and nginx ready, worker stopped"
+                } else {
+                    "stopped"
+                };
+                println!("standby:  {tag} ({state}, {})", stack.project(color));
             }
         }
         None => println!("live:     nothing deployed yet"),

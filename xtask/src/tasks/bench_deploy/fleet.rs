@@ -48,7 +48,7 @@ pub(super) fn run(ctx: &Ctx, quiet: &Ctx, machines: usize, a: &str, b: &str) -> 
          a load probe of ~20 requests/s (`/`, `/health`) on every machine's edge.\n\
          \"ratio\": wall time against one machine's deploy. \"back on one release\": from the failure to every machine \
          serving its previous release again.\n\
-         Side by side with one host and a swarm: docs/benchmarks-deploy.md (`--all`).\n\n```\n{table}```\n",
+         Side by side with one host and a swarm: docs/benchmarks-side-by-side.md (`--all`).\n\n```\n{table}```\n",
         crate::project::now_rfc3339(),
         cores()
     );

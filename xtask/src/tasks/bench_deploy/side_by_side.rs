@@ -1,7 +1,7 @@
 //! `cargo xtask bench-deploy --machines N --all`: the same releases on one host, on a fleet of N
 //! machines and on a Docker Swarm of N machines, measured in one run (one build, one registry),
 //! printed as one table with the same columns for all three, ~20 requests/s on each edge; each
-//! part's own detailed table follows in docs/benchmarks-deploy.md.
+//! part's own detailed table follows in docs/benchmarks-side-by-side.md.
 
 use std::time::Duration;
 
@@ -89,7 +89,7 @@ pub(super) fn run(ctx: &Ctx, quiet: &Ctx, machines: usize) -> Result<()> {
         fleet::table(&fleet_rows, machines),
         swarm::table(&swarm_rows, machines),
     );
-    write_doc(ctx, "benchmarks-deploy.md", &report)
+    write_doc(ctx, "benchmarks-side-by-side.md", &report)
 }
 
 fn table(lines: &[Line]) -> String {

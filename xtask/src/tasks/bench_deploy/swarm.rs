@@ -47,7 +47,7 @@ pub(super) fn run(ctx: &Ctx, quiet: &Ctx, machines: usize, tags: [&str; 3]) -> R
          a load probe of ~20 requests/s (`/`, `/health`) on every node's edge.\n\
          \"failed requests\": failed/sent per node. \"longest gap\": the longest time without a good answer on any node. \
          \"recovered\": from the engine's stop to the lost replica running on a living node.\n\
-         Side by side with one host and a fleet: docs/benchmarks-deploy.md (`--all`).\n\n```\n{table}```\n",
+         Side by side with one host and a fleet: docs/benchmarks-side-by-side.md (`--all`).\n\n```\n{table}```\n",
         crate::project::now_rfc3339(),
         cores()
     );
