@@ -153,6 +153,17 @@ fn amd64_and_arm64_under_one_tag() {
         assert_both_platforms(registry.port, name, &tag);
     }
 
+    // A deploy needs nothing new: a testbed machine's engine pulls its own platform from the
+    // lists and serves the release.
+    if common::testbed::available("amd64_and_arm64_under_one_tag") {
+        let started = Instant::now();
+        deploys_from_the_lists(root, tmp, &prefix, registry.port);
+        report.borrow_mut().push(format!(
+            "deploy of {TAG} on a testbed machine: {:.1?}",
+            started.elapsed()
+        ));
+    }
+
     // Interrupted while the arm64 images build: no tag of that release, compose.yaml as it was.
     let robots = root.join("app/public/robots.txt");
     let text = std::fs::read_to_string(&robots).unwrap() + "# changed\n";
@@ -206,6 +217,77 @@ fn amd64_and_arm64_under_one_tag() {
         "\namd64_and_arm64_under_one_tag:\n  {}",
         report.borrow().join("\n  ")
     );
+}
+
+/// Deploys TAG (manifest lists) to one testbed machine over ssh: it serves, and the image its
+/// engine pulled is the entry of the list for the machine's own architecture.
+fn deploys_from_the_lists(root: &Path, tmp: &Path, prefix: &str, registry_port: u16) {
+    let ok = |args: &[&str]| {
+        let out = xtask(root, tmp, prefix, args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    };
+    ok(&["docker-publish", "--image", "edge", "--tag", EDGE_TAG]);
+    let bed = common::testbed::Testbed::start(1, Some(registry_port));
+    let target = tempfile::tempdir().unwrap();
+    let compose = std::fs::read_to_string(root.join("compose.yaml"))
+        .unwrap()
+        .replace("registry.kiora.tech/kiora", prefix);
+    std::fs::write(target.path().join("compose.yaml"), compose).unwrap();
+    std::fs::write(
+        target.path().join(".env"),
+        "APP_SECRET=e2e-secret\nHTTP_PORT=8080\nHTTP_BIND=0.0.0.0\n",
+    )
+    .unwrap();
+    let (host, ssh_config) = (bed.host(1), bed.ssh_config());
+    ok(&[
+        "deploy",
+        "--tag",
+        TAG,
+        "--host",
+        &host,
+        "--ssh-config",
+        ssh_config.to_str().unwrap(),
+        "--dir",
+        target.path().to_str().unwrap(),
+        "--stack",
+        "multiarch",
+    ]);
+    let (status, page) = http_get_at(&bed.addr(1), 8080, "/").expect("the machine's edge answers");
+    assert_eq!(status, 200, "{page}");
+    // The image the machine runs is the list's entry for its own architecture: its ID is that
+    // entry's config digest.
+    let out = bed
+        .docker(1)
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            "{{.Id}}",
+            &format!("{prefix}/crm-gdb_php:{TAG}"),
+        ])
+        .output()
+        .unwrap();
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let list = get(
+        registry_port,
+        &format!("/v2/kiora/crm-gdb_php/manifests/{TAG}"),
+    );
+    let (entry, _) = list_entries(&list)
+        .into_iter()
+        .find(|(_, a)| a == arch)
+        .unwrap_or_else(|| panic!("no {arch} entry: {list}"));
+    let manifest = get(
+        registry_port,
+        &format!("/v2/kiora/crm-gdb_php/manifests/{entry}"),
+    );
+    let config_at = manifest.find("\"config\"").unwrap();
+    let config_digest = string_after(&manifest[config_at..], "digest").unwrap();
+    assert_eq!(id, config_digest, "the machine runs its {arch} entry");
 }
 
 /// The three release images of `tag`: repository and tag.
