@@ -426,13 +426,25 @@ fn run_per_platform(
     let helpers = |platform: &str| config.app_images(&multi_platform::platform_tag(tag, platform));
     let key_of =
         |platform: &str| reuse::inputs_key_for(ctx, tools, platform, native, source, builder);
+    // The previous release's nginx image, as the engine keeps it (its own platform's; the
+    // hashed assets are the same on every platform): they go into the new ones (past_assets).
+    let previous = previous_release(release.compose_path);
+    let previous_nginx = match previous.as_deref().filter(|p| *p != tag) {
+        Some(p) => past_assets::find_previous(runner, &config.app_images(p)[2], None)?,
+        None => None,
+    };
+    let nginx_ok = |id: &str| -> Result<bool> {
+        let label = docker::image_label(runner, id, past_assets::ASSETS_LABEL)?;
+        Ok(past_assets::covers(
+            label.flatten().as_deref(),
+            previous_nginx.as_ref(),
+        ))
+    };
     // Per platform: the images already built from its inputs, if all three are local.
     let mut found = Vec::new();
     for platform in platforms {
         found.push(match key_of(platform)? {
-            // Past releases' assets are not carried on this path yet: any nginx image of the
-            // key serves.
-            Some(key) if !opts.rebuild => find_reusable(runner, &key, |_| Ok(true))?,
+            Some(key) if !opts.rebuild => find_reusable(runner, &key, nginx_ok)?,
             _ => None,
         });
     }
@@ -567,8 +579,9 @@ fn run_per_platform(
                 "Installing production dependencies (once, for every platform)",
                 || tools.install_vendor(runner, &app_dir, cache.as_deref(), &tool_id),
             )?;
-            steps.step("Compiling assets (once, for every platform)", || {
-                tools.compile_assets(runner, &app_dir, cache.as_deref(), &tool_id)
+            let assets = steps.step("Compiling assets (once, for every platform)", || {
+                tools.compile_assets(runner, &app_dir, cache.as_deref(), &tool_id)?;
+                past_assets::stage(runner, staging.path(), tag, previous_nginx.as_ref())
             })?;
             let labels = docker::oci_labels(tag, release.revision, &project::now_rfc3339());
             let mut chains = Vec::new();
@@ -606,6 +619,11 @@ fn run_per_platform(
                 );
                 for build in &mut builds {
                     build.labels.push((INPUTS_LABEL.to_string(), key.clone()));
+                    if build.image.name == crate::config::NGINX {
+                        build
+                            .labels
+                            .push((past_assets::ASSETS_LABEL.to_string(), assets.clone()));
+                    }
                     add_base_digest(runner, build)?;
                 }
                 let commands: Vec<Cmd> = builds.iter().map(|b| b.command(builder)).collect();
