@@ -48,12 +48,8 @@ fn points(prefix: &str, tag: &str) -> Vec<Point> {
             " archive --format=tar ".into(),
             Pause::Before,
         ),
-        point(
-            "base image check",
-            2,
-            format!(" image inspect --format {{{{.Id}}}} {base} "),
-            Pause::Before,
-        ),
+        // (Step 2's check that the base image is local is an engine API call since the deploy
+        // speed work, no process to hold; its pull, when the image is missing, is one.)
         point(
             "base image pull",
             2,
