@@ -185,12 +185,23 @@ fn publish_then_build_app_from_a_developers_tree() {
     assert!(out.status.success(), "test-image failed");
     assert!(stderr(&out).contains(&format!("Release {TAG} passed")));
     assert!(is_empty_dir(tmp.path()), "test-image left files in TMPDIR");
+    // Its own project (`crm-gdb-test-PID`, named in its output): another file's test-image may
+    // be running beside this one.
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    let at = said
+        .find("crm-gdb-test-")
+        .expect("test-image names its project");
+    let digits = said[at + "crm-gdb-test-".len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>();
+    let project = format!("crm-gdb-test-{digits}-");
     let names = "{{.Names}}";
     let left = cmd!(sh, "docker ps --all --format {names}")
         .read()
         .unwrap_or_default();
     assert!(
-        !left.contains("crm-gdb-test-"),
+        !left.contains(&project),
         "test-image left containers: {left}"
     );
     bad_input(&sh, root, tmp.path(), &prefix);
