@@ -13,7 +13,7 @@ use common::*;
 struct Setup {
     registry: Registry,
     prefix: String,
-    clone: tempfile::TempDir,
+    clone: ScratchClone,
     tmp: tempfile::TempDir,
     _images: ImagesUnder,
 }

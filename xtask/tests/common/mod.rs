@@ -258,7 +258,7 @@ pub fn wait_until(limit: Duration, mut ready: impl FnMut() -> bool) {
 
 /// The project as committed plus the working tree's untracked, not ignored files, copied into a
 /// fresh git repository with one commit: what a developer's checkout looks like.
-pub fn scratch_clone() -> tempfile::TempDir {
+pub fn scratch_clone() -> ScratchClone {
     let source = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
@@ -292,7 +292,24 @@ pub fn scratch_clone() -> tempfile::TempDir {
     )
     .run()
     .unwrap();
-    dir
+    ScratchClone { dir }
+}
+
+/// A scratch clone; dropping it also removes its dependency cache beside it ([`cache_dir`]).
+pub struct ScratchClone {
+    dir: tempfile::TempDir,
+}
+
+impl ScratchClone {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for ScratchClone {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(cache_dir(self.dir.path()));
+    }
 }
 
 /// Every file, directory and symlink under `root` with its content: compare two to prove a tree
