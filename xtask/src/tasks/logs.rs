@@ -6,6 +6,7 @@
 
 use anyhow::{bail, Context, Result};
 
+use crate::cmd::{Cmd, Runner};
 use crate::ctx::Ctx;
 use crate::deploy::deployment::Deployment;
 use crate::deploy::ops::{hanging_up_with_us, live_logs, LogOptions, Service, Since};
@@ -72,35 +73,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             .check(runner)
             .and_then(|()| live_logs(&d, &args.services, &options))
             .with_context(|| format!("{} of environment {env}", h.label))?;
-        // Following: one stream per host at once; otherwise one host after the other, so that
-        // each host's lines stay together.
-        cmds.push((
-            h.label.clone(),
-            if args.follow {
-                hanging_up_with_us(cmd)
-            } else {
-                cmd
-            },
-        ));
+        cmds.push((h.label.clone(), cmd));
     }
-    let codes = if args.follow {
-        runner.stream_labelled(&cmds)?
-    } else {
-        // Labels padded here, since each run sees one: every host's lines line up.
-        let width = cmds.iter().map(|(l, _)| l.chars().count()).max();
-        let mut codes = Vec::new();
-        for (label, cmd) in &cmds {
-            let label = format!("{label:<0$}", width.unwrap_or(0));
-            codes.extend(runner.stream_labelled(&[(label, cmd.clone())])?);
-        }
-        codes
-    };
-    let failed: Vec<String> = cmds
-        .iter()
-        .zip(&codes)
-        .filter(|(_, &code)| code != 0)
-        .map(|((label, _), code)| format!("{label} (exit code {code})"))
-        .collect();
+    let failed = stream_each(runner, cmds, args.follow)?;
     if !failed.is_empty() {
         bail!(
             "`docker compose logs` failed on {} of environment {env}",
@@ -116,36 +91,14 @@ fn swarm_logs(ctx: &Ctx, args: &Args, swarm: &Swarm, options: &LogOptions) -> Re
     if args.hosts.primary || args.hosts.only.is_some() {
         bail!("--primary and --only choose a host of a fleet; a swarm's logs come from its manager (--service chooses)");
     }
-    let runner = &ctx.runner;
-    let cmds: Vec<(String, crate::cmd::Cmd)> = swarm_ops::log_services(&args.services)
+    let cmds = swarm_ops::log_services(&args.services)
         .into_iter()
         .map(|service| {
-            let cmd = swarm
-                .manager
-                .cmd(swarm_ops::service_logs(&swarm.stack, service, options));
-            let cmd = if options.follow {
-                hanging_up_with_us(cmd)
-            } else {
-                cmd
-            };
-            (service.name().to_string(), cmd)
+            let cmd = swarm_ops::service_logs(&swarm.stack, service, options);
+            (service.name().to_string(), swarm.manager.cmd(cmd))
         })
         .collect();
-    let codes = if options.follow {
-        runner.stream_labelled(&cmds)?
-    } else {
-        let mut codes = Vec::new();
-        for (label, cmd) in &cmds {
-            codes.extend(runner.stream_labelled(&[(format!("{label:<6}"), cmd.clone())])?);
-        }
-        codes
-    };
-    let failed: Vec<String> = cmds
-        .iter()
-        .zip(&codes)
-        .filter(|(_, &code)| code != 0)
-        .map(|((label, _), code)| format!("{label} (exit code {code})"))
-        .collect();
+    let failed = stream_each(&ctx.runner, cmds, options.follow)?;
     if !failed.is_empty() {
         bail!(
             "`docker service logs` failed on {} for {}; is the stack deployed (`status`)?",
@@ -154,4 +107,32 @@ fn swarm_logs(ctx: &Ctx, args: &Args, swarm: &Swarm, options: &LogOptions) -> Re
         );
     }
     Ok(())
+}
+
+/// Runs labelled log commands, each line prefixed with its label. Following: all at once, each
+/// hanging up with us (see hanging_up_with_us); otherwise one after the other, so that each
+/// one's lines stay together. The failed ones, as `LABEL (exit code N)`.
+fn stream_each(runner: &Runner, cmds: Vec<(String, Cmd)>, follow: bool) -> Result<Vec<String>> {
+    let codes = if follow {
+        let followed: Vec<(String, Cmd)> = cmds
+            .iter()
+            .map(|(label, cmd)| (label.clone(), hanging_up_with_us(cmd.clone())))
+            .collect();
+        runner.stream_labelled(&followed)?
+    } else {
+        // Labels padded here, since each run sees one: every command's lines line up.
+        let width = cmds.iter().map(|(l, _)| l.chars().count()).max();
+        let mut codes = Vec::new();
+        for (label, cmd) in &cmds {
+            let label = format!("{label:<0$}", width.unwrap_or(0));
+            codes.extend(runner.stream_labelled(&[(label, cmd.clone())])?);
+        }
+        codes
+    };
+    Ok(cmds
+        .iter()
+        .zip(&codes)
+        .filter(|(_, &code)| code != 0)
+        .map(|((label, _), code)| format!("{label} (exit code {code})"))
+        .collect())
 }
