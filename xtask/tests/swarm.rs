@@ -230,9 +230,11 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
     let out = run(&["status", "--env", "cluster"]);
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{said}{}", stderr(&out));
+    // 2 of 2 running, or 3 of 2 while a replaced task serves out its stop grace period.
     assert!(
-        said.lines()
-            .any(|l| l.starts_with("php ") && l.contains("1.0.0-b") && l.contains("2/2")),
+        said.lines().any(|l| l.starts_with("php ")
+            && l.contains("1.0.0-b")
+            && (l.contains(" 2/2") || l.contains(" 3/2"))),
         "{said}"
     );
 
@@ -345,20 +347,19 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
         "node m{victim} lost: nginx and php back on living nodes after {recovered:?}; {loads:?}"
     );
     let recovered = recovered.expect("nginx and php replicas back on the living nodes");
+    // The testbed's swarm heartbeat is 2 s (testbed/commands.rs): the issue asks for 30 s.
     assert!(
-        recovered < Duration::from_secs(60),
+        recovered < Duration::from_secs(30),
         "recovered in {recovered:?}"
     );
-    // Until swarm takes the lost node's tasks out of the DNS, an edge still sends a request to
-    // its nginx: the edge waits out its 5 s connect timeout (the probe gives up after 2 s), then
-    // skips that address until its next DNS refresh, 5 s later. So at most one failed request
-    // per 5 s until the replicas were back (php on the lost node costs nginx a 1 s connect
-    // timeout, then the other php answers: no failure).
-    let bound = recovered.as_secs() as usize / 5 + 1;
+    // Until swarm takes the lost node's tasks out of the DNS, an edge may still send a request
+    // to its nginx, and an nginx to its php: each gives up on the dead address after 500 ms
+    // and tries the next one, within the probe's 2 s. Only the request in flight on the lost
+    // node when it died may fail: one per edge at most (each probe sends one at a time).
     for load in &loads {
         assert!(
-            load.failed <= bound,
-            "only requests sent to the lost node fail (at most {bound}): {:?}",
+            load.failed <= 1,
+            "only a request in flight on the lost node fails: {:?}",
             load.failures
         );
     }

@@ -45,7 +45,7 @@ impl LocalStack {
         })
     }
 
-    /// The edge image the stack names, e.g. `registry/crm-gdb_edge:0.4.0`.
+    /// The edge image the stack names, e.g. `registry/crm-gdb_edge:0.5.0`.
     pub fn edge_image(&self) -> Option<String> {
         edge_image(&self.text)
     }
@@ -194,7 +194,7 @@ mod tests {
             .contains("image: 127.0.0.1:5000/kiora/crm-gdb_nginx:dev\n"));
         assert_eq!(
             stack.edge_image().as_deref(),
-            Some("127.0.0.1:5000/kiora/crm-gdb_edge:0.4.0")
+            Some("127.0.0.1:5000/kiora/crm-gdb_edge:0.5.0")
         );
         let cmd = stack.compose().arg("ps");
         assert_eq!(

@@ -87,6 +87,11 @@ impl Service {
     fn rolled_back(&self) -> bool {
         self.state.starts_with("rollback")
     }
+
+    /// An update or a rollback of swarm's still replaces its tasks.
+    fn moving(&self) -> bool {
+        self.state == "updating" || self.state == "rollback_started"
+    }
 }
 
 /// The name of the swarm secret holding `value`: the same value, the same name (a deploy that
@@ -308,10 +313,12 @@ pub fn convergence(
         .filter(|s| fresh(s) && s.rolled_back())
         .collect();
     if !rolled.is_empty() {
+        // Over once every service is still: the others may be mid-update (or rolling back
+        // by themselves), and putting the live release back must not race with swarm.
         let over = rolled
             .iter()
             .all(|s| s.state == "rollback_completed" || s.state == "rollback_paused")
-            && now.values().all(|s| s.running >= s.desired);
+            && now.values().all(|s| s.running >= s.desired && !s.moving());
         return Convergence::RolledBack {
             services: rolled.iter().map(|s| s.name.clone()).collect(),
             over,
@@ -339,6 +346,14 @@ pub fn convergence(
         }
     }
     Convergence::Done
+}
+
+/// Every wanted service runs its wanted tag, at full strength, with no update under way.
+pub fn runs(now: &BTreeMap<String, Service>, wanted: &BTreeMap<String, String>) -> bool {
+    wanted.iter().all(|(name, tag)| {
+        now.get(name)
+            .is_some_and(|s| &s.tag == tag && s.running >= s.desired && !s.moving())
+    })
 }
 
 /// The per-service report lines.
@@ -606,8 +621,11 @@ impl Swarm {
         }
         // Services that did update would stay on the new release: the whole stack goes back.
         let mut again = Vec::new();
-        let back = self.deploy_and_wait(&live_tag, &live_previous, &names, &mut again)?;
-        for line in report(&self.services()?) {
+        let put_back = self.deploy_and_wait(&live_tag, &live_previous, &names, &mut again)?;
+        let now = self.services()?;
+        // A service swarm rolled back by itself meanwhile is back on the live release too.
+        let back = put_back || runs(&now, &self.wanted(&live_tag));
+        for line in report(&now) {
             self.manager.say(line);
         }
         if back {
@@ -908,6 +926,50 @@ mod tests {
                 over: true
             }
         );
+    }
+
+    #[test]
+    fn a_rollback_is_over_once_no_other_service_moves() {
+        let before = parsed(
+            LS,
+            "crm_php\tcompleted\tT0\t\t\ncrm_worker\tcompleted\tT0\t\t\n",
+        );
+        let worker_back_php_updating = parsed(
+            &LS.replace("1/2", "2/2"),
+            "crm_php\tupdating\tT1\t\t\ncrm_worker\trollback_completed\tT1\t\t\n",
+        );
+        assert_eq!(
+            convergence(&before, &worker_back_php_updating, &wanted("c")),
+            Convergence::RolledBack {
+                services: vec!["worker".into()],
+                over: false
+            }
+        );
+        let still = parsed(
+            &LS.replace("1/2", "2/2"),
+            "crm_php\trollback_completed\tT1\t\t\ncrm_worker\trollback_completed\tT1\t\t\n",
+        );
+        assert!(matches!(
+            convergence(&before, &still, &wanted("c")),
+            Convergence::RolledBack { over: true, .. }
+        ));
+    }
+
+    #[test]
+    fn runs_needs_every_tag_full_strength_and_no_update() {
+        let done = parsed(
+            &LS.replace("1/2", "2/2"),
+            "crm_php\trollback_completed\tT1\t\t\n",
+        );
+        assert!(runs(&done, &wanted("b")));
+        assert!(!runs(&done, &wanted("c")));
+        let short = parsed(LS, "crm_php\trollback_completed\tT1\t\t\n");
+        assert!(!runs(&short, &wanted("b")));
+        let moving = parsed(
+            &LS.replace("1/2", "2/2"),
+            "crm_php\trollback_started\tT1\t\t\n",
+        );
+        assert!(!runs(&moving, &wanted("b")));
     }
 
     #[test]

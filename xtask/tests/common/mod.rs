@@ -17,7 +17,7 @@ use xshell::{cmd, Shell};
 /// The pinned tags the e2e files publish: the base images' (`config::DEFAULT_BASE_TAG`, which
 /// build-app builds FROM) and the edge's (compose.yaml). Bump them here with the code.
 pub const BASE_TAG: &str = "0.6.0";
-pub const EDGE_TAG: &str = "0.4.0";
+pub const EDGE_TAG: &str = "0.5.0";
 /// The database image of a swarm stack (compose.swarm.yaml's crm-gdb_db tag).
 pub const DB_TAG: &str = "0.6.0";
 
