@@ -85,7 +85,10 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         .start(live, std::time::Duration::from_secs(120))
         // The php just restarted: every nginx worker must find it, not only the one the
         // check reached.
-        .and_then(|()| stack.reload_nginx(live));
+        .and_then(|()| stack.reload_nginx(live))
+        // Done when the public port serves again, as after a deploy: the reloaded workers
+        // take a moment to replace the old ones, which answer 502 meanwhile.
+        .and_then(|()| d.http_check(&image, stack.port()?));
     restored?;
     started.context("the live release did not come back healthy after the restore")?;
     runner.say(format!(
