@@ -9,10 +9,9 @@
 mod common;
 
 use std::process::Output;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::edge_probe::EdgeProbe;
 use common::faults::Running;
 use common::testbed::Testbed;
 use common::*;
@@ -105,7 +104,7 @@ fn a_rollback_starts_the_stopped_previous_release() {
     );
 
     // Rollback under load: A serves again from the same containers, nothing fails.
-    let probe = EdgeProbe::start(bed.addr(1));
+    let probe = EdgeProbe::start(bed.addr(1), EDGE_PORT);
     let began = Instant::now();
     let out = run(&["rollback"]);
     let took = began.elapsed();
@@ -249,52 +248,5 @@ impl Machine<'_> {
             .next()
             .unwrap()
             .to_string()
-    }
-}
-
-/// `/health` and `/` of the machine's edge, ~20 requests/s, until stopped.
-struct EdgeProbe {
-    stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<EdgeLoad>,
-}
-
-#[derive(Debug, Default)]
-struct EdgeLoad {
-    requests: usize,
-    failed: usize,
-    failures: Vec<String>,
-}
-
-impl EdgeProbe {
-    fn start(addr: String) -> EdgeProbe {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let mut load = EdgeLoad::default();
-            let start = Instant::now();
-            while !flag.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(300) {
-                let path = if load.requests % 2 == 0 {
-                    "/health"
-                } else {
-                    "/"
-                };
-                load.requests += 1;
-                match http_get_at(&addr, EDGE_PORT, path) {
-                    Some((200, _)) => {}
-                    other => {
-                        load.failed += 1;
-                        load.failures.push(format!("{path}: {other:?}"));
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            load
-        });
-        EdgeProbe { stop, handle }
-    }
-
-    fn stop(self) -> EdgeLoad {
-        self.stop.store(true, Ordering::SeqCst);
-        self.handle.join().unwrap()
     }
 }

@@ -8,10 +8,9 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::edge_probe::{hashed_css, stop_all, EdgeProbe};
 use common::testbed::Testbed;
 use common::*;
 use xshell::{cmd, Shell};
@@ -77,7 +76,7 @@ fn fleet_deploys_end_on_one_release() {
         "--canary-wait",
         "3s",
     ]);
-    let loads = stop(probes);
+    let loads = stop_all(probes);
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -142,7 +141,7 @@ fn fleet_deploys_end_on_one_release() {
         "1.0.0-a",
         "--skip-release-command",
     ]);
-    let loads = stop(probes);
+    let loads = stop_all(probes);
     std::fs::write(fleet.dir(3).join(".env"), &good_env).unwrap();
     assert!(
         !out.status.success(),
@@ -208,7 +207,7 @@ fn fleet_deploys_end_on_one_release() {
     std::thread::sleep(Duration::from_millis(1500));
     running.signal(libc::SIGINT);
     let code = running.wait(Duration::from_secs(180)).code();
-    let loads = stop(probes);
+    let loads = stop_all(probes);
     eprintln!("--- deploy interrupted in wave 1 ->\n{}", running.stderr());
     assert_eq!(code, Some(130), "{}", running.stderr());
     for (m, load) in loads.iter().enumerate() {
@@ -220,7 +219,7 @@ fn fleet_deploys_end_on_one_release() {
     // Rollback of the fleet: every machine back to A together (the previous fleet release).
     let probes = fleet.probes();
     let out = run(&["rollback", "--env", "e2e"]);
-    let loads = stop(probes);
+    let loads = stop_all(probes);
     assert!(out.status.success(), "{}", stderr(&out));
     for (m, load) in loads.iter().enumerate() {
         assert_eq!(load.failed, 0, "m{}: {:?}", m + 1, load.failures);
@@ -255,7 +254,7 @@ fn fleet_deploys_end_on_one_release() {
     );
     bed.stop_engine(3);
     let status = running.wait(Duration::from_secs(240));
-    let loads = stop(probes);
+    let loads = stop_all(probes);
     let err = running.stderr();
     eprintln!("--- deploy while m3's engine dies ->\n{err}");
     assert!(!status.success(), "{err}");
@@ -374,7 +373,7 @@ impl<'a> Fleet<'a> {
 
     fn probes(&self) -> Vec<EdgeProbe> {
         (1..=3)
-            .map(|m| EdgeProbe::start(self.bed.addr(m)))
+            .map(|m| EdgeProbe::start(self.bed.addr(m), EDGE_PORT))
             .collect()
     }
 }
@@ -387,66 +386,6 @@ fn report_line(stderr: &str, host: &str) -> String {
         .find(|l| l.starts_with(&format!("{host} ")))
         .unwrap_or_default()
         .to_string()
-}
-
-/// A bounded load probe on one machine's edge: `/`, `/health`, ~20 requests/s; records the
-/// stylesheets the pages named (which release rendered them).
-struct EdgeProbe {
-    stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<EdgeLoad>,
-}
-
-#[derive(Debug, Default)]
-struct EdgeLoad {
-    requests: usize,
-    failed: usize,
-    failures: Vec<String>,
-    seen: BTreeSet<String>,
-}
-
-impl EdgeProbe {
-    fn start(addr: String) -> EdgeProbe {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let (start, mut load) = (Instant::now(), EdgeLoad::default());
-            while !flag.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(400) {
-                let path = ["/", "/health"][load.requests % 2];
-                load.requests += 1;
-                match http_get_at(&addr, EDGE_PORT, path) {
-                    Some((200, body)) => {
-                        if path == "/" {
-                            load.seen.extend(hashed_css(&body));
-                        }
-                    }
-                    other => {
-                        load.failed += 1;
-                        load.failures
-                            .push(format!("{path}: {:?}", other.map(|(s, _)| s)));
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            load
-        });
-        EdgeProbe { stop, handle }
-    }
-}
-
-fn stop(probes: Vec<EdgeProbe>) -> Vec<EdgeLoad> {
-    for p in &probes {
-        p.stop.store(true, Ordering::SeqCst);
-    }
-    probes
-        .into_iter()
-        .map(|p| p.handle.join().unwrap())
-        .collect()
-}
-
-fn hashed_css(page: &str) -> Option<String> {
-    let start = page.find("\"/build/")? + 1;
-    let end = start + page[start..].find('"')?;
-    Some(page[start..end].to_string())
 }
 
 /// Edits a file of the clone and commits it, as a developer would.

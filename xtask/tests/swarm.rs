@@ -14,10 +14,9 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::edge_probe::{hashed_css, stop_all, EdgeProbe};
 use common::testbed::Testbed;
 use common::*;
 use xshell::{cmd, Shell};
@@ -138,11 +137,15 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
         assert_eq!(status, 200, "m{m}: {page}");
         hashed_css(&page).unwrap_or_else(|| panic!("m{m}'s page names no stylesheet: {page}"))
     };
-    let probes = || -> Vec<EdgeProbe> { (1..=3).map(|m| EdgeProbe::start(bed.addr(m))).collect() };
+    let probes = || -> Vec<EdgeProbe> {
+        (1..=3)
+            .map(|m| EdgeProbe::start(bed.addr(m), EDGE_PORT))
+            .collect()
+    };
     // A page of A still open in a browser: its CSS, asked on every edge during the update.
     let probes_with = |asset: &str| -> Vec<EdgeProbe> {
         (1..=3)
-            .map(|m| EdgeProbe::start_with(bed.addr(m), &["/", "/health", asset]))
+            .map(|m| EdgeProbe::start_with(bed.addr(m), EDGE_PORT, &["/", "/health", asset]))
             .collect()
     };
 
@@ -175,7 +178,7 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
     let t = Instant::now();
     let out = run(&["deploy", "--env", "cluster", "--tag", "1.0.0-b"]);
     let update = t.elapsed();
-    let loads = stop(probing);
+    let loads = stop_all(probing);
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     eprintln!("rolling update A -> B took {update:?}: {loads:?}");
@@ -211,7 +214,7 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
     let probing = probes();
     let t = Instant::now();
     let out = run(&["deploy", "--env", "cluster", "--tag", "1.0.0-c"]);
-    let loads = stop(probing);
+    let loads = stop_all(probing);
     let err = stderr(&out);
     eprintln!("broken release rolled back in {:?}: {loads:?}", t.elapsed());
     // What swarm did, in the log (task states and times), for when the probes saw failures.
@@ -241,7 +244,7 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
     // rollback: back to A, the release before B.
     let probing = probes();
     let out = run(&["rollback", "--env", "cluster"]);
-    let loads = stop(probing);
+    let loads = stop_all(probing);
     assert!(out.status.success(), "{}", stderr(&out));
     for (m, load) in loads.iter().enumerate() {
         assert_eq!(load.failed, 0, "m{}: {:?}", m + 1, load.failures);
@@ -326,7 +329,7 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
     let victim = nodes.iter().copied().find(|m| *m != 1).unwrap_or(3);
     let probing: Vec<EdgeProbe> = (1..=3)
         .filter(|m| *m != victim)
-        .map(|m| EdgeProbe::start(bed.addr(m)))
+        .map(|m| EdgeProbe::start(bed.addr(m), EDGE_PORT))
         .collect();
     let t = Instant::now();
     bed.stop_engine(victim);
@@ -342,7 +345,7 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    let loads = stop(probing);
+    let loads = stop_all(probing);
     eprintln!(
         "node m{victim} lost: nginx and php back on living nodes after {recovered:?}; {loads:?}"
     );
@@ -397,75 +400,6 @@ fn task_nodes(bed: &Testbed, service: &str) -> Vec<usize> {
         }
     }
     machines
-}
-
-/// A bounded load probe on one node's edge: `/` and `/health`, ~20 requests/s.
-struct EdgeProbe {
-    stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<EdgeLoad>,
-}
-
-#[derive(Debug, Default)]
-#[allow(dead_code)] // Debug output in the test log
-struct EdgeLoad {
-    requests: usize,
-    failed: usize,
-    failures: Vec<String>,
-    longest_gap: Duration,
-}
-
-impl EdgeProbe {
-    fn start(addr: String) -> EdgeProbe {
-        EdgeProbe::start_with(addr, &["/", "/health"])
-    }
-
-    /// Asks each of `paths` in turn.
-    fn start_with(addr: String, paths: &[&str]) -> EdgeProbe {
-        let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let (start, mut load) = (Instant::now(), EdgeLoad::default());
-            let mut last_ok = Instant::now();
-            while !flag.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(400) {
-                let path = paths[load.requests % paths.len()].as_str();
-                load.requests += 1;
-                match http_get_at(&addr, EDGE_PORT, path) {
-                    Some((200, _)) => {
-                        load.longest_gap = load.longest_gap.max(last_ok.elapsed());
-                        last_ok = Instant::now();
-                    }
-                    other => {
-                        load.failed += 1;
-                        load.failures.push(format!(
-                            "{path} at {:.1}s: {:?}",
-                            start.elapsed().as_secs_f64(),
-                            other.map(|(s, _)| s)
-                        ));
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            load
-        });
-        EdgeProbe { stop, handle }
-    }
-}
-
-fn stop(probes: Vec<EdgeProbe>) -> Vec<EdgeLoad> {
-    for p in &probes {
-        p.stop.store(true, Ordering::SeqCst);
-    }
-    probes
-        .into_iter()
-        .map(|p| p.handle.join().unwrap())
-        .collect()
-}
-
-fn hashed_css(page: &str) -> Option<String> {
-    let start = page.find("\"/build/")? + 1;
-    let end = start + page[start..].find('"')?;
-    Some(page[start..end].to_string())
 }
 
 /// Edits a file of the clone and commits it, as a developer would.

@@ -2,6 +2,7 @@
 //! of this project that looks like a developer's tree, and the xtask binary itself.
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod edge_probe;
 pub mod faults;
 pub mod sshd;
 pub mod testbed;
