@@ -301,14 +301,11 @@ fn docker(machine: &Machine) -> Cmd {
     Cmd::new("docker").env("DOCKER_HOST", machine.docker_host())
 }
 
-/// A heartbeat of 2 s (swarm's default is 5 s): a node is taken for lost after a few missed
-/// heartbeats, so its replicas come back on the living nodes within ~15 s instead of ~30 s.
 pub fn swarm_init(manager: &Machine) -> Cmd {
     let addr = manager.addr.to_string();
     docker(manager)
         .args(["swarm", "init", "--advertise-addr", &addr, "--listen-addr"])
         .arg(format!("{addr}:2377"))
-        .args(["--dispatcher-heartbeat", "2s"])
 }
 
 pub fn swarm_worker_token(manager: &Machine) -> Cmd {
@@ -553,9 +550,7 @@ mod tests {
                 "--advertise-addr",
                 "10.231.7.11",
                 "--listen-addr",
-                "10.231.7.11:2377",
-                "--dispatcher-heartbeat",
-                "2s"
+                "10.231.7.11:2377"
             ]
         );
         assert_eq!(
