@@ -7,10 +7,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::http_get_at;
+use super::http_get_at_within;
 
 /// A probe never outlives a test that forgot it.
 const LIMIT: Duration = Duration::from_secs(400);
+
+/// A request not answered within this counts as failed (to connect, and for each read).
+pub const PATIENCE: Duration = Duration::from_secs(2);
 
 pub struct EdgeProbe {
     stop: Arc<AtomicBool>,
@@ -21,7 +24,7 @@ pub struct EdgeProbe {
 pub struct EdgeLoad {
     pub requests: usize,
     pub failed: usize,
-    /// `PATH at SECONDSs: STATUS` of each failure (`None`: no answer within the probe's 2 s).
+    /// `PATH at SECONDSs: STATUS` of each failure (`None`: no answer within its patience).
     pub failures: Vec<String>,
     /// The longest time between two answered requests.
     pub longest_gap: Duration,
@@ -32,11 +35,11 @@ pub struct EdgeLoad {
 impl EdgeProbe {
     /// `/` and `/health` in turn on `addr:port`.
     pub fn start(addr: String, port: u16) -> EdgeProbe {
-        EdgeProbe::start_with(addr, port, &["/", "/health"])
+        EdgeProbe::start_with(addr, port, &["/", "/health"], PATIENCE)
     }
 
-    /// Each of `paths` in turn.
-    pub fn start_with(addr: String, port: u16, paths: &[&str]) -> EdgeProbe {
+    /// Each of `paths` in turn; a request unanswered within `patience` fails.
+    pub fn start_with(addr: String, port: u16, paths: &[&str], patience: Duration) -> EdgeProbe {
         let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -46,7 +49,7 @@ impl EdgeProbe {
             while !flag.load(Ordering::SeqCst) && start.elapsed() < LIMIT {
                 let path = paths[load.requests % paths.len()].as_str();
                 load.requests += 1;
-                match http_get_at(&addr, port, path) {
+                match http_get_at_within(&addr, port, path, patience) {
                     Some((200, body)) => {
                         load.longest_gap = load.longest_gap.max(last_ok.elapsed());
                         last_ok = Instant::now();

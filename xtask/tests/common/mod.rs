@@ -211,12 +211,22 @@ fn http_request(port: u16, request: &str) -> Option<(u16, String)> {
 
 /// Minimal HTTP/1.0 GET of `addr:port`, a test machine's address (2 s limits): (status, body).
 pub fn http_get_at(addr: &str, port: u16, path: &str) -> Option<(u16, String)> {
+    http_get_at_within(addr, port, path, PROBE_TIMEOUT)
+}
+
+/// [`http_get_at`] with its own limit to connect and for each read.
+pub fn http_get_at_within(
+    addr: &str,
+    port: u16,
+    path: &str,
+    limit: Duration,
+) -> Option<(u16, String)> {
     let ip: std::net::IpAddr = addr.parse().ok()?;
     http_request_at(
         ip,
         port,
         &format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n"),
-        PROBE_TIMEOUT,
+        limit,
     )
 }
 
