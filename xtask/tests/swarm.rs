@@ -368,9 +368,9 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
     );
     // Until swarm takes the lost node's tasks out of the DNS, an edge may still send a request
     // to its nginx, and an nginx to its php: each gives up on the dead address after 500 ms
-    // and tries the next one, well within the probe's patience. Only requests in flight on the lost
-    // node's tasks when they died may fail: a probe sends one request at a time, so at most
-    // one per dying task (its engine stops them one after the other).
+    // and tries the next one, well within the probe's patience. Only requests in flight on
+    // the lost node's tasks when they died may fail: a probe sends one request at a time, so
+    // at most one per dying task (its engine stops them one after the other).
     for load in &loads {
         assert!(
             load.failed <= dying,
