@@ -97,6 +97,44 @@ pub fn image_ids(runner: &Runner, images: &[String]) -> Result<Option<Vec<String
     }
 }
 
+/// The ID of `image` and its `label`, over the engine's API only: `None` where the API cannot
+/// be spoken to (the caller then takes its usual way), `Some(None)` for no such image.
+#[allow(clippy::type_complexity)]
+pub fn image_id_label(
+    runner: &Runner,
+    image: &str,
+    label: &str,
+) -> Option<Option<(String, Option<String>)>> {
+    api_get(runner, &format!("/images/{image}/json"), |engine| {
+        engine.image_id_label(image, label)
+    })
+}
+
+/// `docker tag SOURCE TARGET` for each pair, side by side. Over the engine's API where it can
+/// be spoken to (a request each instead of a CLI process each: this is most of a no-change
+/// build-app); the commands are still `Cmd`s, so `--dry-run` and `-v` show them as before, and
+/// any refusal of the API sends the rest to the CLI.
+pub fn tag_all(runner: &Runner, pairs: &[(String, String)]) -> Result<()> {
+    let commands: Vec<Cmd> = pairs
+        .iter()
+        .map(|(source, target)| Cmd::new("docker").args(["tag", source, target]))
+        .collect();
+    let engine = Engine::local().filter(|_| !runner.dry_run);
+    let mut left = Vec::new();
+    for (cmd, (source, target)) in commands.into_iter().zip(pairs) {
+        match &engine {
+            Some(engine) if left.is_empty() => {
+                runner.trace(&format!("$ {cmd}  (engine API)"));
+                if engine.tag(source, target).is_err() {
+                    left.push(vec![cmd]);
+                }
+            }
+            _ => left.push(vec![cmd]),
+        }
+    }
+    runner.run_parallel(&left)
+}
+
 /// `ID SIZE REPO@DIGEST...` of `image` (the answer of `docker image inspect --format
 /// '{{.Id}} {{.Size}}{{range .RepoDigests}} {{.}}{{end}}'`).
 pub fn image_summary(runner: &Runner, image: &str) -> Result<String> {

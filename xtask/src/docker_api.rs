@@ -124,6 +124,50 @@ impl Engine {
         ))
     }
 
+    /// The ID of image `name` and the value of its `label`: `None` when there is no such image.
+    pub fn image_id_label(
+        &self,
+        name: &str,
+        label: &str,
+    ) -> Result<Option<(String, Option<String>)>> {
+        let Some(json) = self.get_json(&image_path(name))? else {
+            return Ok(None);
+        };
+        let id = json
+            .get("Id")
+            .and_then(Json::as_str)
+            .context("an image without an Id")?
+            .to_string();
+        let value = json
+            .get("Config")
+            .and_then(|c| c.get("Labels"))
+            .and_then(|l| l.get(label))
+            .and_then(Json::as_str)
+            .map(String::from);
+        Ok(Some((id, value)))
+    }
+
+    /// `docker tag SOURCE REPOSITORY:TAG` (`POST /images/SOURCE/tag`): an action, one request
+    /// instead of a CLI process (50-100 ms).
+    pub fn tag(&self, source: &str, target: &str) -> Result<()> {
+        let (repository, tag) = split_reference(target)
+            .with_context(|| format!("{target}: not a REPOSITORY:TAG reference"))?;
+        let path = format!(
+            "/images/{}/tag?repo={}&tag={}",
+            escape(source, b"/:@"),
+            escape(repository, b""),
+            escape(tag, b"")
+        );
+        let answer = self.call(&post(&path, String::new()), Duration::from_secs(10))?;
+        match answer.status {
+            200 | 201 => Ok(()),
+            status => bail!(
+                "POST /images/{source}/tag: HTTP {status} {}",
+                message(&answer.body)
+            ),
+        }
+    }
+
     /// `docker image ls --filter label=LABEL`: the images carrying `label` (`KEY` or `KEY=VALUE`).
     pub fn images_labelled(&self, label: &str) -> Result<Vec<ListedImage>> {
         let json = self
@@ -362,6 +406,12 @@ fn image_path(name: &str) -> String {
     format!("/images/{}/json", escape(name, b"/:@"))
 }
 
+/// `REPOSITORY:TAG` split at the tag's colon (a registry's port is no tag: no `/` after it).
+fn split_reference(reference: &str) -> Option<(&str, &str)> {
+    let (repository, tag) = reference.rsplit_once(':')?;
+    (!tag.contains('/') && !repository.is_empty() && !tag.is_empty()).then_some((repository, tag))
+}
+
 /// `/images/json?filters={"label":["LABEL"]}`, escaped.
 fn images_path(label: &str) -> String {
     let filters = format!("{{\"label\":[\"{}\"]}}", json_escape(label));
@@ -398,6 +448,20 @@ fn escape(text: &str, keep: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tag_is_split_from_its_repository_not_from_a_port() {
+        assert_eq!(
+            split_reference("127.0.0.1:5000/kiora/crm-gdb_php:1.4.0-supervisor"),
+            Some(("127.0.0.1:5000/kiora/crm-gdb_php", "1.4.0-supervisor"))
+        );
+        assert_eq!(
+            split_reference("crm-gdb_nginx:1"),
+            Some(("crm-gdb_nginx", "1"))
+        );
+        assert_eq!(split_reference("127.0.0.1:5000/kiora/crm-gdb_php"), None);
+        assert_eq!(split_reference("crm-gdb_php:"), None);
+    }
 
     #[test]
     fn only_a_local_unix_socket_is_spoken_to() {

@@ -25,26 +25,38 @@ pub fn retag(
     from: &[ImageRef],
     to: &[&ImageRef],
 ) -> Result<Vec<String>> {
-    let mut manifests = Vec::new();
-    for image in from {
-        match registry.manifest(image)? {
-            Some(manifest) => manifests.push(manifest),
-            None => anyhow::bail!("the registry has no {image}"),
-        }
-    }
-    let mut digests = Vec::new();
-    for ((old, new), manifest) in from.iter().zip(to).zip(&manifests) {
-        if runner.dry_run {
+    let manifests = side_by_side(from, |image| match registry.manifest(image)? {
+        Some(manifest) => Ok(manifest),
+        None => anyhow::bail!("the registry has no {image}"),
+    })?;
+    put_all(runner, registry, from, to, &manifests)
+}
+
+/// PUTs each manifest (read from the matching `from` image) under the tag of its `to` image,
+/// side by side (a round trip each; the three are independent). Returns their digests.
+pub fn put_all(
+    runner: &Runner,
+    registry: &Registry,
+    from: &[ImageRef],
+    to: &[&ImageRef],
+    manifests: &[Manifest],
+) -> Result<Vec<String>> {
+    if runner.dry_run {
+        for (old, new) in from.iter().zip(to) {
             runner.say(format!(
                 "PUT http://{}/v2/{}/manifests/{} (the manifest of {old})",
                 registry.host,
                 crate::build::registry_api::repository(new),
                 new.tag
             ));
-            digests.push(manifest.digest.clone());
-            continue;
         }
-        digests.push(registry.put_manifest(new, manifest)?);
+        return Ok(manifests.iter().map(|m| m.digest.clone()).collect());
+    }
+    let pairs: Vec<(&&ImageRef, &Manifest)> = to.iter().zip(manifests).collect();
+    let digests = side_by_side(&pairs, |(new, manifest)| {
+        registry.put_manifest(new, manifest)
+    })?;
+    for ((old, new), manifest) in from.iter().zip(to).zip(manifests) {
         runner.say(format!(
             "  re-tagged in the registry: {old} -> {new} ({})",
             manifest.digest
@@ -53,35 +65,62 @@ pub fn retag(
     Ok(digests)
 }
 
-/// The images locally reused, as pushed: each `built_as` reference when it names the same
-/// registry and repository and the registry's manifest has the local image's ID as its config.
-/// `None` when one of them cannot be shown to be in the registry.
+/// `call` on each item, each on its own thread (registry round trips wait, they do not work):
+/// the answers in order, or the first error.
+fn side_by_side<T: Sync, R: Send>(
+    items: &[T],
+    call: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let call = &call;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .iter()
+            .map(|item| scope.spawn(move || call(item)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a registry thread panicked")))
+            })
+            .collect()
+    })
+}
+
+/// The images locally reused, as pushed, with their manifests: each `built_as` reference when
+/// it names the same registry and repository and the registry's manifest has the local image's
+/// ID as its config. `None` when one of them cannot be shown to be in the registry.
 pub fn pushed_as(
     registry: &Registry,
     config: &Config,
     found: &[Reusable],
     new: &[&ImageRef],
-) -> Result<Option<Vec<ImageRef>>> {
-    let mut out = Vec::new();
+) -> Result<Option<(Vec<ImageRef>, Vec<Manifest>)>> {
+    let mut olds = Vec::new();
     for (reusable, new) in found.iter().zip(new) {
         let prefix = format!("{}/{}:", config.registry, new.name);
         let Some(tag) = reusable.built_as.strip_prefix(&prefix) else {
             return Ok(None);
         };
-        let old = ImageRef {
+        olds.push(ImageRef {
             tag: tag.to_string(),
             ..(*new).clone()
-        };
-        let same = registry
-            .manifest(&old)?
-            .and_then(|m| m.config_digest())
-            .is_some_and(|config| same_image(&config, &reusable.id));
-        if !same {
-            return Ok(None);
-        }
-        out.push(old);
+        });
     }
-    Ok(Some(out))
+    let manifests = side_by_side(&olds, |old| registry.manifest(old))?;
+    let mut out = Vec::new();
+    for (manifest, reusable) in manifests.into_iter().zip(found) {
+        match manifest {
+            Some(m)
+                if m.config_digest()
+                    .is_some_and(|c| same_image(&c, &reusable.id)) =>
+            {
+                out.push(m)
+            }
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some((olds, out)))
 }
 
 /// A config digest `sha256:<64 hex>` against an image ID, full or short (`docker image ls`).

@@ -9,6 +9,7 @@ use crate::build::tools::Tools;
 use crate::cmd::Runner;
 use crate::ctx::Ctx;
 use crate::docker::Builder;
+use crate::reference::ImageRef;
 
 /// The three release images, in the order of [`release_builds`].
 const ROLES: [&str; 3] = ["php", "supervisor", "nginx"];
@@ -109,12 +110,21 @@ fn key_options(tools: &Tools, builder: Builder, platforms: &[String]) -> Vec<(St
 
 /// The three images (php, supervisor, nginx) labelled with `key`, if all three are local; the
 /// nginx image also passes `nginx_ok` (given its ID: it carries the right past assets, see
-/// `past_assets::covers`).
+/// `past_assets::covers`). `previous`: the previous release's three images (empty: none), looked
+/// at first.
 pub fn find_reusable(
     runner: &Runner,
     key: &str,
+    previous: &[ImageRef],
     nginx_ok: impl Fn(&str) -> Result<bool>,
 ) -> Result<Option<Vec<Reusable>>> {
+    // A rebuild with no change finds its images here: three look-ups of ~1 ms, where listing
+    // the images by label makes the engine read every image it has (~0.4 s with 2000).
+    if let Some(found) = previous_release(runner, key, previous)? {
+        if nginx_ok(&found[2].id)? {
+            return Ok(Some(found));
+        }
+    }
     // One query for the three (over the engine's API where it can: this path is all about
     // the cost of starting docker CLIs).
     let answer = crate::docker::images_labelled(runner, &format!("{INPUTS_LABEL}={key}"))?;
@@ -133,6 +143,43 @@ pub fn find_reusable(
         }
     }
     Ok(Some(found))
+}
+
+/// The previous release's images (php, supervisor, nginx), when all three are local and carry
+/// `key`; `None` too where the engine's API cannot be spoken to (the listing then decides).
+fn previous_release(
+    runner: &Runner,
+    key: &str,
+    previous: &[ImageRef],
+) -> Result<Option<Vec<Reusable>>> {
+    if previous.len() != ROLES.len() {
+        return Ok(None);
+    }
+    let mut found = Vec::new();
+    for (image, role) in previous.iter().zip(ROLES) {
+        let reference = image.to_string();
+        if role_of(&reference) != Some(role) {
+            return Ok(None);
+        }
+        crate::interrupt::check()?;
+        match crate::docker::image_id_label(runner, &reference, INPUTS_LABEL) {
+            Some(Some((id, Some(label)))) if label == key => found.push(Reusable {
+                id: short_id(&id),
+                built_as: reference,
+            }),
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(found))
+}
+
+/// An image ID as `docker image ls` shows it (12 hex digits).
+fn short_id(id: &str) -> String {
+    id.strip_prefix("sha256:")
+        .unwrap_or(id)
+        .chars()
+        .take(12)
+        .collect()
 }
 
 /// Which release image `REPO:TAG` is: php, supervisor (`-supervisor` tag) or nginx.

@@ -138,8 +138,12 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
     } else {
         None
     };
+    let previous_images = previous
+        .as_deref()
+        .map(|p| config.app_images(p).to_vec())
+        .unwrap_or_default();
     let reused = match &key {
-        Some(key) => find_reusable(runner, key, |id| {
+        Some(key) => find_reusable(runner, key, &previous_images, |id| {
             let label = docker::image_label(runner, id, past_assets::ASSETS_LABEL)?;
             let ok = nginx_ok(label.flatten().as_deref());
             if !ok {
@@ -233,13 +237,9 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
                         "  unchanged inputs: reusing {} (built as {})",
                         old.id, old.built_as
                     ));
-                    tags.push(vec![Cmd::new("docker").args([
-                        "tag",
-                        &old.id,
-                        &new.to_string(),
-                    ])]);
+                    tags.push((old.id.clone(), new.to_string()));
                 }
-                runner.run_parallel(&tags)?;
+                docker::tag_all(runner, &tags)?;
                 if !push {
                     return Ok(());
                 }
@@ -254,7 +254,9 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
                     None => None,
                 };
                 match pushed {
-                    Some((api, old)) => registry_reuse::retag(runner, api, &old, &images).map(drop),
+                    Some((api, (old, manifests))) => {
+                        registry_reuse::put_all(runner, api, &old, &images, &manifests).map(drop)
+                    }
                     None => push_all(ctx, &images),
                 }
             })?;
@@ -444,7 +446,7 @@ fn run_per_platform(
     let mut found = Vec::new();
     for platform in platforms {
         found.push(match key_of(platform)? {
-            Some(key) if !opts.rebuild => find_reusable(runner, &key, nginx_ok)?,
+            Some(key) if !opts.rebuild => find_reusable(runner, &key, &[], nginx_ok)?,
             _ => None,
         });
     }
