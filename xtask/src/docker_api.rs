@@ -4,7 +4,9 @@
 //! `docker exec` of a short read-only command (a health probe). Image queries are called from
 //! `docker.rs`; the container calls answer the read-only CLI commands `api_shortcut.rs`
 //! recognizes, which stay `Cmd`s run by the `Runner` (so `--dry-run` and `-v` see them as
-//! before). Actions stay docker commands.
+//! before). Actions stay docker commands, but for the few a build-app does many of where the
+//! CLI's start is most of its cost (`docker tag`, and the create/copy/remove of a container to
+//! read a directory of an image): `docker.rs` still builds their `Cmd`s for `--dry-run` and `-v`.
 //!
 //! Spoken only where it is certainly the engine the CLI would talk to: `DOCKER_HOST` unset (the
 //! default socket) or `unix://PATH`, and no Docker context selected (`DOCKER_CONTEXT`, or
@@ -325,6 +327,62 @@ impl Engine {
             status => bail!(
                 "GET /containers/ID/archive: HTTP {status} {}",
                 answer.body.trim()
+            ),
+        }
+    }
+}
+
+impl Engine {
+    /// `docker create --name NAME IMAGE` (not started): the container's ID.
+    pub fn create_container(&self, name: &str, image: &str) -> Result<String> {
+        let body = format!("{{\"Image\":\"{}\"}}", json_escape(image));
+        let path = format!("/containers/create?name={}", escape(name, b""));
+        let answer = self.call(&post(&path, body), Duration::from_secs(30))?;
+        if answer.status != 201 {
+            bail!(
+                "POST /containers/create: HTTP {} {}",
+                answer.status,
+                message(&answer.body)
+            );
+        }
+        json::parse(&answer.body)
+            .ok()
+            .and_then(|j| j.get("Id")?.as_str().map(String::from))
+            .context("POST /containers/create: no Id")
+    }
+
+    /// A directory of a container as a tar archive whose entries start with its last
+    /// component (`GET /containers/ID/archive`).
+    pub fn archive(&self, id: &str, path: &str) -> Result<Vec<u8>> {
+        let answer = self.call(
+            &Request::get(&format!(
+                "/containers/{}/archive?path={}",
+                escape(id, b""),
+                escape(path, b"")
+            )),
+            Duration::from_secs(60),
+        )?;
+        match answer.status {
+            200 => Ok(answer.bytes),
+            status => bail!(
+                "GET /containers/ID/archive: HTTP {status} {}",
+                message(&answer.body)
+            ),
+        }
+    }
+
+    /// `docker rm --force ID`.
+    pub fn remove_container(&self, id: &str) -> Result<()> {
+        let request = Request {
+            method: "DELETE",
+            ..Request::get(&format!("/containers/{}?force=1", escape(id, b"")))
+        };
+        let answer = self.call(&request, Duration::from_secs(30))?;
+        match answer.status {
+            204 | 404 => Ok(()),
+            status => bail!(
+                "DELETE /containers/ID: HTTP {status} {}",
+                message(&answer.body)
             ),
         }
     }

@@ -237,11 +237,24 @@ pub fn stage(
             )
         })?;
     }
-    let [create, copy] = copy_commands(&previous.image.to_string(), &dest);
-    runner.query(&create)?;
-    let copied = runner.query(&copy);
-    // Removed whatever the copy did (also after Ctrl-C).
-    let _ = runner.cleanup(&crate::docker::remove_container(&container_name()));
+    let image = previous.image.to_string();
+    let [create, copy] = copy_commands(&image, &dest);
+    let remove = crate::docker::remove_container(&container_name());
+    let copied = match crate::docker::copy_out(
+        runner,
+        &[&create, &copy, &remove],
+        (&container_name(), &image),
+        (BUILD_DIR, &dest),
+    ) {
+        Some(copied) => copied,
+        None => {
+            runner.query(&create)?;
+            let copied = runner.query(&copy).map(drop);
+            // Removed whatever the copy did (also after Ctrl-C).
+            let _ = runner.cleanup(&remove);
+            copied
+        }
+    };
     copied.with_context(|| format!("cannot copy the hashed assets of {}", previous.image))?;
     let found = files_under(&dest)?;
     let past = match &previous.history {
