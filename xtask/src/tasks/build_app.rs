@@ -142,31 +142,20 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
         .as_deref()
         .map(|p| config.app_images(p).to_vec())
         .unwrap_or_default();
-    let reused = match &key {
-        Some(key) => find_reusable(runner, key, &previous_images, |id| {
-            let label = docker::image_label(runner, id, past_assets::ASSETS_LABEL)?;
-            let ok = nginx_ok(label.flatten().as_deref());
-            if !ok {
-                runner.say(format!(
-                    "  nginx image {id} has the same inputs but lacks the hashed assets of the previous release: not reused"
-                ));
-            }
-            Ok(ok)
-        })?,
-        None => None,
-    };
-    let in_registry = match (&reused, &key, &api) {
-        (None, Some(key), Some(api)) => {
-            match registry_reuse::find_release(api, config, key, previous.as_deref(), nginx_ok) {
-                Ok(found) => found,
-                Err(err) if err.is::<crate::interrupt::Interrupted>() => return Err(err),
-                Err(err) => {
-                    runner.say(format!("  cannot look in the registry ({err:#}): building"));
-                    None
-                }
-            }
+    let nginx_image_ok = |id: &str| -> Result<bool> {
+        let label = docker::image_label(runner, id, past_assets::ASSETS_LABEL)?;
+        let ok = nginx_ok(label.flatten().as_deref());
+        if !ok {
+            runner.say(format!(
+                "  nginx image {id} has the same inputs but lacks the hashed assets of the previous release: not reused"
+            ));
         }
-        _ => None,
+        Ok(ok)
+    };
+    // A rebuild with no change: the previous release's images, three look-ups.
+    let quick = match &key {
+        Some(key) => reuse::previous_reusable(runner, key, &previous_images, nginx_image_ok)?,
+        None => None,
     };
 
     let mut steps = Steps::new(7, runner.verbosity);
@@ -185,13 +174,55 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
         "the working tree"
     };
     let staging_title = format!("Staging {what} in a temporary directory");
-    let staging = match (&reused, &in_registry) {
-        (Some(_), _) | (_, Some(_)) => {
-            steps.skip(&staging_title, "unchanged inputs: nothing to build");
-            None
-        }
-        (None, None) => Some(steps.step(&staging_title, || staging::stage(runner, root, source))?),
-    };
+    // Otherwise the engine's images are listed by label (the engine reads every image it has:
+    // ~0.3 s with 2000), then (a CI runner's empty engine) the registry is searched, while the
+    // source is staged, which a build needs and a reuse then removes.
+    let (reused, in_registry, staging) = std::thread::scope(|scope| -> Result<_> {
+        let lookup = match (&quick, &key) {
+            (None, Some(key)) => Some(scope.spawn(|| {
+                let local = find_reusable(runner, key, &[], nginx_image_ok)?;
+                if local.is_some() {
+                    return Ok((local, None));
+                }
+                let Some(api) = &api else {
+                    return Ok((None, None));
+                };
+                match registry_reuse::find_release(api, config, key, previous.as_deref(), nginx_ok)
+                {
+                    Ok(found) => Ok((None, found)),
+                    Err(err) if err.is::<crate::interrupt::Interrupted>() => Err(err),
+                    Err(err) => {
+                        runner.say(format!("  cannot look in the registry ({err:#}): building"));
+                        Ok((None, None))
+                    }
+                }
+            })),
+            _ => None,
+        };
+        let staging = match &quick {
+            Some(_) => {
+                steps.skip(&staging_title, "unchanged inputs: nothing to build");
+                Ok(None)
+            }
+            None => steps
+                .step(&staging_title, || staging::stage(runner, root, source))
+                .map(Some),
+        };
+        let found = match lookup {
+            Some(handle) => handle
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the lookup thread panicked"))),
+            None => Ok((quick.clone(), None)),
+        };
+        // An interrupt is reported as such, whichever side saw it.
+        let (found, staging) = match (found, staging) {
+            (Err(err), _) | (_, Err(err)) if err.is::<crate::interrupt::Interrupted>() => {
+                return Err(err)
+            }
+            (found, staging) => (found?, staging?),
+        };
+        Ok((found.0, found.1, staging))
+    })?;
 
     steps.step(
         &format!("Checking base images (tag {})", config.base_tag),
@@ -209,11 +240,8 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
     } else {
         "Building images"
     };
-    match (&reused, &staging) {
-        (None, None) => {
-            let tag = in_registry
-                .as_deref()
-                .expect("nothing staged: reused from the registry");
+    match (&reused, &in_registry, &staging) {
+        (None, Some(tag), _) => {
             let api = api.as_ref().expect("found through the registry API");
             for title in ["Installing production dependencies", "Compiling assets"] {
                 steps.skip(title, "unchanged inputs");
@@ -226,7 +254,7 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
                 registry_reuse::retag(runner, api, &config.app_images(tag), &images).map(drop)
             })?;
         }
-        (Some(found), _) => {
+        (Some(found), _, _) => {
             for title in ["Installing production dependencies", "Compiling assets"] {
                 steps.skip(title, "unchanged inputs");
             }
@@ -261,7 +289,8 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
                 }
             })?;
         }
-        (None, Some(staging)) => {
+        (None, None, None) => unreachable!("staged unless reused"),
+        (None, None, Some(staging)) => {
             let app_dir = staging.path().join("app");
             let cache = match &opts.cache_dir {
                 _ if runner.dry_run => None,
@@ -279,6 +308,7 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
                     staging.path(),
                     opts.tag.as_str(),
                     previous_nginx.as_ref(),
+                    cache.as_deref(),
                 )
             })?;
 
@@ -589,7 +619,13 @@ fn run_per_platform(
             )?;
             let assets = steps.step("Compiling assets (once, for every platform)", || {
                 tools.compile_assets(runner, &app_dir, cache.as_deref(), &tool_id)?;
-                past_assets::stage(runner, staging.path(), tag, previous_nginx.as_ref())
+                past_assets::stage(
+                    runner,
+                    staging.path(),
+                    tag,
+                    previous_nginx.as_ref(),
+                    cache.as_deref(),
+                )
             })?;
             let labels = docker::oci_labels(tag, release.revision, &project::now_rfc3339());
             let mut chains = Vec::new();
