@@ -16,6 +16,8 @@ use crate::reference::ImageRef;
 /// How many tags of the php repository are looked at for the inputs key, beyond the previous
 /// release (two small GETs each; a registry keeps many releases).
 const MAX_CANDIDATES: usize = 50;
+/// How many tags are looked at side by side (loopback round trips that only wait).
+const PARALLEL_CANDIDATES: usize = 8;
 
 /// Copies each manifest of `from` under the tag of the matching `to` image. Reads first, then
 /// writes: a missing manifest changes nothing. Returns the digests given to the new tags.
@@ -139,7 +141,7 @@ pub fn find_release(
     config: &Config,
     key: &str,
     previous: Option<&str>,
-    nginx_ok: impl Fn(Option<&str>) -> bool,
+    nginx_ok: impl Fn(Option<&str>) -> bool + Sync,
 ) -> Result<Option<String>> {
     let probe = config.app_images("x")[0].clone();
     let mut candidates: Vec<String> = previous.into_iter().map(String::from).collect();
@@ -150,17 +152,16 @@ pub fn find_release(
             .filter(|t| !t.ends_with(crate::config::SUPERVISOR_SUFFIX))
             .take(MAX_CANDIDATES),
     );
-    let mut seen = Vec::new();
-    for tag in candidates {
-        if seen.contains(&tag) {
-            continue;
-        }
+    let mut seen: Vec<String> = Vec::new();
+    candidates.retain(|tag| {
+        let new = !seen.contains(tag);
         seen.push(tag.clone());
-        let mut all = true;
-        for image in config.app_images(&tag) {
+        new
+    });
+    let holds = |tag: &String| -> Result<bool> {
+        for image in config.app_images(tag) {
             if !has_key(registry, &image, key)? {
-                all = false;
-                break;
+                return Ok(false);
             }
             if image.name == crate::config::NGINX {
                 let manifest = registry.manifest(&image)?;
@@ -168,11 +169,18 @@ pub fn find_release(
                     Some(m) => registry.label(&image, m, ASSETS_LABEL)?,
                     None => None,
                 };
-                all = nginx_ok(label.as_deref());
+                return Ok(nginx_ok(label.as_deref()));
             }
         }
-        if all {
-            return Ok(Some(tag));
+        Ok(true)
+    };
+    // The previous release alone first (the likely one), then the others a few at a time: each
+    // is a few round trips that only wait; the first in order that holds the key wins.
+    let (first, rest) = candidates.split_at(candidates.len().min(1));
+    for chunk in std::iter::once(first).chain(rest.chunks(PARALLEL_CANDIDATES)) {
+        let answers = side_by_side(chunk, holds)?;
+        if let Some((tag, _)) = chunk.iter().zip(answers).find(|(_, ok)| *ok) {
+            return Ok(Some(tag.clone()));
         }
     }
     Ok(None)
