@@ -152,6 +152,11 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
         }
         Ok(ok)
     };
+    let cache = match &opts.cache_dir {
+        _ if runner.dry_run => None,
+        Some(dir) => Some(dir.clone()),
+        None => build_cache::cache_dir(),
+    };
     // A rebuild with no change: the previous release's images, three look-ups.
     let quick = match &key {
         Some(key) => reuse::previous_reusable(runner, key, &previous_images, nginx_image_ok)?,
@@ -180,7 +185,15 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
     let (reused, in_registry, staging) = std::thread::scope(|scope| -> Result<_> {
         let lookup = match (&quick, &key) {
             (None, Some(key)) => Some(scope.spawn(|| {
-                let local = find_reusable(runner, key, &[], nginx_image_ok)?;
+                // The images build-app noted for this key, else (no engine API) every image.
+                let indexed = match cache.as_deref() {
+                    Some(cache) => reuse::find_indexed(runner, cache, key, nginx_image_ok)?,
+                    None => None,
+                };
+                let local = match indexed {
+                    Some(found) => found,
+                    None => find_reusable(runner, key, &[], nginx_image_ok)?,
+                };
                 if local.is_some() {
                     return Ok((local, None));
                 }
@@ -268,6 +281,9 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
                     tags.push((old.id.clone(), new.to_string()));
                 }
                 docker::tag_all(runner, &tags)?;
+                if let (Some(cache), Some(key)) = (&cache, &key) {
+                    reuse::record(cache, key, &tags);
+                }
                 if !push {
                     return Ok(());
                 }
@@ -292,11 +308,6 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
         (None, None, None) => unreachable!("staged unless reused"),
         (None, None, Some(staging)) => {
             let app_dir = staging.path().join("app");
-            let cache = match &opts.cache_dir {
-                _ if runner.dry_run => None,
-                Some(dir) => Some(dir.clone()),
-                None => build_cache::cache_dir(),
-            };
             let tool_id = tools.identity(runner);
             steps.step("Installing production dependencies", || {
                 tools.install_vendor(runner, &app_dir, cache.as_deref(), &tool_id)
@@ -361,6 +372,15 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
                         .run(cmd)
                         .with_context(|| format!("building {} failed", tagged(cmd)))
                 })?;
+                let refs: Vec<String> = images.iter().map(|i| i.to_string()).collect();
+                if let (Some(cache), false, Some(ids)) = (
+                    &cache,
+                    runner.dry_run || key.starts_with('<'),
+                    docker::image_ids(runner, &refs)?,
+                ) {
+                    let noted: Vec<(String, String)> = ids.into_iter().zip(refs).collect();
+                    reuse::record(cache, &key, &noted);
+                }
                 if push && !builds.iter().any(|b| b.pushes_itself(builder)) {
                     push_all(ctx, &images)?;
                 }
