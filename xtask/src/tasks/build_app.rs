@@ -179,9 +179,10 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
         "the working tree"
     };
     let staging_title = format!("Staging {what} in a temporary directory");
-    // Otherwise the engine's images are listed by label (the engine reads every image it has:
-    // ~0.3 s with 2000), then (a CI runner's empty engine) the registry is searched, while the
-    // source is staged, which a build needs and a reuse then removes.
+    // Otherwise the images noted for this key in the cache (else, without the engine's API, a
+    // listing of every image: seconds on a busy engine of 2000), then (a CI runner's empty
+    // engine) the registry, are looked at while the source is staged, which a build needs and
+    // a reuse then removes.
     let (reused, in_registry, staging) = std::thread::scope(|scope| -> Result<_> {
         let lookup = match (&quick, &key) {
             (None, Some(key)) => Some(scope.spawn(|| {
