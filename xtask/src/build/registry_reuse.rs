@@ -16,6 +16,8 @@ use crate::reference::ImageRef;
 /// How many tags of the php repository are looked at for the inputs key, beyond the previous
 /// release (two small GETs each; a registry keeps many releases).
 const MAX_CANDIDATES: usize = 50;
+/// How many tags are looked at side by side (loopback round trips that only wait).
+const PARALLEL_CANDIDATES: usize = 8;
 
 /// Copies each manifest of `from` under the tag of the matching `to` image. Reads first, then
 /// writes: a missing manifest changes nothing. Returns the digests given to the new tags.
@@ -25,26 +27,38 @@ pub fn retag(
     from: &[ImageRef],
     to: &[&ImageRef],
 ) -> Result<Vec<String>> {
-    let mut manifests = Vec::new();
-    for image in from {
-        match registry.manifest(image)? {
-            Some(manifest) => manifests.push(manifest),
-            None => anyhow::bail!("the registry has no {image}"),
-        }
-    }
-    let mut digests = Vec::new();
-    for ((old, new), manifest) in from.iter().zip(to).zip(&manifests) {
-        if runner.dry_run {
+    let manifests = side_by_side(from, |image| match registry.manifest(image)? {
+        Some(manifest) => Ok(manifest),
+        None => anyhow::bail!("the registry has no {image}"),
+    })?;
+    put_all(runner, registry, from, to, &manifests)
+}
+
+/// PUTs each manifest (read from the matching `from` image) under the tag of its `to` image,
+/// side by side (a round trip each; the three are independent). Returns their digests.
+pub fn put_all(
+    runner: &Runner,
+    registry: &Registry,
+    from: &[ImageRef],
+    to: &[&ImageRef],
+    manifests: &[Manifest],
+) -> Result<Vec<String>> {
+    if runner.dry_run {
+        for (old, new) in from.iter().zip(to) {
             runner.say(format!(
                 "PUT http://{}/v2/{}/manifests/{} (the manifest of {old})",
                 registry.host,
                 crate::build::registry_api::repository(new),
                 new.tag
             ));
-            digests.push(manifest.digest.clone());
-            continue;
         }
-        digests.push(registry.put_manifest(new, manifest)?);
+        return Ok(manifests.iter().map(|m| m.digest.clone()).collect());
+    }
+    let pairs: Vec<(&&ImageRef, &Manifest)> = to.iter().zip(manifests).collect();
+    let digests = side_by_side(&pairs, |(new, manifest)| {
+        registry.put_manifest(new, manifest)
+    })?;
+    for ((old, new), manifest) in from.iter().zip(to).zip(manifests) {
         runner.say(format!(
             "  re-tagged in the registry: {old} -> {new} ({})",
             manifest.digest
@@ -53,35 +67,62 @@ pub fn retag(
     Ok(digests)
 }
 
-/// The images locally reused, as pushed: each `built_as` reference when it names the same
-/// registry and repository and the registry's manifest has the local image's ID as its config.
-/// `None` when one of them cannot be shown to be in the registry.
+/// `call` on each item, each on its own thread (registry round trips wait, they do not work):
+/// the answers in order, or the first error.
+fn side_by_side<T: Sync, R: Send>(
+    items: &[T],
+    call: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let call = &call;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .iter()
+            .map(|item| scope.spawn(move || call(item)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a registry thread panicked")))
+            })
+            .collect()
+    })
+}
+
+/// The images locally reused, as pushed, with their manifests: each `built_as` reference when
+/// it names the same registry and repository and the registry's manifest has the local image's
+/// ID as its config. `None` when one of them cannot be shown to be in the registry.
 pub fn pushed_as(
     registry: &Registry,
     config: &Config,
     found: &[Reusable],
     new: &[&ImageRef],
-) -> Result<Option<Vec<ImageRef>>> {
-    let mut out = Vec::new();
+) -> Result<Option<(Vec<ImageRef>, Vec<Manifest>)>> {
+    let mut olds = Vec::new();
     for (reusable, new) in found.iter().zip(new) {
         let prefix = format!("{}/{}:", config.registry, new.name);
         let Some(tag) = reusable.built_as.strip_prefix(&prefix) else {
             return Ok(None);
         };
-        let old = ImageRef {
+        olds.push(ImageRef {
             tag: tag.to_string(),
             ..(*new).clone()
-        };
-        let same = registry
-            .manifest(&old)?
-            .and_then(|m| m.config_digest())
-            .is_some_and(|config| same_image(&config, &reusable.id));
-        if !same {
-            return Ok(None);
-        }
-        out.push(old);
+        });
     }
-    Ok(Some(out))
+    let manifests = side_by_side(&olds, |old| registry.manifest(old))?;
+    let mut out = Vec::new();
+    for (manifest, reusable) in manifests.into_iter().zip(found) {
+        match manifest {
+            Some(m)
+                if m.config_digest()
+                    .is_some_and(|c| same_image(&c, &reusable.id)) =>
+            {
+                out.push(m)
+            }
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some((olds, out)))
 }
 
 /// A config digest `sha256:<64 hex>` against an image ID, full or short (`docker image ls`).
@@ -100,7 +141,7 @@ pub fn find_release(
     config: &Config,
     key: &str,
     previous: Option<&str>,
-    nginx_ok: impl Fn(Option<&str>) -> bool,
+    nginx_ok: impl Fn(Option<&str>) -> bool + Sync,
 ) -> Result<Option<String>> {
     let probe = config.app_images("x")[0].clone();
     let mut candidates: Vec<String> = previous.into_iter().map(String::from).collect();
@@ -111,17 +152,16 @@ pub fn find_release(
             .filter(|t| !t.ends_with(crate::config::SUPERVISOR_SUFFIX))
             .take(MAX_CANDIDATES),
     );
-    let mut seen = Vec::new();
-    for tag in candidates {
-        if seen.contains(&tag) {
-            continue;
-        }
+    let mut seen: Vec<String> = Vec::new();
+    candidates.retain(|tag| {
+        let new = !seen.contains(tag);
         seen.push(tag.clone());
-        let mut all = true;
-        for image in config.app_images(&tag) {
+        new
+    });
+    let holds = |tag: &String| -> Result<bool> {
+        for image in config.app_images(tag) {
             if !has_key(registry, &image, key)? {
-                all = false;
-                break;
+                return Ok(false);
             }
             if image.name == crate::config::NGINX {
                 let manifest = registry.manifest(&image)?;
@@ -129,11 +169,18 @@ pub fn find_release(
                     Some(m) => registry.label(&image, m, ASSETS_LABEL)?,
                     None => None,
                 };
-                all = nginx_ok(label.as_deref());
+                return Ok(nginx_ok(label.as_deref()));
             }
         }
-        if all {
-            return Ok(Some(tag));
+        Ok(true)
+    };
+    // The previous release alone first (the likely one), then the others a few at a time: each
+    // is a few round trips that only wait; the first in order that holds the key wins.
+    let (first, rest) = candidates.split_at(candidates.len().min(1));
+    for chunk in std::iter::once(first).chain(rest.chunks(PARALLEL_CANDIDATES)) {
+        let answers = side_by_side(chunk, holds)?;
+        if let Some((tag, _)) = chunk.iter().zip(answers).find(|(_, ok)| *ok) {
+            return Ok(Some(tag.clone()));
         }
     }
     Ok(None)
