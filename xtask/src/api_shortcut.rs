@@ -5,9 +5,10 @@
 //!
 //! The commands stay `Cmd`s built by the same pure functions and run by the same `Runner`
 //! (`--dry-run`, `-v`, the error messages are unchanged); only [`answer`], called where the
-//! runner would start a query's process (`Runner::query`, `succeeds`, `output`: never an action,
-//! which always starts the CLI), recognizes an exact argv shape and answers it with the output
-//! the CLI would have given. Anything else (other flags, stdin, a remote target's `ssh ...`, an
+//! runner would start a query's process (`Runner::query`, `succeeds`, `output`), recognizes an
+//! exact argv shape and answers it with the output the CLI would have given. Actions start the
+//! CLI, except the few of an edge switch ([`act`]: a file written, renamed, removed, nginx
+//! reloaded), which are on the path of every deploy and rollback. Anything else (other flags, stdin, a remote target's `ssh ...`, an
 //! engine that is not the local socket, `DOCKER_*` in the command's environment) and any error
 //! before the engine did something goes to the CLI as before.
 
@@ -224,6 +225,83 @@ pub fn answer(cmd: &Cmd) -> Option<Result<Output>> {
     }
 }
 
+/// An action a switch of the edge runs (each runs under a second of a deploy's or a rollback's
+/// critical path, where the CLI's start costs more than the work): the file write, rename,
+/// removal and `nginx -s reload` of [`crate::deploy::stack::write_in_edge`] and its neighbours.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `docker exec ID mv -f FROM TO`, `docker exec ID rm -f PATH...`,
+    /// `docker exec ID nginx -s reload`
+    Exec { id: String, argv: Vec<String> },
+    /// `docker exec -i ID dd of=PATH status=none` with stdin: the file written whole.
+    Write {
+        id: String,
+        path: String,
+        bytes: Vec<u8>,
+    },
+}
+
+/// The API form of the action `cmd`, if it is one of the shapes of [`Action`] (pure).
+pub fn parse_action(cmd: &Cmd) -> Option<Action> {
+    if cmd.program != "docker" || cmd.env.iter().any(|(k, _)| k.starts_with("DOCKER_")) {
+        return None;
+    }
+    let args: Vec<&str> = cmd.args.iter().map(String::as_str).collect();
+    let plain = |word: &&str| !word.starts_with('-') && !word.is_empty();
+    let absolute = |p: &str| p.starts_with('/') && !p.split('/').any(|part| part == "..");
+    let exec = |id: &str, argv: &[&str]| Action::Exec {
+        id: id.to_string(),
+        argv: argv.iter().map(|a| a.to_string()).collect(),
+    };
+    match (args.as_slice(), &cmd.stdin) {
+        (["exec", "-i", id, "dd", of, "status=none"], Some(bytes)) if plain(id) => {
+            let path = of.strip_prefix("of=").filter(|p| absolute(p))?;
+            Some(Action::Write {
+                id: id.to_string(),
+                path: path.to_string(),
+                bytes: bytes.clone(),
+            })
+        }
+        (["exec", id, argv @ ..], None) if plain(id) => match argv {
+            ["mv", "-f", from, to] if absolute(from) && absolute(to) => Some(exec(id, argv)),
+            ["rm", "-f", paths @ ..] if !paths.is_empty() && paths.iter().all(|p| absolute(p)) => {
+                Some(exec(id, argv))
+            }
+            ["nginx", "-s", "reload"] => Some(exec(id, argv)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Whether the action `cmd` will be done through the API (for `-v`).
+pub fn acts(cmd: &Cmd) -> bool {
+    parse_action(cmd).is_some() && Engine::local().is_some()
+}
+
+/// Does the action `cmd` through the engine's API and returns what the CLI would have given;
+/// `None` when the CLI must run it (not such an action, no local engine, or the engine could
+/// not be reached before anything was done).
+pub fn act(cmd: &Cmd) -> Option<Result<Output>> {
+    let action = parse_action(cmd)?;
+    let engine = Engine::local()?;
+    let unreachable = |err: &anyhow::Error| err.to_string().starts_with("cannot connect");
+    match action {
+        Action::Write { id, path, bytes } => match engine.write_file(&id, &path, &bytes) {
+            Ok(Some(())) => Some(Ok(output(0, Vec::new(), Vec::new()))),
+            Ok(None) => None,
+            Err(err) if unreachable(&err) => None,
+            Err(err) => Some(Err(err)),
+        },
+        Action::Exec { id, argv } => match engine.exec(&id, &argv) {
+            Ok(Some(out)) => Some(Ok(output(out.code, out.stdout, out.stderr))),
+            Ok(None) => None,
+            Err(err) if unreachable(&err) => None,
+            Err(err) => Some(Err(err)),
+        },
+    }
+}
+
 /// `test -f PATH` (true) or `cat PATH` (false) of one absolute path.
 fn file_read(argv: &[String]) -> Option<(bool, &str)> {
     let absolute = |p: &str| p.starts_with('/') && !p.split('/').any(|part| part == "..");
@@ -382,6 +460,59 @@ mod tests {
             })
         );
         assert_eq!(parse(&docker(&["volume", "create", "crm_data"])), None);
+    }
+
+    #[test]
+    fn only_the_edge_switchs_actions_go_through_the_api() {
+        let write = docker(&["exec", "-i", "e1", "dd", "of=/etc/x.new", "status=none"]);
+        assert_eq!(
+            parse_action(&write.clone().stdin("conf")),
+            Some(Action::Write {
+                id: "e1".into(),
+                path: "/etc/x.new".into(),
+                bytes: b"conf".to_vec()
+            })
+        );
+        assert_eq!(parse_action(&write), None, "dd without stdin");
+        let exec = |argv: &[&str]| Action::Exec {
+            id: "e1".into(),
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+        };
+        for argv in [
+            &["mv", "-f", "/etc/x.new", "/etc/x"][..],
+            &["rm", "-f", "/etc/a", "/var/log/b"],
+            &["nginx", "-s", "reload"],
+        ] {
+            let mut args = vec!["exec", "e1"];
+            args.extend(argv);
+            assert_eq!(parse_action(&docker(&args)), Some(exec(argv)), "{argv:?}");
+        }
+        for args in [
+            &["exec", "e1", "mv", "/a", "/b"][..],
+            &["exec", "e1", "rm", "-rf", "/a"],
+            &["exec", "e1", "rm", "-f", "../a"],
+            &["exec", "e1", "nginx", "-s", "stop"],
+            &["exec", "e1", "sh", "-c", "true"],
+            &["exec", "-i", "e1", "dd", "of=rel", "status=none"],
+            &["exec", "--user", "1", "e1", "nginx", "-s", "reload"],
+            &["run", "e1", "nginx", "-s", "reload"],
+        ] {
+            assert_eq!(parse_action(&docker(args)), None, "{args:?}");
+            assert_eq!(
+                parse_action(&docker(args).stdin("x")),
+                None,
+                "{args:?} + stdin"
+            );
+        }
+        assert_eq!(
+            parse_action(&docker(&["exec", "e1", "nginx", "-s", "reload"]).stdin("x")),
+            None,
+            "stdin an exec would not get"
+        );
+        assert_eq!(
+            parse_action(&Cmd::new("ssh").args(["h", "docker", "exec", "e1", "nginx"])),
+            None
+        );
     }
 
     #[test]

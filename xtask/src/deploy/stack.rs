@@ -237,6 +237,26 @@ impl<'a> Stack<'a> {
                 .args(["up", "--detach", "--remove-orphans"])
                 .args(services.iter().copied()),
         )?;
+        self.ready(color, services, limit)
+    }
+
+    /// Starts what of a color is not running (the worker of a standby that serves again),
+    /// recreating nothing: its php and nginx answer requests. Then waits until all is ready.
+    pub fn start_rest(&self, color: Color, limit: Duration) -> Result<()> {
+        let project = self.project(color);
+        self.run(self.compose(&project).args([
+            "up",
+            "--detach",
+            "--no-recreate",
+            "--remove-orphans",
+        ]))?;
+        self.ready(color, &[], limit)
+    }
+
+    /// Waits until a color's `services` (none: all) that already run are ready, as
+    /// [`Stack::start_services`] does after starting them: a standby about to serve again.
+    pub fn ready(&self, color: Color, services: &[&str], limit: Duration) -> Result<()> {
+        let project = self.project(color);
         if self.remote().dry_run() {
             return Ok(());
         }
