@@ -5,9 +5,10 @@
 //!
 //! The commands stay `Cmd`s built by the same pure functions and run by the same `Runner`
 //! (`--dry-run`, `-v`, the error messages are unchanged); only [`answer`], called where the
-//! runner would start a query's process (`Runner::query`, `succeeds`, `output`: never an action,
-//! which always starts the CLI), recognizes an exact argv shape and answers it with the output
-//! the CLI would have given. Anything else (other flags, stdin, a remote target's `ssh ...`, an
+//! runner would start a query's process (`Runner::query`, `succeeds`, `output`), recognizes an
+//! exact argv shape and answers it with the output the CLI would have given. Actions start the
+//! CLI, except the few of an edge switch ([`act`]: a file written, renamed, removed), which are
+//! on the path of every deploy and rollback. Anything else (other flags, stdin, a remote target's `ssh ...`, an
 //! engine that is not the local socket, `DOCKER_*` in the command's environment) and any error
 //! before the engine did something goes to the CLI as before.
 
@@ -52,6 +53,9 @@ pub enum Shortcut {
     Inspect { format: String, ids: Vec<String> },
     /// `docker image inspect --format {{.Id}} IMAGE`
     ImageId { image: String },
+    /// `docker image inspect --format '{{index .Config.Labels "KEY"}}' IMAGE` (the release
+    /// command and the revision a deploy reads).
+    ImageLabel { image: String, label: String },
     /// `docker network inspect NAME` / `docker volume inspect NAME` (a check that it exists).
     Exists { kind: &'static str, name: String },
 }
@@ -105,6 +109,16 @@ pub fn parse(cmd: &Cmd) -> Option<Shortcut> {
         ["image", "inspect", "--format", "{{.Id}}", image] if plain(image) => {
             Some(Shortcut::ImageId {
                 image: image.to_string(),
+            })
+        }
+        ["image", "inspect", "--format", format, image] if plain(image) => {
+            let label = format
+                .strip_prefix("{{index .Config.Labels \"")?
+                .strip_suffix("\"}}")?;
+            let simple = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+            (!label.is_empty() && label.chars().all(simple)).then(|| Shortcut::ImageLabel {
+                image: image.to_string(),
+                label: label.to_string(),
             })
         }
         [kind @ ("network" | "volume"), "inspect", name] if plain(name) => Some(Shortcut::Exists {
@@ -209,6 +223,18 @@ pub fn answer(cmd: &Cmd) -> Option<Result<Output>> {
                 ),
             }))
         }
+        Shortcut::ImageLabel { image, label } => {
+            let value = engine.image_label(&image, &label).ok()?;
+            Some(Ok(match value {
+                // The engine's CLI (20.10) prints an empty line for a label the image lacks.
+                Some(value) => lines(&[value.unwrap_or_default()]),
+                None => output(
+                    1,
+                    Vec::new(),
+                    format!("Error: No such image: {image}\n").into_bytes(),
+                ),
+            }))
+        }
         Shortcut::Exists { kind, name } => {
             let answer = engine.get(&format!("/{kind}/{name}")).ok()?;
             Some(Ok(match answer.status {
@@ -221,6 +247,83 @@ pub fn answer(cmd: &Cmd) -> Option<Result<Output>> {
                 _ => return None,
             }))
         }
+    }
+}
+
+/// An action a switch of the edge runs (each on a deploy's or a rollback's critical path, where
+/// the CLI's start costs more than the work): the file write and rename of
+/// [`crate::deploy::stack::write_in_edge`] and the removal of the canary files. The reload stays
+/// a `docker exec`: it is the switch itself, the moment tests/deploy_kill.rs kills a deploy at
+/// (through a `docker` wrapper on PATH).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `docker exec ID mv -f FROM TO`, `docker exec ID rm -f PATH...`
+    Exec { id: String, argv: Vec<String> },
+    /// `docker exec -i ID dd of=PATH status=none` with stdin: the file written whole.
+    Write {
+        id: String,
+        path: String,
+        bytes: Vec<u8>,
+    },
+}
+
+/// The API form of the action `cmd`, if it is one of the shapes of [`Action`] (pure).
+pub fn parse_action(cmd: &Cmd) -> Option<Action> {
+    if cmd.program != "docker" || cmd.env.iter().any(|(k, _)| k.starts_with("DOCKER_")) {
+        return None;
+    }
+    let args: Vec<&str> = cmd.args.iter().map(String::as_str).collect();
+    let plain = |word: &&str| !word.starts_with('-') && !word.is_empty();
+    let absolute = |p: &str| p.starts_with('/') && !p.split('/').any(|part| part == "..");
+    let exec = |id: &str, argv: &[&str]| Action::Exec {
+        id: id.to_string(),
+        argv: argv.iter().map(|a| a.to_string()).collect(),
+    };
+    match (args.as_slice(), &cmd.stdin) {
+        (["exec", "-i", id, "dd", of, "status=none"], Some(bytes)) if plain(id) => {
+            let path = of.strip_prefix("of=").filter(|p| absolute(p))?;
+            Some(Action::Write {
+                id: id.to_string(),
+                path: path.to_string(),
+                bytes: bytes.clone(),
+            })
+        }
+        (["exec", id, argv @ ..], None) if plain(id) => match argv {
+            ["mv", "-f", from, to] if absolute(from) && absolute(to) => Some(exec(id, argv)),
+            ["rm", "-f", paths @ ..] if !paths.is_empty() && paths.iter().all(|p| absolute(p)) => {
+                Some(exec(id, argv))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Whether the action `cmd` will be done through the API (for `-v`).
+pub fn acts(cmd: &Cmd) -> bool {
+    parse_action(cmd).is_some() && Engine::local().is_some()
+}
+
+/// Does the action `cmd` through the engine's API and returns what the CLI would have given;
+/// `None` when the CLI must run it (not such an action, no local engine, or the engine could
+/// not be reached before anything was done).
+pub fn act(cmd: &Cmd) -> Option<Result<Output>> {
+    let action = parse_action(cmd)?;
+    let engine = Engine::local()?;
+    let unreachable = |err: &anyhow::Error| err.to_string().starts_with("cannot connect");
+    match action {
+        Action::Write { id, path, bytes } => match engine.write_file(&id, &path, &bytes) {
+            Ok(Some(())) => Some(Ok(output(0, Vec::new(), Vec::new()))),
+            Ok(None) => None,
+            Err(err) if unreachable(&err) => None,
+            Err(err) => Some(Err(err)),
+        },
+        Action::Exec { id, argv } => match engine.exec(&id, &argv) {
+            Ok(Some(out)) => Some(Ok(output(out.code, out.stdout, out.stderr))),
+            Ok(None) => None,
+            Err(err) if unreachable(&err) => None,
+            Err(err) => Some(Err(err)),
+        },
     }
 }
 
@@ -306,6 +409,22 @@ mod tests {
                 argv: vec!["nginx-healthcheck".into(), "/health".into()]
             })
         );
+        let label = "{{index .Config.Labels \"org.kiora.release-command\"}}";
+        assert_eq!(
+            parse(&docker(&["image", "inspect", "--format", label, "r/php:1"])),
+            Some(Shortcut::ImageLabel {
+                image: "r/php:1".into(),
+                label: "org.kiora.release-command".into()
+            })
+        );
+        for format in ["{{index .Config.Labels \"a b\"}}", "{{json .Config}}"] {
+            assert_eq!(
+                parse(&docker(&[
+                    "image", "inspect", "--format", format, "r/php:1"
+                ])),
+                None
+            );
+        }
         // stdin, flags, a remote target, another engine: the CLI.
         assert_eq!(parse(&docker(&["exec", "-i", "c1", "dd"])), None);
         assert_eq!(parse(&docker(&["exec", "c1", "dd"]).stdin("x")), None);
@@ -385,6 +504,59 @@ mod tests {
     }
 
     #[test]
+    fn only_the_edge_switchs_actions_go_through_the_api() {
+        let write = docker(&["exec", "-i", "e1", "dd", "of=/etc/x.new", "status=none"]);
+        assert_eq!(
+            parse_action(&write.clone().stdin("conf")),
+            Some(Action::Write {
+                id: "e1".into(),
+                path: "/etc/x.new".into(),
+                bytes: b"conf".to_vec()
+            })
+        );
+        assert_eq!(parse_action(&write), None, "dd without stdin");
+        let exec = |argv: &[&str]| Action::Exec {
+            id: "e1".into(),
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+        };
+        for argv in [
+            &["mv", "-f", "/etc/x.new", "/etc/x"][..],
+            &["rm", "-f", "/etc/a", "/var/log/b"],
+        ] {
+            let mut args = vec!["exec", "e1"];
+            args.extend(argv);
+            assert_eq!(parse_action(&docker(&args)), Some(exec(argv)), "{argv:?}");
+        }
+        for args in [
+            &["exec", "e1", "mv", "/a", "/b"][..],
+            &["exec", "e1", "rm", "-rf", "/a"],
+            &["exec", "e1", "rm", "-f", "../a"],
+            &["exec", "e1", "nginx", "-s", "reload"],
+            &["exec", "e1", "nginx", "-s", "stop"],
+            &["exec", "e1", "sh", "-c", "true"],
+            &["exec", "-i", "e1", "dd", "of=rel", "status=none"],
+            &["exec", "--user", "1", "e1", "nginx", "-s", "reload"],
+            &["run", "e1", "nginx", "-s", "reload"],
+        ] {
+            assert_eq!(parse_action(&docker(args)), None, "{args:?}");
+            assert_eq!(
+                parse_action(&docker(args).stdin("x")),
+                None,
+                "{args:?} + stdin"
+            );
+        }
+        assert_eq!(
+            parse_action(&docker(&["exec", "e1", "rm", "-f", "/a"]).stdin("x")),
+            None,
+            "stdin an exec would not get"
+        );
+        assert_eq!(
+            parse_action(&Cmd::new("ssh").args(["h", "docker", "exec", "e1", "nginx"])),
+            None
+        );
+    }
+
+    #[test]
     fn formats_render_like_the_cli() {
         let json = crate::json::parse(
             r#"{"State":{"Status":"running","Health":{"Status":"starting"}},"RestartCount":2,
@@ -456,6 +628,34 @@ mod tests {
             assert!(!test("/etc/xtask-no-such-file"));
             let missing = docker(&["image", "inspect", "--format", "{{.Id}}", "xtask-none:0"]);
             assert!(!answer(&missing).unwrap().unwrap().status.success());
+            // A label the image has not (here: no labels at all), as the CLI says it.
+            for label in [
+                "org.kiora.release-command",
+                "org.opencontainers.image.revision",
+            ] {
+                let format = format!("{{{{index .Config.Labels \"{label}\"}}}}");
+                let cmd = docker(&["image", "inspect", "--format", &format, &image]);
+                let cli = std::process::Command::new("docker")
+                    .args(&cmd.args)
+                    .output()
+                    .unwrap();
+                let api = answer(&cmd).expect("answered").unwrap();
+                assert_eq!(api.stdout, cli.stdout, "{label}");
+            }
+            // The edge switch's actions: written whole, renamed over, removed.
+            let write = docker(&["exec", "-i", &name, "dd", "of=/tmp/f.new", "status=none"])
+                .stdin("set $x 1;\n");
+            assert!(act(&write).expect("done").unwrap().status.success());
+            let mv = docker(&["exec", &name, "mv", "-f", "/tmp/f.new", "/tmp/f"]);
+            assert!(act(&mv).expect("done").unwrap().status.success());
+            let cat = answer(&docker(&["exec", &name, "cat", "/tmp/f"]))
+                .unwrap()
+                .unwrap();
+            assert_eq!(cat.stdout, b"set $x 1;\n");
+            assert!(!test("/tmp/f.new"));
+            let rm = docker(&["exec", &name, "rm", "-f", "/tmp/f", "/tmp/none"]);
+            assert!(act(&rm).expect("done").unwrap().status.success());
+            assert!(!test("/tmp/f"));
         });
         let _ = std::process::Command::new("docker")
             .args(["rm", "--force", &name])

@@ -201,6 +201,21 @@ impl Runner {
             return Ok(());
         }
         self.echo(cmd);
+        if let Some(output) = by_api(cmd, true) {
+            let output = output?;
+            let failed = !output.status.success();
+            if self.verbosity > Verbosity::Quiet || failed {
+                for text in [&output.stdout, &output.stderr] {
+                    for line in String::from_utf8_lossy(text).lines() {
+                        progress::print_line(false, line);
+                    }
+                }
+            }
+            if failed {
+                bail!("`{}` failed ({})", short(cmd), describe(output.status));
+            }
+            return Ok(());
+        }
         let expr = cmd.expression().unchecked();
         let output = if self.verbosity == Verbosity::Quiet {
             wait(cmd, expr.stderr_to_stdout().stdout_capture())?
@@ -454,6 +469,9 @@ impl Runner {
             return Ok(String::new());
         }
         self.echo(cmd);
+        if let Some(output) = by_api(cmd, false) {
+            return checked(cmd, output?);
+        }
         captured(cmd, false, false)
     }
 
@@ -567,7 +585,12 @@ impl Runner {
     /// `-v`: every command, as `$ command`, before it runs.
     fn echo(&self, cmd: &Cmd) {
         if self.verbosity >= Verbosity::Verbose {
-            progress::print_line(false, &format!("$ {cmd}"));
+            let api = if crate::api_shortcut::acts(cmd) {
+                "  (engine API)"
+            } else {
+                ""
+            };
+            progress::print_line(false, &format!("$ {cmd}{api}"));
         }
     }
 }
@@ -609,6 +632,33 @@ fn read_only(
     }
 }
 
+/// An action of an edge switch done through the engine's API (`api_shortcut::act`), if it is
+/// one; `interruptible`: not begun after Ctrl-C, like a command.
+fn by_api(cmd: &Cmd, interruptible: bool) -> Option<Result<std::process::Output>> {
+    if interruptible {
+        if let Err(err) = interrupt::check() {
+            return Some(Err(err));
+        }
+    }
+    crate::api_shortcut::act(cmd)
+}
+
+/// Trimmed stdout of a finished command, or an error quoting its stderr.
+fn checked(cmd: &Cmd, output: std::process::Output) -> Result<String> {
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        bail!(
+            "`{}` failed ({}): {}",
+            short(cmd),
+            describe(output.status),
+            stderr.trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .trim_end()
+        .to_string())
+}
+
 /// Runs `cmd` with its output captured; its trimmed stdout, or an error quoting its stderr.
 /// `read_only`: a query, which the engine's API may answer.
 fn captured(cmd: &Cmd, interruptible: bool, read_only_cmd: bool) -> Result<String> {
@@ -622,18 +672,7 @@ fn captured(cmd: &Cmd, interruptible: bool, read_only_cmd: bool) -> Result<Strin
     } else {
         wait_for(cmd, expr, interruptible)?
     };
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        bail!(
-            "`{}` failed ({}): {}",
-            short(cmd),
-            describe(output.status),
-            stderr.trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout)
-        .trim_end()
-        .to_string())
+    checked(cmd, output)
 }
 
 /// Starts the child and waits for it. When we are interrupted (Ctrl-C, SIGTERM), the child
@@ -654,6 +693,10 @@ fn wait_for(
     }
     let handle = expr.start().map_err(|err| spawn_error(cmd, err))?;
     let (mut terminated_at, mut last_term) = (None, None::<std::time::Instant>);
+    // Polled, so that a signal is seen: every 1 ms at first, then less often up to 20 ms. A
+    // fixed 20 ms made each short command (`test -f`, `mv`, a local target's lock files)
+    // cost ~20 ms, a few hundred ms over a deploy's critical path.
+    let mut poll = Duration::from_millis(1);
     loop {
         if let Some(output) = handle
             .try_wait()
@@ -681,7 +724,8 @@ fn wait_for(
                 interrupt::check()?;
             }
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(poll);
+        poll = (poll * 2).min(Duration::from_millis(20));
     }
 }
 

@@ -284,8 +284,10 @@ impl Engine {
             );
         }
         let (stdout, stderr) = demux(&started.bytes);
-        // The stream ends with the command; its exit code is recorded a moment later.
-        for _ in 0..50 {
+        // The stream ends with the command; its exit code is recorded a moment later (looked
+        // at after 0, 1, 2, 4, 8, then every 10 ms).
+        let mut pause = Duration::from_millis(1);
+        for _ in 0..60 {
             let json = self
                 .get_json(&format!("/exec/{exec}/json"))?
                 .context("GET /exec/ID/json: 404")?;
@@ -300,7 +302,8 @@ impl Engine {
                     stderr,
                 }));
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(10));
         }
         bail!("docker exec in {id}: the command's output ended but it still runs")
     }
@@ -386,6 +389,70 @@ impl Engine {
             ),
         }
     }
+
+    /// Writes `bytes` to the file `path` of a container through `PUT /containers/ID/archive`
+    /// (a tar of that one file, mode 0644, root's; no process started in it). `None` for the
+    /// container missing. The engine extracts the file whole before it answers.
+    pub fn write_file(&self, id: &str, path: &str, bytes: &[u8]) -> Result<Option<()>> {
+        let (dir, name) = path
+            .rsplit_once('/')
+            .filter(|(_, name)| !name.is_empty())
+            .with_context(|| format!("not a file path: {path}"))?;
+        let dir = if dir.is_empty() { "/" } else { dir };
+        let request = Request {
+            method: "PUT",
+            body: tar_one(name, bytes).context("cannot make the tar of one file")?,
+            ..Request::get(&format!(
+                "/containers/{}/archive?path={}",
+                escape(id, b""),
+                escape(dir, b"")
+            ))
+            .header("Content-Type", "application/x-tar")
+        };
+        let answer = self.call(&request, Duration::from_secs(10))?;
+        match answer.status {
+            200 => Ok(Some(())),
+            404 if answer.body.contains("No such container") => Ok(None),
+            status => bail!(
+                "PUT /containers/ID/archive: HTTP {status} {}",
+                message(&answer.body)
+            ),
+        }
+    }
+}
+
+/// A tar archive of one regular file `name` (at most 99 bytes, no `/`) holding `bytes`.
+fn tar_one(name: &str, bytes: &[u8]) -> Option<Vec<u8>> {
+    if name.len() > 99 || name.contains('/') {
+        return None;
+    }
+    let mut header = [0u8; 512];
+    header[..name.len()].copy_from_slice(name.as_bytes());
+    let octal = |field: &mut [u8], value: u64| {
+        let text = format!("{value:0width$o}", width = field.len() - 1);
+        field[..text.len()].copy_from_slice(text.as_bytes());
+    };
+    octal(&mut header[100..108], 0o644);
+    octal(&mut header[108..116], 0);
+    octal(&mut header[116..124], 0);
+    octal(&mut header[124..136], bytes.len() as u64);
+    let mtime = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    octal(&mut header[136..148], mtime);
+    header[156] = b'0';
+    header[257..263].copy_from_slice(b"ustar\0");
+    header[263..265].copy_from_slice(b"00");
+    // The checksum is taken with its own field as eight spaces.
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+    let text = format!("{sum:06o}\0 ");
+    header[148..156].copy_from_slice(text.as_bytes());
+    let mut tar = header.to_vec();
+    tar.extend_from_slice(bytes);
+    tar.resize(tar.len().div_ceil(512) * 512 + 1024, 0);
+    Some(tar)
 }
 
 /// The content of the first entry of a tar archive, if it is a regular file.
@@ -545,6 +612,25 @@ mod tests {
             default
         );
         assert_eq!(socket_for(None, None, Some("not json")), default);
+    }
+
+    #[test]
+    fn a_tar_of_one_file_reads_back() {
+        let tar = tar_one("live.conf.new", b"set $crm_live \"x:80\";\n").unwrap();
+        assert_eq!(tar.len() % 512, 0);
+        assert_eq!(&tar[..13], b"live.conf.new");
+        assert_eq!(
+            untar_one(&tar).as_deref(),
+            Some(&b"set $crm_live \"x:80\";\n"[..])
+        );
+        // The checksum field holds the sum of the header's bytes (itself as spaces).
+        let mut header = tar[..512].to_vec();
+        let stored = std::str::from_utf8(&header[148..154]).unwrap().to_string();
+        header[148..156].copy_from_slice(b"        ");
+        let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+        assert_eq!(u32::from_str_radix(&stored, 8).unwrap(), sum);
+        assert!(tar_one("a/b", b"").is_none());
+        assert!(tar_one(&"n".repeat(100), b"").is_none());
     }
 
     #[test]

@@ -237,6 +237,20 @@ impl<'a> Stack<'a> {
                 .args(["up", "--detach", "--remove-orphans"])
                 .args(services.iter().copied()),
         )?;
+        self.ready(color, services, limit)
+    }
+
+    /// Starts what of a color is not running (the worker of a standby that serves again),
+    /// recreating nothing: its php and nginx answer requests. Then waits until all is ready.
+    pub fn start_rest(&self, color: Color, limit: Duration) -> Result<()> {
+        self.run(start_rest_command(self.compose(&self.project(color))))?;
+        self.ready(color, &[], limit)
+    }
+
+    /// Waits until a color's `services` (none: all) that already run are ready, as
+    /// [`Stack::start_services`] does after starting them: a standby about to serve again.
+    pub fn ready(&self, color: Color, services: &[&str], limit: Duration) -> Result<()> {
+        let project = self.project(color);
         if self.remote().dry_run() {
             return Ok(());
         }
@@ -688,6 +702,12 @@ fn standby_release(inspect: &str) -> Option<Standby> {
     })
 }
 
+/// `docker compose up` of a standby serving again: its worker started, its running php and
+/// nginx kept as they are even if compose.yaml differs from what made them.
+fn start_rest_command(compose: Cmd) -> Cmd {
+    compose.args(["up", "--detach", "--no-recreate", "--remove-orphans"])
+}
+
 /// `docker compose stop` of a color's worker (its containers stay for a rollback; only the worker
 /// would do work, on the shared data, for a release that no longer serves).
 fn park_command(compose: Cmd) -> Cmd {
@@ -1076,6 +1096,13 @@ mod tests {
                 "10",
                 "worker"
             ]
+        );
+        // Serving again: the worker starts, nothing that answers requests is recreated.
+        let up = start_rest_command(stack.compose(&stack.project(Color::Blue)));
+        let up = up.argv();
+        assert_eq!(
+            up[up.len() - 4..],
+            ["up", "--detach", "--no-recreate", "--remove-orphans"]
         );
         let stopped = "exited r/crm-gdb_php:1.3.0 php\nexited r/crm-gdb_php:1.3.0-supervisor worker\nexited r/crm-gdb_nginx:1.3.0 nginx\n";
         let standby = |release: Option<&str>, serving_ready| {
