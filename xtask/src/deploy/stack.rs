@@ -122,9 +122,12 @@ impl<'a> Stack<'a> {
         } else {
             let bound = String::from_utf8_lossy(&bound.stdout).trim().to_string();
             if bound != bind.to_string() {
+                let bound = match bound.as_str() {
+                    "" | "<no value>" => "every address (a network made before xtask bound it)",
+                    bound => bound,
+                };
                 self.remote().say(format!(
-                    "warning: the network {network} publishes the edge on {} (not HTTP_BIND={bind}); to change it, remove the edge and the network, then deploy again",
-                    if bound.is_empty() || bound == "<no value>" { "every address" } else { &bound }
+                    "warning: the network {network} publishes an edge created from compose.yaml on {bound}, not HTTP_BIND={bind}; to change it, remove the edge and the network, then deploy again"
                 ));
             }
         }
@@ -712,8 +715,6 @@ fn standby_release(inspect: &str) -> Option<Standby> {
     })
 }
 
-/// `docker compose stop` of a color's worker (its containers stay for a rollback; only the worker
-/// would do work, on the shared data, for a release that no longer serves).
 /// The bridge option that sets the host address of the ports published by containers on a
 /// network: how a Compose edge publishes on loopback only, as a swarm stack file (the same
 /// compose.yaml) cannot name an address in `ports:`.
@@ -753,6 +754,8 @@ pub fn edge_network_binding(network: &str) -> Cmd {
     ])
 }
 
+/// `docker compose stop` of a color's worker (its containers stay for a rollback; only the worker
+/// would do work, on the shared data, for a release that no longer serves).
 fn park_command(compose: Cmd) -> Cmd {
     compose.args(["stop", "--timeout", "10", "worker"])
 }
