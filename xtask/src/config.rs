@@ -33,7 +33,7 @@ pub const PHP: &str = "crm-gdb_php";
 pub const NGINX: &str = "crm-gdb_nginx";
 /// The stable proxy in front of the blue/green releases; pinned like the base images.
 pub const EDGE: &str = "crm-gdb_edge";
-/// The PostgreSQL server of a swarm stack (docker/db), pinned like the edge (compose.swarm.yaml).
+/// The PostgreSQL server of a swarm stack (docker/db), pinned like the edge (compose.yaml).
 pub const DB: &str = "crm-gdb_db";
 /// Tag suffix of the php image variant that runs the worker under supervisor.
 pub const SUPERVISOR_SUFFIX: &str = "-supervisor";

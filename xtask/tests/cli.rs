@@ -219,7 +219,7 @@ fn dry_run_down_prints_exactly_the_command_it_would_run() {
         stdout(&output),
         format!(
             "CRM_STACK=crm-gdb-cli-test HTTP_PORT=0 docker compose --project-name crm-gdb-cli-test --project-directory {} \
-             --profile edge --file - down --remove-orphans <<stdin\n\
+             --file - down --remove-orphans <<stdin\n\
              docker volume rm --force crm-gdb-cli-test_data crm-gdb-cli-test_assets crm-gdb-cli-test_edge-conf\n",
             root().display()
         )

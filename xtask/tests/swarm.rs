@@ -1,6 +1,6 @@
 //! End to end on a real Docker Swarm (a testbed of 3 network namespaces, each with its own
 //! engine, joined in one swarm): `deploy --env` of an environment of `kind: swarm` deploys
-//! compose.swarm.yaml from the manager over ssh. Under a load probe on every node's edge: a first
+//! compose.yaml (the file Compose runs) from the manager over ssh. Under a load probe on every node's edge: a first
 //! deploy, a rolling update A -> B with replicas on several nodes and no failed request; a broken
 //! release that swarm rolls back by itself (our command says so and fails, nothing fails for the
 //! clients); `rollback`; `status`; a backup, a write and a restore of the database; the secrets'
@@ -30,6 +30,27 @@ const PATIENCE: Duration = Duration::from_secs(5);
 const SECRET: &str = "swarm-e2e-secret-0123456789abcdef";
 const DB_PASSWORD: &str = "swarm-e2e-db-password-fedcba9876543210";
 
+/// compose.yaml's variables on a swarm (xtask/src/deploy/swarm.rs, SWARM_ENV, and the stack's
+/// names), as the deploy sets them.
+const SWARM_ENV: [(&str, &str); 16] = [
+    ("CRM_STACK", "crm"),
+    ("COMPOSE_PROJECT_NAME", "crm"),
+    ("CRM_APP_SECRET", "crm_app_secret_x"),
+    ("CRM_DB_PASSWORD", "crm_db_password_x"),
+    ("CRM_SWARM", "true"),
+    ("CRM_APP_SECRET_FILE", "/run/secrets/app_secret"),
+    ("APP_SECRET", ""),
+    ("CRM_DB_HOST", "db"),
+    ("CRM_REPLICAS", "2"),
+    ("CRM_DB_REPLICAS", "1"),
+    ("CRM_DB_DATA", "db"),
+    ("CRM_DB_BACKUPS", "db-backups"),
+    ("CRM_NETWORK_DRIVER", "overlay"),
+    ("CRM_DRAIN_SIGNAL", "SIGWINCH"),
+    ("CRM_DRAIN_GRACE", "20s"),
+    ("CRM_PREVIOUS", "0.9.0"),
+];
+
 #[test]
 fn the_stack_file_is_valid_for_compose_and_swarm() {
     if !engine_available("the_stack_file_is_valid_for_compose_and_swarm") {
@@ -38,12 +59,40 @@ fn the_stack_file_is_valid_for_compose_and_swarm() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let sh = Shell::new().unwrap();
     sh.change_dir(root);
-    let _tag = sh.push_env("CRM_TAG", "1.0.0");
-    let _secret = sh.push_env("CRM_APP_SECRET", "crm_app_secret_x");
-    let _db = sh.push_env("CRM_DB_PASSWORD", "crm_db_password_x");
-    let stack = cmd!(sh, "docker stack config -c compose.swarm.yaml")
-        .read()
-        .unwrap();
+    // Compose: the file as it is, no variable set (a .env in the tree is not read).
+    let empty = tempfile::tempdir().unwrap();
+    let env_file = empty.path().join("none.env");
+    std::fs::write(&env_file, "").unwrap();
+    let compose = cmd!(
+        sh,
+        "docker compose --env-file {env_file} -f compose.yaml -p crm-blue config"
+    )
+    .read()
+    .unwrap();
+    for wanted in [
+        "replicas: 1",
+        "replicas: 0",
+        "stop_signal: SIGQUIT",
+        "driver: bridge",
+        "name: crm_edge",
+        "order: start-first",
+        "file: /dev/null",
+    ] {
+        assert!(compose.contains(wanted), "{wanted}: {compose}");
+    }
+    assert!(
+        compose.contains("name: crm_app_secret\n    file: /dev/null\n"),
+        "{compose}"
+    );
+    for unwanted in ["DB_HOST: db", "replicas: 2"] {
+        assert!(!compose.contains(unwanted), "{unwanted}: {compose}");
+    }
+    // Swarm: the same file with the deploy's variables.
+    let mut stack_config = cmd!(sh, "docker stack config -c compose.yaml");
+    for (key, value) in SWARM_ENV {
+        stack_config = stack_config.env(key, value);
+    }
+    let stack = stack_config.read().unwrap();
     for wanted in [
         "order: start-first",
         "failure_action: rollback",
@@ -52,17 +101,20 @@ fn the_stack_file_is_valid_for_compose_and_swarm() {
         "mode: global",
         "node.labels.org.kiora.crm.db == true",
         "attachable: true",
+        "driver: overlay",
         &format!("crm-gdb_db:{DB_TAG}"),
         "rollback_config:",
         "monitor: 10s",
+        "replicas: 2",
+        "stop_signal: SIGWINCH",
+        "stop_grace_period: 20s",
+        "DB_HOST: db",
+        "APP_SECRET_FILE: /run/secrets/app_secret",
+        "source: db\n        target: /var/lib/postgresql/data",
+        "org.kiora.crm.previous: 0.9.0",
     ] {
         assert!(stack.contains(wanted), "{wanted}: {stack}");
     }
-    // The same file is a valid Compose file too (deploy: sections and all).
-    let compose = cmd!(sh, "docker compose -f compose.swarm.yaml config")
-        .read()
-        .unwrap();
-    assert!(compose.contains("replicas: 2"), "{compose}");
 }
 
 #[test]

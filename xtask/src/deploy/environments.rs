@@ -20,7 +20,7 @@
 //!     keep_backups: 5
 //!     min_free_disk: 1GiB      # refuse a host with less free space in its deploy directory
 //!   cluster:
-//!     kind: swarm              # one stack on a Docker Swarm (compose.swarm.yaml)
+//!     kind: swarm              # one stack on a Docker Swarm (compose.yaml)
 //!     manager: deploy@mgr1.example.com   # a manager, reached with the system ssh
 //!     stack: crm               # the stack's name
 //!     env_file: secrets/swarm.env        # on this machine: APP_SECRET=..., DB_PASSWORD=... (made swarm secrets)
@@ -46,7 +46,7 @@ pub const DEFAULT_FILE: &str = "deploy.yaml";
 pub enum Kind {
     /// Blue/green Compose stacks on each of `hosts`.
     Compose,
-    /// One stack on a Docker Swarm, deployed from its `manager` (compose.swarm.yaml).
+    /// One stack on a Docker Swarm, deployed from its `manager` (compose.yaml).
     Swarm,
 }
 

@@ -13,6 +13,7 @@ use crate::compose_file;
 use crate::config::{Config, APP_IMAGES, EDGE, PHP, SUPERVISOR_SUFFIX};
 use crate::deploy::release_command;
 use crate::deploy::remote::Remote;
+use crate::deploy::stack;
 use crate::deploy::target::Target;
 use crate::docker;
 
@@ -50,10 +51,10 @@ impl LocalStack {
         edge_image(&self.text)
     }
 
-    /// `docker compose` of the project, with the edge profile and the rendered file on stdin.
+    /// `docker compose` of the project, with the rendered file on stdin.
     pub fn compose(&self) -> Cmd {
         docker::compose(&self.project, &self.dir.display().to_string())
-            .args(["--profile", "edge", "--file", "-"])
+            .args(["--file", "-"])
             .env("CRM_STACK", &self.project)
             .env("HTTP_PORT", self.port.to_string())
             .stdin(self.text.clone())
@@ -75,7 +76,12 @@ impl LocalStack {
     pub fn up(&self, runner: &Runner) -> Result<()> {
         let ([network], volumes) = self.shared();
         if !runner.succeeds(&Cmd::new("docker").args(["network", "inspect", &network]))? {
-            runner.run(&Cmd::new("docker").args(["network", "create", &network]))?;
+            // The edge publishes on HTTP_BIND of the project's .env, else loopback.
+            let env = std::fs::read_to_string(self.dir.join(".env")).unwrap_or_default();
+            runner.run(&stack::edge_network_create(
+                &network,
+                stack::edge_bind(&env)?,
+            ))?;
         }
         for volume in &volumes[..2] {
             if !runner.succeeds(&Cmd::new("docker").args(["volume", "inspect", volume]))? {
@@ -83,10 +89,13 @@ impl LocalStack {
             }
         }
         self.release_command(runner)?;
+        // Named: the file's db is a swarm's (no task here, but `up` of all would pull it).
         runner.run(
             &self
                 .compose()
-                .args(["up", "--detach", "--wait", "--remove-orphans"]),
+                .args(["up", "--detach", "--wait", "--remove-orphans"])
+                .args(stack::RELEASE_SERVICES)
+                .arg("edge"),
         )
     }
 
@@ -206,8 +215,6 @@ mod tests {
                 "crm-local",
                 "--project-directory",
                 "/d",
-                "--profile",
-                "edge",
                 "--file",
                 "-",
                 "ps"

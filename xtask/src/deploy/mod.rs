@@ -16,7 +16,7 @@
 //! fleet         scheduling the phases over several hosts so they end on one release
 //! rollout       deploy, rollback and status of a fleet (a single target is a fleet of one)
 //! environments  the named environments of deploy.yaml
-//! swarm         a release on a Docker Swarm: compose.swarm.yaml as a stack, watched until it
+//! swarm         a release on a Docker Swarm: compose.yaml as a stack, watched until it
 //!               converges or swarm rolls it back
 //! swarm_db      a swarm stack's PostgreSQL: pinned to a node, dumps and restores through its task
 //! swarm_ops     logs of a swarm's services, a command in a running task's container

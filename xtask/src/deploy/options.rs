@@ -37,7 +37,7 @@ pub struct TargetArgs {
     /// Environment of the deploy config (deploy.yaml): its hosts, directory and defaults.
     #[arg(long, value_name = "NAME", conflicts_with_all = ["host", "dir"])]
     env: Option<String>,
-    /// The --host is a Docker Swarm manager: deploy compose.swarm.yaml there as a stack (no --dir).
+    /// The --host is a Docker Swarm manager: deploy compose.yaml there as a stack (no --dir).
     #[arg(long, requires = "host", conflicts_with_all = ["env", "dir"])]
     swarm: bool,
     /// The deploy environments file [default: deploy.yaml at the project root].
@@ -473,7 +473,7 @@ mod tests {
             "{e}"
         );
         let root = tempfile::tempdir().unwrap();
-        std::fs::write(root.path().join("compose.swarm.yaml"), "services: {}\n").unwrap();
+        std::fs::write(root.path().join("compose.yaml"), "services: {}\n").unwrap();
         let runner = Runner::new(true, crate::progress::Verbosity::Quiet);
         let (swarm, env_file) = args
             .swarm(root.path(), "127.0.0.1:5000/kiora", &runner)

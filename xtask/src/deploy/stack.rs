@@ -61,6 +61,11 @@ const BRIDGE_ASSETS: &[&str] = &[
     "/assets/",
 ];
 
+/// A release's services, named on every `up` of a color: compose.yaml also holds the edge (its
+/// own project) and a swarm's db (no task under Compose, but `up` of the whole file would pull
+/// its image).
+pub const RELEASE_SERVICES: [&str; 3] = ["php", "worker", "nginx"];
+
 pub struct Stack<'a> {
     deployment: &'a Deployment,
 }
@@ -103,14 +108,28 @@ impl<'a> Stack<'a> {
         self.remote().query(cmd)
     }
 
-    /// The edge network and the shared volumes, created once (Compose never deletes them).
+    /// The edge network and the shared volumes, created once (Compose never deletes them). The
+    /// network binds the edge's published ports to HTTP_BIND of the target's `.env` (loopback
+    /// when unset): compose.yaml cannot name the address (see [`edge_network_create`]).
     pub fn ensure_shared(&self) -> Result<()> {
         let network = format!("{}_edge", self.name());
-        if !self
-            .remote()
-            .succeeds(Cmd::new("docker").args(["network", "inspect", &network]))?
-        {
-            self.run(Cmd::new("docker").args(["network", "create", &network]))?;
+        // No .env is no HTTP_BIND (the file is optional).
+        let env = self.deployment.read(".env").unwrap_or_default();
+        let bind = edge_bind(&env)?;
+        let bound = self.remote().output(edge_network_binding(&network))?;
+        if !bound.status.success() {
+            self.run(edge_network_create(&network, bind))?;
+        } else {
+            let bound = String::from_utf8_lossy(&bound.stdout).trim().to_string();
+            if bound != bind.to_string() {
+                let bound = match bound.as_str() {
+                    "" | "<no value>" => "every address (a network made before xtask bound it)",
+                    bound => bound,
+                };
+                self.remote().say(format!(
+                    "warning: the network {network} publishes an edge created from compose.yaml on {bound}, not HTTP_BIND={bind}; to change it, remove the edge and the network, then deploy again"
+                ));
+            }
         }
         for volume in ["data", "assets"] {
             let volume = format!("{}_{volume}", self.name());
@@ -229,13 +248,18 @@ impl<'a> Stack<'a> {
         self.start_services(color, &[], limit)
     }
 
-    /// [`Stack::start`] of some services only (none: all of them).
+    /// [`Stack::start`] of some services only (none: all of [`RELEASE_SERVICES`]).
     pub fn start_services(&self, color: Color, services: &[&str], limit: Duration) -> Result<()> {
         let project = self.project(color);
+        let named = if services.is_empty() {
+            &RELEASE_SERVICES[..]
+        } else {
+            services
+        };
         self.run(
             self.compose(&project)
                 .args(["up", "--detach", "--remove-orphans"])
-                .args(services.iter().copied()),
+                .args(named.iter().copied()),
         )?;
         self.ready(color, services, limit)
     }
@@ -588,8 +612,11 @@ impl<'a> Stack<'a> {
     /// Starts a stopped color again and puts its assets back (undoing a recreate); a cleanup.
     pub fn restart(&self, color: Color) -> Result<()> {
         let project = self.project(color);
-        self.remote()
-            .cleanup(self.compose(&project).args(["up", "--detach"]))?;
+        self.remote().cleanup(
+            self.compose(&project)
+                .args(["up", "--detach"])
+                .args(RELEASE_SERVICES),
+        )?;
         if let Some(image) = self.image_of(color, "nginx")? {
             self.remote()
                 .cleanup(asset_tool(self.name(), &image, BRIDGE_ASSETS))?;
@@ -705,7 +732,48 @@ fn standby_release(inspect: &str) -> Option<Standby> {
 /// `docker compose up` of a standby serving again: its worker started, its running php and
 /// nginx kept as they are even if compose.yaml differs from what made them.
 fn start_rest_command(compose: Cmd) -> Cmd {
-    compose.args(["up", "--detach", "--no-recreate", "--remove-orphans"])
+    compose
+        .args(["up", "--detach", "--no-recreate", "--remove-orphans"])
+        .args(RELEASE_SERVICES)
+}
+
+/// The bridge option that sets the host address of the ports published by containers on a
+/// network: how a Compose edge publishes on loopback only, as a swarm stack file (the same
+/// compose.yaml) cannot name an address in `ports:`.
+const HOST_BINDING: &str = "com.docker.network.bridge.host_binding_ipv4";
+
+/// The address the edge publishes on: `HTTP_BIND=` of a `.env` text, else loopback.
+pub fn edge_bind(env: &str) -> Result<std::net::Ipv4Addr> {
+    let value = env
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("HTTP_BIND="))
+        .map(|v| v.trim().trim_matches('"').trim_matches('\''));
+    match value {
+        None | Some("") => Ok(std::net::Ipv4Addr::LOCALHOST),
+        Some(value) => value.parse().with_context(|| {
+            format!("HTTP_BIND={value} in .env is no IPv4 address; give one, e.g. 0.0.0.0 for every interface")
+        }),
+    }
+}
+
+/// `docker network create` of the stack's edge network, its published ports bound to `bind`.
+pub fn edge_network_create(network: &str, bind: std::net::Ipv4Addr) -> Cmd {
+    Cmd::new("docker")
+        .args(["network", "create", "--opt"])
+        .arg(format!("{HOST_BINDING}={bind}"))
+        .arg(network)
+}
+
+/// The address the network binds published ports to (fails when there is no such network).
+pub fn edge_network_binding(network: &str) -> Cmd {
+    Cmd::new("docker").args([
+        "network",
+        "inspect",
+        "--format",
+        &format!("{{{{index .Options \"{HOST_BINDING}\"}}}}"),
+        network,
+    ])
 }
 
 /// `docker compose stop` of a color's worker (its containers stay for a rollback; only the worker
@@ -1101,8 +1169,16 @@ mod tests {
         let up = start_rest_command(stack.compose(&stack.project(Color::Blue)));
         let up = up.argv();
         assert_eq!(
-            up[up.len() - 4..],
-            ["up", "--detach", "--no-recreate", "--remove-orphans"]
+            up[up.len() - 7..],
+            [
+                "up",
+                "--detach",
+                "--no-recreate",
+                "--remove-orphans",
+                "php",
+                "worker",
+                "nginx"
+            ]
         );
         let stopped = "exited r/crm-gdb_php:1.3.0 php\nexited r/crm-gdb_php:1.3.0-supervisor worker\nexited r/crm-gdb_nginx:1.3.0 nginx\n";
         let standby = |release: Option<&str>, serving_ready| {
@@ -1147,5 +1223,46 @@ mod tests {
                 "/assets/",
             ]
         );
+    }
+
+    #[test]
+    fn the_edge_network_binds_the_published_ports_to_http_bind() {
+        use std::net::Ipv4Addr;
+        assert_eq!(edge_bind("").unwrap(), Ipv4Addr::LOCALHOST);
+        assert_eq!(
+            edge_bind("APP_SECRET=x\nHTTP_BIND=\n").unwrap(),
+            Ipv4Addr::LOCALHOST
+        );
+        assert_eq!(
+            edge_bind("HTTP_PORT=80\nHTTP_BIND=0.0.0.0\n").unwrap(),
+            Ipv4Addr::UNSPECIFIED
+        );
+        assert_eq!(
+            edge_bind("HTTP_BIND=\"10.0.0.2\"\n").unwrap(),
+            Ipv4Addr::new(10, 0, 0, 2)
+        );
+        let err = edge_bind("HTTP_BIND=example.org\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no IPv4 address"), "{err}");
+        assert_eq!(
+            edge_network_create("crm_edge", Ipv4Addr::LOCALHOST).argv(),
+            [
+                "docker",
+                "network",
+                "create",
+                "--opt",
+                "com.docker.network.bridge.host_binding_ipv4=127.0.0.1",
+                "crm_edge"
+            ]
+        );
+        assert_eq!(
+            edge_network_binding("crm_edge").argv()[4],
+            "{{index .Options \"com.docker.network.bridge.host_binding_ipv4\"}}"
+        );
+        // compose.yaml's edge names no address: the network's binding is the only one.
+        let file = include_str!("../../../compose.yaml");
+        assert!(!file.contains("host_ip"));
+        assert!(file.contains("        published: ${HTTP_PORT:-8080}\n"));
     }
 }

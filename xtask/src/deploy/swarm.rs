@@ -1,5 +1,7 @@
-//! A release on a Docker Swarm: `compose.swarm.yaml` deployed as a stack from a manager reached
-//! over ssh (or this machine), and the swarm's own rolling update watched until it converges.
+//! A release on a Docker Swarm: the project's one `compose.yaml` deployed as a stack from a
+//! manager reached over ssh (or this machine), and the swarm's own rolling update watched until
+//! it converges. The file serves Compose too: the release's tags are written in, and the
+//! variables of [`SWARM_ENV`] turn on what only a swarm needs (its header lists them).
 //!
 //! 1. APP_SECRET and the database password become swarm secrets named after a fingerprint of
 //!    their value (secrets are immutable: a new value is a new secret, the stack file names it),
@@ -8,8 +10,10 @@
 //!    a dump of it, then the release command (the migrations) in a throwaway container on the
 //!    manager, on the stack's network, the password on its stdin. On the first deploy db comes
 //!    with the stack, so the command runs once db answers, and php becomes healthy after it;
-//! 3. `docker stack deploy -c - --prune --with-registry-auth STACK` with the file on stdin and the
-//!    release in variables (`env CRM_TAG=...`), so nothing is written on the manager;
+//! 3. the stack's edge network made an attachable overlay when missing (compose.yaml names it
+//!    external, as the Compose projects share it), then
+//!    `docker stack deploy -c - --prune --with-registry-auth STACK` with the file on stdin and
+//!    the rest in variables (`env CRM_PREVIOUS=...`), so nothing is written on the manager;
 //! 4. every service polled (`service ls`, `service inspect` UpdateStatus) until each one runs
 //!    all its replicas and its update completed, or swarm rolled one back by itself
 //!    (`failure_action: rollback`): then the stack is deployed again with the previous release,
@@ -25,13 +29,33 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::cmd::Cmd;
+use crate::compose_file;
+use crate::config::{APP_IMAGES, DB, EDGE};
 use crate::deploy::release_command;
 use crate::deploy::remote::Remote;
 use crate::deploy::swarm_db;
 use crate::secret::Secret;
 
-/// The stack file, at the project root.
-pub const STACK_FILE: &str = "compose.swarm.yaml";
+/// The stack file, at the project root: the same one Compose runs.
+pub const STACK_FILE: &str = "compose.yaml";
+
+/// compose.yaml's variables on a swarm (unset, each one is what Compose needs; the file's
+/// header says what each does). The stack's name, the release and the secrets' names come
+/// with them ([`stack_deploy`]).
+pub const SWARM_ENV: [(&str, &str); 11] = [
+    ("CRM_SWARM", "true"),
+    ("CRM_APP_SECRET_FILE", "/run/secrets/app_secret"),
+    // Never APP_SECRET itself on a swarm (it would show in `docker inspect`): empty.
+    ("APP_SECRET", ""),
+    ("CRM_DB_HOST", swarm_db::SERVICE),
+    ("CRM_REPLICAS", "2"),
+    ("CRM_DB_REPLICAS", "1"),
+    ("CRM_DB_DATA", "db"),
+    ("CRM_DB_BACKUPS", "db-backups"),
+    ("CRM_NETWORK_DRIVER", "overlay"),
+    ("CRM_DRAIN_SIGNAL", "SIGWINCH"),
+    ("CRM_DRAIN_GRACE", "20s"),
+];
 
 /// Where APP_SECRET and the database password come from for a swarm deploy when no env file
 /// is given (never passed on to a child).
@@ -56,9 +80,9 @@ pub struct Secrets {
 pub struct Swarm {
     pub manager: Remote,
     pub stack: String,
-    /// Registry and namespace of the images (`CRM_REGISTRY`).
+    /// Registry and namespace of the images (written in the file per deploy).
     pub registry: String,
-    /// The text of compose.swarm.yaml.
+    /// The text of compose.yaml, as it is in the tree (tags written in per deploy).
     pub file: String,
     /// The edge's published port on every node (`HTTP_PORT`), when not the file's default.
     pub http_port: Option<u16>,
@@ -123,6 +147,49 @@ struct SecretNames {
     db: String,
 }
 
+/// The release's stack file: compose.yaml with the php and nginx images named
+/// `registry/...:tag`, and the pinned edge and db images (their own tags) under `registry`.
+pub fn stack_text(file: &str, registry: &str, tag: &str) -> Result<String> {
+    let fail =
+        |err: compose_file::EditError| anyhow::anyhow!("cannot write {tag} in {STACK_FILE}: {err}");
+    let (mut text, _) =
+        compose_file::set_release(file, Some(registry), tag, &APP_IMAGES).map_err(fail)?;
+    for pinned in [EDGE, DB] {
+        let reference = compose_file::app_references(&text, &[pinned])
+            .map_err(fail)?
+            .remove(0);
+        let own_tag = reference
+            .rsplit_once(':')
+            .map(|(_, t)| t.to_string())
+            .with_context(|| format!("{STACK_FILE}: {reference} has no tag"))?;
+        text = compose_file::set_release(&text, Some(registry), &own_tag, &[pinned])
+            .map_err(fail)?
+            .0;
+    }
+    Ok(text)
+}
+
+/// `docker network create` of the stack's edge network (compose.yaml's external `edge`): an
+/// attachable overlay, so that the services of every node join it.
+pub fn edge_network_create(stack: &str) -> Cmd {
+    Cmd::new("docker")
+        .args([
+            "network",
+            "create",
+            "--driver",
+            "overlay",
+            "--attachable",
+            "--label",
+        ])
+        .arg(format!("com.docker.stack.namespace={stack}"))
+        .arg(edge_network(stack))
+}
+
+/// The name of the stack's edge network (compose.yaml: `${CRM_STACK}_edge`).
+pub fn edge_network(stack: &str) -> String {
+    format!("{stack}_edge")
+}
+
 /// The variables the stack file reads.
 pub struct Release<'a> {
     pub tag: &'a str,
@@ -132,10 +199,11 @@ pub struct Release<'a> {
     pub db_secret: &'a str,
 }
 
-/// `env CRM_...=... docker stack deploy -c - --prune --with-registry-auth STACK`, the file on
-/// stdin. `--with-registry-auth` sends the manager client's login (if any) to the nodes, so
-/// they can pull from a private registry.
-pub fn stack_deploy(swarm: &Swarm, release: &Release) -> Cmd {
+/// `env CRM_...=... docker stack deploy -c - --prune --with-registry-auth STACK`, the release's
+/// file on stdin. `--with-registry-auth` sends the manager client's login (if any) to the
+/// nodes, so they can pull from a private registry.
+pub fn stack_deploy(swarm: &Swarm, release: &Release) -> Result<Cmd> {
+    let text = stack_text(&swarm.file, &swarm.registry, release.tag)?;
     let mut cmd = Cmd::new("docker")
         .args([
             "stack",
@@ -146,16 +214,18 @@ pub fn stack_deploy(swarm: &Swarm, release: &Release) -> Cmd {
             "--with-registry-auth",
         ])
         .arg(&swarm.stack)
-        .env("CRM_REGISTRY", &swarm.registry)
-        .env("CRM_TAG", release.tag)
+        .env("CRM_STACK", &swarm.stack)
+        .env("COMPOSE_PROJECT_NAME", &swarm.stack)
         .env("CRM_PREVIOUS", release.previous)
         .env("CRM_APP_SECRET", release.secret)
-        .env("CRM_DB_PASSWORD", release.db_secret)
-        .stdin(swarm.file.as_bytes().to_vec());
+        .env("CRM_DB_PASSWORD", release.db_secret);
+    for (key, value) in SWARM_ENV {
+        cmd = cmd.env(key, value);
+    }
     if let Some(port) = swarm.http_port {
         cmd = cmd.env("HTTP_PORT", port.to_string());
     }
-    cmd
+    Ok(cmd.stdin(text.into_bytes()))
 }
 
 /// `docker service ls` of the stack: name, replicas (`2/2`), image.
@@ -447,17 +517,32 @@ impl Swarm {
 
     /// `docker stack deploy` of `tag`.
     fn stack_deploy(&self, tag: &str, previous: &str, names: &SecretNames) -> Result<()> {
+        let cmd = stack_deploy(
+            self,
+            &Release {
+                tag,
+                previous,
+                secret: &names.app,
+                db_secret: &names.db,
+            },
+        )?;
         self.manager
-            .run(stack_deploy(
-                self,
-                &Release {
-                    tag,
-                    previous,
-                    secret: &names.app,
-                    db_secret: &names.db,
-                },
-            ))
+            .run(cmd)
             .with_context(|| format!("docker stack deploy of {tag} failed on the manager"))
+    }
+
+    /// The stack's edge network, made on the manager when missing (once, like the secrets).
+    fn ensure_edge_network(&self) -> Result<()> {
+        let network = edge_network(&self.stack);
+        if !self
+            .manager
+            .succeeds(Cmd::new("docker").args(["network", "inspect", &network]))?
+        {
+            self.manager
+                .run(edge_network_create(&self.stack))
+                .with_context(|| format!("cannot create the overlay network {network}"))?;
+        }
+        Ok(())
     }
 
     /// Deploys `tag` and waits; `Ok(true)` converged, `Ok(false)` swarm rolled back.
@@ -567,6 +652,7 @@ impl Swarm {
             db: self.secret("db_password", &secrets.db)?,
         };
         self.pin_db()?;
+        self.ensure_edge_network()?;
         let previous = if live_tag == tag {
             live_previous.clone()
         } else {
@@ -734,6 +820,8 @@ mod tests {
     use crate::deploy::target::Target;
     use crate::progress::Verbosity;
 
+    const COMPOSE_YAML: &str = include_str!("../../../compose.yaml");
+
     fn swarm() -> Swarm {
         Swarm {
             manager: Remote::new(
@@ -742,14 +830,14 @@ mod tests {
             ),
             stack: "crm".into(),
             registry: "127.0.0.1:5000/kiora".into(),
-            file: "services: {}\n".into(),
+            file: COMPOSE_YAML.into(),
             http_port: Some(8080),
             timeout: Duration::from_secs(60),
         }
     }
 
     #[test]
-    fn the_stack_is_deployed_from_stdin_with_the_release_in_variables() {
+    fn the_stack_is_deployed_from_stdin_with_the_release_written_in() {
         let s = swarm();
         let cmd = stack_deploy(
             &s,
@@ -759,7 +847,8 @@ mod tests {
                 secret: "crm_app_secret_ab",
                 db_secret: "crm_db_password_cd",
             },
-        );
+        )
+        .unwrap();
         assert_eq!(
             cmd.argv(),
             [
@@ -773,12 +862,59 @@ mod tests {
                 "crm"
             ]
         );
-        assert_eq!(cmd.stdin.as_deref(), Some(&b"services: {}\n"[..]));
+        let text = String::from_utf8(cmd.stdin.clone().unwrap()).unwrap();
+        for image in [
+            "image: 127.0.0.1:5000/kiora/crm-gdb_php:1.2.0\n",
+            "image: 127.0.0.1:5000/kiora/crm-gdb_php:1.2.0-supervisor\n",
+            "image: 127.0.0.1:5000/kiora/crm-gdb_nginx:1.2.0\n",
+            "image: 127.0.0.1:5000/kiora/crm-gdb_edge:0.5.0\n",
+            "image: 127.0.0.1:5000/kiora/crm-gdb_db:0.6.0\n",
+        ] {
+            assert!(text.contains(image), "{image}");
+        }
+        assert!(!text.contains("registry.kiora.tech"));
         let remote = s.manager.cmd(cmd).argv().join(" ");
         assert!(
-            remote.ends_with("-- env CRM_REGISTRY=127.0.0.1:5000/kiora CRM_TAG=1.2.0 CRM_PREVIOUS=1.1.0 CRM_APP_SECRET=crm_app_secret_ab CRM_DB_PASSWORD=crm_db_password_cd HTTP_PORT=8080 docker stack deploy --compose-file - --prune --with-registry-auth crm"),
+            remote.contains("-- env CRM_STACK=crm COMPOSE_PROJECT_NAME=crm CRM_PREVIOUS=1.1.0 CRM_APP_SECRET=crm_app_secret_ab CRM_DB_PASSWORD=crm_db_password_cd CRM_SWARM=true "),
             "{remote}"
         );
+        assert!(
+            remote.ends_with(" CRM_DRAIN_GRACE=20s HTTP_PORT=8080 docker stack deploy --compose-file - --prune --with-registry-auth crm"),
+            "{remote}"
+        );
+        // Every variable set here is one the file reads.
+        for (key, _) in SWARM_ENV {
+            assert!(
+                COMPOSE_YAML.contains(&format!("${{{key}:-")),
+                "compose.yaml does not read {key}"
+            );
+        }
+        let bad = Release {
+            tag: "no tag",
+            previous: "",
+            secret: "a",
+            db_secret: "b",
+        };
+        assert!(stack_deploy(&s, &bad).is_err());
+    }
+
+    #[test]
+    fn the_edge_network_is_an_attachable_overlay_of_the_stack() {
+        assert_eq!(
+            edge_network_create("crm").argv(),
+            [
+                "docker",
+                "network",
+                "create",
+                "--driver",
+                "overlay",
+                "--attachable",
+                "--label",
+                "com.docker.stack.namespace=crm",
+                "crm_edge"
+            ]
+        );
+        assert!(COMPOSE_YAML.contains("    name: ${CRM_STACK:-crm}_edge\n    external: true\n"));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The database of a swarm stack: PostgreSQL (service `db` of compose.swarm.yaml, the image of
+//! The database of a swarm stack: PostgreSQL (service `db` of compose.yaml, the image of
 //! docker/db) pinned with its volume to the node labelled `org.kiora.crm.db=true`.
 //!
 //! - the deploy labels the manager's own node when no node carries the label yet, so the first
@@ -20,14 +20,15 @@ use crate::deploy::swarm::Swarm;
 use crate::deploy::target::Target;
 use crate::project::now_rfc3339;
 
-/// The service name in compose.swarm.yaml.
+/// The service name in compose.yaml (no task under Compose).
 pub const SERVICE: &str = "db";
 /// The node label that pins db and its volume to one node.
 pub const NODE_LABEL: &str = "org.kiora.crm.db";
-/// The database and its user (compose.swarm.yaml's x-php environment, the image's defaults).
+/// The database and its user (compose.yaml's x-php environment, the image's defaults).
 pub const NAME: &str = "crm";
 pub const USER: &str = "crm";
-/// What the release command gets to reach db, as php does (compose.swarm.yaml's x-php).
+/// What the release command gets to reach db, as php does on a swarm (compose.yaml's x-php,
+/// DB_HOST from `CRM_DB_HOST` of [`crate::deploy::swarm::SWARM_ENV`]).
 pub const CLIENT_ENV: [(&str, &str); 3] =
     [("DB_HOST", SERVICE), ("DB_NAME", NAME), ("DB_USER", USER)];
 /// Where the dumps are in the db container (the `db-backups` volume).
@@ -418,9 +419,17 @@ mod tests {
 
     #[test]
     fn the_stack_file_gives_php_what_the_release_command_gets() {
-        let file = include_str!("../../../compose.swarm.yaml");
+        let file = include_str!("../../../compose.yaml");
+        let swarm_env = crate::deploy::swarm::SWARM_ENV;
         for (key, value) in CLIENT_ENV {
-            assert!(file.contains(&format!("    {key}: {value}\n")), "{key}");
+            let as_written = format!("    {key}: {value}\n");
+            let from_variable = format!("    {key}: ${{CRM_{key}:-}}\n");
+            assert!(
+                file.contains(&as_written)
+                    || (file.contains(&from_variable)
+                        && swarm_env.contains(&(&format!("CRM_{key}")[..], value))),
+                "{key}"
+            );
         }
         assert!(file.contains("DB_PASSWORD_FILE: /run/secrets/db_password"));
         assert!(file.contains(&format!("node.labels.{NODE_LABEL} == true")));

@@ -43,7 +43,7 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub machines: Option<usize>,
     /// With --machines: make the machines a Docker Swarm and measure swarm's rolling update,
-    /// rollbacks and a node loss (compose.swarm.yaml).
+    /// rollbacks and a node loss (compose.yaml).
     #[arg(long, requires = "machines")]
     pub swarm: bool,
     /// With --machines: one host, a fleet and a swarm in one run, side by side in one table

@@ -30,7 +30,7 @@
 //! `--env` every host splits at once (no canary host, no waves), the hosts' counts are added up
 //! and judged once, and every host is promoted, or every host withdraws it.
 //! On a swarm (an environment of `kind: swarm`, or `--swarm --host MANAGER`), `deploy/swarm.rs`
-//! deploys compose.swarm.yaml as a stack and swarm's own rolling update does the switch.
+//! deploys compose.yaml as a stack and swarm's own rolling update does the switch.
 
 use std::time::Duration;
 
@@ -115,7 +115,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             .swarm(&ctx.root, &ctx.config.registry, &ctx.runner)?
     {
         if args.canary.is_some() || args.promote || args.abort {
-            bail!("--canary, --promote and --abort split an edge's traffic on Compose targets; on a swarm, its start-first rolling update (update_config in compose.swarm.yaml) checks each new task instead");
+            bail!("--canary, --promote and --abort split an edge's traffic on Compose targets; on a swarm, its start-first rolling update (update_config in compose.yaml) checks each new task instead");
         }
         let tag = args.tag.as_ref().context("--tag is required")?;
         let secrets = swarm::secrets(env_file.as_deref())?;

@@ -19,7 +19,7 @@ use xshell::{cmd, Shell};
 /// build-app builds FROM) and the edge's (compose.yaml). Bump them here with the code.
 pub const BASE_TAG: &str = "0.6.0";
 pub const EDGE_TAG: &str = "0.5.0";
-/// The database image of a swarm stack (compose.swarm.yaml's crm-gdb_db tag).
+/// The database image of a swarm stack (compose.yaml's crm-gdb_db tag).
 pub const DB_TAG: &str = "0.6.0";
 
 /// True when a Docker engine answers. Without one, the test is skipped loudly (see [`skip`]),

@@ -74,7 +74,7 @@ pub(super) fn run(ctx: &Ctx, quiet: &Ctx, machines: usize) -> Result<()> {
          `cargo xtask bench-deploy --machines {machines} --all`, {} on a {}-core machine, one run: the same releases \
          (A; B, other images of A; a broken one whose php health check always fails) on one host (a scratch target on \
          this machine), on a fleet of {machines} machines and on a Docker Swarm of {machines} machines (network \
-         namespaces, each with its own Docker engine and sshd, reached over ssh; compose.swarm.yaml: php x2 and the \
+         namespaces, each with its own Docker engine and sshd, reached over ssh; compose.yaml: php x2 and the \
          worker on the manager, nginx x2 spread, the edge on every node). A load probe of ~20 requests/s on each edge \
          (one host: `/`, `/health`, a hashed asset and a marker file; machines: `/`, `/health`).\n\n\
          \"failed/sent per edge\": one figure per edge probed (`-`: the edge of the node whose engine was stopped). \

@@ -1,5 +1,5 @@
 //! `cargo xtask bench-deploy --machines N --swarm`: the same releases on a Docker Swarm of N
-//! machines (a testbed made and removed here, m1 the manager), compose.swarm.yaml deployed from
+//! machines (a testbed made and removed here, m1 the manager), compose.yaml deployed from
 //! the manager over ssh, a load probe of ~20 requests/s on every node's edge. Rows: swarm's
 //! rolling update A -> B, `rollback`, a broken release (its php health check always fails) that
 //! swarm rolls back by itself, and a worker node's engine stopped: the time until its nginx
@@ -43,7 +43,7 @@ pub(super) fn run(ctx: &Ctx, quiet: &Ctx, machines: usize, tags: [&str; 3]) -> R
     let report = format!(
         "# Swarm deploy benchmark\n\n`cargo xtask bench-deploy --machines {machines} --swarm`, {} on a {}-core machine: \
          a Docker Swarm of {machines} machines (network namespaces, each with its own engine; m1 the manager, reached \
-         over ssh), compose.swarm.yaml (php x2, the worker and nginx x2 spread, PostgreSQL on the manager, the edge on every node), \
+         over ssh), compose.yaml (php x2, the worker and nginx x2 spread, PostgreSQL on the manager, the edge on every node), \
          a load probe of ~20 requests/s (`/`, `/health`) on every node's edge.\n\
          \"failed requests\": failed/sent per node. \"longest gap\": the longest time without a good answer on any node. \
          \"recovered\": from the engine's stop to the lost replica running on a living node.\n\
@@ -78,12 +78,12 @@ pub(super) fn rows(
     rows
 }
 
-/// The stack's db image (pinned in compose.swarm.yaml), built when missing, pushed beside the
+/// The stack's db image (pinned in compose.yaml), built when missing, pushed beside the
 /// releases. Its pushed name.
 fn push_db(quiet: &Ctx, pushed: &Config) -> Result<String> {
     let file = std::fs::read_to_string(quiet.root.join(swarm::STACK_FILE))?;
     let tag = crate::deploy::swarm_db::image_tag(&file)
-        .context("compose.swarm.yaml names no crm-gdb_db image")?;
+        .context("compose.yaml names no crm-gdb_db image")?;
     let local = quiet.config.image(crate::config::DB, &tag);
     crate::build::base::ensure_db_image(quiet, &local.to_string())?;
     let remote = pushed.image(crate::config::DB, &tag);
