@@ -126,8 +126,14 @@ impl<'a> Stack<'a> {
                     "" | "<no value>" => "every address (a network made before xtask bound it)",
                     bound => bound,
                 };
+                let fix = "remove the edge and the network, then deploy again (or set HTTP_BIND to match)";
+                // A running edge keeps the ports it was created with; a new one would publish
+                // on the network's address, maybe the internet's: refuse to make it.
+                if self.edge()?.is_none() {
+                    bail!("the network {network} would publish the new edge on {bound}, not HTTP_BIND={bind}; {fix}");
+                }
                 self.remote().say(format!(
-                    "warning: the network {network} publishes an edge created from compose.yaml on {bound}, not HTTP_BIND={bind}; to change it, remove the edge and the network, then deploy again"
+                    "warning: the network {network} would publish a recreated edge on {bound}, not HTTP_BIND={bind}; to change it, {fix}"
                 ));
             }
         }
