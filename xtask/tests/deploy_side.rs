@@ -67,6 +67,34 @@ fn deploy_rollback_backup_locally_and_over_ssh() {
         xtask(root, tmp.path(), &prefix, &all)
     };
 
+    // An edge network an earlier xtask made binds every address, while HTTP_BIND (unset) means
+    // loopback: no edge is created on it, in one line, and nothing of the stack starts.
+    let network = format!("{stack}_edge");
+    cmd!(sh, "docker network create {network}")
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .unwrap();
+    let out = deploy(&["deploy", "--tag", "1.0.0-a"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("would publish the new edge on every address"),
+        "{err}"
+    );
+    let started = cmd!(
+        sh,
+        "docker ps -q --filter label=com.docker.compose.project={stack}-edge"
+    )
+    .read()
+    .unwrap();
+    assert!(started.is_empty(), "no edge started: {started}");
+    cmd!(sh, "docker network rm {network}")
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .unwrap();
+
     // First deploy: nothing to back up, then A serves.
     assert!(deploy(&["deploy", "--tag", "1.0.0-a"]).status.success());
     assert_eq!(http_get(port, "/health").unwrap().0, 200);
