@@ -314,11 +314,7 @@ impl Engine {
     /// it): `Ok(None)` when there is no such file. `None` for the container itself missing.
     pub fn read_file(&self, id: &str, path: &str) -> Result<Option<Option<Vec<u8>>>> {
         let answer = self.call(
-            &Request::get(&format!(
-                "/containers/{}/archive?path={}",
-                escape(id, b""),
-                escape(path, b"")
-            )),
+            &Request::get(&archive_path(id, path)),
             Duration::from_secs(10),
         )?;
         match answer.status {
@@ -358,11 +354,7 @@ impl Engine {
     /// component (`GET /containers/ID/archive`).
     pub fn archive(&self, id: &str, path: &str) -> Result<Vec<u8>> {
         let answer = self.call(
-            &Request::get(&format!(
-                "/containers/{}/archive?path={}",
-                escape(id, b""),
-                escape(path, b"")
-            )),
+            &Request::get(&archive_path(id, path)),
             Duration::from_secs(60),
         )?;
         match answer.status {
@@ -402,12 +394,7 @@ impl Engine {
         let request = Request {
             method: "PUT",
             body: tar_one(name, bytes).context("cannot make the tar of one file")?,
-            ..Request::get(&format!(
-                "/containers/{}/archive?path={}",
-                escape(id, b""),
-                escape(dir, b"")
-            ))
-            .header("Content-Type", "application/x-tar")
+            ..Request::get(&archive_path(id, dir)).header("Content-Type", "application/x-tar")
         };
         let answer = self.call(&request, Duration::from_secs(10))?;
         match answer.status {
@@ -419,6 +406,15 @@ impl Engine {
             ),
         }
     }
+}
+
+/// `/containers/ID/archive?path=PATH`: a container's files as tar, to read or to write.
+fn archive_path(id: &str, path: &str) -> String {
+    format!(
+        "/containers/{}/archive?path={}",
+        escape(id, b""),
+        escape(path, b"")
+    )
 }
 
 /// A tar archive of one regular file `name` (at most 99 bytes, no `/`) holding `bytes`.
