@@ -408,6 +408,25 @@ pub fn remove_container(name: &str) -> Cmd {
     Cmd::new("docker").args(["rm", "--force", name])
 }
 
+/// The label on a stack's throwaway containers (`docker run --rm`: backups, release commands):
+/// a `docker run` killed between create and start leaves its container Created, never removed
+/// by `--rm`; the next deploy finds it by this label.
+pub const THROWAWAY_LABEL: &str = "org.kiora.crm.throwaway";
+
+/// `--label org.kiora.crm.throwaway=STACK`, for a throwaway container's `docker run`.
+pub fn throwaway_label(stack: &str) -> [String; 2] {
+    ["--label".into(), format!("{THROWAWAY_LABEL}={stack}")]
+}
+
+/// The ids of `stack`'s throwaway containers that were created and never started (a running or
+/// exited one is removed by `--rm` when it ends).
+pub fn unstarted_throwaways(stack: &str) -> Cmd {
+    Cmd::new("docker")
+        .args(["ps", "--all", "--quiet", "--filter"])
+        .arg(format!("label={THROWAWAY_LABEL}={stack}"))
+        .args(["--filter", "status=created"])
+}
+
 /// The user and group of this process, for `docker run --user` (Linux; elsewhere Docker
 /// Desktop maps ownership itself).
 pub fn current_user() -> Option<(u32, u32)> {
@@ -423,6 +442,27 @@ fn path(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leftover_throwaways_are_found_by_the_stacks_label() {
+        assert_eq!(
+            throwaway_label("crm"),
+            ["--label", "org.kiora.crm.throwaway=crm"]
+        );
+        assert_eq!(
+            unstarted_throwaways("crm").argv(),
+            [
+                "docker",
+                "ps",
+                "--all",
+                "--quiet",
+                "--filter",
+                "label=org.kiora.crm.throwaway=crm",
+                "--filter",
+                "status=created"
+            ]
+        );
+    }
 
     #[test]
     fn summary_inspect_asks_for_id_size_and_digests() {

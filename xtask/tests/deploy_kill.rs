@@ -460,6 +460,14 @@ impl Setup<'_> {
             !Path::new(self.dir).join(".deploy/lock").exists(),
             "the lock is released"
         );
+        // A backup or release command killed between create and start leaves a Created
+        // container; the deploy that took over removed it.
+        let throwaways =
+            common::faults::containers(&format!("label=org.kiora.crm.throwaway={}", self.stack));
+        assert!(
+            throwaways.is_empty(),
+            "no throwaway container is left: {throwaways}"
+        );
         let last = history_lines(Path::new(self.dir)).pop().unwrap_or_default();
         // time, tag, revision, who, strategy, result, deploy id
         let fields: Vec<&str> = last.split('\t').collect();

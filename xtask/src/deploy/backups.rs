@@ -170,6 +170,7 @@ impl Deployment {
         // No network: tar needs none, and attaching one is a good part of a start.
         Cmd::new("docker")
             .args(["run", "--rm", "--network", "none", "--user", "0:0"])
+            .args(crate::docker::throwaway_label(&self.stack))
             .args(["--entrypoint", argv[0]])
             .arg("--volume")
             .arg(format!("{volume}:/data{data_mode}"))
@@ -229,6 +230,8 @@ mod tests {
                 "none",
                 "--user",
                 "0:0",
+                "--label",
+                "org.kiora.crm.throwaway=crm-gdb",
                 "--entrypoint",
                 "tar",
                 "--volume",

@@ -183,11 +183,14 @@ pub fn run_new_command(
     argv: &[String],
     attach: Attach,
 ) -> Cmd {
-    throwaway_container(&d.data_volume(), image, env_file, name, argv, attach)
+    let volume = d.data_volume();
+    throwaway_container(&d.stack, &volume, image, env_file, name, argv, attach)
 }
 
-/// [`run_new_command`] with the data volume named (a stack that is no [`Deployment`]: `up`).
+/// [`run_new_command`] with the stack and its data volume named (labelled with the stack, see
+/// [`crate::docker::THROWAWAY_LABEL`]).
 pub fn throwaway_container(
+    stack: &str,
     data_volume: &str,
     image: &str,
     env_file: Option<&str>,
@@ -197,6 +200,7 @@ pub fn throwaway_container(
 ) -> Cmd {
     let mut cmd = Cmd::new("docker")
         .args(["run", "--rm", "--name", name])
+        .args(crate::docker::throwaway_label(stack))
         .args(attach.flags());
     if let Some(env_file) = env_file {
         cmd = cmd.args(["--env-file", env_file]);
@@ -392,6 +396,8 @@ mod tests {
                 "--rm",
                 "--name",
                 "crm-exec-42",
+                "--label",
+                "org.kiora.crm.throwaway=crm",
                 "--env-file",
                 "/srv/crm/.env",
                 "--volume",

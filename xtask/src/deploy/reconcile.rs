@@ -134,6 +134,26 @@ pub fn run(d: &Deployment) -> Result<()> {
     // A write the dead deploy left half-done.
     d.remote
         .run(Cmd::new("rm").args(["-f", &d.target().path("compose.yaml.xtask-new")]))?;
+    // A backup or release command whose `docker run` died between create and start.
+    let leftovers = d
+        .remote
+        .query(crate::docker::unstarted_throwaways(&d.stack))?;
+    let ids: Vec<&str> = leftovers.split_whitespace().collect();
+    if !ids.is_empty() {
+        let removed = d.remote.succeeds(
+            Cmd::new("docker")
+                .args(["rm", "--force"])
+                .args(ids.iter().copied()),
+        )?;
+        d.remote.say(if removed {
+            format!(
+                "Removed {} never-started throwaway container(s) of the dead deploy",
+                ids.len()
+            )
+        } else {
+            format!("warning: could not remove the never-started throwaway containers {ids:?}")
+        });
+    }
     d.remote.say(plan.describe(&d.stack));
     Ok(())
 }

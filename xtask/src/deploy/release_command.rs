@@ -95,6 +95,7 @@ pub fn container(
     command: &ReleaseCommand,
 ) -> Cmd {
     throwaway_container(
+        stack,
         data_volume,
         image,
         env_file,
@@ -118,6 +119,7 @@ pub fn server_container(
     let mut cmd = Cmd::new("docker")
         .args(["run", "--rm", "--interactive", "--name"])
         .arg(container_name(stack))
+        .args(crate::docker::throwaway_label(stack))
         .args(["--network", server.network]);
     for (key, value) in server.env {
         cmd = cmd.arg("--env").arg(format!("{key}={value}"));
@@ -278,6 +280,8 @@ mod tests {
                 "--rm",
                 "--name",
                 &format!("crm-release-{}", std::process::id()),
+                "--label",
+                "org.kiora.crm.throwaway=crm",
                 "--env-file",
                 "/srv/crm/.env",
                 "--volume",
@@ -303,6 +307,8 @@ mod tests {
                 "--interactive",
                 "--name",
                 &format!("crm-release-{}", std::process::id()),
+                "--label",
+                "org.kiora.crm.throwaway=crm",
                 "--network",
                 "crm_default",
                 "--env",
