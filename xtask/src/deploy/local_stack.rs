@@ -83,7 +83,7 @@ impl LocalStack {
                 stack::edge_bind(&env)?,
             ))?;
         }
-        for volume in &volumes[..2] {
+        for volume in &volumes {
             if !runner.succeeds(&Cmd::new("docker").args(["volume", "inspect", volume]))? {
                 runner.run(&Cmd::new("docker").args(["volume", "create", volume]))?;
             }

@@ -137,7 +137,7 @@ impl<'a> Stack<'a> {
                 ));
             }
         }
-        for volume in ["data", "assets"] {
+        for volume in ["data", "assets", "edge-conf"] {
             let volume = format!("{}_{volume}", self.name());
             if !self
                 .remote()
