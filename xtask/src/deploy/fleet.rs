@@ -495,7 +495,7 @@ pub fn stage_name(stage: Stage) -> String {
     match stage {
         Stage::Check => "check".into(),
         Stage::Lock => "lock".into(),
-        Stage::Prepare => "pull".into(),
+        Stage::Prepare => "prepare (pull, backup, release command)".into(),
         Stage::Canary => "canary".into(),
         Stage::Wave(n) => format!("wave {n}"),
         Stage::Finish => "finish".into(),
