@@ -218,6 +218,24 @@ impl<'a> Stack<'a> {
         Ok(standby_release(&out).map(|standby| (color, standby)))
     }
 
+    /// Whether `color`'s worker is not running: no container, or one never started or stopped
+    /// (not one the engine is restarting). The live color's, after a deploy died between its
+    /// switch and its worker's start.
+    pub fn worker_stopped(&self, color: Color) -> Result<bool> {
+        let ids = self.containers(&self.project(color), Some("worker"))?;
+        if ids.is_empty() {
+            return Ok(true);
+        }
+        let out = self.query(
+            Cmd::new("docker")
+                .args(["inspect", "--format", STANDBY_FORMAT])
+                .args(&ids),
+        )?;
+        Ok(out
+            .lines()
+            .all(|l| matches!(l.split_whitespace().next(), Some("exited" | "created"))))
+    }
+
     /// The image a color's `service` container runs (`.../crm-gdb_php:TAG`), if it runs.
     pub fn image_of(&self, color: Color, service: &str) -> Result<Option<String>> {
         let Some(id) = self
