@@ -44,7 +44,7 @@ const LOCAL: [Moment; 4] = [
     // command after it starts the new release's worker.
     Moment {
         name: "right after the edge switch",
-        at: " up --detach --no-recreate ",
+        at: " up --detach --remove-orphans worker ",
         after: false,
     },
     Moment {

@@ -163,7 +163,7 @@ pub fn run(d: &Deployment) -> Result<()> {
     if let Some((color, _)) = &plan.live {
         if !d.remote.dry_run() && stack.worker_stopped(*color)? {
             // Not fatal: the operation that took over goes on (a deploy replaces the release).
-            line.push_str(&match stack.start_rest(*color, WORKER_LIMIT) {
+            line.push_str(&match stack.start_worker(*color, WORKER_LIMIT) {
                 Ok(()) => format!("; started the worker of {}", stack.project(*color)),
                 Err(err) => format!(
                     "; warning: the worker of {} did not start ({})",

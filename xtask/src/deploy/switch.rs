@@ -641,10 +641,10 @@ impl Switch {
             _ => stack.switch_edge(&edge, next)?,
         }
         progress.switched_at = Some(Instant::now());
-        // Now the worker (nothing recreated: php and nginx answer requests), still gated and
+        // Now the worker (php and nginx, which answer requests, untouched), still gated and
         // inside the switch: a worker that fails undoes the deploy (the edge goes back). It
         // serves nobody, so it is not on the way to the first answer of the release.
-        stack.start_rest(next, HEALTH_LIMIT)?;
+        stack.start_worker(next, HEALTH_LIMIT)?;
         Ok(())
     }
 
