@@ -7,10 +7,11 @@
 //! (`--dry-run`, `-v`, the error messages are unchanged); only [`answer`], called where the
 //! runner would start a query's process (`Runner::query`, `succeeds`, `output`), recognizes an
 //! exact argv shape and answers it with the output the CLI would have given. Actions start the
-//! CLI, except the few of an edge switch ([`act`]: a file written, renamed, removed), which are
-//! on the path of every deploy and rollback. Anything else (other flags, stdin, a remote target's `ssh ...`, an
-//! engine that is not the local socket, `DOCKER_*` in the command's environment) and any error
-//! before the engine did something goes to the CLI as before.
+//! CLI, except the few of an edge switch ([`act`]: a file written, renamed, removed, nginx
+//! reloaded), which are on the path of every deploy and rollback. Anything else (other flags,
+//! stdin, a remote target's `ssh ...`, an engine that is not the local socket, `DOCKER_*` in
+//! the command's environment) and any error before the engine did something goes to the CLI as
+//! before.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Output};
@@ -252,12 +253,12 @@ pub fn answer(cmd: &Cmd) -> Option<Result<Output>> {
 
 /// An action a switch of the edge runs (each on a deploy's or a rollback's critical path, where
 /// the CLI's start costs more than the work): the file write and rename of
-/// [`crate::deploy::stack::write_in_edge`] and the removal of the canary files. The reload stays
-/// a `docker exec`: it is the switch itself, the moment tests/deploy_kill.rs kills a deploy at
-/// (through a `docker` wrapper on PATH).
+/// [`crate::deploy::stack::write_in_edge`], the removal of the canary files and the graceful
+/// reload (`nginx -s reload`: its exit status says whether the configuration was taken).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// `docker exec ID mv -f FROM TO`, `docker exec ID rm -f PATH...`
+    /// `docker exec ID mv -f FROM TO`, `docker exec ID rm -f PATH...`,
+    /// `docker exec ID nginx -s reload`
     Exec { id: String, argv: Vec<String> },
     /// `docker exec -i ID dd of=PATH status=none` with stdin: the file written whole.
     Write {
@@ -293,6 +294,7 @@ pub fn parse_action(cmd: &Cmd) -> Option<Action> {
             ["rm", "-f", paths @ ..] if !paths.is_empty() && paths.iter().all(|p| absolute(p)) => {
                 Some(exec(id, argv))
             }
+            ["nginx", "-s", "reload"] => Some(exec(id, argv)),
             _ => None,
         },
         _ => None,
@@ -522,6 +524,7 @@ mod tests {
         for argv in [
             &["mv", "-f", "/etc/x.new", "/etc/x"][..],
             &["rm", "-f", "/etc/a", "/var/log/b"],
+            &["nginx", "-s", "reload"],
         ] {
             let mut args = vec!["exec", "e1"];
             args.extend(argv);
@@ -531,8 +534,8 @@ mod tests {
             &["exec", "e1", "mv", "/a", "/b"][..],
             &["exec", "e1", "rm", "-rf", "/a"],
             &["exec", "e1", "rm", "-f", "../a"],
-            &["exec", "e1", "nginx", "-s", "reload"],
             &["exec", "e1", "nginx", "-s", "stop"],
+            &["exec", "e1", "nginx", "-s", "reload", "-c", "/x"],
             &["exec", "e1", "sh", "-c", "true"],
             &["exec", "-i", "e1", "dd", "of=rel", "status=none"],
             &["exec", "--user", "1", "e1", "nginx", "-s", "reload"],

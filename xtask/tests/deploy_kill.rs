@@ -40,10 +40,12 @@ const LOCAL: [Moment; 4] = [
         at: " up --detach --remove-orphans",
         after: true,
     },
+    // The reload goes through the engine's API (no docker process to pause at); the first docker
+    // command after it starts the new release's worker.
     Moment {
         name: "right after the edge switch",
-        at: " nginx -s reload",
-        after: true,
+        at: " up --detach --remove-orphans worker ",
+        after: false,
     },
     Moment {
         name: "draining the old color",

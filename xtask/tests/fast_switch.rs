@@ -147,20 +147,34 @@ fn a_rollback_starts_the_stopped_previous_release() {
         "the standby stays: {listed}"
     );
 
-    // A deploy killed while its color starts (the standby's containers running again): the next
-    // plain deploy takes the lock over, and afterwards nothing is left beyond the live release,
-    // the stopped standby and the edge.
+    // A deploy killed as its color starts (compose.yaml names B, the standby's php and nginx are
+    // started again and gated; the switch and its worker come later): the next plain deploy
+    // takes the lock over, and afterwards nothing is left beyond the live release, the stopped
+    // standby and the edge.
     let args = on_target(&["deploy", "--tag", B]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut killed = Running::start(root, tmp.path(), &prefix, &args, &[]);
-    wait_until(Duration::from_secs(120), || {
-        machine
-            .containers(&b_color)
-            .iter()
-            .any(|(_, state, service)| service == "worker" && state == "running")
-    });
+    let names_b = format!("crm-gdb_php:{B}\n");
+    let start = Instant::now();
+    // Looked at often: from this write to the switch is one `up` and a gate over ssh.
+    while !std::fs::read_to_string(target.path().join("compose.yaml"))
+        .unwrap_or_default()
+        .contains(&names_b)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{}",
+            killed.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     killed.signal_group(libc::SIGKILL);
     assert!(!killed.wait(Duration::from_secs(30)).success());
+    assert_eq!(
+        machine.live_color(&run, A),
+        a_color,
+        "killed before its switch"
+    );
     let out = run(&["deploy", "--tag", B]);
     let said = stderr(&out);
     assert!(out.status.success(), "{said}");

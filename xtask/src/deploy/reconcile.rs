@@ -4,8 +4,10 @@
 //! the live color alone); the other color's containers (a half-started next release, a canary,
 //! or an old one that was being drained) are removed, unless its worker is stopped (the standby
 //! a finished deploy left for a rollback stays), and compose.yaml is made to name the
-//! release the live color runs. With no edge or no live color (a first deploy that died), both
-//! colors are removed and the deploy starts as a first one.
+//! release the live color runs; the live color's worker is started if it does not run (a deploy
+//! or rollback that died between its switch and its worker's start). With no edge or no live
+//! color (a first deploy that died), both colors are removed and the deploy starts as a first
+//! one.
 
 use anyhow::{Context, Result};
 
@@ -14,6 +16,9 @@ use crate::compose_file;
 use crate::config::APP_IMAGES;
 use crate::deploy::deployment::Deployment;
 use crate::deploy::stack::{Color, Stack};
+
+/// How long the live color's worker may take to start.
+const WORKER_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What reconciling will do, decided from what was found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,7 +159,21 @@ pub fn run(d: &Deployment) -> Result<()> {
             format!("warning: could not remove the never-started throwaway containers {ids:?}")
         });
     }
-    d.remote.say(plan.describe(&d.stack));
+    let mut line = plan.describe(&d.stack);
+    if let Some((color, _)) = &plan.live {
+        if !d.remote.dry_run() && stack.worker_stopped(*color)? {
+            // Not fatal: the operation that took over goes on (a deploy replaces the release).
+            line.push_str(&match stack.start_worker(*color, WORKER_LIMIT) {
+                Ok(()) => format!("; started the worker of {}", stack.project(*color)),
+                Err(err) => format!(
+                    "; warning: the worker of {} did not start ({})",
+                    stack.project(*color),
+                    format!("{err:#}").replace('\n', " ")
+                ),
+            });
+        }
+    }
+    d.remote.say(line);
     Ok(())
 }
 

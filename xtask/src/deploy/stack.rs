@@ -218,6 +218,24 @@ impl<'a> Stack<'a> {
         Ok(standby_release(&out).map(|standby| (color, standby)))
     }
 
+    /// Whether `color`'s worker is not running: no container, or one never started or stopped
+    /// (not one the engine is restarting). The live color's, after a deploy died between its
+    /// switch and its worker's start.
+    pub fn worker_stopped(&self, color: Color) -> Result<bool> {
+        let ids = self.containers(&self.project(color), Some("worker"))?;
+        if ids.is_empty() {
+            return Ok(true);
+        }
+        let out = self.query(
+            Cmd::new("docker")
+                .args(["inspect", "--format", STANDBY_FORMAT])
+                .args(&ids),
+        )?;
+        Ok(out
+            .lines()
+            .all(|l| matches!(l.split_whitespace().next(), Some("exited" | "created"))))
+    }
+
     /// The image a color's `service` container runs (`.../crm-gdb_php:TAG`), if it runs.
     pub fn image_of(&self, color: Color, service: &str) -> Result<Option<String>> {
         let Some(id) = self
@@ -270,10 +288,10 @@ impl<'a> Stack<'a> {
         self.ready(color, services, limit)
     }
 
-    /// Starts what of a color is not running (the worker of a standby that serves again),
-    /// recreating nothing: its php and nginx answer requests. Then waits until all is ready.
-    pub fn start_rest(&self, color: Color, limit: Duration) -> Result<()> {
-        self.run(start_rest_command(self.compose(&self.project(color))))?;
+    /// Starts a color's worker once its php and nginx serve (a standby serving again, a release
+    /// just switched to), leaving those two as they are. Then waits until all is ready.
+    pub fn start_worker(&self, color: Color, limit: Duration) -> Result<()> {
+        self.run(start_worker_command(self.compose(&self.project(color))))?;
         self.ready(color, &[], limit)
     }
 
@@ -735,12 +753,12 @@ fn standby_release(inspect: &str) -> Option<Standby> {
     })
 }
 
-/// `docker compose up` of a standby serving again: its worker started, its running php and
-/// nginx kept as they are even if compose.yaml differs from what made them.
-fn start_rest_command(compose: Cmd) -> Cmd {
-    compose
-        .args(["up", "--detach", "--no-recreate", "--remove-orphans"])
-        .args(RELEASE_SERVICES)
+/// `docker compose up` of a color's worker alone: php and nginx, which answer requests, are
+/// not touched (the worker depends on neither). The worker is created anew when compose.yaml
+/// changed it: a standby of another release replaced by `up php nginx` still has its old
+/// release's worker container, stopped.
+fn start_worker_command(compose: Cmd) -> Cmd {
+    compose.args(["up", "--detach", "--remove-orphans", "worker"])
 }
 
 /// The bridge option that sets the host address of the ports published by containers on a
@@ -1171,20 +1189,12 @@ mod tests {
                 "worker"
             ]
         );
-        // Serving again: the worker starts, nothing that answers requests is recreated.
-        let up = start_rest_command(stack.compose(&stack.project(Color::Blue)));
+        // Serving again: the worker starts, nothing that answers requests is named.
+        let up = start_worker_command(stack.compose(&stack.project(Color::Blue)));
         let up = up.argv();
         assert_eq!(
-            up[up.len() - 7..],
-            [
-                "up",
-                "--detach",
-                "--no-recreate",
-                "--remove-orphans",
-                "php",
-                "worker",
-                "nginx"
-            ]
+            up[up.len() - 4..],
+            ["up", "--detach", "--remove-orphans", "worker"]
         );
         let stopped = "exited r/crm-gdb_php:1.3.0 php\nexited r/crm-gdb_php:1.3.0-supervisor worker\nexited r/crm-gdb_nginx:1.3.0 nginx\n";
         let standby = |release: Option<&str>, serving_ready| {
