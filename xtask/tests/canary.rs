@@ -354,9 +354,9 @@ impl Seen {
     }
 }
 
-/// GET / on loopback: the status and the upstream header (5 s limits, as every probe's).
+/// GET / on loopback: the status and the upstream header (every probe's limits).
 fn get(port: u16) -> Answer {
-    let limit = Duration::from_secs(5);
+    let limit = common::edge_probe::PATIENCE;
     let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let Ok(mut stream) = std::net::TcpStream::connect_timeout(&address, limit) else {
         return (0, None);

@@ -23,9 +23,9 @@ use xshell::{cmd, Shell};
 
 /// The edge's port on every node (host mode: each node's own address).
 const EDGE_PORT: u16 = 8080;
-/// A request not answered within 5 s counts as failed, as in every file: three engines and a
-/// PostgreSQL share 2 cores here, and under CI's load a request that opens a database
-/// connection (`/health`) was seen to take 2-3 s while nothing failed.
+/// A request not answered within the probes' patience (10 s) counts as failed, as in every
+/// file: three engines and a PostgreSQL share 2 cores here, and under CI's load a request that
+/// opens a database connection (`/health`) was seen to take 2-3 s while nothing failed.
 const PATIENCE: Duration = common::edge_probe::PATIENCE;
 const SECRET: &str = "swarm-e2e-secret-0123456789abcdef";
 const DB_PASSWORD: &str = "swarm-e2e-db-password-fedcba9876543210";

@@ -209,7 +209,7 @@ fn http_request(port: u16, request: &str) -> Option<(u16, String)> {
     http_request_within(port, request, Duration::from_secs(10))
 }
 
-/// Minimal HTTP/1.0 GET of `addr:port`, a test machine's address (5 s limits): (status, body).
+/// Minimal HTTP/1.0 GET of `addr:port`, a test machine's address (10 s limits): (status, body).
 pub fn http_get_at(addr: &str, port: u16, path: &str) -> Option<(u16, String)> {
     http_get_at_within(addr, port, path, PROBE_TIMEOUT)
 }
@@ -521,9 +521,9 @@ impl Expected {
 }
 
 /// How long the probe waits to connect, and for each read of an answer: a request unanswered
-/// for longer failed (a dropped or hung request; under the load of three test files on 2 cores
-/// a good answer took more than 2 s in CI).
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// for longer failed. As [`edge_probe::PATIENCE`]: longer than the app's own 5 s wait for a
+/// lock, whose end is an error answer (failed).
+const PROBE_TIMEOUT: Duration = edge_probe::PATIENCE;
 
 impl Probe {
     pub fn start(port: u16, expected: Vec<Expected>) -> Probe {
