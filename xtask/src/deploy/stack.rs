@@ -206,15 +206,9 @@ impl<'a> Stack<'a> {
         let Some(color) = live.map(Color::other) else {
             return Ok(None);
         };
-        let ids = self.containers(&self.project(color), None)?;
-        if ids.is_empty() {
+        let Some(out) = self.states(color, None)? else {
             return Ok(None);
-        }
-        let out = self.query(
-            Cmd::new("docker")
-                .args(["inspect", "--format", STANDBY_FORMAT])
-                .args(&ids),
-        )?;
+        };
         Ok(standby_release(&out).map(|standby| (color, standby)))
     }
 
@@ -222,18 +216,27 @@ impl<'a> Stack<'a> {
     /// (not one the engine is restarting). The live color's, after a deploy died between its
     /// switch and its worker's start.
     pub fn worker_stopped(&self, color: Color) -> Result<bool> {
-        let ids = self.containers(&self.project(color), Some("worker"))?;
-        if ids.is_empty() {
+        let Some(out) = self.states(color, Some("worker"))? else {
             return Ok(true);
-        }
-        let out = self.query(
-            Cmd::new("docker")
-                .args(["inspect", "--format", STANDBY_FORMAT])
-                .args(&ids),
-        )?;
+        };
         Ok(out
             .lines()
             .all(|l| matches!(l.split_whitespace().next(), Some("exited" | "created"))))
+    }
+
+    /// One [`STANDBY_FORMAT`] line (state, image, service) per container of `color`'s `service`
+    /// (None: all of them); None when it has no container.
+    fn states(&self, color: Color, service: Option<&str>) -> Result<Option<String>> {
+        let ids = self.containers(&self.project(color), service)?;
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        self.query(
+            Cmd::new("docker")
+                .args(["inspect", "--format", STANDBY_FORMAT])
+                .args(&ids),
+        )
+        .map(Some)
     }
 
     /// The image a color's `service` container runs (`.../crm-gdb_php:TAG`), if it runs.
