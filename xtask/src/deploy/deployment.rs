@@ -141,17 +141,10 @@ impl Deployment {
         let php = format!(
             "exit(@file_get_contents('http://127.0.0.1:{port}/health') === false ? 1 : 0);"
         );
-        let cmd = Cmd::new("docker").args([
-            "run",
-            "--rm",
-            "--network",
-            "host",
-            "--entrypoint",
-            "php",
-            image,
-            "-r",
-            &php,
-        ]);
+        let cmd = Cmd::new("docker")
+            .args(["run", "--rm", "--network", "host"])
+            .args(crate::docker::throwaway_label(&self.stack))
+            .args(["--entrypoint", "php", image, "-r", &php]);
         self.remote.run(cmd).with_context(|| {
             format!("http://127.0.0.1:{port}/health does not answer 200 on the target")
         })

@@ -179,7 +179,9 @@ pub fn list_release_assets(nginx_image: &str) -> Cmd {
 /// The files of the shared assets volume, relative to it (read-only mount).
 pub fn list_volume_assets(stack: &str, tool_image: &str) -> Cmd {
     Cmd::new("docker")
-        .args(["run", "--rm", "--network", "none", "--volume"])
+        .args(["run", "--rm", "--network", "none"])
+        .args(crate::docker::throwaway_label(stack))
+        .arg("--volume")
         .arg(format!("{stack}_assets:/assets:ro"))
         .args(["--entrypoint", "find", tool_image])
         .args(["/assets", "-type", "f", "-printf", "%P\\n"])

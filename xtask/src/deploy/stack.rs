@@ -973,16 +973,12 @@ pub fn check_and_reload(edge: &str) -> [Cmd; 2] {
 
 /// A throwaway container of the nginx image with the shared assets volume at /assets.
 fn asset_tool(stack: &str, nginx_image: &str, argv: &[&str]) -> Cmd {
+    // No network (a copy needs none, and attaching one is a good part of a start); labelled, so
+    // that one a killed deploy left created, never started, is removed by the next (reconcile).
     Cmd::new("docker")
-        .args([
-            "run",
-            "--rm",
-            "--user",
-            "0:0",
-            "--entrypoint",
-            argv[0],
-            "--volume",
-        ])
+        .args(["run", "--rm", "--network", "none", "--user", "0:0"])
+        .args(crate::docker::throwaway_label(stack))
+        .args(["--entrypoint", argv[0], "--volume"])
         .arg(format!("{stack}_assets:/assets"))
         .arg(nginx_image)
         .args(argv[1..].iter().copied())
@@ -1229,8 +1225,12 @@ mod tests {
                 "docker",
                 "run",
                 "--rm",
+                "--network",
+                "none",
                 "--user",
                 "0:0",
+                "--label",
+                "org.kiora.crm.throwaway=crm",
                 "--entrypoint",
                 "cp",
                 "--volume",

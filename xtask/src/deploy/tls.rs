@@ -94,7 +94,7 @@ pub fn conf(https_port: u16) -> String {
 /// Copies the target's files into `tls/new/` of the edge's conf volume: a container of the
 /// edge's own image (`image`, already on the target), no network, the files bind-mounted
 /// read-only (a missing file is an error, never an empty directory made in its place).
-pub fn copy_commands(edge: &str, image: &str, files: &TlsFiles) -> [Cmd; 4] {
+pub fn copy_commands(stack: &str, edge: &str, image: &str, files: &TlsFiles) -> [Cmd; 4] {
     let mount = |source: &str, name: &str| {
         format!("type=bind,source={source},target={SOURCE}/{name},readonly")
     };
@@ -102,7 +102,9 @@ pub fn copy_commands(edge: &str, image: &str, files: &TlsFiles) -> [Cmd; 4] {
         Cmd::new("docker").args(["exec", edge, "rm", "-rf", NEW, OLD]),
         Cmd::new("docker").args(["exec", edge, "install", "-d", "-m", "0700", DIR, NEW]),
         Cmd::new("docker")
-            .args(["run", "--rm", "--network", "none", "--volumes-from", edge])
+            .args(["run", "--rm", "--network", "none"])
+            .args(crate::docker::throwaway_label(stack))
+            .args(["--volumes-from", edge])
             .args(["--mount", &mount(&files.cert, CERT)])
             .args(["--mount", &mount(&files.key, KEY)])
             .args(["--entrypoint", "cp", image])
@@ -243,7 +245,7 @@ pub fn install(d: &Deployment, files: &TlsFiles) -> Result<()> {
         d.remote
             .query(Cmd::new("docker").args(["inspect", "--format", "{{.Image}}", &edge]))?
     };
-    for cmd in copy_commands(&edge, &image, files) {
+    for cmd in copy_commands(&d.stack, &edge, &image, files) {
         if let Err(err) = d.remote.run(cmd) {
             let _ = d
                 .remote
@@ -501,7 +503,7 @@ mod tests {
     fn the_files_are_copied_by_the_targets_engine_read_only() {
         let files =
             TlsFiles::new("/etc/letsencrypt/live/x/fullchain.pem", "/k/privkey.pem").unwrap();
-        let [clear, dir, copy, chmod] = copy_commands("e1", "sha256:abc", &files);
+        let [clear, dir, copy, chmod] = copy_commands("crm", "e1", "sha256:abc", &files);
         assert_eq!(
             clear.argv(),
             [
@@ -536,6 +538,8 @@ mod tests {
                 "--rm",
                 "--network",
                 "none",
+                "--label",
+                "org.kiora.crm.throwaway=crm",
                 "--volumes-from",
                 "e1",
                 "--mount",
