@@ -93,7 +93,19 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     }
 
     let load = load_average();
-    let result = single_host(&quiet);
+    // `-v`: the scenarios' deploys echo their commands (where a deploy's time goes); the
+    // build and the variants above stay quiet.
+    let verbose = Ctx {
+        config: ctx.config.clone(),
+        runner: Runner::new(false, Verbosity::Verbose),
+        root: ctx.root.clone(),
+    };
+    let scenarios = if ctx.runner.verbosity == Verbosity::Verbose {
+        &verbose
+    } else {
+        &quiet
+    };
+    let result = single_host(scenarios);
     remove_images(&quiet);
     let rows = result?;
     let table = table(&rows);
