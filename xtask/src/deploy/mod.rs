@@ -18,6 +18,7 @@
 //! environments  the named environments of deploy.yaml
 //! swarm         a release on a Docker Swarm: compose.yaml as a stack, watched until it
 //!               converges or swarm rolls it back
+//! db            the stack's PostgreSQL on every kind of target: names, dumps and restores
 //! swarm_db      a swarm stack's PostgreSQL: pinned to a node, dumps and restores through its task
 //! swarm_ops     logs of a swarm's services, a command in a running task's container
 //! ops           the live release's logs, one-off commands in it or beside it
@@ -31,6 +32,7 @@
 
 pub mod backups;
 pub mod canary;
+pub mod db;
 pub mod deployment;
 pub mod environments;
 pub mod fleet;

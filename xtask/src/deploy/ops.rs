@@ -279,7 +279,17 @@ mod tests {
                 "php"
             ]
         );
-        assert_eq!(cmd.env, [("CRM_STACK".to_string(), "crm".to_string())]);
+        assert_eq!(
+            cmd.env,
+            [
+                (
+                    "CRM_DB_PASSWORD_FILE".to_string(),
+                    "/srv/crm/.deploy/secrets/db_password".to_string()
+                ),
+                ("CRM_DB_BACKUPS".to_string(), "/srv/crm/backups".to_string()),
+                ("CRM_STACK".to_string(), "crm".to_string())
+            ]
+        );
         let all = logs_for(&stack, "crm", Color::Blue, &[], &LogOptions::default()).unwrap();
         assert_eq!(
             &all.argv()[2..4],

@@ -42,14 +42,12 @@ pub const STACK_FILE: &str = "compose.yaml";
 /// compose.yaml's variables on a swarm (unset, each one is what Compose needs; the file's
 /// header says what each does). The stack's name, the release and the secrets' names come
 /// with them ([`stack_deploy`]).
-pub const SWARM_ENV: [(&str, &str); 12] = [
+pub const SWARM_ENV: [(&str, &str); 10] = [
     ("CRM_SWARM", "true"),
     ("CRM_APP_SECRET_FILE", "/run/secrets/app_secret"),
     // Never APP_SECRET itself on a swarm (it would show in `docker inspect`): empty.
     ("APP_SECRET", ""),
-    ("CRM_DB_HOST", swarm_db::SERVICE),
     ("CRM_REPLICAS", "2"),
-    ("CRM_DB_REPLICAS", "1"),
     ("CRM_DB_DATA", "db"),
     ("CRM_DB_BACKUPS", "db-backups"),
     ("CRM_NETWORK_DRIVER", "overlay"),
@@ -173,6 +171,16 @@ pub fn stack_text(file: &str, registry: &str, tag: &str) -> Result<String> {
 /// `docker network create` of the stack's edge network (compose.yaml's external `edge`): an
 /// attachable overlay, so that the services of every node join it.
 pub fn edge_network_create(stack: &str) -> Cmd {
+    overlay_create(stack, &edge_network(stack))
+}
+
+/// The same for the database's network (compose.yaml's external `db`): php, worker, db and
+/// the release command's container on the manager.
+pub fn db_network_create(stack: &str) -> Cmd {
+    overlay_create(stack, &crate::deploy::db::network(stack))
+}
+
+fn overlay_create(stack: &str, network: &str) -> Cmd {
     Cmd::new("docker")
         .args([
             "network",
@@ -183,7 +191,7 @@ pub fn edge_network_create(stack: &str) -> Cmd {
             "--label",
         ])
         .arg(format!("com.docker.stack.namespace={stack}"))
-        .arg(edge_network(stack))
+        .arg(network)
 }
 
 /// The name of the stack's edge network (compose.yaml: `${CRM_STACK}_edge`).
@@ -532,16 +540,24 @@ impl Swarm {
             .with_context(|| format!("docker stack deploy of {tag} failed on the manager"))
     }
 
-    /// The stack's edge network, made on the manager when missing (once, like the secrets).
-    fn ensure_edge_network(&self) -> Result<()> {
-        let network = edge_network(&self.stack);
-        if !self
-            .manager
-            .succeeds(Cmd::new("docker").args(["network", "inspect", &network]))?
-        {
-            self.manager
-                .run(edge_network_create(&self.stack))
-                .with_context(|| format!("cannot create the overlay network {network}"))?;
+    /// The stack's edge and db networks, made on the manager when missing (once, like the
+    /// secrets).
+    fn ensure_networks(&self) -> Result<()> {
+        for (network, create) in [
+            (edge_network(&self.stack), edge_network_create(&self.stack)),
+            (
+                crate::deploy::db::network(&self.stack),
+                db_network_create(&self.stack),
+            ),
+        ] {
+            if !self
+                .manager
+                .succeeds(Cmd::new("docker").args(["network", "inspect", &network]))?
+            {
+                self.manager
+                    .run(create)
+                    .with_context(|| format!("cannot create the overlay network {network}"))?;
+            }
         }
         Ok(())
     }
@@ -618,14 +634,14 @@ impl Swarm {
             .with_context(|| format!("pulling {image} on the manager"))?;
         self.manager
             .say(format!("Running the release command of {tag}"));
-        let network = format!("{}_default", self.stack);
+        let network = crate::deploy::db::network(&self.stack);
         let stack = release_command::Stack {
             name: &self.stack,
-            data: release_command::Data::Server(release_command::Server {
+            db: release_command::Server {
                 network: &network,
                 env: &swarm_db::CLIENT_ENV,
-                password: db_password,
-            }),
+                password: release_command::Password::Stdin(db_password),
+            },
             // No .env on a swarm node: the command gets the database password on its stdin.
             env_file: None,
         };
@@ -653,7 +669,7 @@ impl Swarm {
             db: self.secret("db_password", &secrets.db)?,
         };
         self.pin_db()?;
-        self.ensure_edge_network()?;
+        self.ensure_networks()?;
         let previous = if live_tag == tag {
             live_previous.clone()
         } else {
@@ -916,6 +932,10 @@ mod tests {
             ]
         );
         assert!(COMPOSE_YAML.contains("    name: ${CRM_STACK:-crm}_edge\n    external: true\n"));
+        assert_eq!(
+            db_network_create("crm").argv().last().copied(),
+            Some("crm_db")
+        );
     }
 
     #[test]
