@@ -63,7 +63,7 @@ impl LocalStack {
 
     /// The db image the stack names, e.g. `registry/crm-gdb_db:0.6.0`.
     pub fn db_image(&self) -> Option<String> {
-        pinned_image(&self.text, DB)
+        db_image(&self.text)
     }
 
     /// `docker compose` of the project, with the rendered file on stdin.
@@ -244,6 +244,11 @@ pub fn render(root: &Path, config: &Config, tag: &str) -> Result<String> {
 /// The edge image a compose file names, if any.
 pub fn edge_image(text: &str) -> Option<String> {
     pinned_image(text, EDGE)
+}
+
+/// The db image a compose file names, if any.
+pub fn db_image(text: &str) -> Option<String> {
+    pinned_image(text, DB)
 }
 
 fn pinned_image(text: &str, name: &str) -> Option<String> {

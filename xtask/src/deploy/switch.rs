@@ -609,7 +609,10 @@ struct Switch {
 impl Switch {
     fn run(&self, stack: &Stack, d: &Deployment, progress: &mut Progress) -> Result<()> {
         let (live, next, nginx) = (self.live, self.next, self.nginx.as_str());
-        stack.ensure_shared()?;
+        if self.fast {
+            // Otherwise done in `prepare`, before the backup.
+            stack.ensure_shared()?;
+        }
         if self.strategy == Strategy::Recreate {
             if let Some(live) = live {
                 progress.stopped_live = true;
