@@ -3,7 +3,9 @@
 //! image declares) in deploys over ssh, under a load probe on the machine's edge.
 //!
 //! - The first deploy starts the database (PostgreSQL, the stack's db project) before the
-//!   command, which brings the empty database to version 2.
+//!   command, which brings the new database to version 2, then copies in the contacts of the
+//!   SQLite file a release before PostgreSQL left in the data volume (a table of before
+//!   migrations, with a row): the row is served.
 //! - Two deploys of a release with a new migration started at the same time: both succeed (the
 //!   second waits for the lock), the migration is applied exactly once (one `schema_version`
 //!   row, one "applying" line in the two outputs), no request fails.
@@ -20,6 +22,11 @@ use std::path::Path;
 use common::testbed::Testbed;
 use common::*;
 use xshell::{cmd, Shell};
+
+/// A SQLite database of the releases before migrations and before PostgreSQL, with a row.
+const PHP_OLD_SQLITE: &str = r#"$p = new PDO("sqlite:/var/www/app/var/data/crm.sqlite");
+$p->exec("CREATE TABLE contacts (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, email TEXT NOT NULL UNIQUE, company TEXT, created_at TEXT NOT NULL, processed_at TEXT)");
+$p->exec("INSERT INTO contacts (id, name, email, created_at) VALUES (7, 'Before', 'before@example.com', '2026-01-01T00:00:00Z')");"#;
 
 /// psql's queries of the schema: one line per migration applied (`v 1 001_contacts`), then one
 /// per column of contacts (`c phone`).
@@ -73,8 +80,9 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
     ok(&["build-app", "--tag", "1.0.0-x"]);
     eprintln!("releases built after {:?}", started.elapsed());
 
-    // The target: a machine reached over ssh. The edge is published on the machine's address
-    // too (the probe's way in).
+    // The target: a machine reached over ssh; its data volume holds the SQLite file of a
+    // release before PostgreSQL. The edge is published on the machine's address too (the
+    // probe's way in).
     let bed = Testbed::start(1, Some(registry.port));
     let machine = Machine(&bed);
     let addr = bed.addr(1);
@@ -91,6 +99,9 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
         format!("APP_SECRET=e2e-secret\nHTTP_PORT={port}\nHTTP_BIND=0.0.0.0\n"),
     )
     .unwrap();
+    let php_a = format!("{prefix}/crm-gdb_php:1.0.0-a");
+    machine.docker(&["pull", "--quiet", &php_a]);
+    machine.php_on_data(&format!("{stack}_data"), &php_a, PHP_OLD_SQLITE);
     let ssh_config = bed.ssh_config();
     let host = bed.host(1);
     let deploy = |args: &[&str]| {
@@ -108,7 +119,7 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
         xtask(root, tmp.path(), &prefix, &all)
     };
 
-    // First deploy: db starts, then 001 and 002 (the phone column) apply.
+    // First deploy: db starts, 001 and 002 (the phone column) apply, the SQLite row comes in.
     let out = deploy(&["deploy", "--tag", "1.0.0-a"]);
     assert!(out.status.success());
     let err = stderr(&out);
@@ -116,6 +127,9 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
         err.contains("[5/8] Running the release command")
             && err.contains("  php /var/www/app/bin/migrate.php")
             && err.contains("  | migrate: applying 002_contacts_phone")
+            && err.contains(
+                "  | migrate: imported 1 contact(s) from /var/www/app/var/data/crm.sqlite"
+            )
             && err.contains("  | migrate: database at version 2 (was 0)")
             && err.find("[4/8]") < err.find("[5/8]"),
         "{err}"
@@ -136,8 +150,13 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
     assert_eq!(status, 201, "{body}");
     let listed = http_get_at(&addr, port, "/api/contacts").unwrap().1;
     assert!(
-        listed.contains("+33 1 23 45 67 89"),
-        "the new column works: {listed}"
+        listed.contains("before@example.com") && listed.contains("+33 1 23 45 67 89"),
+        "the SQLite row is imported, the new column works: {listed}"
+    );
+    // Its id was kept, and the next one comes after it.
+    assert!(
+        listed.contains("\"id\":7") && listed.contains("\"id\":8"),
+        "{listed}"
     );
 
     eprintln!("first deploy done after {:?}", started.elapsed());
@@ -266,6 +285,22 @@ impl Machine<'_> {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs PHP code in a throwaway container of `image` on the data volume.
+    fn php_on_data(&self, volume: &str, image: &str, code: &str) {
+        let mount = format!("{volume}:/var/www/app/var/data");
+        self.docker(&[
+            "run",
+            "--rm",
+            "--volume",
+            &mount,
+            "--entrypoint",
+            "php",
+            image,
+            "-r",
+            code,
+        ]);
     }
 
     /// The schema of the stack's database ([`SQL_PRINT_SCHEMA`]), read by psql in its db

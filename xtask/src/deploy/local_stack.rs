@@ -175,6 +175,7 @@ impl LocalStack {
         let remote = self.remote(runner)?;
         let password = self.password_file.display().to_string();
         let network = db::network(&self.project);
+        let data = format!("{}_data", self.project);
         let stack = release_command::Stack {
             name: &self.project,
             db: release_command::Server {
@@ -183,6 +184,7 @@ impl LocalStack {
                 password: release_command::Password::File(&password),
             },
             env_file: Some(&format!("{dir}/.env")),
+            data: Some(&data),
         };
         let tag = php.rsplit_once(':').map_or("the release", |(_, tag)| tag);
         release_command::run_on(&remote, &stack, &php, tag)

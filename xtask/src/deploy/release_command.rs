@@ -97,6 +97,7 @@ pub fn server_container(
     stack: &str,
     image: &str,
     env_file: Option<&str>,
+    data_volume: Option<&str>,
     command: &ReleaseCommand,
 ) -> Cmd {
     let mut cmd = Cmd::new("docker").args(["run", "--rm"]);
@@ -110,6 +111,11 @@ pub fn server_container(
         .args(["--network", server.network]);
     if let Some(env_file) = env_file {
         cmd = cmd.args(["--env-file", env_file]);
+    }
+    if let Some(volume) = data_volume {
+        cmd = cmd
+            .arg("--volume")
+            .arg(format!("{volume}:/var/www/app/var/data"));
     }
     for (key, value) in server.env {
         cmd = cmd.arg("--env").arg(format!("{key}={value}"));
@@ -140,7 +146,7 @@ fn container_for(
     env_file: Option<&str>,
     command: &ReleaseCommand,
 ) -> Cmd {
-    server_container(&stack.db, stack.name, image, env_file, command)
+    server_container(&stack.db, stack.name, image, env_file, stack.data, command)
 }
 
 /// Runs the release command of `image` (release `tag`) on the target, if it declares one. The
@@ -149,6 +155,7 @@ fn container_for(
 pub fn run(d: &Deployment, image: &str, tag: &str) -> Result<()> {
     let password = d.target().path(crate::deploy::db::PASSWORD_FILE);
     let network = crate::deploy::db::network(&d.stack);
+    let data = d.data_volume();
     let stack = Stack {
         name: &d.stack,
         db: Server {
@@ -157,6 +164,7 @@ pub fn run(d: &Deployment, image: &str, tag: &str) -> Result<()> {
             password: Password::File(&password),
         },
         env_file: Some(&d.target().path(".env")),
+        data: Some(&data),
     };
     run_on(&d.remote, &stack, image, tag)
 }
@@ -167,6 +175,9 @@ pub struct Stack<'a> {
     pub name: &'a str,
     pub db: Server<'a>,
     pub env_file: Option<&'a str>,
+    /// The data volume, mounted where php has it (Compose: the app imports the contacts of a
+    /// SQLite file found there into a new database once; a swarm's nodes each have their own).
+    pub data: Option<&'a str>,
 }
 
 /// A database server: the network to join, the variables that reach it (DB_HOST...), and its
@@ -277,7 +288,7 @@ mod tests {
             env: &[("DB_HOST", "db"), ("DB_NAME", "crm")],
             password: Password::Stdin(&password),
         };
-        let cmd = server_container(&server, "crm", "r/crm-gdb_php:1.2.0", None, &command);
+        let cmd = server_container(&server, "crm", "r/crm-gdb_php:1.2.0", None, None, &command);
         assert_eq!(
             cmd.argv(),
             [
@@ -314,6 +325,7 @@ mod tests {
             "crm",
             "r/crm-gdb_php:1.2.0",
             Some("/srv/crm/.env"),
+            Some("crm_data"),
             &command,
         );
         assert_eq!(
@@ -330,6 +342,8 @@ mod tests {
                 "crm_db",
                 "--env-file",
                 "/srv/crm/.env",
+                "--volume",
+                "crm_data:/var/www/app/var/data",
                 "--env",
                 "DB_HOST=db",
                 "--env",

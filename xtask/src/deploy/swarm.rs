@@ -8,10 +8,11 @@
 //!    sent on stdin;
 //! 2. the database (service db, see [`crate::deploy::swarm_db`]) pinned to a node; once it runs,
 //!    a dump of it, then the release command (the migrations) in a throwaway container on the
-//!    manager, on the stack's network, the password on its stdin. On the first deploy db comes
-//!    with the stack, so the command runs once db answers, and php becomes healthy after it;
-//! 3. the stack's edge network made an attachable overlay when missing (compose.yaml names it
-//!    external, as the Compose projects share it), then
+//!    manager, on the database's network `STACK_db`, the password on its stdin. On the first
+//!    deploy db comes with the stack, so the command runs once db answers, and php becomes
+//!    healthy after it;
+//! 3. the stack's edge and db networks made attachable overlays when missing (compose.yaml
+//!    names them external, as the Compose projects share them), then
 //!    `docker stack deploy -c - --prune --with-registry-auth STACK` with the file on stdin and
 //!    the rest in variables (`env CRM_PREVIOUS=...`), so nothing is written on the manager;
 //! 4. every service polled (`service ls`, `service inspect` UpdateStatus) until each one runs
@@ -644,6 +645,7 @@ impl Swarm {
             },
             // No .env on a swarm node: the command gets the database password on its stdin.
             env_file: None,
+            data: None,
         };
         release_command::run_on(&self.manager, &stack, &image, tag)
     }
