@@ -464,7 +464,7 @@ impl Setup<'_> {
             !Path::new(self.dir).join(".deploy/lock").exists(),
             "the lock is released"
         );
-        // A backup or release command killed between create and start leaves a Created
+        // A release command killed between create and start leaves a Created
         // container; the deploy that took over removed it.
         let throwaways =
             common::faults::containers(&format!("label=org.kiora.crm.throwaway={}", self.stack));

@@ -52,10 +52,12 @@ impl Deployment {
             None => return Ok(None),
         };
         let name = db::new_dump_name(&self.backups()?, label);
+        let partial = db::partial(&name);
         self.remote
-            .run(db::dump(&container, true, &name))
+            .run(db::dump(&container, true, &partial))
             .context("dumping the database failed; nothing was changed")?;
-        self.remote.run(db::own_dump(&container, &name))?;
+        self.remote.run(db::own_dump(&container, &partial))?;
+        self.remote.run(db::finish_dump(&container, true, &name))?;
         self.prune_backups(keep)?;
         Ok(Some(name))
     }

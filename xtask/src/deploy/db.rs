@@ -74,6 +74,21 @@ pub fn own_dump(container: &str, name: &str) -> Cmd {
     ])
 }
 
+/// Where a dump is written before it is complete: a name no listing takes for a dump, so a
+/// dump cut short (its deploy killed) is never offered to a restore.
+pub fn partial(name: &str) -> String {
+    format!("{name}.partial")
+}
+
+/// The complete dump renamed to its own name.
+pub fn finish_dump(container: &str, root: bool, name: &str) -> Cmd {
+    exec(container, root).args([
+        "mv",
+        &format!("{DUMPS}/{}", partial(name)),
+        &format!("{DUMPS}/{name}"),
+    ])
+}
+
 /// The dump `name` put back: every object it holds dropped and recreated, in one transaction
 /// (a failure changes nothing; the app's queries wait for it, none fails).
 pub fn restore(container: &str, root: bool, name: &str) -> Cmd {
@@ -232,6 +247,18 @@ mod tests {
         // Compose: root writes into the target's backups/, then gives the file to its owner.
         let d = dump("c1", true, "db-1-a.dump").argv().join(" ");
         assert!(d.starts_with("docker exec --user root c1 pg_dump "), "{d}");
+        assert!(!is_dump_name(&partial("db-1-a.dump")));
+        assert_eq!(
+            finish_dump("c1", false, "db-1-a.dump").argv(),
+            [
+                "docker",
+                "exec",
+                "c1",
+                "mv",
+                "/var/lib/postgresql/backups/db-1-a.dump.partial",
+                "/var/lib/postgresql/backups/db-1-a.dump"
+            ]
+        );
         assert_eq!(
             own_dump("c1", "db-1-a.dump").argv(),
             [

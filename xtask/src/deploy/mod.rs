@@ -8,7 +8,7 @@
 //! lock          the deploy lock on a target: a lease, and the takeover of a dead holder's lock
 //! reconcile     after a takeover: the target made to agree with its edge
 //! history       what was deployed there, when, by whom, with what result
-//! backups       archives of the data volume, and restoring one
+//! backups       dumps of a Compose target's database into its backups/, and restoring one
 //! stack         the blue/green releases behind the edge on a target
 //! canary        a share of the requests to the next release through the edge, and the verdict
 //! switch        one host from its live release to another, in phases: check, prepare, switch,
