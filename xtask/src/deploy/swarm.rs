@@ -195,6 +195,17 @@ fn overlay_create(stack: &str, network: &str) -> Cmd {
         .arg(network)
 }
 
+/// `docker service inspect` printing the ids of the networks a service's tasks join.
+pub fn service_networks(service: &str) -> Cmd {
+    Cmd::new("docker").args([
+        "service",
+        "inspect",
+        "--format",
+        "{{range .Spec.TaskTemplate.Networks}}{{.Target}} {{end}}",
+        service,
+    ])
+}
+
 /// The name of the stack's edge network (compose.yaml: `${CRM_STACK}_edge`).
 pub fn edge_network(stack: &str) -> String {
     format!("{stack}_edge")
@@ -625,6 +636,32 @@ impl Swarm {
         }
     }
 
+    /// The network the release command reaches db on: `STACK_db`, unless the running db task
+    /// predates it (a stack deployed before db had its own network, which this deploy's stack
+    /// update moves it to): then the stack's default network, where it still is.
+    fn db_reachable_on(&self) -> Result<String> {
+        let network = crate::deploy::db::network(&self.stack);
+        if self.manager.dry_run() {
+            return Ok(network);
+        }
+        let attached = self.manager.output(service_networks(&format!(
+            "{}_{}",
+            self.stack,
+            swarm_db::SERVICE
+        )))?;
+        let id = self.manager.query(
+            Cmd::new("docker").args(["network", "inspect", "--format", "{{.Id}}", &network]),
+        )?;
+        let attached = String::from_utf8_lossy(&attached.stdout);
+        // No db service yet (the first deploy makes it with the new spec): its own network.
+        // The spec names the network by id (by name where a client kept it).
+        let joined = attached.split_whitespace().any(|n| n == id || n == network);
+        if !attached.trim().is_empty() && !joined {
+            return Ok(format!("{}_default", self.stack));
+        }
+        Ok(network)
+    }
+
     /// The release's command (its migrations), once, before any task of the release starts: on
     /// the manager, in a container on the stack's network that reaches db. A failure stops the
     /// deploy there, the live release untouched.
@@ -635,7 +672,7 @@ impl Swarm {
             .with_context(|| format!("pulling {image} on the manager"))?;
         self.manager
             .say(format!("Running the release command of {tag}"));
-        let network = crate::deploy::db::network(&self.stack);
+        let network = self.db_reachable_on()?;
         let stack = release_command::Stack {
             name: &self.stack,
             db: release_command::Server {
@@ -937,6 +974,17 @@ mod tests {
         assert_eq!(
             db_network_create("crm").argv().last().copied(),
             Some("crm_db")
+        );
+        assert_eq!(
+            service_networks("crm_db").argv(),
+            [
+                "docker",
+                "service",
+                "inspect",
+                "--format",
+                "{{range .Spec.TaskTemplate.Networks}}{{.Target}} {{end}}",
+                "crm_db"
+            ]
         );
     }
 
