@@ -147,13 +147,20 @@ impl<'a> Stack<'a> {
         {
             self.run(db_network_create(&db_network))?;
         }
-        for volume in ["data", "assets", "edge-conf", db::SERVICE] {
-            let volume = format!("{}_{volume}", self.name());
-            if !self
-                .remote()
-                .succeeds(Cmd::new("docker").args(["volume", "inspect", &volume]))?
-            {
-                self.run(Cmd::new("docker").args(["volume", "create", &volume]))?;
+        let volumes =
+            ["data", "assets", "edge-conf", db::SERVICE].map(|v| format!("{}_{v}", self.name()));
+        // One look at all of them (each command is a round trip over ssh): usually all exist.
+        let all = Cmd::new("docker")
+            .args(["volume", "inspect", "--format", "{{.Name}}"])
+            .args(&volumes);
+        if !self.remote().succeeds(all)? {
+            for volume in &volumes {
+                if !self
+                    .remote()
+                    .succeeds(Cmd::new("docker").args(["volume", "inspect", volume]))?
+                {
+                    self.run(Cmd::new("docker").args(["volume", "create", volume]))?;
+                }
             }
         }
         // Made by us, before Compose would make it (as root) to bind-mount it into db.
