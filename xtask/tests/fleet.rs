@@ -136,6 +136,14 @@ fn fleet_deploys_end_on_one_release() {
         std::fs::rename(&new, &password).unwrap();
     };
     replace_password(b"not-the-password");
+    // And a harmless change of m3's .env (the default data directory, spelled out): compose
+    // recreates its standby php of A instead of starting it again with the file it mounted.
+    let good_env = std::fs::read_to_string(fleet.dir(3).join(".env")).unwrap();
+    std::fs::write(
+        fleet.dir(3).join(".env"),
+        format!("{good_env}APP_DATA_DIR=/var/www/app/var/data\n"),
+    )
+    .unwrap();
     // Without the release command, which would meet the wrong password of m3 in the prepare
     // phase, before any host switches: this is the failure only a switch reveals.
     let probes = fleet.probes();
@@ -149,6 +157,7 @@ fn fleet_deploys_end_on_one_release() {
     ]);
     let loads = stop_all(probes);
     replace_password(&good_password);
+    std::fs::write(fleet.dir(3).join(".env"), &good_env).unwrap();
     assert!(
         !out.status.success(),
         "a release failing on m3 fails the fleet"
