@@ -120,9 +120,9 @@ enum Task {
         after_help = "Examples:\n  cargo xtask rollback --host deploy@web1.example.com --dir /srv/crm\n  cargo xtask rollback --to 1.3.0 --dir /srv/crm"
     )]
     Rollback(rollback::Args),
-    /// Back up the target's data volume, or restore an archive (--restore).
+    /// Dump the target's database, or restore a dump (--restore).
     #[command(
-        after_help = "Examples:\n  cargo xtask backup --dir /srv/crm\n  cargo xtask backup --dir /srv/crm --restore data-20261121T100000Z-1.4.0.tar.gz"
+        after_help = "Examples:\n  cargo xtask backup --dir /srv/crm\n  cargo xtask backup --dir /srv/crm --restore db-20261121T100000Z-manual.dump"
     )]
     Backup(backup::Args),
     /// Show the target's live release, containers' health, recent history and backups.

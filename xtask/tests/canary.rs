@@ -39,6 +39,8 @@ fn bad_canary_withdrawn_healthy_canary_promoted_people_decide() {
     // (its /health is fine, so it passes every gate of the deploy: only the canary catches it).
     ok(&["docker-publish", "--image", "php", "--tag", BASE_TAG]);
     ok(&["docker-publish", "--image", "edge", "--tag", EDGE_TAG]);
+    // The database, PostgreSQL (every Compose target runs it).
+    ok(&["docker-publish", "--image", "db", "--tag", DB_TAG]);
     ok(&["build-app", "--tag", "1.0.0-a"]);
     ok(&["build-app", "--tag", "1.0.0-b"]);
     let app = root.join("app/src/App.php");

@@ -92,6 +92,8 @@ fn killed_deploys_do_not_block_the_next_one() {
     };
     ok(&["docker-publish", "--image", "php", "--tag", BASE_TAG]);
     ok(&["docker-publish", "--image", "edge", "--tag", EDGE_TAG]);
+    // The database, PostgreSQL (every Compose target runs it).
+    ok(&["docker-publish", "--image", "db", "--tag", DB_TAG]);
     ok(&["build-app", "--tag", A]);
     // B has other CSS: the page served tells which release serves.
     let css = root.join("app/assets/app.css");
@@ -462,7 +464,7 @@ impl Setup<'_> {
             !Path::new(self.dir).join(".deploy/lock").exists(),
             "the lock is released"
         );
-        // A backup or release command killed between create and start leaves a Created
+        // A release command killed between create and start leaves a Created
         // container; the deploy that took over removed it.
         let throwaways =
             common::faults::containers(&format!("label=org.kiora.crm.throwaway={}", self.stack));

@@ -38,6 +38,8 @@ fn deploy_rollback_backup_locally_and_over_ssh() {
     };
     ok(&["docker-publish", "--image", "php", "--tag", BASE_TAG]);
     ok(&["docker-publish", "--image", "edge", "--tag", EDGE_TAG]);
+    // The database, PostgreSQL (every Compose target runs it).
+    ok(&["docker-publish", "--image", "db", "--tag", DB_TAG]);
     ok(&["build-app", "--tag", "1.0.0-a"]);
     commit(&sh, root, "app/assets/app.css", |css| {
         format!("{css}\nbody {{ outline: 0; }}\n")
@@ -255,13 +257,36 @@ fn deploy_rollback_backup_locally_and_over_ssh() {
     )
     .unwrap();
     assert!(contacts(port).contains("later@example.com"));
+    assert!(
+        archive.starts_with("db-") && archive.ends_with("-manual.dump"),
+        "a pg_dump of the database: {archive}"
+    );
     assert!(deploy(&["backup", "--restore", &archive]).status.success());
-    // The restore returns once the public port serves again (it waits for /health through
-    // the edge): the very next request is answered.
+    // pg_restore in one transaction while the app serves: the very next request sees it.
     let after = contacts(port);
     assert!(
         after.contains("ada@example.com") && !after.contains("later@example.com"),
         "{after}"
+    );
+    // The database password: a file of the target in a private directory, never in what
+    // `docker inspect` shows of the containers that use it (only its path).
+    let secrets = target.path().join(".deploy/secrets");
+    let password = std::fs::read_to_string(secrets.join("db_password")).unwrap();
+    assert!(password.trim().len() >= 32, "a random password");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&secrets).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    let ids: Vec<String> = cmd!(sh, "docker ps -q --filter name=^{stack}-")
+        .read()
+        .unwrap()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    assert!(ids.len() >= 4, "db, php, worker, nginx...: {ids:?}");
+    let inspected = cmd!(sh, "docker inspect {ids...}").read().unwrap();
+    assert!(
+        !inspected.contains(password.trim()),
+        "the password is in docker inspect"
     );
 
     let out = deploy(&["status"]);
@@ -460,5 +485,5 @@ fn newest_backup(target: &Path) -> String {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    names.pop().expect("a backup archive")
+    names.pop().expect("a dump")
 }

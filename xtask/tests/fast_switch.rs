@@ -39,6 +39,8 @@ fn a_rollback_starts_the_stopped_previous_release() {
     };
     ok(&["docker-publish", "--image", "php", "--tag", BASE_TAG]);
     ok(&["docker-publish", "--image", "edge", "--tag", EDGE_TAG]);
+    // The database, PostgreSQL (every Compose target runs it).
+    ok(&["docker-publish", "--image", "db", "--tag", DB_TAG]);
     ok(&["build-app", "--tag", A]);
     // Same inputs: B is A's images under another tag (a re-tag in the registry, no build).
     // Containers, not pages, tell the releases apart here.

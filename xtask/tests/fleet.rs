@@ -40,6 +40,8 @@ fn fleet_deploys_end_on_one_release() {
     };
     ok(&["docker-publish", "--image", "php", "--tag", BASE_TAG]);
     ok(&["docker-publish", "--image", "edge", "--tag", EDGE_TAG]);
+    // The database, PostgreSQL (every Compose target runs it).
+    ok(&["docker-publish", "--image", "db", "--tag", DB_TAG]);
     ok(&["build-app", "--tag", "1.0.0-a"]);
     commit(&sh, root, "app/assets/app.css", |css| {
         format!("{css}\nbody {{ outline: 0; }}\n")
@@ -121,17 +123,29 @@ fn fleet_deploys_end_on_one_release() {
         assert!(!fleet.locked(m), "m{m} not locked");
     }
 
-    // A release that fails only on machine 3 (its .env breaks the data directory): the canary,
-    // then machines 2 and 3 together (the environment's wave of 2); the command fails, machines
-    // 1 and 2 are back on B, machine 3 never served A, no request failed.
+    // A release that fails only on machine 3 (the database password its new containers read is
+    // wrong: their /health fails): the canary, then machines 2 and 3 together (the
+    // environment's wave of 2); the command fails, machines 1 and 2 are back on B, machine 3
+    // never served A, no request failed. The file is replaced (renamed over), not rewritten:
+    // the running containers keep the one they mounted.
+    let password = fleet.dir(3).join(".deploy/secrets/db_password");
+    let good_password = std::fs::read(&password).unwrap();
+    let replace_password = |bytes: &[u8]| {
+        let new = password.with_extension("e2e-new");
+        std::fs::write(&new, bytes).unwrap();
+        std::fs::rename(&new, &password).unwrap();
+    };
+    replace_password(b"not-the-password");
+    // And a harmless change of m3's .env (the default data directory, spelled out): compose
+    // recreates its standby php of A instead of starting it again with the file it mounted.
     let good_env = std::fs::read_to_string(fleet.dir(3).join(".env")).unwrap();
     std::fs::write(
         fleet.dir(3).join(".env"),
-        format!("{good_env}APP_DATA_DIR=/nonexistent\n"),
+        format!("{good_env}APP_DATA_DIR=/var/www/app/var/data\n"),
     )
     .unwrap();
-    // Without the release command, which would find the broken data directory of m3 in the
-    // prepare phase, before any host switches: this is the failure only a switch reveals.
+    // Without the release command, which would meet the wrong password of m3 in the prepare
+    // phase, before any host switches: this is the failure only a switch reveals.
     let probes = fleet.probes();
     let out = run(&[
         "deploy",
@@ -142,6 +156,7 @@ fn fleet_deploys_end_on_one_release() {
         "--skip-release-command",
     ]);
     let loads = stop_all(probes);
+    replace_password(&good_password);
     std::fs::write(fleet.dir(3).join(".env"), &good_env).unwrap();
     assert!(
         !out.status.success(),

@@ -44,6 +44,8 @@ fn logs_exec_maintenance_prune_over_a_fleet() {
     ok(&["docker-publish", "--image", "php", "--tag", BASE_TAG]);
     // 0.4.0: the edge that can split requests (the traffic canary below).
     ok(&["docker-publish", "--image", "edge", "--tag", EDGE_TAG]);
+    // The database, PostgreSQL (every Compose target runs it).
+    ok(&["docker-publish", "--image", "db", "--tag", DB_TAG]);
     ok(&["build-app", "--tag", "1.0.0-a"]);
     ok(&["build-app", "--tag", "1.0.0-b"]);
     eprintln!("release built after {:?}", started.elapsed());

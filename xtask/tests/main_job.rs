@@ -331,10 +331,12 @@ impl Drop for Down {
             .output();
         let _ = Command::new("docker")
             .args(["volume", "rm", "--force"])
-            .args(["data", "assets", "edge-conf"].map(|v| format!("{project}_{v}")))
+            .args(["data", "assets", "edge-conf", "db"].map(|v| format!("{project}_{v}")))
             .output();
-        let _ = Command::new("docker")
-            .args(["network", "rm", &format!("{project}_edge")])
-            .output();
+        for network in ["edge", "db"] {
+            let _ = Command::new("docker")
+                .args(["network", "rm", &format!("{project}_{network}")])
+                .output();
+        }
     }
 }

@@ -227,6 +227,8 @@ fn deploys_from_the_lists(root: &Path, tmp: &Path, prefix: &str, registry_port: 
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
     };
     ok(&["docker-publish", "--image", "edge", "--tag", EDGE_TAG]);
+    // The database, PostgreSQL (every Compose target runs it).
+    ok(&["docker-publish", "--image", "db", "--tag", DB_TAG]);
     let bed = common::testbed::Testbed::start(1, Some(registry_port));
     let target = tempfile::tempdir().unwrap();
     let compose = std::fs::read_to_string(root.join("compose.yaml"))

@@ -39,6 +39,8 @@ fn logs_exec_maintenance_prune_on_one_target() {
     // Releases: a, then b with other CSS (other hashed assets), then c..h reusing b's images.
     ok(&["docker-publish", "--image", "php", "--tag", BASE_TAG]);
     ok(&["docker-publish", "--image", "edge", "--tag", EDGE_TAG]);
+    // The database, PostgreSQL (every Compose target runs it).
+    ok(&["docker-publish", "--image", "db", "--tag", DB_TAG]);
     ok(&["build-app", "--tag", "1.0.0-a"]);
     let css = root.join("app/assets/app.css");
     let text = std::fs::read_to_string(&css).unwrap();
@@ -512,13 +514,19 @@ impl Drop for RemoveStack {
         for id in ids.lines() {
             let _ = Command::new("docker").args(["rm", "-f", id]).output();
         }
-        for volume in ["data", "assets", "edge-conf"] {
+        for volume in ["data", "assets", "edge-conf", "db"] {
             let _ = Command::new("docker")
                 .args(["volume", "rm", "-f", &format!("{stack}_{volume}")])
                 .output();
         }
         // Each Compose project's own `PROJECT_default` network too: Docker has few address pools.
-        for network in ["_edge", "-blue_default", "-green_default", "-edge_default"] {
+        for network in [
+            "_edge",
+            "_db",
+            "-blue_default",
+            "-green_default",
+            "-edge_default",
+        ] {
             let _ = Command::new("docker")
                 .args(["network", "rm", &format!("{stack}{network}")])
                 .output();

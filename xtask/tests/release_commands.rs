@@ -2,8 +2,10 @@
 //! engine and sshd) and a real registry: the release command (the database migrations the php
 //! image declares) in deploys over ssh, under a load probe on the machine's edge.
 //!
-//! - A database of the releases before migrations (today's `contacts` table, with a row) is
-//!   taken as the baseline by the first deploy: the row stays, the schema reaches version 2.
+//! - The first deploy starts the database (PostgreSQL, the stack's db project) before the
+//!   command, which brings the new database to version 2, then copies in the contacts of the
+//!   SQLite file a release before PostgreSQL left in the data volume (a table of before
+//!   migrations, with a row): the row is served.
 //! - Two deploys of a release with a new migration started at the same time: both succeed (the
 //!   second waits for the lock), the migration is applied exactly once (one `schema_version`
 //!   row, one "applying" line in the two outputs), no request fails.
@@ -21,13 +23,17 @@ use common::testbed::Testbed;
 use common::*;
 use xshell::{cmd, Shell};
 
-const PHP_PRINT_SCHEMA: &str = r#"$p = new PDO("sqlite:/var/www/app/var/data/crm.sqlite");
-foreach ($p->query("SELECT version, name FROM schema_version ORDER BY version") as $r) { echo "v $r[0] $r[1]\n"; }
-foreach ($p->query("PRAGMA table_info(contacts)") as $r) { echo "c $r[1]\n"; }"#;
-
-const PHP_OLD_SCHEMA: &str = r#"$p = new PDO("sqlite:/var/www/app/var/data/crm.sqlite");
+/// A SQLite database of the releases before migrations and before PostgreSQL, with a row.
+const PHP_OLD_SQLITE: &str = r#"$p = new PDO("sqlite:/var/www/app/var/data/crm.sqlite");
 $p->exec("CREATE TABLE contacts (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, email TEXT NOT NULL UNIQUE, company TEXT, created_at TEXT NOT NULL, processed_at TEXT)");
-$p->exec("INSERT INTO contacts (name, email, created_at) VALUES ('Before', 'before@example.com', '2026-01-01T00:00:00Z')");"#;
+$p->exec("INSERT INTO contacts (id, name, email, created_at) VALUES (7, 'Before', 'before@example.com', '2026-01-01T00:00:00Z')");"#;
+
+/// psql's queries of the schema: one line per migration applied (`v 1 001_contacts`), then one
+/// per column of contacts (`c phone`).
+const SQL_PRINT_SCHEMA: [&str; 2] = [
+    "SELECT 'v ' || version || ' ' || name FROM schema_version ORDER BY version",
+    "SELECT 'c ' || column_name FROM information_schema.columns WHERE table_name = 'contacts' ORDER BY ordinal_position",
+];
 
 #[test]
 fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
@@ -54,6 +60,8 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
     // which adds a column and then fails).
     ok(&["docker-publish", "--image", "php", "--tag", BASE_TAG]);
     ok(&["docker-publish", "--image", "edge", "--tag", EDGE_TAG]);
+    // The database, PostgreSQL (every Compose target runs it).
+    ok(&["docker-publish", "--image", "db", "--tag", DB_TAG]);
     eprintln!("base images after {:?}", started.elapsed());
     ok(&["build-app", "--tag", "1.0.0-a"]);
     add_migration(
@@ -70,11 +78,11 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
         "ALTER TABLE contacts ADD COLUMN fax TEXT;\nSELECT * FROM no_such_table;\n",
     );
     ok(&["build-app", "--tag", "1.0.0-x"]);
-    let php_a = format!("{prefix}/crm-gdb_php:1.0.0-a");
     eprintln!("releases built after {:?}", started.elapsed());
 
-    // The target: a machine reached over ssh; its data volume holds a database of before
-    // migrations. The edge is published on the machine's address too (the probe's way in).
+    // The target: a machine reached over ssh; its data volume holds the SQLite file of a
+    // release before PostgreSQL. The edge is published on the machine's address too (the
+    // probe's way in).
     let bed = Testbed::start(1, Some(registry.port));
     let machine = Machine(&bed);
     let addr = bed.addr(1);
@@ -91,9 +99,9 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
         format!("APP_SECRET=e2e-secret\nHTTP_PORT={port}\nHTTP_BIND=0.0.0.0\n"),
     )
     .unwrap();
-    let data = format!("{stack}_data");
+    let php_a = format!("{prefix}/crm-gdb_php:1.0.0-a");
     machine.docker(&["pull", "--quiet", &php_a]);
-    machine.php_on_data(&data, &php_a, PHP_OLD_SCHEMA);
+    machine.php_on_data(&format!("{stack}_data"), &php_a, PHP_OLD_SQLITE);
     let ssh_config = bed.ssh_config();
     let host = bed.host(1);
     let deploy = |args: &[&str]| {
@@ -111,7 +119,7 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
         xtask(root, tmp.path(), &prefix, &all)
     };
 
-    // First deploy: the old database is the baseline; 002 adds the phone column.
+    // First deploy: db starts, 001 and 002 (the phone column) apply, the SQLite row comes in.
     let out = deploy(&["deploy", "--tag", "1.0.0-a"]);
     assert!(out.status.success());
     let err = stderr(&out);
@@ -119,10 +127,14 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
         err.contains("[5/8] Running the release command")
             && err.contains("  php /var/www/app/bin/migrate.php")
             && err.contains("  | migrate: applying 002_contacts_phone")
-            && err.contains("  | migrate: database at version 2 (was 0)"),
+            && err.contains(
+                "  | migrate: imported 1 contact(s) from /var/www/app/var/data/crm.sqlite"
+            )
+            && err.contains("  | migrate: database at version 2 (was 0)")
+            && err.find("[4/8]") < err.find("[5/8]"),
         "{err}"
     );
-    let schema = machine.php_on_data(&data, &php_a, PHP_PRINT_SCHEMA);
+    let schema = machine.schema(&stack);
     assert!(
         schema.starts_with("v 1 001_contacts\nv 2 002_contacts_phone\n")
             && schema.contains("c phone\n"),
@@ -139,7 +151,12 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
     let listed = http_get_at(&addr, port, "/api/contacts").unwrap().1;
     assert!(
         listed.contains("before@example.com") && listed.contains("+33 1 23 45 67 89"),
-        "the row of before migrations is kept, the new column works: {listed}"
+        "the SQLite row is imported, the new column works: {listed}"
+    );
+    // Its id was kept, and the next one comes after it.
+    assert!(
+        listed.contains("\"id\":7") && listed.contains("\"id\":8"),
+        "{listed}"
     );
 
     eprintln!("first deploy done after {:?}", started.elapsed());
@@ -181,7 +198,7 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
             .any(|o| stderr(o).contains("migrate: database at version 3, nothing to apply")),
         "the second deploy ran the command and found nothing to do"
     );
-    let schema = machine.php_on_data(&data, &php_a, PHP_PRINT_SCHEMA);
+    let schema = machine.schema(&stack);
     assert_eq!(
         schema.matches("v 3 003_contacts_note\n").count(),
         1,
@@ -202,7 +219,7 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
     assert!(
         err.contains("  | migrate: applying 004_broken")
             && err.contains("  | migrate: failed, nothing was applied: 004_broken: ")
-            && err.contains("no such table"),
+            && err.contains("\"no_such_table\" does not exist"),
         "the command's output is shown: {err}"
     );
     assert!(
@@ -211,11 +228,7 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
     );
     assert!(err.contains("[5/8] failed after"), "{err}");
     assert!(!err.contains("[6/8]"), "nothing switched: {err}");
-    assert_eq!(
-        machine.php_on_data(&data, &php_a, PHP_PRINT_SCHEMA),
-        schema,
-        "schema unchanged"
-    );
+    assert_eq!(machine.schema(&stack), schema, "schema unchanged");
     assert_eq!(
         machine.release_containers(&stack),
         before,
@@ -274,10 +287,10 @@ impl Machine<'_> {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Runs PHP code in a throwaway container of `image` on the data volume; its output.
-    fn php_on_data(&self, volume: &str, image: &str, code: &str) -> String {
+    /// Runs PHP code in a throwaway container of `image` on the data volume.
+    fn php_on_data(&self, volume: &str, image: &str, code: &str) {
         let mount = format!("{volume}:/var/www/app/var/data");
-        let out = self.docker(&[
+        self.docker(&[
             "run",
             "--rm",
             "--volume",
@@ -288,7 +301,23 @@ impl Machine<'_> {
             "-r",
             code,
         ]);
-        eprintln!("--- php on {volume}:\n{out}");
+    }
+
+    /// The schema of the stack's database ([`SQL_PRINT_SCHEMA`]), read by psql in its db
+    /// container.
+    fn schema(&self, stack: &str) -> String {
+        let db = self.docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.compose.project={stack}-db"),
+        ]);
+        let db = db.split_whitespace().next().expect("the db container runs");
+        let [versions, columns] = SQL_PRINT_SCHEMA;
+        let out = self.docker(&[
+            "exec", db, "psql", "-U", "crm", "-d", "crm", "-At", "-c", versions, "-c", columns,
+        ]);
+        eprintln!("--- schema of {stack}:\n{out}");
         out
     }
 

@@ -52,6 +52,15 @@ fn https_at_the_edge_across_a_deploy_and_a_certificate_swap() {
         EDGE_TAG,
         "--no-push",
     ]);
+    // The database, PostgreSQL (every Compose target runs it).
+    ok(&[
+        "docker-publish",
+        "--image",
+        "db",
+        "--tag",
+        DB_TAG,
+        "--no-push",
+    ]);
     ok(&["build-app", "--tag", "1.0.0-a", "--no-push"]);
     // Same inputs: a new tag of the same images, no build. Enough for a real switch.
     ok(&["build-app", "--tag", "1.0.0-b", "--no-push"]);

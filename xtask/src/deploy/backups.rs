@@ -1,109 +1,68 @@
-//! Backups of a target's data volume: archives in `backups/` (the newest N kept), made and
-//! restored by a throwaway container with the volume at /data and the archives at /backup.
+//! Backups of a Compose target's database: `pg_dump`s made by `docker exec` in its db container
+//! (project `STACK-db`) into the target's `backups/` directory, which is bind-mounted into db
+//! (the newest N kept); a restore is `pg_restore --clean` of one, in one transaction, while the
+//! app serves on. The same commands as a swarm's (`db.rs`).
+//!
+//! Bind-mounted rather than copied out of the container: a dump is written once, where it is
+//! kept, and is a plain file of the target (listed, pruned and copied elsewhere by its user).
+//! pg_dump runs as root in the container (the directory is the deploying user's), then the
+//! file is given to the directory's owner. The worker's stats.json stays in the data volume,
+//! node-local and not backed up, as on a swarm.
 
 use anyhow::{Context, Result};
 
 use crate::cmd::Cmd;
+use crate::deploy::db;
 use crate::deploy::deployment::Deployment;
-use crate::project::now_rfc3339;
 
 pub const BACKUPS: &str = "backups";
 
-/// How many times an archive is taken when the data changes under tar.
-const TAR_ATTEMPTS: usize = 3;
-
-/// True when tar's complaints are only about the worker's stats file and the directory that
-/// holds it (`tar: ./stats.json: file changed as we read it`, `tar: .: file changed ...`).
-fn only_stats_changed(stderr: &str) -> bool {
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    !lines.is_empty()
-        && lines.iter().all(|line| {
-            let Some(path) = line
-                .strip_prefix("tar: ")
-                .and_then(|l| l.strip_suffix(": file changed as we read it"))
-            else {
-                return false;
-            };
-            matches!(path, "." | "./stats.json" | "./stats.json.tmp")
-        })
+/// `docker ps` of the db container of the stack's db project (whatever compose.yaml the
+/// target has: the project's label, not the file, finds it).
+pub fn db_container_query(stack: &str) -> Cmd {
+    Cmd::new("docker").args([
+        "ps".to_string(),
+        "--quiet".into(),
+        "--filter".into(),
+        format!("label=com.docker.compose.project={stack}-{}", db::SERVICE),
+        "--filter".into(),
+        format!("label=com.docker.compose.service={}", db::SERVICE),
+        "--filter".into(),
+        "status=running".into(),
+    ])
 }
 
 impl Deployment {
-    /// Archives the data volume into `backups/`, keeps the newest `keep`, returns the archive's
-    /// name (None when there is no data volume yet: a first deploy).
-    pub fn backup(&self, image: &str, label: &str, keep: usize) -> Result<Option<String>> {
-        let volume = self.data_volume();
-        if !self.remote.dry_run()
-            && !self
-                .remote
-                .succeeds(Cmd::new("docker").args(["volume", "inspect", &volume]))?
-        {
-            return Ok(None);
-        }
-        let stamp: String = now_rfc3339()
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .collect();
-        // Never overwrite an archive, even two backups in the same second.
-        let existing = self.backups()?;
-        let mut name = format!("data-{stamp}-{label}.tar.gz");
-        for n in 2.. {
-            if !existing.contains(&name) {
-                break;
-            }
-            name = format!("data-{stamp}-{label}-{n}.tar.gz");
-        }
-        let backups = self.target().path(BACKUPS);
-        self.remote.run(Cmd::new("mkdir").args(["-p", &backups]))?;
-        let archive = self.volume_tool(
-            image,
-            &volume,
-            true,
-            &[
-                "tar",
-                "-czf",
-                &format!("/backup/{name}"),
-                "-C",
-                "/data",
-                ".",
-            ],
-        );
-        if self.remote.dry_run() {
-            self.remote.run(archive)?;
-        } else {
-            self.archive(archive)
-                .context("backing up the data volume failed; nothing was changed")?;
-        }
+    /// The running db container, None before the first deploy.
+    pub fn db_container(&self) -> Result<Option<String>> {
+        Ok(self
+            .remote
+            .query(db_container_query(&self.stack))?
+            .split_whitespace()
+            .next()
+            .map(String::from))
+    }
+
+    /// Dumps the database into `backups/`, keeps the newest `keep`, returns the dump's name
+    /// (None when no database runs: a dry run's first deploy).
+    pub fn backup(&self, label: &str, keep: usize) -> Result<Option<String>> {
+        let container = match self.db_container()? {
+            Some(id) => id,
+            None if self.remote.dry_run() => "DB".into(),
+            None => return Ok(None),
+        };
+        let name = db::new_dump_name(&self.backups()?, label);
+        let partial = db::partial(&name);
+        self.remote
+            .run(db::dump(&container, true, &partial))
+            .context("dumping the database failed; nothing was changed")?;
+        self.remote.run(db::own_dump(&container, &partial))?;
+        self.remote.run(db::finish_dump(&container, true, &name))?;
         self.prune_backups(keep)?;
         Ok(Some(name))
     }
 
-    /// Runs the archiving container. tar exits 1 when something changed while it read it: the
-    /// live worker rewrites its stats file (a temp file renamed over it, so the directory
-    /// changes too) every few seconds, which is harmless; any other file changing makes the
-    /// archive inconsistent, so it is taken again.
-    fn archive(&self, archive: Cmd) -> Result<()> {
-        for attempt in 1..=TAR_ATTEMPTS {
-            let output = self.remote.output(archive.clone())?;
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            match output.status.code() {
-                Some(0) => return Ok(()),
-                Some(1) if only_stats_changed(&stderr) => return Ok(()),
-                Some(1) if attempt < TAR_ATTEMPTS => self.remote.say(format!(
-                    "  data changed while it was archived; again ({}/{TAR_ATTEMPTS})",
-                    attempt + 1
-                )),
-                _ => anyhow::bail!(
-                    "the archiving container failed ({}): {}",
-                    output.status,
-                    stderr.trim()
-                ),
-            }
-        }
-        anyhow::bail!("the data kept changing while it was archived ({TAR_ATTEMPTS} times)")
-    }
-
-    /// Archive names in `backups/`, oldest first (names sort by time).
+    /// Dump names in `backups/`, oldest first (names sort by time).
     pub fn backups(&self) -> Result<Vec<String>> {
         let backups = self.target().path(BACKUPS);
         if !self
@@ -113,13 +72,7 @@ impl Deployment {
             return Ok(Vec::new());
         }
         let listing = self.remote.query(Cmd::new("ls").args(["-1", &backups]))?;
-        let mut names: Vec<String> = listing
-            .lines()
-            .filter(|n| n.starts_with("data-") && n.ends_with(".tar.gz"))
-            .map(String::from)
-            .collect();
-        names.sort();
-        Ok(names)
+        Ok(db::dumps_of(&listing))
     }
 
     fn prune_backups(&self, keep: usize) -> Result<()> {
@@ -134,116 +87,44 @@ impl Deployment {
         Ok(())
     }
 
-    /// Replaces the data volume's content with `archive` (the services using it must be stopped).
-    pub fn restore(&self, image: &str, archive: &str) -> Result<()> {
-        let volume = self.data_volume();
-        let steps = [
-            self.volume_tool(
-                image,
-                &volume,
-                false,
-                &["find", "/data", "-mindepth", "1", "-delete"],
+    /// Puts the dump `name` back (the app may serve meanwhile: one transaction).
+    pub fn restore(&self, name: &str) -> Result<()> {
+        let container = match self.db_container()? {
+            Some(id) => id,
+            None if self.remote.dry_run() => "DB".into(),
+            None => anyhow::bail!(
+                "no database runs on {} (project {}-{}): nothing to restore into; deploy first",
+                self.target().describe(),
+                self.stack,
+                db::SERVICE
             ),
-            self.volume_tool(
-                image,
-                &volume,
-                false,
-                &["tar", "-xzf", &format!("/backup/{archive}"), "-C", "/data"],
-            ),
-        ];
-        for cmd in steps {
-            self.remote
-                .run(cmd)
-                .with_context(|| format!("restoring {archive} failed"))?;
-        }
-        Ok(())
-    }
-
-    /// A throwaway container (root, to read and write any file of the volume) with the data
-    /// volume at /data and the backups directory at /backup.
-    fn volume_tool(&self, image: &str, volume: &str, data_read_only: bool, argv: &[&str]) -> Cmd {
-        let (data_mode, backup_mode) = if data_read_only {
-            (":ro", "")
-        } else {
-            ("", ":ro")
         };
-        // No network: tar needs none, and attaching one is a good part of a start.
-        Cmd::new("docker")
-            .args(["run", "--rm", "--network", "none", "--user", "0:0"])
-            .args(crate::docker::throwaway_label(&self.stack))
-            .args(["--entrypoint", argv[0]])
-            .arg("--volume")
-            .arg(format!("{volume}:/data{data_mode}"))
-            .arg("--volume")
-            .arg(format!(
-                "{}:/backup{backup_mode}",
-                self.target().path(BACKUPS)
-            ))
-            .arg(image)
-            .args(argv[1..].iter().copied())
+        self.remote
+            .run(db::restore(&container, true, name))
+            .with_context(|| {
+                format!("restoring {name} failed; the database is as it was (pg_restore runs in one transaction)")
+            })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::Runner;
-    use crate::deploy::target::Target;
-
-    fn deployment_for(target: &Target, runner: &Runner) -> Deployment {
-        Deployment::new(target, runner, "crm-gdb")
-    }
 
     #[test]
-    fn only_the_workers_stats_may_change_under_tar() {
-        assert!(only_stats_changed("tar: .: file changed as we read it\n"));
-        assert!(only_stats_changed(
-            "tar: ./stats.json: file changed as we read it\ntar: .: file changed as we read it\n"
-        ));
-        assert!(!only_stats_changed(
-            "tar: ./crm.sqlite: file changed as we read it\ntar: .: file changed as we read it\n"
-        ));
-        assert!(!only_stats_changed(
-            "tar: /backup/x: Cannot open: Permission denied\n"
-        ));
-        assert!(!only_stats_changed(""));
-    }
-
-    #[test]
-    fn backup_container_reads_the_volume_and_writes_the_archive() {
-        let target = Target::new(None, "/srv/crm", None).unwrap();
-        let runner = Runner::new(true, crate::progress::Verbosity::Quiet);
-        let d = deployment_for(&target, &runner);
-        let cmd = d.volume_tool(
-            "r/crm-gdb_php:1",
-            "crm-gdb_data",
-            true,
-            &["tar", "-czf", "/backup/a.tar.gz", "-C", "/data", "."],
-        );
+    fn the_db_container_is_found_by_its_projects_labels() {
         assert_eq!(
-            cmd.argv(),
+            db_container_query("crm").argv(),
             [
                 "docker",
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                "--user",
-                "0:0",
-                "--label",
-                "org.kiora.crm.throwaway=crm-gdb",
-                "--entrypoint",
-                "tar",
-                "--volume",
-                "crm-gdb_data:/data:ro",
-                "--volume",
-                "/srv/crm/backups:/backup",
-                "r/crm-gdb_php:1",
-                "-czf",
-                "/backup/a.tar.gz",
-                "-C",
-                "/data",
-                ".",
+                "ps",
+                "--quiet",
+                "--filter",
+                "label=com.docker.compose.project=crm-db",
+                "--filter",
+                "label=com.docker.compose.service=db",
+                "--filter",
+                "status=running"
             ]
         );
     }

@@ -6,7 +6,8 @@
 //! On the target, next to `compose.yaml` and `.env`:
 //!   .deploy/lock/          the deploy lock: its owner and lease (see `lock.rs`)
 //!   .deploy/history.tsv    time, tag, revision, who, strategy, result: one line per operation
-//!   backups/data-*.tar.gz  archives of the data volume, the last N kept
+//!   .deploy/secrets/db_password  the database's password (0644 in a 0700 directory)
+//!   backups/db-*.dump      dumps of the database, the last N kept
 
 use anyhow::{bail, Context, Result};
 
@@ -44,9 +45,19 @@ impl Deployment {
     }
 
     /// `docker compose` for the deployed project, with absolute paths (no working directory).
+    /// compose.yaml's database password file and dumps' directory are the target's (see
+    /// `db.rs`).
     pub fn compose(&self) -> Cmd {
         crate::docker::compose(&self.stack, &self.target().dir)
             .args(["--file", &self.target().path("compose.yaml")])
+            .env(
+                "CRM_DB_PASSWORD_FILE",
+                self.target().path(crate::deploy::db::PASSWORD_FILE),
+            )
+            .env(
+                "CRM_DB_BACKUPS",
+                self.target().path(crate::deploy::backups::BACKUPS),
+            )
     }
 
     pub fn data_volume(&self) -> String {

@@ -46,6 +46,12 @@ pub fn project_dir(root: &Path, project: &str, runner: &Runner) -> Result<PathBu
     Ok(dir)
 }
 
+/// The database password's file of `project`'s stack, in its state directory (made by the
+/// stack's first `up`): outside the tree even when the tree's own `.env` is used.
+pub fn db_password_file(project: &str) -> Result<PathBuf> {
+    Ok(state_dir(project)?.join("db_password"))
+}
+
 /// `$XDG_STATE_HOME/xtask/<project>`, else `~/.local/state/xtask/<project>`.
 fn state_dir(project: &str) -> Result<PathBuf> {
     check_project_name(project)?;

@@ -8,7 +8,7 @@
 //! lock          the deploy lock on a target: a lease, and the takeover of a dead holder's lock
 //! reconcile     after a takeover: the target made to agree with its edge
 //! history       what was deployed there, when, by whom, with what result
-//! backups       archives of the data volume, and restoring one
+//! backups       dumps of a Compose target's database into its backups/, and restoring one
 //! stack         the blue/green releases behind the edge on a target
 //! canary        a share of the requests to the next release through the edge, and the verdict
 //! switch        one host from its live release to another, in phases: check, prepare, switch,
@@ -18,6 +18,7 @@
 //! environments  the named environments of deploy.yaml
 //! swarm         a release on a Docker Swarm: compose.yaml as a stack, watched until it
 //!               converges or swarm rolls it back
+//! db            the stack's PostgreSQL on every kind of target: names, dumps and restores
 //! swarm_db      a swarm stack's PostgreSQL: pinned to a node, dumps and restores through its task
 //! swarm_ops     logs of a swarm's services, a command in a running task's container
 //! ops           the live release's logs, one-off commands in it or beside it
@@ -31,6 +32,7 @@
 
 pub mod backups;
 pub mod canary;
+pub mod db;
 pub mod deployment;
 pub mod environments;
 pub mod fleet;

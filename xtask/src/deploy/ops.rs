@@ -8,6 +8,7 @@ use std::str::FromStr;
 use anyhow::{bail, Context, Result};
 
 use crate::cmd::Cmd;
+use crate::deploy::db;
 use crate::deploy::deployment::Deployment;
 use crate::deploy::stack::{Color, Stack};
 
@@ -173,8 +174,10 @@ pub fn exec_command(container: &str, argv: &[String], attach: Attach) -> Cmd {
 const DATA_PATH: &str = "/var/www/app/var/data";
 
 /// A throwaway container of `image` running `argv` with what the release's php container gets:
-/// the target's `.env` (when there is one) and the data volume. Named, so a leftover can be
-/// found; removed when it ends (`--rm`).
+/// the target's `.env` (when there is one), the data volume, and the database (its network,
+/// the variables that reach it, the password file mounted). Named, so a leftover can be found;
+/// removed when it ends (`--rm`); labelled with the stack (see
+/// [`crate::docker::THROWAWAY_LABEL`]).
 pub fn run_new_command(
     d: &Deployment,
     image: &str,
@@ -183,30 +186,28 @@ pub fn run_new_command(
     argv: &[String],
     attach: Attach,
 ) -> Cmd {
-    let volume = d.data_volume();
-    throwaway_container(&d.stack, &volume, image, env_file, name, argv, attach)
-}
-
-/// [`run_new_command`] with the stack and its data volume named (labelled with the stack, see
-/// [`crate::docker::THROWAWAY_LABEL`]).
-pub fn throwaway_container(
-    stack: &str,
-    data_volume: &str,
-    image: &str,
-    env_file: Option<&str>,
-    name: &str,
-    argv: &[String],
-    attach: Attach,
-) -> Cmd {
     let mut cmd = Cmd::new("docker")
         .args(["run", "--rm", "--name", name])
-        .args(crate::docker::throwaway_label(stack))
+        .args(crate::docker::throwaway_label(&d.stack))
         .args(attach.flags());
     if let Some(env_file) = env_file {
         cmd = cmd.args(["--env-file", env_file]);
     }
+    cmd = cmd
+        .arg("--volume")
+        .arg(format!("{}:{DATA_PATH}", d.data_volume()))
+        .args(["--network", &db::network(&d.stack)]);
+    for (key, value) in db::CLIENT_ENV {
+        cmd = cmd.arg("--env").arg(format!("{key}={value}"));
+    }
     cmd.arg("--volume")
-        .arg(format!("{data_volume}:{DATA_PATH}"))
+        .arg(format!(
+            "{}:{}:ro",
+            d.target().path(db::PASSWORD_FILE),
+            db::PASSWORD_PATH
+        ))
+        .arg("--env")
+        .arg(format!("DB_PASSWORD_FILE={}", db::PASSWORD_PATH))
         .arg(image)
         .args(argv.iter().cloned())
 }
@@ -279,7 +280,17 @@ mod tests {
                 "php"
             ]
         );
-        assert_eq!(cmd.env, [("CRM_STACK".to_string(), "crm".to_string())]);
+        assert_eq!(
+            cmd.env,
+            [
+                (
+                    "CRM_DB_PASSWORD_FILE".to_string(),
+                    "/srv/crm/.deploy/secrets/db_password".to_string()
+                ),
+                ("CRM_DB_BACKUPS".to_string(), "/srv/crm/backups".to_string()),
+                ("CRM_STACK".to_string(), "crm".to_string())
+            ]
+        );
         let all = logs_for(&stack, "crm", Color::Blue, &[], &LogOptions::default()).unwrap();
         assert_eq!(
             &all.argv()[2..4],
@@ -377,7 +388,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_container_gets_the_env_and_the_data() {
+    fn a_new_container_gets_the_env_the_data_and_the_database() {
         let d = deployment();
         let argv = vec!["php".to_string(), "-v".to_string()];
         let cmd = run_new_command(
@@ -402,6 +413,18 @@ mod tests {
                 "/srv/crm/.env",
                 "--volume",
                 "crm_data:/var/www/app/var/data",
+                "--network",
+                "crm_db",
+                "--env",
+                "DB_HOST=db",
+                "--env",
+                "DB_NAME=crm",
+                "--env",
+                "DB_USER=crm",
+                "--volume",
+                "/srv/crm/.deploy/secrets/db_password:/run/secrets/db_password:ro",
+                "--env",
+                "DB_PASSWORD_FILE=/run/secrets/db_password",
                 "r/crm-gdb_php:1.2.0",
                 "php",
                 "-v"

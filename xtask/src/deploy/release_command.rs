@@ -12,16 +12,17 @@
 //! lock (two deploys at once cannot run it twice), and stops there when it fails: the live
 //! release never stopped serving. An image without the label has no release command.
 //!
-//! On a swarm the data is a database server, not a volume: the container joins the stack's
-//! network with the variables php gets, and the password arrives on its stdin
-//! (`DB_PASSWORD_FILE=php://stdin`), never in an argument, a variable, a file or `inspect`.
+//! The data is the stack's database server (see `db.rs`): the container joins the database's
+//! network with the variables php gets. On a Compose target it gets the target's `.env` and
+//! the password file mounted where php has it (`inspect` shows the path, never the value); on a
+//! swarm the password arrives on its stdin (`DB_PASSWORD_FILE=php://stdin`), never in an
+//! argument, a variable, a file or `inspect`.
 
 use anyhow::{bail, Result};
 use saphyr::{LoadableYamlNode, MarkedYaml, YamlData};
 
 use crate::cmd::Cmd;
 use crate::deploy::deployment::Deployment;
-use crate::deploy::ops::{throwaway_container, Attach};
 use crate::deploy::remote::Remote;
 use crate::secret::Secret;
 
@@ -86,49 +87,57 @@ pub fn label_query(image: &str) -> Cmd {
     Cmd::new("docker").args(["image", "inspect", "--format", &format, image])
 }
 
-/// The throwaway container running `command` in `image`, named `STACK-release-PID`.
-pub fn container(
-    data_volume: &str,
-    stack: &str,
-    image: &str,
-    env_file: Option<&str>,
-    command: &ReleaseCommand,
-) -> Cmd {
-    throwaway_container(
-        stack,
-        data_volume,
-        image,
-        env_file,
-        &container_name(stack),
-        &command.0,
-        Attach::default(),
-    )
-}
-
 fn container_name(stack: &str) -> String {
     format!("{stack}-release-{}", std::process::id())
 }
 
-/// The container of a release command working on a database server (a swarm's db).
+/// The container of a release command working on a database server.
 pub fn server_container(
     server: &Server,
     stack: &str,
     image: &str,
+    env_file: Option<&str>,
+    data_volume: Option<&str>,
     command: &ReleaseCommand,
 ) -> Cmd {
-    let mut cmd = Cmd::new("docker")
-        .args(["run", "--rm", "--interactive", "--name"])
+    let mut cmd = Cmd::new("docker").args(["run", "--rm"]);
+    if let Password::Stdin(_) = server.password {
+        cmd = cmd.arg("--interactive");
+    }
+    cmd = cmd
+        .arg("--name")
         .arg(container_name(stack))
         .args(crate::docker::throwaway_label(stack))
         .args(["--network", server.network]);
+    if let Some(env_file) = env_file {
+        cmd = cmd.args(["--env-file", env_file]);
+    }
+    if let Some(volume) = data_volume {
+        cmd = cmd
+            .arg("--volume")
+            .arg(format!("{volume}:/var/www/app/var/data"));
+    }
     for (key, value) in server.env {
         cmd = cmd.arg("--env").arg(format!("{key}={value}"));
     }
-    cmd.args(["--env", "DB_PASSWORD_FILE=php://stdin"])
-        .arg(image)
-        .args(command.0.iter().cloned())
-        // The password, read once by the command (Database::password in the app).
-        .stdin(server.password.expose().as_bytes().to_vec())
+    match server.password {
+        Password::Stdin(password) => cmd
+            .args(["--env", "DB_PASSWORD_FILE=php://stdin"])
+            .arg(image)
+            .args(command.0.iter().cloned())
+            // The password, read once by the command (Database::password in the app).
+            .stdin(password.expose().as_bytes().to_vec()),
+        Password::File(path) => cmd
+            .arg("--volume")
+            .arg(format!("{path}:{}:ro", crate::deploy::db::PASSWORD_PATH))
+            .arg("--env")
+            .arg(format!(
+                "DB_PASSWORD_FILE={}",
+                crate::deploy::db::PASSWORD_PATH
+            ))
+            .arg(image)
+            .args(command.0.iter().cloned()),
+    }
 }
 
 fn container_for(
@@ -137,38 +146,38 @@ fn container_for(
     env_file: Option<&str>,
     command: &ReleaseCommand,
 ) -> Cmd {
-    match &stack.data {
-        Data::Volume(volume) => container(volume, stack.name, image, env_file, command),
-        Data::Server(server) => server_container(server, stack.name, image, command),
-    }
+    server_container(&stack.db, stack.name, image, env_file, stack.data, command)
 }
 
 /// Runs the release command of `image` (release `tag`) on the target, if it declares one. The
 /// image must be on the target. Output is shown line by line as it comes; a failure is one line
 /// naming the command and its exit status, and leaves no container behind.
 pub fn run(d: &Deployment, image: &str, tag: &str) -> Result<()> {
+    let password = d.target().path(crate::deploy::db::PASSWORD_FILE);
+    let network = crate::deploy::db::network(&d.stack);
+    let data = d.data_volume();
     let stack = Stack {
         name: &d.stack,
-        data: Data::Volume(&d.data_volume()),
+        db: Server {
+            network: &network,
+            env: &crate::deploy::db::CLIENT_ENV,
+            password: Password::File(&password),
+        },
         env_file: Some(&d.target().path(".env")),
+        data: Some(&data),
     };
     run_on(&d.remote, &stack, image, tag)
 }
 
-/// Where a release command runs: the stack's name, its data and the `.env` it gets when
+/// Where a release command runs: the stack's name, its database and the `.env` it gets when
 /// that file exists (None: none to look for, as on a swarm node).
 pub struct Stack<'a> {
     pub name: &'a str,
-    pub data: Data<'a>,
+    pub db: Server<'a>,
     pub env_file: Option<&'a str>,
-}
-
-/// What a release command works on.
-pub enum Data<'a> {
-    /// The stack's data volume (the SQLite file), mounted where php has it.
-    Volume(&'a str),
-    /// A database server (a swarm's db).
-    Server(Server<'a>),
+    /// The data volume, mounted where php has it (Compose: the app imports the contacts of a
+    /// SQLite file found there into a new database once; a swarm's nodes each have their own).
+    pub data: Option<&'a str>,
 }
 
 /// A database server: the network to join, the variables that reach it (DB_HOST...), and its
@@ -176,7 +185,15 @@ pub enum Data<'a> {
 pub struct Server<'a> {
     pub network: &'a str,
     pub env: &'a [(&'a str, &'a str)],
-    pub password: &'a Secret,
+    pub password: Password<'a>,
+}
+
+/// How the command gets the database password.
+pub enum Password<'a> {
+    /// On its stdin (a swarm: the value is in xtask's hands, nowhere on the manager).
+    Stdin(&'a Secret),
+    /// The target's password file, mounted read-only (a Compose target, `up`).
+    File(&'a str),
 }
 
 /// [`run`] for any stack on `remote`'s target (`up` and `test-image`: a local one).
@@ -263,41 +280,15 @@ mod tests {
     }
 
     #[test]
-    fn it_runs_in_a_throwaway_container_of_the_release_with_env_and_data() {
+    fn it_runs_in_a_throwaway_container_of_the_release_on_the_database_network() {
         let command = ReleaseCommand(vec!["php".into(), "bin/migrate.php".into()]);
-        let cmd = container(
-            "crm_data",
-            "crm",
-            "r/crm-gdb_php:1.2.0",
-            Some("/srv/crm/.env"),
-            &command,
-        );
-        assert_eq!(
-            cmd.argv(),
-            [
-                "docker",
-                "run",
-                "--rm",
-                "--name",
-                &format!("crm-release-{}", std::process::id()),
-                "--label",
-                "org.kiora.crm.throwaway=crm",
-                "--env-file",
-                "/srv/crm/.env",
-                "--volume",
-                "crm_data:/var/www/app/var/data",
-                "r/crm-gdb_php:1.2.0",
-                "php",
-                "bin/migrate.php"
-            ]
-        );
         let password = Secret::new("db-password-0123");
         let server = Server {
-            network: "crm_default",
+            network: "crm_db",
             env: &[("DB_HOST", "db"), ("DB_NAME", "crm")],
-            password: &password,
+            password: Password::Stdin(&password),
         };
-        let cmd = server_container(&server, "crm", "r/crm-gdb_php:1.2.0", &command);
+        let cmd = server_container(&server, "crm", "r/crm-gdb_php:1.2.0", None, None, &command);
         assert_eq!(
             cmd.argv(),
             [
@@ -310,7 +301,7 @@ mod tests {
                 "--label",
                 "org.kiora.crm.throwaway=crm",
                 "--network",
-                "crm_default",
+                "crm_db",
                 "--env",
                 "DB_HOST=db",
                 "--env",
@@ -323,6 +314,52 @@ mod tests {
             ]
         );
         assert_eq!(cmd.stdin.as_deref(), Some(&b"db-password-0123"[..]));
+        // A Compose target: its .env, and the password file mounted (only its path is shown).
+        let server = Server {
+            network: "crm_db",
+            env: &crate::deploy::db::CLIENT_ENV,
+            password: Password::File("/srv/crm/.deploy/secrets/db_password"),
+        };
+        let cmd = server_container(
+            &server,
+            "crm",
+            "r/crm-gdb_php:1.2.0",
+            Some("/srv/crm/.env"),
+            Some("crm_data"),
+            &command,
+        );
+        assert_eq!(
+            cmd.argv(),
+            [
+                "docker",
+                "run",
+                "--rm",
+                "--name",
+                &format!("crm-release-{}", std::process::id()),
+                "--label",
+                "org.kiora.crm.throwaway=crm",
+                "--network",
+                "crm_db",
+                "--env-file",
+                "/srv/crm/.env",
+                "--volume",
+                "crm_data:/var/www/app/var/data",
+                "--env",
+                "DB_HOST=db",
+                "--env",
+                "DB_NAME=crm",
+                "--env",
+                "DB_USER=crm",
+                "--volume",
+                "/srv/crm/.deploy/secrets/db_password:/run/secrets/db_password:ro",
+                "--env",
+                "DB_PASSWORD_FILE=/run/secrets/db_password",
+                "r/crm-gdb_php:1.2.0",
+                "php",
+                "bin/migrate.php"
+            ]
+        );
+        assert!(cmd.stdin.is_none());
         assert_eq!(
             label_query("r/x:1").argv(),
             [

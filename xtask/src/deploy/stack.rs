@@ -22,6 +22,7 @@ use anyhow::{bail, Context, Result};
 use crate::api_shortcut::STANDBY_FORMAT;
 use crate::cmd::Cmd;
 use crate::deploy::canary::{self, Share};
+use crate::deploy::db;
 use crate::deploy::deployment::Deployment;
 use crate::deploy::remote::Remote;
 
@@ -48,6 +49,8 @@ impl Color {
 }
 
 const LIVE_CONF: &str = "/etc/nginx/crm-edge/live.conf";
+/// How long the database may take to accept connections (a first start creates its cluster).
+const DB_LIMIT: Duration = Duration::from_secs(180);
 /// How long a healthy release's nginx may take to answer /health (its resolver caches 5 s).
 const SMOKE_LIMIT: Duration = Duration::from_secs(15);
 /// Copies a release's hashed assets into the shared volume the edge serves. `--no-clobber`:
@@ -137,16 +140,39 @@ impl<'a> Stack<'a> {
                 ));
             }
         }
-        for volume in ["data", "assets", "edge-conf"] {
-            let volume = format!("{}_{volume}", self.name());
-            if !self
-                .remote()
-                .succeeds(Cmd::new("docker").args(["volume", "inspect", &volume]))?
-            {
-                self.run(Cmd::new("docker").args(["volume", "create", &volume]))?;
+        let db_network = db::network(self.name());
+        if !self
+            .remote()
+            .succeeds(Cmd::new("docker").args(["network", "inspect", &db_network]))?
+        {
+            self.run(db_network_create(&db_network))?;
+        }
+        let volumes =
+            ["data", "assets", "edge-conf", db::SERVICE].map(|v| format!("{}_{v}", self.name()));
+        // One look at all of them (each command is a round trip over ssh): usually all exist.
+        let all = Cmd::new("docker")
+            .args(["volume", "inspect", "--format", "{{.Name}}"])
+            .args(&volumes);
+        if !self.remote().succeeds(all)? {
+            for volume in &volumes {
+                if !self
+                    .remote()
+                    .succeeds(Cmd::new("docker").args(["volume", "inspect", volume]))?
+                {
+                    self.run(Cmd::new("docker").args(["volume", "create", volume]))?;
+                }
             }
         }
-        Ok(())
+        // Made by us, before Compose would make it (as root) to bind-mount it into db.
+        let backups = self
+            .deployment
+            .target()
+            .path(crate::deploy::backups::BACKUPS);
+        self.run(Cmd::new("mkdir").args(["-p", &backups]))?;
+        db::ensure_password(
+            self.remote(),
+            &self.deployment.target().path(db::PASSWORD_FILE),
+        )
     }
 
     /// Container ids of a project's service (all of them when `service` is None).
@@ -270,12 +296,8 @@ impl<'a> Stack<'a> {
         ))
     }
 
-    /// Starts a color's containers (not the edge) and waits until every one is ready.
-    pub fn start(&self, color: Color, limit: Duration) -> Result<()> {
-        self.start_services(color, &[], limit)
-    }
-
-    /// [`Stack::start`] of some services only (none: all of [`RELEASE_SERVICES`]).
+    /// Starts some services of a color (none: all of [`RELEASE_SERVICES`]) and waits until
+    /// every one is ready.
     pub fn start_services(&self, color: Color, services: &[&str], limit: Duration) -> Result<()> {
         let project = self.project(color);
         let named = if services.is_empty() {
@@ -484,6 +506,45 @@ impl<'a> Stack<'a> {
         })
     }
 
+    /// The Compose project of the database (see compose.yaml's header).
+    pub fn db_project(&self) -> String {
+        format!("{}-{}", self.name(), db::SERVICE)
+    }
+
+    /// Starts the database if it is not running (a first deploy, or after a reboot that did
+    /// not restart it), from `text` (the compose.yaml being deployed, the target's may predate
+    /// db), and waits until it accepts connections; returns its container's id. Like the edge,
+    /// a running db is left as it is: a release deploy never recreates it.
+    pub fn ensure_db(&self, text: &str) -> Result<String> {
+        let dry_run = self.remote().dry_run();
+        if let (Some(id), false) = (self.deployment.db_container()?, dry_run) {
+            if self.remote().succeeds(db::ready(&id))? {
+                return Ok(id);
+            }
+        }
+        self.run(db_up(self.compose(&self.db_project()), text))?;
+        if dry_run {
+            return Ok("DB".into());
+        }
+        let id = self
+            .deployment
+            .db_container()?
+            .context("the database did not start")?;
+        let start = Instant::now();
+        while !self.remote().succeeds(db::ready(&id))? {
+            if start.elapsed() > DB_LIMIT {
+                bail!(
+                    "the database ({}) does not accept connections after {}s; see `docker logs {id}` on the target",
+                    self.db_project(),
+                    DB_LIMIT.as_secs()
+                );
+            }
+            crate::interrupt::check()?;
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        Ok(id)
+    }
+
     /// Starts the edge if it is not running (first deploy); returns its container's id.
     pub fn ensure_edge(&self, limit: Duration) -> Result<String> {
         let edge = self.edge()?;
@@ -651,16 +712,7 @@ impl<'a> Stack<'a> {
         Ok(())
     }
 
-    /// Reloads a color's nginx gracefully: its new workers resolve `php` afresh (each worker
-    /// caches the address for 5 s, and a restarted php may have a new one).
-    pub fn reload_nginx(&self, color: Color) -> Result<()> {
-        for nginx in self.containers(&self.project(color), Some("nginx"))? {
-            self.run(Cmd::new("docker").args(["exec", &nginx, "nginx", "-s", "reload"]))?;
-        }
-        Ok(())
-    }
-
-    /// Stops some services of a color (restore: nothing may write the data meanwhile).
+    /// Stops some services of a color (a standby replaced by the next deploy).
     pub fn stop_services(&self, color: Color, services: &[&str]) -> Result<()> {
         self.run(
             self.compose(&self.project(color))
@@ -756,6 +808,17 @@ fn standby_release(inspect: &str) -> Option<Standby> {
     })
 }
 
+/// `docker compose up` of the db project's one service, from `text` on stdin (see
+/// [`Stack::ensure_db`]).
+fn db_up(compose: Cmd, text: &str) -> Cmd {
+    let mut cmd = compose;
+    if let Some(at) = cmd.args.iter().position(|a| a == "--file") {
+        cmd.args[at + 1] = "-".into();
+    }
+    cmd.args(["up", "--detach", db::SERVICE])
+        .stdin(text.as_bytes().to_vec())
+}
+
 /// `docker compose up` of a color's worker alone: php and nginx, which answer requests, are
 /// not touched (the worker depends on neither). The worker is created anew when compose.yaml
 /// changed it: a standby of another release replaced by `up php nginx` still has its old
@@ -785,6 +848,10 @@ pub fn edge_bind(env: &str) -> Result<std::net::Ipv4Addr> {
 }
 
 /// `docker network create` of the stack's edge network, its published ports bound to `bind`.
+pub fn db_network_create(network: &str) -> Cmd {
+    Cmd::new("docker").args(["network", "create", network])
+}
+
 pub fn edge_network_create(network: &str, bind: std::net::Ipv4Addr) -> Cmd {
     Cmd::new("docker")
         .args(["network", "create", "--opt"])
@@ -1012,8 +1079,41 @@ mod tests {
                 "ps"
             ]
         );
-        assert_eq!(cmd.env, [("CRM_STACK".to_string(), "crm".to_string())]);
+        assert_eq!(
+            cmd.env,
+            [
+                (
+                    "CRM_DB_PASSWORD_FILE".to_string(),
+                    "/srv/crm/.deploy/secrets/db_password".to_string()
+                ),
+                ("CRM_DB_BACKUPS".to_string(), "/srv/crm/backups".to_string()),
+                ("CRM_STACK".to_string(), "crm".to_string())
+            ]
+        );
         assert_eq!(Color::Blue.other(), Color::Green);
+        // The database: its own project, started from the file being deployed (on stdin).
+        let up = db_up(stack.compose(&stack.db_project()), "services: {}\n");
+        assert_eq!(
+            up.argv(),
+            [
+                "docker",
+                "compose",
+                "--project-name",
+                "crm-db",
+                "--project-directory",
+                "/srv/crm",
+                "--file",
+                "-",
+                "up",
+                "--detach",
+                "db"
+            ]
+        );
+        assert_eq!(up.stdin.as_deref(), Some(&b"services: {}\n"[..]));
+        assert_eq!(
+            db_network_create("crm_db").argv(),
+            ["docker", "network", "create", "crm_db"]
+        );
     }
 
     #[test]

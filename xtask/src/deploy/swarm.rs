@@ -8,10 +8,11 @@
 //!    sent on stdin;
 //! 2. the database (service db, see [`crate::deploy::swarm_db`]) pinned to a node; once it runs,
 //!    a dump of it, then the release command (the migrations) in a throwaway container on the
-//!    manager, on the stack's network, the password on its stdin. On the first deploy db comes
-//!    with the stack, so the command runs once db answers, and php becomes healthy after it;
-//! 3. the stack's edge network made an attachable overlay when missing (compose.yaml names it
-//!    external, as the Compose projects share it), then
+//!    manager, on the database's network `STACK_db`, the password on its stdin. On the first
+//!    deploy db comes with the stack, so the command runs once db answers, and php becomes
+//!    healthy after it;
+//! 3. the stack's edge and db networks made attachable overlays when missing (compose.yaml
+//!    names them external, as the Compose projects share them), then
 //!    `docker stack deploy -c - --prune --with-registry-auth STACK` with the file on stdin and
 //!    the rest in variables (`env CRM_PREVIOUS=...`), so nothing is written on the manager;
 //! 4. every service polled (`service ls`, `service inspect` UpdateStatus) until each one runs
@@ -42,14 +43,12 @@ pub const STACK_FILE: &str = "compose.yaml";
 /// compose.yaml's variables on a swarm (unset, each one is what Compose needs; the file's
 /// header says what each does). The stack's name, the release and the secrets' names come
 /// with them ([`stack_deploy`]).
-pub const SWARM_ENV: [(&str, &str); 12] = [
+pub const SWARM_ENV: [(&str, &str); 10] = [
     ("CRM_SWARM", "true"),
     ("CRM_APP_SECRET_FILE", "/run/secrets/app_secret"),
     // Never APP_SECRET itself on a swarm (it would show in `docker inspect`): empty.
     ("APP_SECRET", ""),
-    ("CRM_DB_HOST", swarm_db::SERVICE),
     ("CRM_REPLICAS", "2"),
-    ("CRM_DB_REPLICAS", "1"),
     ("CRM_DB_DATA", "db"),
     ("CRM_DB_BACKUPS", "db-backups"),
     ("CRM_NETWORK_DRIVER", "overlay"),
@@ -173,6 +172,16 @@ pub fn stack_text(file: &str, registry: &str, tag: &str) -> Result<String> {
 /// `docker network create` of the stack's edge network (compose.yaml's external `edge`): an
 /// attachable overlay, so that the services of every node join it.
 pub fn edge_network_create(stack: &str) -> Cmd {
+    overlay_create(stack, &edge_network(stack))
+}
+
+/// The same for the database's network (compose.yaml's external `db`): php, worker, db and
+/// the release command's container on the manager.
+pub fn db_network_create(stack: &str) -> Cmd {
+    overlay_create(stack, &crate::deploy::db::network(stack))
+}
+
+fn overlay_create(stack: &str, network: &str) -> Cmd {
     Cmd::new("docker")
         .args([
             "network",
@@ -183,7 +192,18 @@ pub fn edge_network_create(stack: &str) -> Cmd {
             "--label",
         ])
         .arg(format!("com.docker.stack.namespace={stack}"))
-        .arg(edge_network(stack))
+        .arg(network)
+}
+
+/// `docker service inspect` printing the ids of the networks a service's tasks join.
+pub fn service_networks(service: &str) -> Cmd {
+    Cmd::new("docker").args([
+        "service",
+        "inspect",
+        "--format",
+        "{{range .Spec.TaskTemplate.Networks}}{{.Target}} {{end}}",
+        service,
+    ])
 }
 
 /// The name of the stack's edge network (compose.yaml: `${CRM_STACK}_edge`).
@@ -532,16 +552,24 @@ impl Swarm {
             .with_context(|| format!("docker stack deploy of {tag} failed on the manager"))
     }
 
-    /// The stack's edge network, made on the manager when missing (once, like the secrets).
-    fn ensure_edge_network(&self) -> Result<()> {
-        let network = edge_network(&self.stack);
-        if !self
-            .manager
-            .succeeds(Cmd::new("docker").args(["network", "inspect", &network]))?
-        {
-            self.manager
-                .run(edge_network_create(&self.stack))
-                .with_context(|| format!("cannot create the overlay network {network}"))?;
+    /// The stack's edge and db networks, made on the manager when missing (once, like the
+    /// secrets).
+    fn ensure_networks(&self) -> Result<()> {
+        for (network, create) in [
+            (edge_network(&self.stack), edge_network_create(&self.stack)),
+            (
+                crate::deploy::db::network(&self.stack),
+                db_network_create(&self.stack),
+            ),
+        ] {
+            if !self
+                .manager
+                .succeeds(Cmd::new("docker").args(["network", "inspect", &network]))?
+            {
+                self.manager
+                    .run(create)
+                    .with_context(|| format!("cannot create the overlay network {network}"))?;
+            }
         }
         Ok(())
     }
@@ -608,6 +636,32 @@ impl Swarm {
         }
     }
 
+    /// The network the release command reaches db on: `STACK_db`, unless the running db task
+    /// predates it (a stack deployed before db had its own network, which this deploy's stack
+    /// update moves it to): then the stack's default network, where it still is.
+    fn db_reachable_on(&self) -> Result<String> {
+        let network = crate::deploy::db::network(&self.stack);
+        if self.manager.dry_run() {
+            return Ok(network);
+        }
+        let attached = self.manager.output(service_networks(&format!(
+            "{}_{}",
+            self.stack,
+            swarm_db::SERVICE
+        )))?;
+        let id = self.manager.query(
+            Cmd::new("docker").args(["network", "inspect", "--format", "{{.Id}}", &network]),
+        )?;
+        let attached = String::from_utf8_lossy(&attached.stdout);
+        // No db service yet (the first deploy makes it with the new spec): its own network.
+        // The spec names the network by id (by name where a client kept it).
+        let joined = attached.split_whitespace().any(|n| n == id || n == network);
+        if !attached.trim().is_empty() && !joined {
+            return Ok(format!("{}_default", self.stack));
+        }
+        Ok(network)
+    }
+
     /// The release's command (its migrations), once, before any task of the release starts: on
     /// the manager, in a container on the stack's network that reaches db. A failure stops the
     /// deploy there, the live release untouched.
@@ -618,16 +672,17 @@ impl Swarm {
             .with_context(|| format!("pulling {image} on the manager"))?;
         self.manager
             .say(format!("Running the release command of {tag}"));
-        let network = format!("{}_default", self.stack);
+        let network = self.db_reachable_on()?;
         let stack = release_command::Stack {
             name: &self.stack,
-            data: release_command::Data::Server(release_command::Server {
+            db: release_command::Server {
                 network: &network,
                 env: &swarm_db::CLIENT_ENV,
-                password: db_password,
-            }),
+                password: release_command::Password::Stdin(db_password),
+            },
             // No .env on a swarm node: the command gets the database password on its stdin.
             env_file: None,
+            data: None,
         };
         release_command::run_on(&self.manager, &stack, &image, tag)
     }
@@ -653,7 +708,7 @@ impl Swarm {
             db: self.secret("db_password", &secrets.db)?,
         };
         self.pin_db()?;
-        self.ensure_edge_network()?;
+        self.ensure_networks()?;
         let previous = if live_tag == tag {
             live_previous.clone()
         } else {
@@ -916,6 +971,21 @@ mod tests {
             ]
         );
         assert!(COMPOSE_YAML.contains("    name: ${CRM_STACK:-crm}_edge\n    external: true\n"));
+        assert_eq!(
+            db_network_create("crm").argv().last().copied(),
+            Some("crm_db")
+        );
+        assert_eq!(
+            service_networks("crm_db").argv(),
+            [
+                "docker",
+                "service",
+                "inspect",
+                "--format",
+                "{{range .Spec.TaskTemplate.Networks}}{{.Target}} {{end}}",
+                "crm_db"
+            ]
+        );
     }
 
     #[test]

@@ -18,21 +18,12 @@ use crate::cmd::Cmd;
 use crate::deploy::remote::Remote;
 use crate::deploy::swarm::Swarm;
 use crate::deploy::target::Target;
-use crate::project::now_rfc3339;
 
-/// The service name in compose.yaml (no task under Compose).
-pub const SERVICE: &str = "db";
+use crate::deploy::db::{self, dumps_of, new_dump_name};
+pub use crate::deploy::db::{image_tag, CLIENT_ENV, SERVICE};
+
 /// The node label that pins db and its volume to one node.
 pub const NODE_LABEL: &str = "org.kiora.crm.db";
-/// The database and its user (compose.yaml's x-php environment, the image's defaults).
-pub const NAME: &str = "crm";
-pub const USER: &str = "crm";
-/// What the release command gets to reach db, as php does on a swarm (compose.yaml's x-php,
-/// DB_HOST from `CRM_DB_HOST` of [`crate::deploy::swarm::SWARM_ENV`]).
-pub const CLIENT_ENV: [(&str, &str); 3] =
-    [("DB_HOST", SERVICE), ("DB_NAME", NAME), ("DB_USER", USER)];
-/// Where the dumps are in the db container (the `db-backups` volume).
-const DUMPS: &str = "/var/lib/postgresql/backups";
 /// How long db may take to run (its image pulled, its cluster created on a first start).
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -71,78 +62,6 @@ pub fn container(stack: &str) -> Cmd {
         "--filter",
         "status=running",
     ])
-}
-
-/// `docker exec` in the db container: a dump of the database into `DUMPS/name` (custom format:
-/// compressed, restorable with `--clean`).
-pub fn dump(container: &str, name: &str) -> Cmd {
-    Cmd::new("docker").args([
-        "exec",
-        container,
-        "pg_dump",
-        "--username",
-        USER,
-        "--dbname",
-        NAME,
-        "--format",
-        "custom",
-        "--file",
-        &format!("{DUMPS}/{name}"),
-    ])
-}
-
-/// The dump `name` put back: every object it holds dropped and recreated, in one transaction
-/// (a failure changes nothing; the app's queries wait for it, none fails).
-pub fn restore(container: &str, name: &str) -> Cmd {
-    Cmd::new("docker").args([
-        "exec",
-        container,
-        "pg_restore",
-        "--username",
-        USER,
-        "--dbname",
-        NAME,
-        "--clean",
-        "--if-exists",
-        "--single-transaction",
-        "--exit-on-error",
-        &format!("{DUMPS}/{name}"),
-    ])
-}
-
-pub fn list(container: &str) -> Cmd {
-    Cmd::new("docker").args(["exec", container, "ls", "-1", DUMPS])
-}
-
-pub fn remove(container: &str, names: &[String]) -> Cmd {
-    Cmd::new("docker")
-        .args(["exec", container, "rm", "-f"])
-        .args(names.iter().map(|n| format!("{DUMPS}/{n}")))
-}
-
-/// A dump's name: `db-<time>-<label>.dump`, so names sort by time.
-pub fn dump_name(stamp: &str, label: &str) -> String {
-    format!("db-{stamp}-{label}.dump")
-}
-
-/// A name `backup --restore` accepts: a dump's file name, nothing that reaches another path.
-pub fn is_dump_name(name: &str) -> bool {
-    name.starts_with("db-")
-        && name.ends_with(".dump")
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
-}
-
-/// The tag of the db image the stack file names (`.../crm-gdb_db:0.6.0`).
-pub fn image_tag(stack_file: &str) -> Option<String> {
-    let at = stack_file.find(&format!("/{}:", crate::config::DB))?;
-    let rest = &stack_file[at + crate::config::DB.len() + 2..];
-    let tag: String = rest
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-        .collect();
-    (!tag.is_empty()).then_some(tag)
 }
 
 /// The node holding the label, from `node_labels` output.
@@ -270,37 +189,21 @@ impl Swarm {
 
     /// The dumps on db's node, oldest first.
     pub fn dumps(&self, db: &Db) -> Result<Vec<String>> {
-        let listing = db.remote.query(list(&db.container))?;
-        let mut names: Vec<String> = listing
-            .lines()
-            .filter(|n| is_dump_name(n))
-            .map(String::from)
-            .collect();
-        names.sort();
-        Ok(names)
+        Ok(dumps_of(&db.remote.query(db::list(&db.container))?))
     }
 
     /// A dump of the database labelled `label`; the newest `keep` kept. Its name.
     pub fn backup_db(&self, db: &Db, label: &str, keep: usize) -> Result<String> {
-        let stamp: String = now_rfc3339()
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .collect();
-        let existing = self.dumps(db)?;
-        let mut name = dump_name(&stamp, label);
-        for n in 2.. {
-            if !existing.contains(&name) {
-                break;
-            }
-            name = dump_name(&stamp, &format!("{label}-{n}"));
-        }
+        let name = new_dump_name(&self.dumps(db)?, label);
         db.remote
-            .run(dump(&db.container, &name))
+            .run(db::dump(&db.container, false, &db::partial(&name)))
             .context("dumping the database failed; nothing was changed")?;
+        db.remote
+            .run(db::finish_dump(&db.container, false, &name))?;
         let names = self.dumps(db)?;
         let old = names.len().saturating_sub(keep.max(1));
         if old > 0 {
-            db.remote.run(remove(&db.container, &names[..old]))?;
+            db.remote.run(db::remove(&db.container, &names[..old]))?;
         }
         Ok(name)
     }
@@ -315,7 +218,7 @@ impl Swarm {
             );
         }
         let safety = self.backup_db(db, "before-restore", usize::MAX)?;
-        db.remote.run(restore(&db.container, name)).with_context(|| {
+        db.remote.run(db::restore(&db.container, false, name)).with_context(|| {
             format!("restoring {name} failed; the database is as it was (pg_restore runs in one transaction; its state before is in {safety})")
         })?;
         Ok(safety)
@@ -327,29 +230,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dumps_and_restores_run_in_the_db_container() {
-        assert_eq!(
-            dump("c1", "db-1-a.dump").argv(),
-            [
-                "docker",
-                "exec",
-                "c1",
-                "pg_dump",
-                "--username",
-                "crm",
-                "--dbname",
-                "crm",
-                "--format",
-                "custom",
-                "--file",
-                "/var/lib/postgresql/backups/db-1-a.dump"
-            ]
-        );
-        let r = restore("c1", "db-1-a.dump").argv().join(" ");
-        assert!(
-            r.starts_with("docker exec c1 pg_restore --username crm --dbname crm --clean --if-exists --single-transaction"),
-            "{r}"
-        );
+    fn the_db_task_container_is_found_by_its_service_label() {
         assert_eq!(
             container("e2e").argv(),
             [
@@ -360,17 +241,6 @@ mod tests {
                 "label=com.docker.swarm.service.name=e2e_db",
                 "--filter",
                 "status=running"
-            ]
-        );
-        assert_eq!(
-            remove("c1", &["db-1-a.dump".into()]).argv(),
-            [
-                "docker",
-                "exec",
-                "c1",
-                "rm",
-                "-f",
-                "/var/lib/postgresql/backups/db-1-a.dump"
             ]
         );
     }
@@ -404,40 +274,8 @@ mod tests {
     }
 
     #[test]
-    fn dump_names_are_checked() {
-        assert!(is_dump_name(&dump_name("20261201T100000Z", "1.4.0")));
-        for bad in [
-            "db-1.dump/../x",
-            "data-1.tar.gz",
-            "db-1.dump.sh",
-            "db-$(id).dump",
-            "../db-1.dump",
-        ] {
-            assert!(!is_dump_name(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn the_stack_file_gives_php_what_the_release_command_gets() {
+    fn the_stack_file_pins_db_to_the_labelled_node() {
         let file = include_str!("../../../compose.yaml");
-        let swarm_env = crate::deploy::swarm::SWARM_ENV;
-        for (key, value) in CLIENT_ENV {
-            let as_written = format!("    {key}: {value}\n");
-            let from_variable = format!("    {key}: ${{CRM_{key}:-}}\n");
-            assert!(
-                file.contains(&as_written)
-                    || (file.contains(&from_variable)
-                        && swarm_env.contains(&(&format!("CRM_{key}")[..], value))),
-                "{key}"
-            );
-        }
-        assert!(file.contains("DB_PASSWORD_FILE: /run/secrets/db_password"));
         assert!(file.contains(&format!("node.labels.{NODE_LABEL} == true")));
-        let tag = image_tag(file).expect("the stack file names the db image");
-        assert!(crate::reference::check_release_tag(&tag).is_ok(), "{tag}");
-        assert_eq!(
-            image_tag("image: r/crm-gdb_db:1.2.3\n").as_deref(),
-            Some("1.2.3")
-        );
     }
 }

@@ -198,9 +198,10 @@ pub fn prepare(d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<Prepare
         spec.strategy.name()
     ));
 
-    // The edge (pinned) is needed from the first deploy on; images already there are not pulled
-    // again, which keeps a rollback fast.
-    let edge = compose_file::app_references(&new_text, &[crate::config::EDGE]).unwrap_or_default();
+    // The edge and the database (pinned) are needed from the first deploy on; images already
+    // there are not pulled again, which keeps a rollback fast.
+    let edge = compose_file::app_references(&new_text, &[crate::config::EDGE, crate::config::DB])
+        .unwrap_or_default();
     let wanted: Vec<String> = images.iter().chain(&edge).cloned().collect();
     steps.step(&format!("Pulling {tag} on the target"), || {
         d.pull_missing(&wanted)
@@ -228,7 +229,17 @@ pub fn prepare(d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<Prepare
         let stopping =
             replaced_standby.then(|| scope.spawn(|| stack.stop_services(next, &["php", "nginx"])));
         let bridging = bridge_early.then(|| scope.spawn(|| stack.bridge_assets(&nginx)));
-        let prepared = prepare_data(d, spec, steps, &stack, fast, next, &php, &backup_label);
+        let prepared = prepare_data(
+            d,
+            spec,
+            steps,
+            &stack,
+            fast,
+            next,
+            &php,
+            &backup_label,
+            &new_text,
+        );
         let bridged = match bridging.map(|b| b.join()) {
             Some(Ok(result)) => result,
             Some(Err(_)) => Err(anyhow::anyhow!("internal: the asset copy panicked")),
@@ -282,18 +293,23 @@ fn prepare_data(
     next: Color,
     php: &str,
     backup_label: &str,
+    text: &str,
 ) -> Result<()> {
     let tag = &spec.tag;
     if fast {
         // Nothing runs before the switch that the backup would protect against: it is taken
         // during the drain, still under the lock.
         steps.skip(
-            "Backing up the data volume",
+            "Backing up the database",
             "during the drain: the standby serves first",
         );
     } else {
-        steps.step("Backing up the data volume", || {
-            back_up(d, php, backup_label, spec.keep_backups)
+        steps.step("Backing up the database", || {
+            // The database first (a first deploy's, or one stopped): the dump and the release
+            // command need it, and it never waits for a release.
+            stack.ensure_shared()?;
+            stack.ensure_db(text)?;
+            back_up(d, backup_label, spec.keep_backups)
         })?;
     }
     // After the backup (a migration that went wrong can be undone from it), before anything
@@ -318,13 +334,13 @@ fn prepare_data(
     Ok(())
 }
 
-/// Backs up the data volume before a release changes it, saying where to.
-fn back_up(d: &Deployment, php: &str, label: &str, keep: usize) -> Result<()> {
-    match d.backup(php, label, keep)? {
+/// Backs up the database before a release changes it, saying where to.
+fn back_up(d: &Deployment, label: &str, keep: usize) -> Result<()> {
+    match d.backup(label, keep)? {
         Some(name) => d
             .remote
             .say(format!("  {}/{name}", crate::deploy::backups::BACKUPS)),
-        None => d.remote.say("  no data volume yet: nothing to back up"),
+        None => d.remote.say("  no database runs: nothing to back up"),
     }
     Ok(())
 }
@@ -472,9 +488,10 @@ impl Prepared {
                     };
                     // The backup a rollback to the standby left for now, beside the drain.
                     let backed_up = std::thread::scope(|scope| {
-                        let backup = self.backup_after.as_ref().map(|label| {
-                            scope.spawn(|| back_up(d, &self.php, label, spec.keep_backups))
-                        });
+                        let backup = self
+                            .backup_after
+                            .as_ref()
+                            .map(|label| scope.spawn(|| back_up(d, label, spec.keep_backups)));
                         std::thread::sleep(drain);
                         backup.map(|b| {
                             b.join().unwrap_or_else(|_| {
@@ -484,7 +501,7 @@ impl Prepared {
                     });
                     if let Some(Err(err)) = backed_up {
                         d.remote.say(format!(
-                            "  the backup of the data volume failed ({}); the release serves",
+                            "  the backup of the database failed ({}); the release serves",
                             format!("{err:#}").replace('\n', " ")
                         ));
                     }
@@ -592,7 +609,10 @@ struct Switch {
 impl Switch {
     fn run(&self, stack: &Stack, d: &Deployment, progress: &mut Progress) -> Result<()> {
         let (live, next, nginx) = (self.live, self.next, self.nginx.as_str());
-        stack.ensure_shared()?;
+        if self.fast {
+            // Otherwise done in `prepare`, before the backup.
+            stack.ensure_shared()?;
+        }
         if self.strategy == Strategy::Recreate {
             if let Some(live) = live {
                 progress.stopped_live = true;

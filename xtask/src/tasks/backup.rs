@@ -1,22 +1,20 @@
-//! `cargo xtask backup --dir PATH [--host ...]` archives the data volume on the target into
-//! `backups/` (the last N kept); `--restore ARCHIVE` puts one back (after backing up the current
-//! data first), stopping the php and worker containers of the live release meanwhile.
-//! On a swarm (`--env` of kind swarm, `--swarm --host MANAGER`): a `pg_dump` of the stack's
-//! database through its task, kept on its node (`--restore db-....dump` puts one back, after a
-//! safety dump, while the app serves on).
+//! `cargo xtask backup --dir PATH [--host ...]` dumps the stack's database (`pg_dump` in its
+//! db container) into the target's `backups/` (the last N kept); `--restore NAME` puts one
+//! back (after a safety dump of the database as it is), in one transaction, while the app
+//! serves on. On a swarm (`--env` of kind swarm, `--swarm --host MANAGER`): the same through
+//! the db task, the dumps kept on its node.
 
 use anyhow::{bail, Context, Result};
 
 use crate::ctx::Ctx;
+use crate::deploy::db;
 use crate::deploy::deployment::Deployment;
 use crate::deploy::options::TargetArgs;
-use crate::deploy::stack::Stack;
 use crate::deploy::swarm::Swarm;
-use crate::deploy::swarm_db;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Archive (a file name in the target's backups/) to restore.
+    /// Dump to restore (a file name in the target's backups/, or on a swarm's db node).
     #[arg(long)]
     pub restore: Option<String>,
     #[command(flatten)]
@@ -31,28 +29,22 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         return on_swarm(&swarm, args.restore.as_deref(), args.target.keep_backups());
     }
     let (opts, restore) = (&args.target.options()?, args.restore.as_deref());
-    if let Some(archive) = restore {
-        let valid =
-            archive.starts_with("data-") && archive.ends_with(".tar.gz") && !archive.contains('/');
-        if !valid {
-            bail!("invalid archive name {archive:?}: expected a file name from backups/ such as data-20261121T100000Z-1.4.0.tar.gz");
-        }
-    }
+    check_name(restore)?;
     let runner = &ctx.runner;
     opts.target.check(runner)?;
     let d = Deployment::new(&opts.target, runner, &opts.stack);
-    let stack = Stack::new(&d);
-    let live = stack
-        .live()?
-        .context("nothing is deployed on the target yet: no data volume to back up or restore")?;
-    let image = stack
-        .image_of(live, "php")?
-        .context("the live release has no php container")?;
-    // Before a restore: check the archive is there first, and prune nothing (it could be it).
-    if let Some(archive) = restore {
-        if !d.backups()?.iter().any(|name| name == archive) {
+    if d.db_container()?.is_none() && !runner.dry_run {
+        bail!(
+            "no database runs on {} yet (project {}-db): deploy first",
+            opts.target.describe(),
+            opts.stack
+        );
+    }
+    // Before a restore: check the dump is there first, and prune nothing (it could be it).
+    if let Some(name) = restore {
+        if !d.backups()?.iter().any(|n| n == name) {
             bail!(
-                "no backups/{archive} on {}; `cargo xtask status` lists the archives",
+                "no backups/{name} on {}; `cargo xtask status` lists the dumps",
                 opts.target.describe()
             );
         }
@@ -68,41 +60,29 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         "backup"
     })?;
     let safety = d
-        .backup(&image, label, keep)?
-        .context("the data volume does not exist")?;
-    runner.say(format!("backed up the data volume to backups/{safety}"));
-    let Some(archive) = restore else {
+        .backup(label, keep)?
+        .context("no database runs on the target")?;
+    runner.say(format!("backed up the database to backups/{safety}"));
+    let Some(name) = restore else {
         return Ok(());
     };
-    stack.stop_services(live, &["worker", "php"])?;
-    // The standby's php too: nothing may have the data open while it is replaced (a rollback
-    // then starts it again).
-    if stack.standby(Some(live))?.is_some() {
-        stack.stop_services(live.other(), &["php"])?;
-    }
-    let restored = d.restore(&image, archive);
-    let started = stack
-        .start(live, std::time::Duration::from_secs(120))
-        // The php just restarted: every nginx worker must find it, not only the one the
-        // check reached.
-        .and_then(|()| stack.reload_nginx(live))
-        // Done when the public port serves again, as after a deploy: the reloaded workers
-        // take a moment to replace the old ones, which answer 502 meanwhile.
-        .and_then(|()| d.http_check(&image, stack.port()?));
-    restored?;
-    started.context("the live release did not come back healthy after the restore")?;
+    d.restore(name)?;
     runner.say(format!(
-        "restored backups/{archive} (the data before it is in backups/{safety})"
+        "restored backups/{name} (the database before it is in backups/{safety})"
     ));
     Ok(())
 }
 
-fn on_swarm(swarm: &Swarm, restore: Option<&str>, keep: usize) -> Result<()> {
-    if let Some(name) = restore {
-        if !swarm_db::is_dump_name(name) {
-            bail!("invalid dump name {name:?}: expected a name a swarm backup printed, such as db-20261121T100000Z-manual.dump");
-        }
+/// A name `--restore` accepts: a dump's file name (never a path elsewhere).
+fn check_name(restore: Option<&str>) -> Result<()> {
+    match restore {
+        Some(name) if !db::is_dump_name(name) => bail!("invalid dump name {name:?}: expected a file name a backup printed, such as db-20261121T100000Z-manual.dump"),
+        _ => Ok(()),
     }
+}
+
+fn on_swarm(swarm: &Swarm, restore: Option<&str>, keep: usize) -> Result<()> {
+    check_name(restore)?;
     let db = swarm.db()?;
     let say = |line: String| swarm.manager.say(line);
     match restore {

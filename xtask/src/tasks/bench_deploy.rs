@@ -129,6 +129,9 @@ fn single_host(quiet: &Ctx) -> Result<Vec<Row>> {
     if let Some(edge) = crate::deploy::local_stack::edge_image(&compose) {
         ensure_edge_image(quiet, &edge)?;
     }
+    if let Some(db) = crate::deploy::local_stack::db_image(&compose) {
+        crate::build::base::ensure_db_image(quiet, &db)?;
+    }
     std::fs::write(dir.path().join("compose.yaml"), compose)?;
     std::fs::write(
         dir.path().join(".env"),
@@ -328,7 +331,7 @@ fn remove_images(quiet: &Ctx) {
 }
 
 fn remove_stack(runner: &Runner, stack: &str) {
-    for color in ["blue", "green", "edge"] {
+    for color in ["blue", "green", "edge", "db"] {
         let label = format!("label=com.docker.compose.project={stack}-{color}");
         if let Ok(ids) =
             runner.cleanup(&Cmd::new("docker").args(["ps", "--all", "--quiet", "--filter", &label]))
@@ -339,7 +342,7 @@ fn remove_stack(runner: &Runner, stack: &str) {
             }
         }
     }
-    let volumes = ["data", "assets", "edge-conf"].map(|v| format!("{stack}_{v}"));
+    let volumes = ["data", "assets", "edge-conf", "db"].map(|v| format!("{stack}_{v}"));
     let _ = runner.cleanup(
         &Cmd::new("docker")
             .args(["volume", "rm", "--force"])
@@ -347,7 +350,13 @@ fn remove_stack(runner: &Runner, stack: &str) {
     );
     // Each Compose project made a PROJECT_default network too: the engine has ~30 address
     // pools, and leftovers make later networks fail.
-    for network in ["_edge", "-blue_default", "-green_default", "-edge_default"] {
+    for network in [
+        "_edge",
+        "_db",
+        "-blue_default",
+        "-green_default",
+        "-edge_default",
+    ] {
         let _ = runner.cleanup(&Cmd::new("docker").args([
             "network",
             "rm",

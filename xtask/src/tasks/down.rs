@@ -1,5 +1,5 @@
-//! `cargo xtask down`: stop what `cargo xtask up` started. The contacts volume is kept unless
-//! `--volumes` is given.
+//! `cargo xtask down`: stop what `cargo xtask up` started. The volumes (the database's
+//! included) are kept unless `--volumes` is given.
 
 use anyhow::Result;
 
@@ -19,6 +19,8 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     let (volumes, project) = (args.volumes, args.project_name.as_str());
-    let stack = LocalStack::new(&ctx.root, &ctx.config, &ctx.root, project, "dev", 0)?;
+    let mut stack = LocalStack::new(&ctx.root, &ctx.config, &ctx.root, project, "dev", 0)?;
+    // The file compose.yaml names for db's secret, as `up` gave it.
+    stack.password_file = crate::deploy::local_env::db_password_file(project)?;
     stack.remove(&ctx.runner, volumes)
 }

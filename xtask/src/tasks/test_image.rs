@@ -100,6 +100,9 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
     if let Some(edge) = stack.edge_image() {
         ensure_edge_image(ctx, &edge)?;
     }
+    if let Some(db) = stack.db_image() {
+        crate::build::base::ensure_db_image(ctx, &db)?;
+    }
 
     let mut steps = Steps::new(4, runner.verbosity);
     let checks =

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use crate::build::base::{self, ensure_edge_image, BaseImage};
+use crate::build::base::{self, ensure_db_image, ensure_edge_image, BaseImage};
 use crate::cmd::{Cmd, Runner};
 use crate::config::LOCAL_PROJECT;
 use crate::ctx::Ctx;
@@ -75,11 +75,15 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
             build_app::run(ctx, &opts)
         },
     )?;
-    let stack = LocalStack::new(&ctx.root, &ctx.config, &dir, project, tag, port)?;
+    let mut stack = LocalStack::new(&ctx.root, &ctx.config, &dir, project, tag, port)?;
+    stack.password_file = local_env::db_password_file(project)?;
     let started = (|| {
         steps.step(&format!("Starting the stack on 127.0.0.1:{port}"), || {
             if let Some(edge) = stack.edge_image() {
                 ensure_edge_image(ctx, &edge)?;
+            }
+            if let Some(db) = stack.db_image() {
+                ensure_db_image(ctx, &db)?;
             }
             stack.up(runner)
         })?;

@@ -591,7 +591,7 @@ pub struct RemoveStack(pub String);
 impl Drop for RemoveStack {
     fn drop(&mut self) {
         let stack = &self.0;
-        let labels = ["blue", "green", "edge"]
+        let labels = ["blue", "green", "edge", "db"]
             .map(|color| format!("com.docker.compose.project={stack}-{color}"));
         for label in labels
             .iter()
@@ -605,14 +605,20 @@ impl Drop for RemoveStack {
                 let _ = Command::new("docker").args(["rm", "-f", id]).output();
             }
         }
-        for volume in ["data", "assets", "edge-conf"] {
+        for volume in ["data", "assets", "edge-conf", "db"] {
             let _ = Command::new("docker")
                 .args(["volume", "rm", "-f", &format!("{stack}_{volume}")])
                 .output();
         }
         // Each Compose project also made a `PROJECT_default` network: Docker has only ~30
         // address pools, so leftovers make later tests fail to create networks.
-        for network in ["_edge", "-blue_default", "-green_default", "-edge_default"] {
+        for network in [
+            "_edge",
+            "_db",
+            "-blue_default",
+            "-green_default",
+            "-edge_default",
+        ] {
             let _ = Command::new("docker")
                 .args(["network", "rm", &format!("{stack}{network}")])
                 .output();

@@ -94,6 +94,12 @@ pub(super) fn push_releases(quiet: &Ctx, pushed: &Config, tags: &[&str]) -> Resu
         let tag = edge.rsplit(':').next().unwrap_or_default();
         images.push((edge.clone(), pushed.image(crate::config::EDGE, tag)));
     }
+    // The database too (pinned like the edge): every machine runs its own.
+    if let Some(db) = crate::deploy::local_stack::db_image(&compose) {
+        crate::build::base::ensure_db_image(quiet, &db)?;
+        let tag = db.rsplit(':').next().unwrap_or_default();
+        images.push((db.clone(), pushed.image(crate::config::DB, tag)));
+    }
     for (local, remote) in &images {
         quiet
             .runner
@@ -113,6 +119,7 @@ pub(super) fn push_releases(quiet: &Ctx, pushed: &Config, tags: &[&str]) -> Resu
             .filter(|r| {
                 (r.tag == *tag || r.tag == format!("{tag}-supervisor"))
                     && r.name != crate::config::EDGE
+                    && r.name != crate::config::DB
             })
             .collect();
         crate::build::push::push_all(&to_push, &refs)?;
@@ -120,7 +127,7 @@ pub(super) fn push_releases(quiet: &Ctx, pushed: &Config, tags: &[&str]) -> Resu
     let edge: Vec<_> = images
         .iter()
         .map(|(_, remote)| remote)
-        .filter(|r| r.name == crate::config::EDGE)
+        .filter(|r| r.name == crate::config::EDGE || r.name == crate::config::DB)
         .collect();
     crate::build::push::push_all(&to_push, &edge)?;
     Ok(images
