@@ -178,7 +178,9 @@ fn dry_runs_without_a_terminal_print_plain_commands_and_write_nothing() {
         for line in stdout(&output).lines() {
             assert!(
                 line.starts_with('#')
-                    || ["docker ", "git ", "tar "].iter().any(|p| line.contains(p)),
+                    || ["docker ", "git ", "tar ", "mkdir ", "dd of=", "chmod ", "mv ", "rm "]
+                        .iter()
+                        .any(|p| line.contains(p)),
                 "not a command line in {args:?}: {line}"
             );
         }
@@ -215,12 +217,19 @@ fn dry_run_down_prints_exactly_the_command_it_would_run() {
         "crm-gdb-cli-test",
     ]);
     assert!(output.status.success());
+    // `up`'s database password file, in the user's state directory (local_env.rs).
+    let state = std::env::var("XDG_STATE_HOME")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| format!("{}/.local/state", std::env::var("HOME").unwrap()));
     assert_eq!(
         stdout(&output),
         format!(
-            "CRM_STACK=crm-gdb-cli-test HTTP_PORT=0 docker compose --project-name crm-gdb-cli-test --project-directory {} \
+            "CRM_STACK=crm-gdb-cli-test HTTP_PORT=0 CRM_DB_PASSWORD_FILE={state}/xtask/crm-gdb-cli-test/db_password \
+             docker compose --project-name crm-gdb-cli-test --project-directory {} \
              --file - down --remove-orphans <<stdin\n\
-             docker volume rm --force crm-gdb-cli-test_data crm-gdb-cli-test_assets crm-gdb-cli-test_edge-conf\n",
+             docker volume rm --force crm-gdb-cli-test_data crm-gdb-cli-test_assets crm-gdb-cli-test_edge-conf \
+             crm-gdb-cli-test_db crm-gdb-cli-test_db-backups\n",
             root().display()
         )
     );

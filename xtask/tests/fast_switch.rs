@@ -185,8 +185,8 @@ fn a_rollback_starts_the_stopped_previous_release() {
     let all = machine.all_containers();
     let standby = machine.containers(&a_color);
     assert!(
-        all.len() == 7 && standby.len() == 3 && parked(&standby),
-        "edge + B running + A the standby, nothing else: {all:?}"
+        all.len() == 8 && standby.len() == 3 && parked(&standby),
+        "edge + db + B running + A the standby, nothing else: {all:?}"
     );
     eprintln!("fast_switch took {:?}", started.elapsed());
 }
