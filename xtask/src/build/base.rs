@@ -249,19 +249,16 @@ pub fn ensure_base_images(ctx: &Ctx, tools: &Tools) -> Result<()> {
 
 /// The edge image: local, pulled, or (pinned like the base images) built from docker/edge.
 pub fn ensure_edge_image(ctx: &Ctx, image: &str) -> Result<()> {
-    let runner = &ctx.runner;
-    if runner.succeeds(&docker::image_exists(image))?
-        || runner.succeeds(&Cmd::new("docker").args(["pull", image]))?
-    {
-        return Ok(());
-    }
-    let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
-    runner.say(format!("  {image} is neither local nor pullable: building it (docker-publish --image edge --no-push)"));
-    publish(ctx, BaseImage::Edge, tag, false, &[])
+    ensure_pinned_image(ctx, BaseImage::Edge, "edge", image)
 }
 
-/// A swarm stack's db image: local, pulled, or (pinned like the edge) built from docker/db.
+/// The db image: local, pulled, or (pinned like the edge) built from docker/db.
 pub fn ensure_db_image(ctx: &Ctx, image: &str) -> Result<()> {
+    ensure_pinned_image(ctx, BaseImage::Db, "db", image)
+}
+
+/// `image` (of `kind`, `docker-publish --image NAME`): local, pulled, or built at its tag.
+fn ensure_pinned_image(ctx: &Ctx, kind: BaseImage, name: &str, image: &str) -> Result<()> {
     let runner = &ctx.runner;
     if runner.succeeds(&docker::image_exists(image))?
         || runner.succeeds(&Cmd::new("docker").args(["pull", image]))?
@@ -270,7 +267,7 @@ pub fn ensure_db_image(ctx: &Ctx, image: &str) -> Result<()> {
     }
     let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
     runner.say(format!(
-        "  {image} is neither local nor pullable: building it (docker-publish --image db --no-push)"
+        "  {image} is neither local nor pullable: building it (docker-publish --image {name} --no-push)"
     ));
-    publish(ctx, BaseImage::Db, tag, false, &[])
+    publish(ctx, kind, tag, false, &[])
 }

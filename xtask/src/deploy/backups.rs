@@ -52,12 +52,11 @@ impl Deployment {
             None => return Ok(None),
         };
         let name = db::new_dump_name(&self.backups()?, label);
-        let partial = db::partial(&name);
-        self.remote
-            .run(db::dump(&container, true, &partial))
-            .context("dumping the database failed; nothing was changed")?;
-        self.remote.run(db::own_dump(&container, &partial))?;
-        self.remote.run(db::finish_dump(&container, true, &name))?;
+        for cmd in db::dump_commands(&container, true, &name) {
+            self.remote
+                .run(cmd)
+                .context("dumping the database failed; nothing was changed")?;
+        }
         self.prune_backups(keep)?;
         Ok(Some(name))
     }

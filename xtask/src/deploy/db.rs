@@ -7,6 +7,8 @@
 //! php, worker, db and a release command meet on the network `STACK_db`, which no nginx and no
 //! edge joins (an nginx resolves "php" on its own networks and must only find its own color's).
 
+use std::time::{Duration, Instant};
+
 use anyhow::{Context, Result};
 
 use crate::cmd::Cmd;
@@ -130,6 +132,50 @@ pub fn ready(container: &str) -> Cmd {
         "--username",
         USER,
     ])
+}
+
+/// `--env KEY=VALUE` for each of `env` (e.g. [`CLIENT_ENV`]).
+pub fn env_args(env: &[(&str, &str)]) -> Vec<String> {
+    env.iter()
+        .flat_map(|(key, value)| ["--env".to_string(), format!("{key}={value}")])
+        .collect()
+}
+
+/// A container's `docker run` arguments that give it the target's password `file`, mounted
+/// read-only where php has it (`inspect` shows the path, never the value).
+pub fn password_file_args(file: &str) -> [String; 4] {
+    [
+        "--volume".into(),
+        format!("{file}:{PASSWORD_PATH}:ro"),
+        "--env".into(),
+        format!("DB_PASSWORD_FILE={PASSWORD_PATH}"),
+    ]
+}
+
+/// Asks [`ready`] of `container` every 250 ms until it answers or `limit` passed; whether it
+/// did (a first start creates the cluster before the server answers).
+pub fn wait_ready(remote: &Remote, container: &str, limit: Duration) -> Result<bool> {
+    let start = Instant::now();
+    while !remote.succeeds(ready(container))? {
+        if start.elapsed() > limit {
+            return Ok(false);
+        }
+        crate::interrupt::check()?;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Ok(true)
+}
+
+/// A dump `name` taken in `container`: written as its [`partial`], given to the directory's
+/// owner where root wrote it (Compose), then renamed, so a dump cut short is never listed.
+pub fn dump_commands(container: &str, root: bool, name: &str) -> Vec<Cmd> {
+    let partial = partial(name);
+    let mut cmds = vec![dump(container, root, &partial)];
+    if root {
+        cmds.push(own_dump(container, &partial));
+    }
+    cmds.push(finish_dump(container, root, name));
+    cmds
 }
 
 /// Makes the password file `path` (absolute) when it is missing or empty: a fresh random value,
@@ -271,6 +317,26 @@ mod tests {
                 "--reference=/var/lib/postgresql/backups",
                 "/var/lib/postgresql/backups/db-1-a.dump"
             ]
+        );
+        // Swarm: dump, rename; Compose (root): dump, owner, rename.
+        let steps = |root| -> Vec<String> {
+            dump_commands("c1", root, "db-1-a.dump")
+                .iter()
+                .map(|c| c.argv()[c.argv().len() - 3..].join(" "))
+                .collect()
+        };
+        assert_eq!(
+            steps(false),
+            [
+                "custom --file /var/lib/postgresql/backups/db-1-a.dump.partial",
+                "mv /var/lib/postgresql/backups/db-1-a.dump.partial /var/lib/postgresql/backups/db-1-a.dump"
+            ]
+        );
+        assert_eq!(steps(true).len(), 3);
+        assert!(
+            steps(true)[1].starts_with("chown --reference="),
+            "{:?}",
+            steps(true)
         );
         let r = restore("c1", false, "db-1-a.dump").argv().join(" ");
         assert!(

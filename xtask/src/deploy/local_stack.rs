@@ -7,7 +7,7 @@
 //! outside the tree (see `password_file`).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -147,17 +147,12 @@ impl LocalStack {
             .next()
             .map(String::from)
             .context("the database did not start")?;
-        let start = Instant::now();
-        while !runner.succeeds(&db::ready(&id))? {
-            if start.elapsed() > DB_LIMIT {
-                bail!(
-                    "the database of {} does not accept connections after {}s",
-                    self.project,
-                    DB_LIMIT.as_secs()
-                );
-            }
-            crate::interrupt::check()?;
-            std::thread::sleep(Duration::from_millis(250));
+        if !db::wait_ready(&self.remote(runner)?, &id, DB_LIMIT)? {
+            bail!(
+                "the database of {} does not accept connections after {}s",
+                self.project,
+                DB_LIMIT.as_secs()
+            );
         }
         Ok(())
     }

@@ -171,7 +171,7 @@ pub fn exec_command(container: &str, argv: &[String], attach: Attach) -> Cmd {
 }
 
 /// Where the data volume is mounted in the php images (compose.yaml's `x-php`).
-const DATA_PATH: &str = "/var/www/app/var/data";
+pub const DATA_PATH: &str = "/var/www/app/var/data";
 
 /// A throwaway container of `image` running `argv` with what the release's php container gets:
 /// the target's `.env` (when there is one), the data volume, and the database (its network,
@@ -193,21 +193,11 @@ pub fn run_new_command(
     if let Some(env_file) = env_file {
         cmd = cmd.args(["--env-file", env_file]);
     }
-    cmd = cmd
-        .arg("--volume")
-        .arg(format!("{}:{DATA_PATH}", d.data_volume()))
-        .args(["--network", &db::network(&d.stack)]);
-    for (key, value) in db::CLIENT_ENV {
-        cmd = cmd.arg("--env").arg(format!("{key}={value}"));
-    }
     cmd.arg("--volume")
-        .arg(format!(
-            "{}:{}:ro",
-            d.target().path(db::PASSWORD_FILE),
-            db::PASSWORD_PATH
-        ))
-        .arg("--env")
-        .arg(format!("DB_PASSWORD_FILE={}", db::PASSWORD_PATH))
+        .arg(format!("{}:{DATA_PATH}", d.data_volume()))
+        .args(["--network", &db::network(&d.stack)])
+        .args(db::env_args(&db::CLIENT_ENV))
+        .args(db::password_file_args(&d.target().path(db::PASSWORD_FILE)))
         .arg(image)
         .args(argv.iter().cloned())
 }

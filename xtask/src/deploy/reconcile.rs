@@ -139,7 +139,8 @@ pub fn run(d: &Deployment) -> Result<()> {
     // A write the dead deploy left half-done.
     d.remote
         .run(Cmd::new("rm").args(["-f", &d.target().path("compose.yaml.xtask-new")]))?;
-    // A release command whose `docker run` died between create and start.
+    // A throwaway container (release command, asset or TLS copy...) whose `docker run` died
+    // between create and start.
     let leftovers = d
         .remote
         .query(crate::docker::unstarted_throwaways(&d.stack))?;

@@ -115,11 +115,9 @@ pub fn server_container(
     if let Some(volume) = data_volume {
         cmd = cmd
             .arg("--volume")
-            .arg(format!("{volume}:/var/www/app/var/data"));
+            .arg(format!("{volume}:{}", crate::deploy::ops::DATA_PATH));
     }
-    for (key, value) in server.env {
-        cmd = cmd.arg("--env").arg(format!("{key}={value}"));
-    }
+    cmd = cmd.args(crate::deploy::db::env_args(server.env));
     match server.password {
         Password::Stdin(password) => cmd
             .args(["--env", "DB_PASSWORD_FILE=php://stdin"])
@@ -128,13 +126,7 @@ pub fn server_container(
             // The password, read once by the command (Database::password in the app).
             .stdin(password.expose().as_bytes().to_vec()),
         Password::File(path) => cmd
-            .arg("--volume")
-            .arg(format!("{path}:{}:ro", crate::deploy::db::PASSWORD_PATH))
-            .arg("--env")
-            .arg(format!(
-                "DB_PASSWORD_FILE={}",
-                crate::deploy::db::PASSWORD_PATH
-            ))
+            .args(crate::deploy::db::password_file_args(path))
             .arg(image)
             .args(command.0.iter().cloned()),
     }

@@ -530,17 +530,12 @@ impl<'a> Stack<'a> {
             .deployment
             .db_container()?
             .context("the database did not start")?;
-        let start = Instant::now();
-        while !self.remote().succeeds(db::ready(&id))? {
-            if start.elapsed() > DB_LIMIT {
-                bail!(
-                    "the database ({}) does not accept connections after {}s; see `docker logs {id}` on the target",
-                    self.db_project(),
-                    DB_LIMIT.as_secs()
-                );
-            }
-            crate::interrupt::check()?;
-            std::thread::sleep(Duration::from_millis(250));
+        if !db::wait_ready(self.remote(), &id, DB_LIMIT)? {
+            bail!(
+                "the database ({}) does not accept connections after {}s; see `docker logs {id}` on the target",
+                self.db_project(),
+                DB_LIMIT.as_secs()
+            );
         }
         Ok(id)
     }
@@ -847,11 +842,12 @@ pub fn edge_bind(env: &str) -> Result<std::net::Ipv4Addr> {
     }
 }
 
-/// `docker network create` of the stack's edge network, its published ports bound to `bind`.
+/// `docker network create` of the stack's database network (see `db.rs`).
 pub fn db_network_create(network: &str) -> Cmd {
     Cmd::new("docker").args(["network", "create", network])
 }
 
+/// `docker network create` of the stack's edge network, its published ports bound to `bind`.
 pub fn edge_network_create(network: &str, bind: std::net::Ipv4Addr) -> Cmd {
     Cmd::new("docker")
         .args(["network", "create", "--opt"])

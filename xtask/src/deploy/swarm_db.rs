@@ -195,11 +195,11 @@ impl Swarm {
     /// A dump of the database labelled `label`; the newest `keep` kept. Its name.
     pub fn backup_db(&self, db: &Db, label: &str, keep: usize) -> Result<String> {
         let name = new_dump_name(&self.dumps(db)?, label);
-        db.remote
-            .run(db::dump(&db.container, false, &db::partial(&name)))
-            .context("dumping the database failed; nothing was changed")?;
-        db.remote
-            .run(db::finish_dump(&db.container, false, &name))?;
+        for cmd in db::dump_commands(&db.container, false, &name) {
+            db.remote
+                .run(cmd)
+                .context("dumping the database failed; nothing was changed")?;
+        }
         let names = self.dumps(db)?;
         let old = names.len().saturating_sub(keep.max(1));
         if old > 0 {
