@@ -503,3 +503,33 @@ fn release_files(image: &str) -> BTreeSet<String> {
     assert!(ok);
     files(&out)
 }
+
+/// Removes every container (projects and `exec` leftovers), volume and network of the stack.
+struct RemoveStack(String);
+
+impl Drop for RemoveStack {
+    fn drop(&mut self) {
+        let stack = &self.0;
+        let (_, ids) = docker_out(&["ps", "-aq", "--filter", &format!("name=^{stack}-")]);
+        for id in ids.lines() {
+            let _ = Command::new("docker").args(["rm", "-f", id]).output();
+        }
+        for volume in ["data", "assets", "edge-conf", "db"] {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f", &format!("{stack}_{volume}")])
+                .output();
+        }
+        // Each Compose project's own `PROJECT_default` network too: Docker has few address pools.
+        for network in [
+            "_edge",
+            "_db",
+            "-blue_default",
+            "-green_default",
+            "-edge_default",
+        ] {
+            let _ = Command::new("docker")
+                .args(["network", "rm", &format!("{stack}{network}")])
+                .output();
+        }
+    }
+}
