@@ -29,6 +29,8 @@ fn bad_canary_withdrawn_healthy_canary_promoted_people_decide() {
     let root = clone.path();
     let tmp = tempfile::tempdir().unwrap();
     let stack = format!("can{}", std::process::id());
+    // Dropped in reverse: the stack's containers go first, then the images they held.
+    let _images = common::faults::ImagesUnder(prefix.clone());
     let _cleanup = RemoveStack(stack.clone());
     let ok = |args: &[&str]| {
         let out = xtask(root, tmp.path(), &prefix, args);
@@ -166,8 +168,10 @@ fn bad_canary_withdrawn_healthy_canary_promoted_people_decide() {
         "1.0.0-b",
         "--canary",
         "10%",
+        // As long as the bad one's: under CI's load a 10 s wait saw 16 canary answers, fewer
+        // than the 20 a verdict needs.
         "--canary-wait",
-        "10s",
+        "25s",
     ]);
     let seen = probe.stop();
     let err = stderr(&out);

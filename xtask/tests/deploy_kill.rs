@@ -81,8 +81,9 @@ fn killed_deploys_do_not_block_the_next_one() {
     let root = clone.path();
     let tmp = tempfile::tempdir().unwrap();
     let stack = format!("kill{}", std::process::id());
-    let _cleanup = RemoveStack(stack.clone());
+    // Dropped in reverse: the stack's containers go first, then the images they held.
     let _images = common::faults::ImagesUnder(prefix.clone());
+    let _cleanup = RemoveStack(stack.clone());
 
     let ok = |args: &[&str]| {
         assert!(
@@ -203,7 +204,8 @@ fn killed_deploys_do_not_block_the_next_one() {
             ),
             // nginx -s reload returns before the new workers take over: a moment later.
             "right after the edge switch" => wait_until(Duration::from_secs(10), || {
-                hashed_css(&http_get(port, "/").unwrap().1) == css(tag)
+                http_get(port, "/")
+                    .is_some_and(|(status, page)| status == 200 && hashed_css(&page) == css(tag))
             }),
             _ => {}
         }

@@ -27,6 +27,8 @@ fn deploy_rollback_backup_locally_and_over_ssh() {
     let root = clone.path();
     let tmp = tempfile::tempdir().unwrap();
     let stack = format!("e2e{}", std::process::id());
+    // Dropped in reverse: the stack's containers go first, then the images they held.
+    let _images = common::faults::ImagesUnder(prefix.clone());
     let _cleanup = RemoveStack(stack.clone());
 
     // Three releases in the registry: A, B (other CSS, so other hashed assets), X (broken health).

@@ -28,6 +28,8 @@ fn logs_exec_maintenance_prune_on_one_target() {
     let root = clone.path();
     let tmp = tempfile::tempdir().unwrap();
     let stack = format!("ops{}", std::process::id());
+    // Dropped in reverse: the stack's containers go first, then the images they held.
+    let _images = common::faults::ImagesUnder(prefix.clone());
     let _cleanup = RemoveStack(stack.clone());
     let ok = |args: &[&str]| {
         assert!(

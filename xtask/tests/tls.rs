@@ -27,6 +27,8 @@ fn https_at_the_edge_across_a_deploy_and_a_certificate_swap() {
     let root = clone.path();
     let tmp = tempfile::tempdir().unwrap();
     let stack = format!("tls{}", std::process::id());
+    // Dropped in reverse: the stack's containers go first, then the images they held.
+    let _images = common::faults::ImagesUnder(prefix.clone());
     let _cleanup = RemoveStack(stack.clone());
     let ok = |args: &[&str]| {
         assert!(

@@ -12,11 +12,13 @@ use super::http_request_why;
 /// A probe never outlives a test that forgot it.
 const LIMIT: Duration = Duration::from_secs(400);
 
-/// A request not answered within this counts as failed (to connect, and for each read): a
-/// dropped or hung request. Longer than the app's own wait: `/health` waits up to 5 s for
-/// SQLite's write lock (busy_timeout) and then answers an error, which counts as failed; a
-/// probe that gave up at 5 s (CI, three files on 2 cores) cut that wait short.
-pub const PATIENCE: Duration = Duration::from_secs(10);
+/// How long a request may take before it counts as failed (to connect, and for each read).
+/// Longer than the proxies' own limits (nginx gives up on an upstream after 60 s and answers
+/// 504), so a hang in the stack ends as the stack's own answer, naming the hop, and a request
+/// that is only slow (CI: three e2e files on 2 cores; one run saw every request of a probe wait
+/// 10-13 s for 40 s) is slow, not failed. The tests assert on failures; `slowest` and
+/// `longest_gap` report the waits.
+pub const PATIENCE: Duration = Duration::from_secs(75);
 
 pub struct EdgeProbe {
     stop: Arc<AtomicBool>,

@@ -211,7 +211,7 @@ fn http_request(port: u16, request: &str) -> Option<(u16, String)> {
 
 /// Minimal HTTP/1.0 GET of `addr:port`, a test machine's address (10 s limits): (status, body).
 pub fn http_get_at(addr: &str, port: u16, path: &str) -> Option<(u16, String)> {
-    http_get_at_within(addr, port, path, PROBE_TIMEOUT)
+    http_get_at_within(addr, port, path, Duration::from_secs(10))
 }
 
 /// [`http_get_at`] with its own limit to connect and for each read.
@@ -449,8 +449,8 @@ pub fn http_post_json_at(addr: &str, port: u16, path: &str, json: &str) -> Optio
 const PROBE_LIMIT: Duration = Duration::from_secs(30 * 60);
 
 /// A bounded load probe: GETs the `expected` paths in turn, about 20 per second, until stopped
-/// (or 30 min). An answer counts only if it is a 200 with the expected body within 2 s (connect
-/// and read); anything else is a failure. It records the longest gap between two good answers,
+/// (or 30 min). An answer counts only if it is a 200 with the expected body within
+/// [`PROBE_TIMEOUT`] (connect and read); anything else is a failure. It records the longest gap between two good answers,
 /// from its start to its end: a 9 s stall that ends in a 200 is a 9 s gap.
 pub struct Probe {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -521,8 +521,8 @@ impl Expected {
 }
 
 /// How long the probe waits to connect, and for each read of an answer: a request unanswered
-/// for longer failed. As [`edge_probe::PATIENCE`]: longer than the app's own 5 s wait for a
-/// lock, whose end is an error answer (failed).
+/// for longer failed. [`edge_probe::PATIENCE`]: past nginx's own 60 s, so a hang in the stack
+/// ends as its own answer (a 504 naming the hop).
 const PROBE_TIMEOUT: Duration = edge_probe::PATIENCE;
 
 impl Probe {
