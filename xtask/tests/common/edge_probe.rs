@@ -74,13 +74,14 @@ impl EdgeProbe {
                     other => {
                         load.failed += 1;
                         load.failures.push(format!(
-                            "{path} at {:.1}s (took {:.1?}): {}",
+                            "{path} at {:.1}s (took {:.1?}): {} [{}]",
                             sent.duration_since(start).as_secs_f64(),
                             sent.elapsed(),
                             match other {
                                 Ok((status, _)) => format!("HTTP {status}"),
                                 Err(why) => format!("no answer within {patience:?} ({why})"),
-                            }
+                            },
+                            super::machine_load()
                         ));
                     }
                 }

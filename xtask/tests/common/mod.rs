@@ -278,6 +278,23 @@ pub fn http_request_why(
     Ok((status, body))
 }
 
+/// The machine's state when a probe saw a failure, for its message: load average and the share
+/// of the last 10 s that tasks waited for CPU, I/O and memory (pressure stall information).
+pub fn machine_load() -> String {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let loadavg = read("/proc/loadavg");
+    let load: Vec<&str> = loadavg.split_whitespace().take(3).collect();
+    let mut said = format!("load {}", load.join(" "));
+    for what in ["cpu", "io", "memory"] {
+        // "some avg10=1.23 avg60=... total=..."
+        let text = read(&format!("/proc/pressure/{what}"));
+        if let Some(avg10) = text.split_whitespace().find(|w| w.starts_with("avg10=")) {
+            said.push_str(&format!(", {what} {}%", &avg10["avg10=".len()..]));
+        }
+    }
+    said
+}
+
 pub fn wait_until(limit: Duration, mut ready: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ready() {
@@ -563,10 +580,11 @@ impl Probe {
                             }
                         };
                         result.failures.push(format!(
-                            "{} at {:.1?} (took {:.1?}): {said}",
+                            "{} at {:.1?} (took {:.1?}): {said} [{}]",
                             wanted.path,
                             sent.duration_since(start),
-                            sent.elapsed()
+                            sent.elapsed(),
+                            machine_load()
                         ));
                     }
                 }
