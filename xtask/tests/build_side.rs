@@ -19,6 +19,8 @@ fn publish_then_build_app_from_a_developers_tree() {
     let sh = Shell::new().unwrap();
     let registry = Registry::start();
     let prefix = registry.prefix();
+    // The images this file tagged under its registry, removed when it ends.
+    let _images = common::faults::ImagesUnder(prefix.clone());
     let clone = scratch_clone();
     let root = clone.path();
     let tmp = tempfile::tempdir().unwrap();
@@ -314,6 +316,8 @@ fn same_manifests(registry: &Registry, old: &str, new: &str) {
 /// the same inputs: build-app re-tags it in the registry; nothing is built, pulled or pushed.
 fn cold_runner(sh: &Shell, root: &Path, tmp: &Path, registry: &Registry) {
     let prefix = registry.prefix();
+    // The images this file tagged under its registry, removed when it ends.
+    let _images = common::faults::ImagesUnder(prefix.clone());
     let format = "{{.Repository}}:{{.Tag}}";
     let listed = cmd!(sh, "docker image ls --format {format}")
         .read()

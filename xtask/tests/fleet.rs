@@ -27,6 +27,8 @@ fn fleet_deploys_end_on_one_release() {
     let sh = Shell::new().unwrap();
     let registry = Registry::start();
     let prefix = registry.prefix();
+    // The images this file tagged under its registry, removed when it ends.
+    let _images = common::faults::ImagesUnder(prefix.clone());
     let clone = scratch_clone();
     let root = clone.path();
     let tmp = tempfile::tempdir().unwrap();

@@ -32,6 +32,8 @@ fn logs_exec_maintenance_prune_over_a_fleet() {
     let started = Instant::now();
     let registry = Registry::start();
     let prefix = registry.prefix();
+    // The images this file tagged under its registry, removed when it ends.
+    let _images = common::faults::ImagesUnder(prefix.clone());
     let clone = scratch_clone();
     let root = clone.path();
     let tmp = tempfile::tempdir().unwrap();

@@ -45,6 +45,8 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
     let sh = Shell::new().unwrap();
     let registry = Registry::start();
     let prefix = registry.prefix();
+    // The images this file tagged under its registry, removed when it ends.
+    let _images = common::faults::ImagesUnder(prefix.clone());
     let clone = scratch_clone();
     let root = clone.path();
     let tmp = tempfile::tempdir().unwrap();

@@ -128,6 +128,8 @@ fn swarm_deploys_update_and_roll_back_without_failed_requests() {
     let sh = Shell::new().unwrap();
     let registry = Registry::start();
     let prefix = registry.prefix();
+    // The images this file tagged under its registry, removed when it ends.
+    let _images = common::faults::ImagesUnder(prefix.clone());
     let clone = scratch_clone();
     let root = clone.path();
     let tmp = tempfile::tempdir().unwrap();
