@@ -140,9 +140,11 @@ fn bad_canary_withdrawn_healthy_canary_promoted_people_decide() {
         split.canary_failed > 0,
         "the canary's faults reached the probe"
     );
+    // Enough for the share check below: over 300 requests a 10 % split varies by 1.7 points
+    // (one standard deviation), so 5 points is about three. CI, at its load, saw 586.
     assert!(
-        split.total >= 400,
-        "at least 400 requests during the canary: {split:?}"
+        split.total >= 300,
+        "at least 300 requests during the canary: {split:?}"
     );
     assert!(
         (split.share() - 10.0).abs() <= 5.0,
