@@ -356,6 +356,7 @@ fn remove_stack(runner: &Runner, stack: &str) {
         "-blue_default",
         "-green_default",
         "-edge_default",
+        "-db_default",
     ] {
         let _ = runner.cleanup(&Cmd::new("docker").args([
             "network",

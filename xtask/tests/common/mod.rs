@@ -636,6 +636,7 @@ impl Drop for RemoveStack {
             "-blue_default",
             "-green_default",
             "-edge_default",
+            "-db_default",
         ] {
             let _ = Command::new("docker")
                 .args(["network", "rm", &format!("{stack}{network}")])
