@@ -15,8 +15,8 @@ const LIMIT: Duration = Duration::from_secs(400);
 /// How long a request may take before it counts as failed (to connect, and for each read).
 /// Longer than the proxies' own limits (nginx gives up on an upstream after 60 s and answers
 /// 504), so a hang in the stack ends as the stack's own answer, naming the hop, and a request
-/// that is only slow (CI: three e2e files on 2 cores; one run saw every request of a probe wait
-/// 10-13 s for 40 s) is slow, not failed. The tests assert on failures; `slowest` and
+/// that is only slow is slow, not failed (CI, three e2e files on 2 cores: one run saw four
+/// requests in a row get no answer within 10 s). The tests assert on failures; `slowest` and
 /// `longest_gap` report the waits.
 pub const PATIENCE: Duration = Duration::from_secs(75);
 

@@ -467,8 +467,9 @@ const PROBE_LIMIT: Duration = Duration::from_secs(30 * 60);
 
 /// A bounded load probe: GETs the `expected` paths in turn, about 20 per second, until stopped
 /// (or 30 min). An answer counts only if it is a 200 with the expected body within
-/// [`PROBE_TIMEOUT`] (connect and read); anything else is a failure. It records the longest gap between two good answers,
-/// from its start to its end: a 9 s stall that ends in a 200 is a 9 s gap.
+/// [`PROBE_TIMEOUT`] (connect and read); anything else is a failure. It records the longest
+/// gap between two good answers, from its start to its end: a 9 s stall that ends in a 200 is
+/// a 9 s gap.
 pub struct Probe {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     handle: std::thread::JoinHandle<ProbeResult>,
