@@ -59,6 +59,13 @@ pub enum Shortcut {
     ImageLabel { image: String, label: String },
     /// `docker network inspect NAME` / `docker volume inspect NAME` (a check that it exists).
     Exists { kind: &'static str, name: String },
+    /// `docker volume inspect --format {{.Name}} NAME...` (a check that all of them exist).
+    Volumes { names: Vec<String> },
+    /// `docker network inspect --format '{{index .Options "KEY"}}' NAME` (the edge network's
+    /// address).
+    NetworkOption { name: String, option: String },
+    /// `docker ps --quiet --filter label=K=V... --filter status=running` (the db container).
+    RunningLabelled { labels: Vec<String> },
 }
 
 /// The shortcut for `cmd`, if it is one of the shapes above (pure: unit-tested on argv).
@@ -120,6 +127,37 @@ pub fn parse(cmd: &Cmd) -> Option<Shortcut> {
             (!label.is_empty() && label.chars().all(simple)).then(|| Shortcut::ImageLabel {
                 image: image.to_string(),
                 label: label.to_string(),
+            })
+        }
+        ["volume", "inspect", "--format", "{{.Name}}", names @ ..]
+            if !names.is_empty() && names.iter().all(plain) =>
+        {
+            Some(Shortcut::Volumes {
+                names: names.iter().map(|n| n.to_string()).collect(),
+            })
+        }
+        ["network", "inspect", "--format", format, name] if plain(name) => {
+            let option = format
+                .strip_prefix("{{index .Options \"")?
+                .strip_suffix("\"}}")?;
+            let simple = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+            (!option.is_empty() && option.chars().all(simple)).then(|| Shortcut::NetworkOption {
+                name: name.to_string(),
+                option: option.to_string(),
+            })
+        }
+        ["ps", "--quiet", filters @ .., "--filter", "status=running"] if !filters.is_empty() => {
+            let labels = filters
+                .chunks(2)
+                .map(|pair| match pair {
+                    ["--filter", filter] => filter
+                        .strip_prefix("label=")
+                        .filter(|l| l.contains('=') && !l.contains(',')),
+                    _ => None,
+                })
+                .collect::<Option<Vec<&str>>>()?;
+            Some(Shortcut::RunningLabelled {
+                labels: labels.iter().map(|l| l.to_string()).collect(),
             })
         }
         [kind @ ("network" | "volume"), "inspect", name] if plain(name) => Some(Shortcut::Exists {
@@ -235,6 +273,48 @@ pub fn answer(cmd: &Cmd) -> Option<Result<Output>> {
                     format!("Error: No such image: {image}\n").into_bytes(),
                 ),
             }))
+        }
+        Shortcut::Volumes { names } => {
+            // As the CLI: the names found, then an error for each missing one.
+            let (mut found, mut errors) = (Vec::new(), String::new());
+            for name in names {
+                match engine.get(&format!("/volumes/{name}")).ok()?.status {
+                    200 => found.push(name),
+                    404 => errors.push_str(&format!(
+                        "Error response from daemon: get {name}: no such volume\n"
+                    )),
+                    _ => return None,
+                }
+            }
+            let listed = lines(&found);
+            let code = if errors.is_empty() { 0 } else { 1 };
+            Some(Ok(output(code, listed.stdout, errors.into_bytes())))
+        }
+        Shortcut::NetworkOption { name, option } => {
+            let answer = engine.get(&format!("/networks/{name}")).ok()?;
+            Some(Ok(match answer.status {
+                200 => {
+                    let json = crate::json::parse(&answer.body).ok()?;
+                    // A missing option (or no options at all): the empty line the CLI prints.
+                    let value = json
+                        .get("Options")
+                        .and_then(|o| o.get(&option))
+                        .and_then(Json::as_str)
+                        .unwrap_or("");
+                    lines(&[value.to_string()])
+                }
+                // The CLI (20.10) prints an empty line before its error.
+                404 => output(
+                    1,
+                    b"\n".to_vec(),
+                    format!("Error response from daemon: network {name} not found\n").into_bytes(),
+                ),
+                _ => return None,
+            }))
+        }
+        Shortcut::RunningLabelled { labels } => {
+            let ids = engine.running_labelled(&labels).ok()?;
+            Some(Ok(lines(&ids)))
         }
         Shortcut::Exists { kind, name } => {
             let answer = engine.get(&format!("/{kind}/{name}")).ok()?;
@@ -503,6 +583,68 @@ mod tests {
             })
         );
         assert_eq!(parse(&docker(&["volume", "create", "crm_data"])), None);
+        assert_eq!(
+            parse(&docker(&[
+                "volume",
+                "inspect",
+                "--format",
+                "{{.Name}}",
+                "a",
+                "b"
+            ])),
+            Some(Shortcut::Volumes {
+                names: vec!["a".into(), "b".into()]
+            })
+        );
+        assert_eq!(
+            parse(&crate::deploy::stack::edge_network_binding("crm_edge")),
+            Some(Shortcut::NetworkOption {
+                name: "crm_edge".into(),
+                option: "com.docker.network.bridge.host_binding_ipv4".into()
+            })
+        );
+        assert_eq!(
+            parse(&docker(&[
+                "network",
+                "inspect",
+                "--format",
+                "{{json .}}",
+                "n"
+            ])),
+            None
+        );
+        assert_eq!(
+            parse(&crate::deploy::backups::db_container_query("crm")),
+            Some(Shortcut::RunningLabelled {
+                labels: vec![
+                    "com.docker.compose.project=crm-db".into(),
+                    "com.docker.compose.service=db".into()
+                ]
+            })
+        );
+        for args in [
+            &["ps", "--quiet", "--filter", "status=running"][..],
+            &[
+                "ps",
+                "--quiet",
+                "--filter",
+                "name=x",
+                "--filter",
+                "status=running",
+            ],
+            &[
+                "ps",
+                "--quiet",
+                "--all",
+                "--filter",
+                "label=a=b",
+                "--filter",
+                "status=running",
+            ],
+            &["ps", "--quiet", "--filter", "label=a=b"],
+        ] {
+            assert_eq!(parse(&docker(args)), None, "{args:?}");
+        }
     }
 
     #[test]
@@ -593,12 +735,21 @@ mod tests {
         let image = crate::config::Config::default().os_image;
         let started = std::process::Command::new("docker")
             .args(["run", "--detach", "--name", &name, "--network", "none"])
+            .args(["--label", &format!("xtask-shortcut={name}")])
             .args(["--health-cmd", "true", "--health-interval", "1h", &image])
             .args(["sleep", "60"])
             .output()
             .unwrap();
         if !started.status.success() {
             return;
+        }
+        // Removed below whatever happens.
+        let (volume, network) = (format!("{name}-v"), format!("{name}-n"));
+        for args in [
+            ["volume", "create", &volume],
+            ["network", "create", &network],
+        ] {
+            let _ = std::process::Command::new("docker").args(args).output();
         }
         let result = std::panic::catch_unwind(|| {
             let cmd = docker(&["exec", &name, "sh", "-c", "echo out; echo err >&2; exit 3"]);
@@ -645,6 +796,49 @@ mod tests {
                 let api = answer(&cmd).expect("answered").unwrap();
                 assert_eq!(api.stdout, cli.stdout, "{label}");
             }
+            // The queries of a deploy's backup step, as the CLI prints them.
+            let label = format!("xtask-shortcut={name}");
+            for cmd in [
+                docker(&["volume", "inspect", "--format", "{{.Name}}", &volume]),
+                docker(&[
+                    "volume",
+                    "inspect",
+                    "--format",
+                    "{{.Name}}",
+                    &volume,
+                    "xtask-none",
+                ]),
+                crate::deploy::stack::edge_network_binding(&network),
+                crate::deploy::stack::edge_network_binding("xtask-none"),
+                docker(&[
+                    "ps",
+                    "--quiet",
+                    "--filter",
+                    &format!("label={label}"),
+                    "--filter",
+                    "status=running",
+                ]),
+                docker(&[
+                    "ps",
+                    "--quiet",
+                    "--filter",
+                    "label=xtask-none=1",
+                    "--filter",
+                    "status=running",
+                ]),
+            ] {
+                let cli = std::process::Command::new("docker")
+                    .args(&cmd.args)
+                    .output()
+                    .unwrap();
+                let api = answer(&cmd).expect("answered").unwrap();
+                assert_eq!(
+                    (api.status.success(), &api.stdout),
+                    (cli.status.success(), &cli.stdout),
+                    "{:?}",
+                    cmd.args
+                );
+            }
             // The edge switch's actions: written whole, renamed over, removed.
             let write = docker(&["exec", "-i", &name, "dd", "of=/tmp/f.new", "status=none"])
                 .stdin("set $x 1;\n");
@@ -660,9 +854,13 @@ mod tests {
             assert!(act(&rm).expect("done").unwrap().status.success());
             assert!(!test("/tmp/f"));
         });
-        let _ = std::process::Command::new("docker")
-            .args(["rm", "--force", &name])
-            .output();
+        for args in [
+            ["rm", "--force", &name],
+            ["volume", "rm", &volume],
+            ["network", "rm", &network],
+        ] {
+            let _ = std::process::Command::new("docker").args(args).output();
+        }
         result.unwrap();
     }
 }

@@ -236,6 +236,26 @@ impl Engine {
             .collect())
     }
 
+    /// The IDs of the running containers carrying every one of `labels` (`KEY=VALUE`), as
+    /// `docker ps --quiet --filter label=... --filter status=running` prints them (short).
+    pub fn running_labelled(&self, labels: &[String]) -> Result<Vec<String>> {
+        let wanted: Vec<String> = labels
+            .iter()
+            .map(|l| format!("\"{}\"", json_escape(l)))
+            .collect();
+        let filters = format!(
+            "{{\"label\":[{}],\"status\":[\"running\"]}}",
+            wanted.join(",")
+        );
+        let path = format!("/containers/json?filters={}", escape(&filters, b""));
+        let json = self.get_json(&path)?.context("GET /containers/json: 404")?;
+        Ok(json
+            .items()
+            .iter()
+            .filter_map(|c| Some(c.get("Id")?.as_str()?.chars().take(12).collect()))
+            .collect())
+    }
+
     /// `docker exec ID ARGV...` without a terminal or stdin: its output and exit code, or `None`
     /// when the container does not exist. A container that is not running answers as the CLI
     /// does: exit code 1 and the engine's message on stderr.

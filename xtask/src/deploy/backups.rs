@@ -5,8 +5,8 @@
 //!
 //! Bind-mounted rather than copied out of the container: a dump is written once, where it is
 //! kept, and is a plain file of the target (listed, pruned and copied elsewhere by its user).
-//! pg_dump runs as root in the container (the directory is the deploying user's), then the
-//! file is given to the directory's owner. The worker's stats.json stays in the data volume,
+//! pg_dump runs in the container as the directory's owner (the deploying user), so the dump is
+//! theirs, and the finished file is renamed on the target itself. The worker's stats.json stays in the data volume,
 //! node-local and not backed up, as on a swarm.
 
 use anyhow::{Context, Result};
@@ -46,19 +46,46 @@ impl Deployment {
     /// Dumps the database into `backups/`, keeps the newest `keep`, returns the dump's name
     /// (None when no database runs: a dry run's first deploy).
     pub fn backup(&self, label: &str, keep: usize) -> Result<Option<String>> {
-        let container = match self.db_container()? {
-            Some(id) => id,
-            None if self.remote.dry_run() => "DB".into(),
-            None => return Ok(None),
-        };
+        match self.db_container()? {
+            Some(id) => self.backup_in(&id, label, keep).map(Some),
+            None if self.remote.dry_run() => self.backup_in("DB", label, keep).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Deployment::backup`] with the db container already known (a deploy just made sure it
+    /// runs). Written as its partial name by the owner of `backups/`, then renamed there: a
+    /// dump cut short is never listed.
+    pub fn backup_in(&self, container: &str, label: &str, keep: usize) -> Result<String> {
         let name = db::new_dump_name(&self.backups()?, label);
-        for cmd in db::dump_commands(&container, true, &name) {
+        let partial = db::partial(&name);
+        let owner = self.backups_owner()?;
+        let path = |file: &str| self.target().path(&format!("{BACKUPS}/{file}"));
+        for cmd in [
+            db::dump(container, Some(&owner), &partial),
+            Cmd::new("mv").args([path(&partial), path(&name)]),
+        ] {
             self.remote
                 .run(cmd)
                 .context("dumping the database failed; nothing was changed")?;
         }
         self.prune_backups(keep)?;
-        Ok(Some(name))
+        Ok(name)
+    }
+
+    /// `UID:GID` of the target's `backups/` (made by the deploy before db mounts it).
+    fn backups_owner(&self) -> Result<String> {
+        let dir = self.target().path(BACKUPS);
+        match self
+            .remote
+            .query(Cmd::new("stat").args(["-c", "%u:%g", &dir]))
+        {
+            Ok(owner) if is_owner(owner.trim()) => Ok(owner.trim().to_string()),
+            Ok(owner) => anyhow::bail!("`stat -c %u:%g {dir}` said {owner:?}, not UID:GID"),
+            // A dry run's first deploy: the directory is made in the same run.
+            Err(_) if self.remote.dry_run() => Ok("OWNER".into()),
+            Err(err) => Err(err.context(format!("reading the owner of {dir}"))),
+        }
     }
 
     /// Dump names in `backups/`, oldest first (names sort by time).
@@ -106,9 +133,25 @@ impl Deployment {
     }
 }
 
+/// `UID:GID`, as `stat -c %u:%g` prints it.
+fn is_owner(text: &str) -> bool {
+    let mut parts = text.split(':');
+    let number =
+        |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    number(parts.next()) && number(parts.next()) && parts.next().is_none()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dumps_owner_is_uid_and_gid() {
+        assert!(is_owner("1000:1000") && is_owner("0:0"));
+        for text in ["", "1000", "root:root", "1:2:3", ":1", "1:"] {
+            assert!(!is_owner(text), "{text:?}");
+        }
+    }
 
     #[test]
     fn the_db_container_is_found_by_its_projects_labels() {

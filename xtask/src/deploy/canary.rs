@@ -97,9 +97,24 @@ pub fn start_commands(
     cmds
 }
 
-/// Removes the canary (server half first: it names the split); a switch runs it before its reload.
+/// The canary's files, server half first (it names the split).
+pub const FILES: [&str; 3] = [CANARY_CONF, SPLIT_CONF, LOG];
+
+/// Removes the canary; a switch runs it before its reload.
 pub fn clear_command(edge: &str) -> Cmd {
-    Cmd::new("docker").args(["exec", edge, "rm", "-f", CANARY_CONF, SPLIT_CONF, LOG])
+    clear_files_command(edge, &FILES)
+}
+
+/// Removes some of [`FILES`] (those a look found).
+pub fn clear_files_command(edge: &str, files: &[&str]) -> Cmd {
+    Cmd::new("docker")
+        .args(["exec", edge, "rm", "-f"])
+        .args(files.iter().copied())
+}
+
+/// Is `file` in the edge?
+pub fn file_probe(edge: &str, file: &str) -> Cmd {
+    Cmd::new("docker").args(["exec", edge, "test", "-f", file])
 }
 
 /// Does the edge's configuration include the canary files?

@@ -38,23 +38,23 @@ pub fn network(stack: &str) -> String {
     format!("{stack}_{SERVICE}")
 }
 
-/// `docker exec` in the db container: as its own user (postgres) where the dumps' directory
-/// is the container's (a swarm volume), as root where it is the target's own directory
-/// (Compose: `backups/`, owned by the deploying user, writable by root only in the container).
-fn exec(container: &str, root: bool) -> Cmd {
+/// `docker exec` in the db container, as `user` (`UID:GID`) or else the container's own
+/// (postgres).
+fn exec(container: &str, user: Option<&str>) -> Cmd {
     let cmd = Cmd::new("docker").arg("exec");
-    let cmd = if root {
-        cmd.args(["--user", "root"])
-    } else {
-        cmd
+    let cmd = match user {
+        Some(user) => cmd.args(["--user", user]),
+        None => cmd,
     };
     cmd.arg(container)
 }
 
 /// A dump of the database into `DUMPS/name` (custom format: compressed, restorable with
-/// `--clean`). The local socket trusts every OS user of the container (docker/db's entrypoint).
-pub fn dump(container: &str, root: bool, name: &str) -> Cmd {
-    exec(container, root).args([
+/// `--clean`), written as `user` (Compose: the owner of the target's `backups/`, so the file is
+/// theirs from the start) or else as postgres (a swarm's volume). The local socket trusts every
+/// OS user of the container (docker/db's entrypoint).
+pub fn dump(container: &str, user: Option<&str>, name: &str) -> Cmd {
+    exec(container, user).args([
         "pg_dump",
         "--username",
         USER,
@@ -67,24 +67,16 @@ pub fn dump(container: &str, root: bool, name: &str) -> Cmd {
     ])
 }
 
-/// A dump written by root made the directory owner's (the deploying user can then prune it).
-pub fn own_dump(container: &str, name: &str) -> Cmd {
-    exec(container, true).args([
-        "chown",
-        &format!("--reference={DUMPS}"),
-        &format!("{DUMPS}/{name}"),
-    ])
-}
-
 /// Where a dump is written before it is complete: a name no listing takes for a dump, so a
 /// dump cut short (its deploy killed) is never offered to a restore.
 pub fn partial(name: &str) -> String {
     format!("{name}.partial")
 }
 
-/// The complete dump renamed to its own name.
-pub fn finish_dump(container: &str, root: bool, name: &str) -> Cmd {
-    exec(container, root).args([
+/// The complete dump renamed to its own name, in the container (a swarm's volume; a Compose
+/// target renames the file in its own `backups/`).
+pub fn finish_dump(container: &str, name: &str) -> Cmd {
+    exec(container, None).args([
         "mv",
         &format!("{DUMPS}/{}", partial(name)),
         &format!("{DUMPS}/{name}"),
@@ -94,7 +86,7 @@ pub fn finish_dump(container: &str, root: bool, name: &str) -> Cmd {
 /// The dump `name` put back: every object it holds dropped and recreated, in one transaction
 /// (a failure changes nothing; the app's queries wait for it, none fails).
 pub fn restore(container: &str, root: bool, name: &str) -> Cmd {
-    exec(container, root).args([
+    exec(container, root.then_some("root")).args([
         "pg_restore",
         "--username",
         USER,
@@ -166,16 +158,13 @@ pub fn wait_ready(remote: &Remote, container: &str, limit: Duration) -> Result<b
     Ok(true)
 }
 
-/// A dump `name` taken in `container`: written as its [`partial`], given to the directory's
-/// owner where root wrote it (Compose), then renamed, so a dump cut short is never listed.
-pub fn dump_commands(container: &str, root: bool, name: &str) -> Vec<Cmd> {
-    let partial = partial(name);
-    let mut cmds = vec![dump(container, root, &partial)];
-    if root {
-        cmds.push(own_dump(container, &partial));
-    }
-    cmds.push(finish_dump(container, root, name));
-    cmds
+/// A dump `name` taken in a swarm's `container`: written as its [`partial`], then renamed, so a
+/// dump cut short is never listed.
+pub fn dump_commands(container: &str, name: &str) -> [Cmd; 2] {
+    [
+        dump(container, None, &partial(name)),
+        finish_dump(container, name),
+    ]
 }
 
 /// Makes the password file `path` (absolute) when it is missing or empty: a fresh random value,
@@ -274,7 +263,7 @@ mod tests {
     #[test]
     fn dumps_and_restores_run_in_the_db_container() {
         assert_eq!(
-            dump("c1", false, "db-1-a.dump").argv(),
+            dump("c1", None, "db-1-a.dump").argv(),
             [
                 "docker",
                 "exec",
@@ -290,53 +279,22 @@ mod tests {
                 "/var/lib/postgresql/backups/db-1-a.dump"
             ]
         );
-        // Compose: root writes into the target's backups/, then gives the file to its owner.
-        let d = dump("c1", true, "db-1-a.dump").argv().join(" ");
-        assert!(d.starts_with("docker exec --user root c1 pg_dump "), "{d}");
+        // Compose: written as the owner of the target's backups/.
+        let d = dump("c1", Some("1000:1000"), "db-1-a.dump")
+            .argv()
+            .join(" ");
+        assert!(
+            d.starts_with("docker exec --user 1000:1000 c1 pg_dump "),
+            "{d}"
+        );
         assert!(!is_dump_name(&partial("db-1-a.dump")));
+        // Swarm: dump, then rename, both in the container.
         assert_eq!(
-            finish_dump("c1", false, "db-1-a.dump").argv(),
-            [
-                "docker",
-                "exec",
-                "c1",
-                "mv",
-                "/var/lib/postgresql/backups/db-1-a.dump.partial",
-                "/var/lib/postgresql/backups/db-1-a.dump"
-            ]
-        );
-        assert_eq!(
-            own_dump("c1", "db-1-a.dump").argv(),
-            [
-                "docker",
-                "exec",
-                "--user",
-                "root",
-                "c1",
-                "chown",
-                "--reference=/var/lib/postgresql/backups",
-                "/var/lib/postgresql/backups/db-1-a.dump"
-            ]
-        );
-        // Swarm: dump, rename; Compose (root): dump, owner, rename.
-        let steps = |root| -> Vec<String> {
-            dump_commands("c1", root, "db-1-a.dump")
-                .iter()
-                .map(|c| c.argv()[c.argv().len() - 3..].join(" "))
-                .collect()
-        };
-        assert_eq!(
-            steps(false),
+            dump_commands("c1", "db-1-a.dump").map(|c| c.argv()[c.argv().len() - 3..].join(" ")),
             [
                 "custom --file /var/lib/postgresql/backups/db-1-a.dump.partial",
                 "mv /var/lib/postgresql/backups/db-1-a.dump.partial /var/lib/postgresql/backups/db-1-a.dump"
             ]
-        );
-        assert_eq!(steps(true).len(), 3);
-        assert!(
-            steps(true)[1].starts_with("chown --reference="),
-            "{:?}",
-            steps(true)
         );
         let r = restore("c1", false, "db-1-a.dump").argv().join(" ");
         assert!(

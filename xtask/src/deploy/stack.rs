@@ -476,6 +476,17 @@ impl<'a> Stack<'a> {
         }
     }
 
+    /// Whether the engine's health check of a running container last passed.
+    fn healthy(&self, id: &str) -> Result<bool> {
+        let line = self.query(Cmd::new("docker").args([
+            "inspect",
+            "--format",
+            crate::api_shortcut::STATE_FORMAT,
+            id,
+        ]))?;
+        Ok(line.starts_with("running healthy "))
+    }
+
     /// One look at a starting container: its state, then (unless that already tells a failure)
     /// its own check.
     fn look(&self, id: &str) -> Result<Look> {
@@ -518,7 +529,9 @@ impl<'a> Stack<'a> {
     pub fn ensure_db(&self, text: &str) -> Result<String> {
         let dry_run = self.remote().dry_run();
         if let (Some(id), false) = (self.deployment.db_container()?, dry_run) {
-            if self.remote().succeeds(db::ready(&id))? {
+            // Its image's check (pg_isready) passed within its interval, as a running standby's
+            // (see `look`): not asked again.
+            if self.healthy(&id)? || self.remote().succeeds(db::ready(&id))? {
                 return Ok(id);
             }
         }
@@ -582,7 +595,28 @@ impl<'a> Stack<'a> {
         // The new live.conf and the end of any canary split are independent files: side by
         // side, then one reload for both.
         std::thread::scope(|scope| {
-            let cleared = scope.spawn(|| run(clear));
+            let cleared = scope.spawn(|| {
+                // Usually there is no canary: where the engine's API answers, looking for its
+                // files reads them without a process, less than the `rm` exec that would compete
+                // with the write and the rename (over ssh, one `rm` is the fewer round trips).
+                let looks = canary::FILES.map(|file| canary::file_probe(edge, file));
+                if !looks
+                    .iter()
+                    .all(|look| crate::api_shortcut::applies(&self.remote().cmd(look.clone())))
+                {
+                    return run(clear);
+                }
+                let mut present = Vec::new();
+                for (file, look) in canary::FILES.iter().zip(looks) {
+                    if self.remote().succeeds(look)? {
+                        present.push(*file);
+                    }
+                }
+                if present.is_empty() {
+                    return Ok(());
+                }
+                run(canary::clear_files_command(edge, &present))
+            });
             let written = run(write).and_then(|()| run(rename));
             joined(cleared).and(written)
         })?;

@@ -195,7 +195,7 @@ impl Swarm {
     /// A dump of the database labelled `label`; the newest `keep` kept. Its name.
     pub fn backup_db(&self, db: &Db, label: &str, keep: usize) -> Result<String> {
         let name = new_dump_name(&self.dumps(db)?, label);
-        for cmd in db::dump_commands(&db.container, false, &name) {
+        for cmd in db::dump_commands(&db.container, &name) {
             db.remote
                 .run(cmd)
                 .context("dumping the database failed; nothing was changed")?;

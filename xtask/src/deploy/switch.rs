@@ -308,8 +308,10 @@ fn prepare_data(
             // The database first (a first deploy's, or one stopped): the dump and the release
             // command need it, and it never waits for a release.
             stack.ensure_shared()?;
-            stack.ensure_db(text)?;
-            back_up(d, backup_label, spec.keep_backups)
+            let db = stack.ensure_db(text)?;
+            let name = d.backup_in(&db, backup_label, spec.keep_backups)?;
+            say_backup(d, Some(name));
+            Ok(())
         })?;
     }
     // After the backup (a migration that went wrong can be undone from it), before anything
@@ -336,13 +338,17 @@ fn prepare_data(
 
 /// Backs up the database before a release changes it, saying where to.
 fn back_up(d: &Deployment, label: &str, keep: usize) -> Result<()> {
-    match d.backup(label, keep)? {
+    say_backup(d, d.backup(label, keep)?);
+    Ok(())
+}
+
+fn say_backup(d: &Deployment, name: Option<String>) {
+    match name {
         Some(name) => d
             .remote
             .say(format!("  {}/{name}", crate::deploy::backups::BACKUPS)),
         None => d.remote.say("  no database runs: nothing to back up"),
     }
-    Ok(())
 }
 
 impl Prepared {
