@@ -299,18 +299,23 @@ impl<'a> Stack<'a> {
     /// Starts some services of a color (none: all of [`RELEASE_SERVICES`]) and waits until
     /// every one is ready.
     pub fn start_services(&self, color: Color, services: &[&str], limit: Duration) -> Result<()> {
-        let project = self.project(color);
+        self.up(color, services)?;
+        self.ready(color, services, limit)
+    }
+
+    /// Starts (or recreates, if their image or configuration changed) some services of a color
+    /// (none: all of [`RELEASE_SERVICES`]), without waiting until they are ready.
+    pub fn up(&self, color: Color, services: &[&str]) -> Result<()> {
         let named = if services.is_empty() {
             &RELEASE_SERVICES[..]
         } else {
             services
         };
         self.run(
-            self.compose(&project)
+            self.compose(&self.project(color))
                 .args(["up", "--detach", "--remove-orphans"])
                 .args(named.iter().copied()),
-        )?;
-        self.ready(color, services, limit)
+        )
     }
 
     /// Starts a color's worker once its php and nginx serve (a standby serving again, a release

@@ -5,12 +5,14 @@
 //!   check      ssh, directory, compose.yaml, free disk space             [1/8]
 //!   lock       the deploy lock                                            [2/8]
 //!   prepare    read compose.yaml, set the tag, pull what is missing,      [3/8]
-//!              back up the data volume (rolling: beside it, add the       [4/8]
-//!              release's hashed assets to the shared volume),
+//!              back up the database (rolling beside a live release: beside [4/8]
+//!              it and the release command, add the release's hashed assets
+//!              to the shared volume, write compose.yaml and start the next
+//!              color's php and nginx, which serve nobody yet),
 //!              run the release command -> [`Prepared`]                    [5/8]
-//!   switch     write compose.yaml, start the next color's php and nginx   [6/8]
-//!              (recreate: bridge assets first), gate on health, ensure the
-//!              edge, switch it, then start and gate the worker;
+//!   switch     (else: write compose.yaml, start the next color's php and  [6/8]
+//!              nginx; recreate: bridge assets first), gate on health, ensure
+//!              the edge, switch it, then start and gate the worker;
 //!              then verify /health through the edge                       [7/8]
 //!   finish     drain, stop the old color (kept for a rollback), record `ok` [8/8]
 //!   revert     edge back, next color removed, compose.yaml restored: every command a cleanup,
@@ -144,9 +146,11 @@ pub struct Prepared {
 }
 
 /// Reads compose.yaml, sets the tag, pulls what the host lacks, backs up the data, runs the
-/// release command ([3/8] to [5/8]). A failure leaves the live release as it was: nothing of
-/// the new one runs yet (the release command's container is gone; a rolling deploy's hashed
-/// assets may be in the shared volume, under names nothing serving asks for).
+/// release command ([3/8] to [5/8]); a rolling deploy beside a live release also starts the
+/// next color's php and nginx. A failure leaves the live release serving as it was: what was
+/// started of the new one is removed and compose.yaml put back before it returns (the release
+/// command's container is gone; a rolling deploy's hashed assets may be in the shared volume,
+/// under names nothing serving asks for).
 pub fn prepare(d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<Prepared> {
     let (target, tag) = (d.target(), &spec.tag);
     let stack = Stack::new(d);
@@ -207,11 +211,12 @@ pub fn prepare(d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<Prepare
         d.pull_missing(&wanted)
     })?;
     let backup_label = from.clone().unwrap_or_else(|| "initial".into());
-    // A standby of another release in the color this one starts in: `up` would stop its php
-    // and nginx before replacing them; stopped now, beside the backup and the release command,
-    // that is off the switch's path. (Should this deploy stop before its switch, the standby
-    // stays, stopped: a rollback starts it again.)
-    let replaced_standby = !fast
+    // Recreate: a standby of another release in the color this one starts in: `up` would stop
+    // its php and nginx before replacing them; stopped now, beside the backup and the release
+    // command, that is off the switch's path. (Should this deploy stop before its switch, the
+    // standby stays, stopped: a rollback starts it again.) A rolling deploy replaces it in
+    // `prepare` (below).
+    let replaced_standby = spec.strategy == Strategy::Recreate
         && !d.remote.dry_run()
         && live.is_some()
         && matches!(
@@ -225,21 +230,53 @@ pub fn prepare(d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<Prepare
     // [6/8]) nor in a dry run; a fast rollback looks whether they are still there in [6/8].
     let bridge_early =
         spec.strategy == Strategy::Rolling && !fast && !d.remote.dry_run() && live.is_some();
-    std::thread::scope(|scope| {
+    // A rolling deploy beside a live release starts the next color's php and nginx beside the
+    // backup and the release command too: they take no request before the gate and the switch
+    // of [6/8], and the worker (which works on the data) starts after the switch. They replace
+    // a standby of another release in that color, so a deploy that fails from here on leaves
+    // no standby (the previous release is then started again by a rollback, not switched to).
+    let start_early = spec.strategy == Strategy::Rolling && !fast && live.is_some();
+    let plan = Switch {
+        strategy: spec.strategy,
+        canary: spec.canary,
+        live,
+        next,
+        nginx,
+        new_text,
+        tls: spec.tls.clone(),
+        fast,
+        assets_bridged: bridge_early,
+        started_early: start_early,
+    };
+    let progress = Progress {
+        wrote_compose: start_early,
+        started_next: start_early,
+        ..Progress::default()
+    };
+    let start = || plan.start_early(&stack, d);
+    let prepared = std::thread::scope(|scope| {
+        let dry_run = d.remote.dry_run();
+        let starting = (start_early && !dry_run).then(|| scope.spawn(start));
         let stopping =
             replaced_standby.then(|| scope.spawn(|| stack.stop_services(next, &["php", "nginx"])));
-        let bridging = bridge_early.then(|| scope.spawn(|| stack.bridge_assets(&nginx)));
-        let prepared = prepare_data(
-            d,
-            spec,
-            steps,
-            &stack,
-            fast,
-            next,
-            &php,
-            &backup_label,
-            &new_text,
-        );
+        let bridging = bridge_early.then(|| scope.spawn(|| stack.bridge_assets(&plan.nginx)));
+        let started_inline = match start_early && dry_run {
+            true => start(),
+            false => Ok(()),
+        };
+        let prepared = started_inline.and_then(|()| {
+            prepare_data(
+                d,
+                spec,
+                steps,
+                &stack,
+                fast,
+                next,
+                &php,
+                &backup_label,
+                &plan.new_text,
+            )
+        });
         let bridged = match bridging.map(|b| b.join()) {
             Some(Ok(result)) => result,
             Some(Err(_)) => Err(anyhow::anyhow!("internal: the asset copy panicked")),
@@ -256,27 +293,40 @@ pub fn prepare(d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<Prepare
                 format!("{err:#}").replace('\n', " ")
             ));
         }
-        prepared.and_then(|()| {
-            bridged.context("copying the release's hashed assets to the shared volume")
-        })
-    })?;
+        let started = match starting.map(|s| s.join()) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(anyhow::anyhow!("internal: the start panicked")),
+            None => Ok(()),
+        };
+        prepared
+            .and_then(|()| {
+                bridged.context("copying the release's hashed assets to the shared volume")
+            })
+            .and_then(|()| {
+                started.with_context(|| {
+                    format!("starting {tag}'s php and nginx in {}", stack.project(next))
+                })
+            })
+    });
+    if let Err(err) = prepared {
+        if start_early {
+            // What started beside the data steps goes, compose.yaml back, as after a failed
+            // switch (cleanup commands: also after Ctrl-C).
+            if let Err(undo) = plan.undo(d, &old_text, &progress) {
+                return Err(err.context(format!(
+                    "AND removing what was started of {tag} failed ({undo:#}); check with `cargo xtask status`"
+                )));
+            }
+        }
+        return Err(err);
+    }
     Ok(Prepared {
-        plan: Switch {
-            strategy: spec.strategy,
-            canary: spec.canary,
-            live,
-            next,
-            nginx,
-            new_text,
-            tls: spec.tls.clone(),
-            fast,
-            assets_bridged: bridge_early,
-        },
+        plan,
         old_text,
         php,
         backup_after: fast.then_some(backup_label),
         from,
-        progress: Progress::default(),
+        progress,
         promoted: false,
     })
 }
@@ -610,6 +660,8 @@ struct Switch {
     fast: bool,
     /// The release's hashed assets were added to the shared volume in `prepare`.
     assets_bridged: bool,
+    /// compose.yaml was written and php and nginx started in `prepare`.
+    started_early: bool,
 }
 
 impl Switch {
@@ -674,20 +726,32 @@ impl Switch {
         Ok(())
     }
 
+    /// Writes compose.yaml and starts the next color's php and nginx without waiting for them
+    /// (`prepare`, beside the backup and the release command; [`Switch::start`] gates them).
+    fn start_early(&self, stack: &Stack, d: &Deployment) -> Result<()> {
+        d.write_atomically("compose.yaml", self.new_text.as_bytes())?;
+        stack.up(self.next, SERVING)
+    }
+
     /// Writes compose.yaml, starts the next color (a standby of the same release is only started
     /// again) and makes sure the edge runs; returns the edge's container id.
     fn start(&self, stack: &Stack, d: &Deployment, progress: &mut Progress) -> Result<String> {
-        progress.wrote_compose = true;
-        d.write_atomically("compose.yaml", self.new_text.as_bytes())?;
-        progress.started_next = true;
-        if self.fast {
-            // They run (`prepare` saw them): no `up`, which would find nothing to do in
-            // 0.2-0.3 s; the gate still checks them.
+        if self.started_early {
+            // Written and started in `prepare`: the gate only.
             stack.ready(self.next, SERVING, HEALTH_LIMIT)?;
         } else {
-            // The worker after the switch (see `run`): `up` of two containers is ~0.3 s
-            // shorter than of three.
-            stack.start_services(self.next, SERVING, HEALTH_LIMIT)?;
+            progress.wrote_compose = true;
+            d.write_atomically("compose.yaml", self.new_text.as_bytes())?;
+            progress.started_next = true;
+            if self.fast {
+                // They run (`prepare` saw them): no `up`, which would find nothing to do in
+                // 0.2-0.3 s; the gate still checks them.
+                stack.ready(self.next, SERVING, HEALTH_LIMIT)?;
+            } else {
+                // The worker after the switch (see `run`): `up` of two containers is ~0.3 s
+                // shorter than of three.
+                stack.start_services(self.next, SERVING, HEALTH_LIMIT)?;
+            }
         }
         let edge = stack.ensure_edge(HEALTH_LIMIT)?;
         // The certificate first: the new release is never served over a missing or stale one.
