@@ -7,14 +7,16 @@
 //!   SQLite file a release before PostgreSQL left in the data volume (a table of before
 //!   migrations, with a row): the row is served.
 //! - Two deploys of a release with a new migration started at the same time: both succeed (the
-//!   second waits for the lock), the migration is applied exactly once (one `schema_version`
-//!   row, one "applying" line in the two outputs), no request fails.
+//!   second waits for the lock; each runs the command in the php it started), the migration is
+//!   applied exactly once (one `schema_version` row, one "applying" line in the two outputs),
+//!   no request fails.
 //! - A release whose migration fails: the deploy exits non-zero at the release command, before
 //!   any switch, naming the command and its exit status; no request fails; the old release
 //!   keeps serving and the schema is as it was (the failed run's first statement rolled back);
 //!   no container of the command or of the release is left; the history says it never
 //!   switched.
-//! - `--dry-run` shows the command.
+//! - `--dry-run` shows the command (beside a live release: a `docker exec` in the release's
+//!   php, which a rolling deploy starts beside the backup).
 
 mod common;
 
@@ -163,12 +165,16 @@ fn migrations_run_once_before_the_switch_and_a_failing_one_stops_the_deploy() {
     );
 
     eprintln!("first deploy done after {:?}", started.elapsed());
-    // --dry-run shows the command and runs nothing.
+    // --dry-run shows the command and runs nothing: beside a live release, in the new
+    // release's php (started beside the backup), with the database's variables.
     let out = deploy(&["--dry-run", "deploy", "--tag", "1.0.0-b"]);
     assert!(out.status.success());
     let plan = String::from_utf8_lossy(&out.stdout);
     assert!(
-        plan.contains(&format!("docker run --rm --name {stack}-release-"))
+        plan.contains("docker exec ")
+            && plan.contains("--env DB_PASSWORD_FILE=/run/secrets/db_password")
+            && plan.contains(&format!("<php of {stack}-"))
+            && plan.contains("<org.kiora.release-command>")
             && plan.contains("crm-gdb_php:1.0.0-b"),
         "{plan}"
     );

@@ -182,7 +182,7 @@ impl LocalStack {
             data: Some(&data),
         };
         let tag = php.rsplit_once(':').map_or("the release", |(_, tag)| tag);
-        release_command::run_on(&remote, &stack, &php, tag)
+        release_command::run_on(&remote, &stack, &php, tag, None)
     }
 
     /// Stops and removes the containers; with `data`, also the volumes and the network.

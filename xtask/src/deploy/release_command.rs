@@ -8,9 +8,11 @@
 //!
 //! (exec form: a JSON array of strings, each one argument; no shell). A deploy reads the label
 //! on the target once the image is pulled, runs it in a throwaway container (`docker run --rm`,
-//! the builder of `exec --new`) after the backup and before anything switches, under the deploy
-//! lock (two deploys at once cannot run it twice), and stops there when it fails: the live
-//! release never stopped serving. An image without the label has no release command.
+//! the builder of `exec --new`), or with `docker exec` in the release's php when a rolling
+//! deploy has already started it (idle: nothing switches to it before the command succeeded),
+//! after the backup and before anything switches, under the deploy lock (two deploys at once
+//! cannot run it twice), and stops there when it fails: the live release never stopped
+//! serving. An image without the label has no release command.
 //!
 //! The data is the stack's database server (see `db.rs`): the container joins the database's
 //! network with the variables php gets. On a Compose target it gets the target's `.env` and
@@ -141,10 +143,35 @@ fn container_for(
     server_container(&stack.db, stack.name, image, env_file, stack.data, command)
 }
 
-/// Runs the release command of `image` (release `tag`) on the target, if it declares one. The
+/// `docker exec` of a release command in a running php container of the release (a rolling
+/// deploy starts them beside its backup): what a throwaway container would get on a Compose
+/// target (the `.env`, the database's variables; the network, the data volume and the password
+/// file are the container's own, as php has them), without a container to start.
+pub fn in_container(
+    container: &str,
+    env_file: Option<&str>,
+    env: &[(&str, &str)],
+    command: &ReleaseCommand,
+) -> Cmd {
+    let mut cmd = Cmd::new("docker").arg("exec");
+    if let Some(env_file) = env_file {
+        cmd = cmd.args(["--env-file", env_file]);
+    }
+    cmd.args(crate::deploy::db::env_args(env))
+        .arg("--env")
+        .arg(format!(
+            "DB_PASSWORD_FILE={}",
+            crate::deploy::db::PASSWORD_PATH
+        ))
+        .arg(container)
+        .args(command.0.iter().cloned())
+}
+
+/// Runs the release command of `image` (release `tag`) on the target, if it declares one: in
+/// the php container `inside` when the release already runs there, else in a throwaway one. The
 /// image must be on the target. Output is shown line by line as it comes; a failure is one line
-/// naming the command and its exit status, and leaves no container behind.
-pub fn run(d: &Deployment, image: &str, tag: &str) -> Result<()> {
+/// naming the command and its exit status, and leaves no container of its own behind.
+pub fn run(d: &Deployment, image: &str, tag: &str, inside: Option<&str>) -> Result<()> {
     let password = d.target().path(crate::deploy::db::PASSWORD_FILE);
     let network = crate::deploy::db::network(&d.stack);
     let data = d.data_volume();
@@ -158,7 +185,7 @@ pub fn run(d: &Deployment, image: &str, tag: &str) -> Result<()> {
         env_file: Some(&d.target().path(".env")),
         data: Some(&data),
     };
-    run_on(&d.remote, &stack, image, tag)
+    run_on(&d.remote, &stack, image, tag, inside)
 }
 
 /// Where a release command runs: the stack's name, its database and the `.env` it gets when
@@ -189,7 +216,17 @@ pub enum Password<'a> {
 }
 
 /// [`run`] for any stack on `remote`'s target (`up` and `test-image`: a local one).
-pub fn run_on(remote: &Remote, stack: &Stack, image: &str, tag: &str) -> Result<()> {
+pub fn run_on(
+    remote: &Remote,
+    stack: &Stack,
+    image: &str,
+    tag: &str,
+    inside: Option<&str>,
+) -> Result<()> {
+    let command_for = |env_file: Option<&str>, command: &ReleaseCommand| match inside {
+        Some(container) => in_container(container, env_file, stack.db.env, command),
+        None => container_for(stack, image, env_file, command),
+    };
     let label = match remote.query(label_query(image)) {
         Ok(label) => label,
         // A dry run did not pull the image: say what would run.
@@ -198,7 +235,7 @@ pub fn run_on(remote: &Remote, stack: &Stack, image: &str, tag: &str) -> Result<
                 "  the command of the label {LABEL} of {image}, once pulled, as:"
             ));
             let placeholder = ReleaseCommand(vec![format!("<{LABEL}>")]);
-            remote.streamed(container_for(stack, image, None, &placeholder), "")?;
+            remote.streamed(command_for(None, &placeholder), "")?;
             return Ok(());
         }
         Err(err) => return Err(err.context(format!("reading the release command of {image}"))),
@@ -214,10 +251,11 @@ pub fn run_on(remote: &Remote, stack: &Stack, image: &str, tag: &str) -> Result<
         None => None,
     };
     remote.say(format!("  {}", command.show()));
-    let cmd = container_for(stack, image, env_file, &command);
+    let cmd = command_for(env_file, &command);
     let status = remote.streamed(cmd, PREFIX);
-    if !matches!(status, Ok(0)) {
+    if !matches!(status, Ok(0)) && inside.is_none() {
         // Interrupted, or the client lost: the container must not run on (nor stay) unseen.
+        // (In the release's php, the deploy's undo removes the container it runs in.)
         let _ =
             remote.cleanup(Cmd::new("docker").args(["rm", "--force", &container_name(stack.name)]));
     }
@@ -352,6 +390,33 @@ mod tests {
             ]
         );
         assert!(cmd.stdin.is_none());
+        // In the release's running php: the same variables, nothing to mount or join.
+        assert_eq!(
+            in_container(
+                "c1",
+                Some("/srv/crm/.env"),
+                &crate::deploy::db::CLIENT_ENV,
+                &command
+            )
+            .argv(),
+            [
+                "docker",
+                "exec",
+                "--env-file",
+                "/srv/crm/.env",
+                "--env",
+                "DB_HOST=db",
+                "--env",
+                "DB_NAME=crm",
+                "--env",
+                "DB_USER=crm",
+                "--env",
+                "DB_PASSWORD_FILE=/run/secrets/db_password",
+                "c1",
+                "php",
+                "bin/migrate.php"
+            ]
+        );
         assert_eq!(
             label_query("r/x:1").argv(),
             [

@@ -481,6 +481,31 @@ impl<'a> Stack<'a> {
         }
     }
 
+    /// The id of a color's running php container (a dry run: a placeholder), for a command run
+    /// in it.
+    pub fn running_php(&self, color: Color) -> Result<String> {
+        let project = self.project(color);
+        if self.remote().dry_run() {
+            return Ok(format!("<php of {project}>"));
+        }
+        let id = self
+            .containers(&project, Some("php"))?
+            .into_iter()
+            .next()
+            .with_context(|| format!("{project} has no php container"))?;
+        let state = self.query(Cmd::new("docker").args([
+            "inspect",
+            "--format",
+            crate::api_shortcut::STATE_FORMAT,
+            &id,
+        ]))?;
+        if !state.starts_with("running ") {
+            let status = state.split(' ').next().unwrap_or("?");
+            bail!("the new release's php in {project} is not running ({status}); `docker logs {id}` on the target says why");
+        }
+        Ok(id)
+    }
+
     /// Whether the engine's health check of a running container last passed.
     fn healthy(&self, id: &str) -> Result<bool> {
         let line = self.query(Cmd::new("docker").args([

@@ -684,7 +684,7 @@ impl Swarm {
             env_file: None,
             data: None,
         };
-        release_command::run_on(&self.manager, &stack, &image, tag)
+        release_command::run_on(&self.manager, &stack, &image, tag, None)
     }
 
     /// Puts `tag` on the swarm. When swarm rolls a service back, the whole stack goes back to

@@ -9,7 +9,8 @@
 //!              it and the release command, add the release's hashed assets
 //!              to the shared volume, write compose.yaml and start the next
 //!              color's php and nginx, which serve nobody yet),
-//!              run the release command -> [`Prepared`]                    [5/8]
+//!              run the release command (in that php once it runs, else  [5/8]
+//!              in a throwaway container) -> [`Prepared`]
 //!   switch     (else: write compose.yaml, start the next color's php and  [6/8]
 //!              nginx; recreate: bridge assets first), gate on health, ensure
 //!              the edge, switch it, then start and gate the worker;
@@ -264,19 +265,15 @@ pub fn prepare(d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<Prepare
             true => start(),
             false => Ok(()),
         };
-        let prepared = started_inline.and_then(|()| {
-            prepare_data(
-                d,
-                spec,
-                steps,
-                &stack,
-                fast,
-                next,
-                &php,
-                &backup_label,
-                &plan.new_text,
-            )
-        });
+        let prepared = started_inline
+            .and_then(|()| {
+                back_up_step(d, spec, steps, &stack, fast, &backup_label, &plan.new_text)
+            })
+            .and_then(|()| match start_early {
+                // Once php runs, in it (below).
+                true => Ok(()),
+                false => release_step(d, spec, steps, &stack, fast, next, &php, None),
+            });
         let bridged = match bridging.map(|b| b.join()) {
             Some(Ok(result)) => result,
             Some(Err(_)) => Err(anyhow::anyhow!("internal: the asset copy panicked")),
@@ -308,6 +305,24 @@ pub fn prepare(d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<Prepare
                 })
             })
     });
+    // In the release's php, started beside the backup: no container of its own to start (each
+    // start slows the others on the engine).
+    let prepared = match start_early {
+        true => prepared.and_then(|()| {
+            let php_container = stack.running_php(next)?;
+            release_step(
+                d,
+                spec,
+                steps,
+                &stack,
+                fast,
+                next,
+                &php,
+                Some(&php_container),
+            )
+        }),
+        false => prepared,
+    };
     if let Err(err) = prepared {
         if start_early {
             // What started beside the data steps goes, compose.yaml back, as after a failed
@@ -331,21 +346,17 @@ pub fn prepare(d: &Deployment, spec: &Spec, steps: &mut Steps) -> Result<Prepare
     })
 }
 
-/// The backup and the release command of [`prepare`] ([4/8], [5/8]); a rollback to the
-/// running standby (`fast`) leaves the first for the drain and skips the second.
-#[allow(clippy::too_many_arguments)]
-fn prepare_data(
+/// The backup of [`prepare`] ([4/8]); a rollback to the running standby (`fast`) leaves it
+/// for the drain.
+fn back_up_step(
     d: &Deployment,
     spec: &Spec,
     steps: &mut Steps,
     stack: &Stack,
     fast: bool,
-    next: Color,
-    php: &str,
     backup_label: &str,
     text: &str,
 ) -> Result<()> {
-    let tag = &spec.tag;
     if fast {
         // Nothing runs before the switch that the backup would protect against: it is taken
         // during the drain, still under the lock.
@@ -353,17 +364,33 @@ fn prepare_data(
             "Backing up the database",
             "during the drain: the standby serves first",
         );
-    } else {
-        steps.step("Backing up the database", || {
-            // The database first (a first deploy's, or one stopped): the dump and the release
-            // command need it, and it never waits for a release.
-            stack.ensure_shared()?;
-            let db = stack.ensure_db(text)?;
-            let name = d.backup_in(&db, backup_label, spec.keep_backups)?;
-            say_backup(d, Some(name));
-            Ok(())
-        })?;
+        return Ok(());
     }
+    steps.step("Backing up the database", || {
+        // The database first (a first deploy's, or one stopped): the dump and the release
+        // command need it, and it never waits for a release.
+        stack.ensure_shared()?;
+        let db = stack.ensure_db(text)?;
+        let name = d.backup_in(&db, backup_label, spec.keep_backups)?;
+        say_backup(d, Some(name));
+        Ok(())
+    })
+}
+
+/// The release command of [`prepare`] ([5/8]), in the running php container `inside` or in a
+/// throwaway one; a rollback to the running standby (`fast`) skips it.
+#[allow(clippy::too_many_arguments)]
+fn release_step(
+    d: &Deployment,
+    spec: &Spec,
+    steps: &mut Steps,
+    stack: &Stack,
+    fast: bool,
+    next: Color,
+    php: &str,
+    inside: Option<&str>,
+) -> Result<()> {
+    let tag = &spec.tag;
     // After the backup (a migration that went wrong can be undone from it), before anything
     // switches, under the lock (two deploys at once cannot both run it).
     let title = "Running the release command";
@@ -379,7 +406,9 @@ fn prepare_data(
             ),
         );
     } else if spec.release_command {
-        steps.step(title, || crate::deploy::release_command::run(d, php, tag))?;
+        steps.step(title, || {
+            crate::deploy::release_command::run(d, php, tag, inside)
+        })?;
     } else {
         steps.skip(title, "--skip-release-command");
     }
