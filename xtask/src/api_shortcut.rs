@@ -120,13 +120,9 @@ pub fn parse(cmd: &Cmd) -> Option<Shortcut> {
             })
         }
         ["image", "inspect", "--format", format, image] if plain(image) => {
-            let label = format
-                .strip_prefix("{{index .Config.Labels \"")?
-                .strip_suffix("\"}}")?;
-            let simple = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
-            (!label.is_empty() && label.chars().all(simple)).then(|| Shortcut::ImageLabel {
+            Some(Shortcut::ImageLabel {
                 image: image.to_string(),
-                label: label.to_string(),
+                label: indexed_key(format, ".Config.Labels")?,
             })
         }
         ["volume", "inspect", "--format", "{{.Name}}", names @ ..]
@@ -137,13 +133,9 @@ pub fn parse(cmd: &Cmd) -> Option<Shortcut> {
             })
         }
         ["network", "inspect", "--format", format, name] if plain(name) => {
-            let option = format
-                .strip_prefix("{{index .Options \"")?
-                .strip_suffix("\"}}")?;
-            let simple = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
-            (!option.is_empty() && option.chars().all(simple)).then(|| Shortcut::NetworkOption {
+            Some(Shortcut::NetworkOption {
                 name: name.to_string(),
-                option: option.to_string(),
+                option: indexed_key(format, ".Options")?,
             })
         }
         ["ps", "--quiet", filters @ .., "--filter", "status=running"] if !filters.is_empty() => {
@@ -170,6 +162,15 @@ pub fn parse(cmd: &Cmd) -> Option<Shortcut> {
         }),
         _ => None,
     }
+}
+
+/// `KEY` of the format `{{index MAP "KEY"}}`, a key of plain characters.
+fn indexed_key(format: &str, map: &str) -> Option<String> {
+    let key = format
+        .strip_prefix(&format!("{{{{index {map} \""))?
+        .strip_suffix("\"}}")?;
+    let simple = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+    (!key.is_empty() && key.chars().all(simple)).then(|| key.to_string())
 }
 
 /// Whether `cmd` will be answered by the API (for `-v`).

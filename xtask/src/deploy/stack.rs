@@ -493,12 +493,7 @@ impl<'a> Stack<'a> {
             .into_iter()
             .next()
             .with_context(|| format!("{project} has no php container"))?;
-        let state = self.query(Cmd::new("docker").args([
-            "inspect",
-            "--format",
-            crate::api_shortcut::STATE_FORMAT,
-            &id,
-        ]))?;
+        let state = self.state(&id)?;
         if !state.starts_with("running ") {
             let status = state.split(' ').next().unwrap_or("?");
             bail!("the new release's php in {project} is not running ({status}); `docker logs {id}` on the target says why");
@@ -506,26 +501,26 @@ impl<'a> Stack<'a> {
         Ok(id)
     }
 
-    /// Whether the engine's health check of a running container last passed.
-    fn healthy(&self, id: &str) -> Result<bool> {
-        let line = self.query(Cmd::new("docker").args([
+    /// A container's state line ([`crate::api_shortcut::STATE_FORMAT`]: status, health,
+    /// restarts, service, healthcheck).
+    fn state(&self, id: &str) -> Result<String> {
+        self.query(Cmd::new("docker").args([
             "inspect",
             "--format",
             crate::api_shortcut::STATE_FORMAT,
             id,
-        ]))?;
-        Ok(line.starts_with("running healthy "))
+        ]))
+    }
+
+    /// Whether the engine's health check of a running container last passed.
+    fn healthy(&self, id: &str) -> Result<bool> {
+        Ok(self.state(id)?.starts_with("running healthy "))
     }
 
     /// One look at a starting container: its state, then (unless that already tells a failure)
     /// its own check.
     fn look(&self, id: &str) -> Result<Look> {
-        let line = self.query(Cmd::new("docker").args([
-            "inspect",
-            "--format",
-            crate::api_shortcut::STATE_FORMAT,
-            id,
-        ]))?;
+        let line = self.state(id)?;
         let words: Vec<&str> = line.split(' ').collect();
         let (status, health, restarts, service) = (
             words[0],
