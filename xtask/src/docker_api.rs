@@ -216,13 +216,7 @@ impl Engine {
     /// The IDs of the containers (running or not) carrying every one of `labels` (`KEY=VALUE`),
     /// one-off ones (`compose run`) left out, as `docker compose ps --all --quiet` lists them.
     pub fn containers_labelled(&self, labels: &[String]) -> Result<Vec<String>> {
-        let wanted: Vec<String> = labels
-            .iter()
-            .map(|l| format!("\"{}\"", json_escape(l)))
-            .collect();
-        let filters = format!("{{\"label\":[{}]}}", wanted.join(","));
-        let path = format!("/containers/json?all=1&filters={}", escape(&filters, b""));
-        let json = self.get_json(&path)?.context("GET /containers/json: 404")?;
+        let json = self.containers_with(labels, false)?;
         Ok(json
             .items()
             .iter()
@@ -239,16 +233,7 @@ impl Engine {
     /// The IDs of the running containers carrying every one of `labels` (`KEY=VALUE`), as
     /// `docker ps --quiet --filter label=... --filter status=running` prints them (short).
     pub fn running_labelled(&self, labels: &[String]) -> Result<Vec<String>> {
-        let wanted: Vec<String> = labels
-            .iter()
-            .map(|l| format!("\"{}\"", json_escape(l)))
-            .collect();
-        let filters = format!(
-            "{{\"label\":[{}],\"status\":[\"running\"]}}",
-            wanted.join(",")
-        );
-        let path = format!("/containers/json?filters={}", escape(&filters, b""));
-        let json = self.get_json(&path)?.context("GET /containers/json: 404")?;
+        let json = self.containers_with(labels, true)?;
         Ok(json
             .items()
             .iter()
@@ -256,17 +241,27 @@ impl Engine {
             .collect())
     }
 
+    /// `GET /containers/json` of the containers carrying every one of `labels`: the running
+    /// ones, or all of them.
+    fn containers_with(&self, labels: &[String], running: bool) -> Result<Json> {
+        let status = if running {
+            ",\"status\":[\"running\"]"
+        } else {
+            ""
+        };
+        let filters = format!("{{\"label\":{}{status}}}", json_array(labels));
+        let all = if running { "" } else { "all=1&" };
+        let path = format!("/containers/json?{all}filters={}", escape(&filters, b""));
+        self.get_json(&path)?.context("GET /containers/json: 404")
+    }
+
     /// `docker exec ID ARGV...` without a terminal or stdin: its output and exit code, or `None`
     /// when the container does not exist. A container that is not running answers as the CLI
     /// does: exit code 1 and the engine's message on stderr.
     pub fn exec(&self, id: &str, argv: &[String]) -> Result<Option<ExecOutput>> {
-        let words: Vec<String> = argv
-            .iter()
-            .map(|a| format!("\"{}\"", json_escape(a)))
-            .collect();
         let body = format!(
-            "{{\"AttachStdout\":true,\"AttachStderr\":true,\"Cmd\":[{}]}}",
-            words.join(",")
+            "{{\"AttachStdout\":true,\"AttachStderr\":true,\"Cmd\":{}}}",
+            json_array(argv)
         );
         let created = self.call(
             &post(&format!("/containers/{}/exec", escape(id, b"")), body),
@@ -560,6 +555,15 @@ fn images_path(label: &str) -> String {
 }
 
 /// A string's JSON escaping (without the quotes).
+/// `["a","b"]`: a JSON array of strings.
+fn json_array(items: &[String]) -> String {
+    let quoted: Vec<String> = items
+        .iter()
+        .map(|item| format!("\"{}\"", json_escape(item)))
+        .collect();
+    format!("[{}]", quoted.join(","))
+}
+
 fn json_escape(text: &str) -> String {
     let mut out = String::new();
     for c in text.chars() {

@@ -6,8 +6,8 @@
 //! Bind-mounted rather than copied out of the container: a dump is written once, where it is
 //! kept, and is a plain file of the target (listed, pruned and copied elsewhere by its user).
 //! pg_dump runs in the container as the directory's owner (the deploying user), so the dump is
-//! theirs, and the finished file is renamed on the target itself. The worker's stats.json stays in the data volume,
-//! node-local and not backed up, as on a swarm.
+//! theirs, and the finished file is renamed on the target itself. The worker's stats.json stays
+//! in the data volume, node-local and not backed up, as on a swarm.
 
 use anyhow::{Context, Result};
 
