@@ -23,6 +23,9 @@ pub const MIN_FREE_DISK: u64 = 1 << 30;
 pub const CANARY_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 pub const CANARY_MIN_REQUESTS: u64 = 20;
 pub const CANARY_MARGIN_POINTS: f64 = 2.0;
+/// How long a shared ssh connection to a server (`ssh.rs`) stays open without a command: past
+/// the task's end only when the task was killed before it could close it.
+pub const SSH_SHARED_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 /// Compose project name of the stack `up` starts on this machine.
 pub const LOCAL_PROJECT: &str = "crm-gdb-local";
 

@@ -22,6 +22,7 @@ mod proptest_cases;
 mod reference;
 mod retry;
 mod secret;
+mod ssh;
 mod tasks;
 
 use std::process::ExitCode;
@@ -246,7 +247,7 @@ fn run(cli: Cli) -> Result<()> {
         runner: Runner::new(g.dry_run, verbosity),
         root: project::root()?,
     };
-    match cli.task {
+    let result = match cli.task {
         Task::Up(args) => up::run(&ctx, &args),
         Task::Down(args) => down::run(&ctx, &args),
         Task::DockerPublish(args) => docker_publish::run(&ctx, &args),
@@ -269,7 +270,9 @@ fn run(cli: Cli) -> Result<()> {
         Task::Doctor => doctor::run(&ctx),
         Task::Testbed(args) => tasks::testbed::run(&ctx, args),
         Task::Completions { shell } => completions::run(shell, &mut Cli::command()),
-    }
+    };
+    ssh::close_shared(&ctx.runner);
+    result
 }
 
 #[cfg(test)]

@@ -28,6 +28,8 @@ pub struct Target {
     pub dir: String,
     /// An ssh config file (`ssh -F`), e.g. for tests with their own keys and known_hosts.
     pub ssh_config: Option<PathBuf>,
+    /// `-o` options for one shared connection to the server (`ssh.rs`), or none.
+    pub sharing: Vec<String>,
 }
 
 impl Target {
@@ -37,7 +39,12 @@ impl Target {
             bail!("invalid --dir {dir:?}: the deploy directory must be an absolute path on the target (e.g. /srv/crm)");
         }
         let dir = dir.trim_end_matches('/').to_string();
+        let sharing = match ssh {
+            Some(_) => crate::ssh::sharing_options(),
+            None => Vec::new(),
+        };
         Ok(Target {
+            sharing,
             ssh,
             dir: if dir.is_empty() { "/".into() } else { dir },
             ssh_config,
@@ -88,6 +95,7 @@ impl Target {
             "-o",
             "ConnectTimeout=10",
         ]);
+        wrapped = wrapped.args(&self.sharing);
         if let Some(config) = &self.ssh_config {
             wrapped = wrapped.arg("-F").arg(config.display().to_string());
         }
@@ -244,12 +252,14 @@ mod tests {
 
     #[test]
     fn remote_commands_are_quoted_once() {
-        let target = Target::new(
+        let mut target = Target::new(
             Some("root@127.0.0.1:2222"),
             "/tmp/x; rm -rf /",
             Some("/t/ssh_config".into()),
         )
         .unwrap();
+        // Whatever this machine allows (ssh.rs), the options come before any config file.
+        target.sharing = vec!["-o".into(), "ControlPath=/run/s/1-%C".into()];
         let cmd = target.cmd(
             Cmd::new("docker")
                 .args(["pull", "r/crm-gdb_php:$(id)"])
@@ -266,6 +276,8 @@ mod tests {
                 "StrictHostKeyChecking=yes",
                 "-o",
                 "ConnectTimeout=10",
+                "-o",
+                "ControlPath=/run/s/1-%C",
                 "-F",
                 "/t/ssh_config",
                 "-p",
