@@ -1,7 +1,8 @@
 //! Host keys are checked on every ssh call, whatever the ssh config says: against a real sshd on
 //! loopback, configs with `StrictHostKeyChecking no` or `accept-new` (which let plain `ssh` in,
 //! the control) do not let `cargo xtask` connect to an unknown or a changed host key, and
-//! nothing gets written to their known_hosts files.
+//! nothing gets written to their known_hosts files. And a task's commands for a server share
+//! one connection, which is gone, with its socket, when the task ends.
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -99,4 +100,62 @@ fn a_lax_ssh_config_does_not_weaken_host_key_checks() {
         );
         assert_eq!(String::from_utf8_lossy(&control.stdout), "in\n");
     }
+}
+
+#[test]
+fn a_task_shares_one_connection_per_server_and_leaves_none() {
+    let test = "a_task_shares_one_connection_per_server_and_leaves_none";
+    if !sshd::available(test) {
+        return;
+    }
+    let server = Sshd::start();
+    let root = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // The sockets go to $XDG_RUNTIME_DIR/xtask-ssh: here, a directory of this test's own.
+    let runtime = tempfile::tempdir().unwrap();
+    let target = tempfile::tempdir().unwrap();
+    std::fs::write(target.path().join("compose.yaml"), "services: {}\n").unwrap();
+    let log = server.dir.path().join("sshd.log");
+    let logins = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("Accepted publickey")
+            .count()
+    };
+    let before = logins();
+    let out = xtask_env(
+        root.path(),
+        tmp.path(),
+        "127.0.0.1:5000/kiora",
+        &[("XDG_RUNTIME_DIR", runtime.path())],
+        &[
+            "-v",
+            "lock",
+            "status",
+            "--host",
+            &server.host_spec(),
+            "--ssh-config",
+            server.client_config().to_str().unwrap(),
+            "--dir",
+            target.path().to_str().unwrap(),
+        ],
+    );
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let commands = err.lines().filter(|l| l.starts_with("$ ssh -o")).count();
+    let connections = logins() - before;
+    assert!(
+        commands >= 2,
+        "the task ran {commands} commands on the server, too few to share: {err}"
+    );
+    assert_eq!(connections, 1, "{commands} commands: {err}");
+    let sockets = runtime.path().join("xtask-ssh");
+    assert_eq!(
+        std::fs::read_dir(&sockets).unwrap().count(),
+        0,
+        "a socket is left in {}",
+        sockets.display()
+    );
+    let left = faults::processes_mentioning(&runtime.path().display().to_string());
+    assert!(left.is_empty(), "still running: {left:?}");
 }
