@@ -80,6 +80,9 @@ impl Sshd {
                  UsePAM no\n\
                  PrintMotd no\n\
                  PidFile \"{pid}\"\n\
+                 # Not this host's ~/.bashrc before each command (bash run by sshd reads it,\n\
+                 # unless nested): as on a server, not a developer's shell set-up.\n\
+                 SetEnv SHLVL=1\n\
                  LogLevel VERBOSE\n\
                  Subsystem sftp internal-sftp\n",
                 keys = d.join("authorized_keys").display(),

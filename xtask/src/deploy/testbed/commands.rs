@@ -244,7 +244,11 @@ pub fn sshd_config(layout: &Layout, machine: &Machine) -> String {
          PrintMotd no\n\
          # start-stop-daemon keeps the pid file.\n\
          PidFile none\n\
-         SetEnv DOCKER_HOST={docker_host}\n\
+         # SHLVL: the machines share this host's home, and Debian's bash, started by sshd,\n\
+         # reads root's ~/.bashrc before each command (this host's ran `pyenv init`: 0.26 s a\n\
+         # command). A server's own is its business; a nested bash (SHLVL 1) skips this one.\n\
+         # One SetEnv line: sshd keeps only the first.\n\
+         SetEnv DOCKER_HOST={docker_host} SHLVL=1\n\
          Subsystem sftp internal-sftp\n\
          LogLevel VERBOSE\n",
         addr = machine.addr,
@@ -512,7 +516,7 @@ mod tests {
         let m = l.machine(2);
         let sshd = sshd_config(&l, &m);
         assert!(sshd.contains("ListenAddress 10.231.7.12:22\n"));
-        assert!(sshd.contains("SetEnv DOCKER_HOST=unix:///b/xtb/m2/docker.sock\n"));
+        assert!(sshd.contains("SetEnv DOCKER_HOST=unix:///b/xtb/m2/docker.sock SHLVL=1\n"));
         assert!(sshd.contains("PasswordAuthentication no\n"));
         assert!(sshd.contains("AuthorizedKeysFile /b/xtb/authorized_keys\n"));
         let client = ssh_config(&l);
