@@ -566,11 +566,7 @@ impl Prepared {
         steps.step("Draining the old release and recording", || {
             let removed = match self.plan.live {
                 Some(old) => {
-                    let drain = if d.remote.dry_run() {
-                        Duration::ZERO
-                    } else {
-                        DRAIN
-                    };
+                    let drain = drain_time(d);
                     // The backup a rollback to the standby left for now, beside the drain.
                     let backed_up = std::thread::scope(|scope| {
                         let backup = self
@@ -799,6 +795,10 @@ impl Switch {
         if progress.switched {
             if let Some(live) = live {
                 stack.switch(live)?;
+                // As after a switch forward: the edge's old workers still take requests for the
+                // new release until the reload is done, and finish them; then it goes (without
+                // this wait, a fleet's revert got one 502 in CI).
+                std::thread::sleep(drain_time(&d));
             }
         }
         // The edge is back on the live release (or never left it): from here on, one failed
@@ -819,6 +819,15 @@ impl Switch {
             _ => Ok(()),
         };
         removed.and(restored).and(restarted)
+    }
+}
+
+/// [`DRAIN`], or nothing in a dry run.
+fn drain_time(d: &Deployment) -> Duration {
+    if d.remote.dry_run() {
+        Duration::ZERO
+    } else {
+        DRAIN
     }
 }
 
