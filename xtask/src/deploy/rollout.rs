@@ -306,9 +306,10 @@ impl Held {
     /// The live release alone again, the canary removed (a cleanup: also after Ctrl-C).
     fn withdraw(&self) -> Result<()> {
         let undoing = self.d.undoing();
-        Stack::new(&undoing)
-            .switch(self.live)
-            .and_then(|()| crate::deploy::reconcile::run(&undoing))
+        Stack::new(&undoing).switch(self.live)?;
+        // The edge's old workers finish the canary's requests before it goes.
+        std::thread::sleep(crate::deploy::switch::drain_time(&undoing));
+        crate::deploy::reconcile::run(&undoing)
     }
 }
 
@@ -497,7 +498,7 @@ pub fn decide(runner: &Runner, fleet: &Fleet, decision: Decision) -> Result<()> 
             for h in &mut held {
                 let (d, live) = (&h.d, h.live);
                 let drained = h.steps.step("Draining the old release and recording", || {
-                    std::thread::sleep(if runner.dry_run { Duration::ZERO } else { Duration::from_secs(2) });
+                    std::thread::sleep(crate::deploy::switch::drain_time(d));
                     let removed = Stack::new(d).remove(live);
                     record_decision(d, &h.php, &h.tag, &id, &match &removed {
                         Ok(()) => "ok; canary promoted by hand".to_string(),

@@ -823,7 +823,7 @@ impl Switch {
 }
 
 /// [`DRAIN`], or nothing in a dry run.
-fn drain_time(d: &Deployment) -> Duration {
+pub fn drain_time(d: &Deployment) -> Duration {
     if d.remote.dry_run() {
         Duration::ZERO
     } else {
