@@ -140,15 +140,17 @@ fn bad_canary_withdrawn_healthy_canary_promoted_people_decide() {
         split.canary_failed > 0,
         "the canary's faults reached the probe"
     );
-    // Enough for the share check below: over 300 requests a 10 % split varies by 1.7 points
-    // (one standard deviation), so 5 points is about three. CI, at its load, saw 586.
+    // The share seen is within three standard deviations of 10 % for the number of requests
+    // seen (5.2 points over 300 requests, 6.0 over 225). The probe's rate follows the
+    // machine's load: CI saw 586 requests in the 25 s once, 259 in another run.
     assert!(
-        split.total >= 300,
-        "at least 300 requests during the canary: {split:?}"
+        split.total >= 100,
+        "at least 100 requests during the canary, or the share says nothing: {split:?}"
     );
+    let spread = 3.0 * (10.0 * 90.0 / split.total as f64).sqrt();
     assert!(
-        (split.share() - 10.0).abs() <= 5.0,
-        "observed split {:.1}% is not within 5 points of 10%: {split:?}",
+        (split.share() - 10.0).abs() <= spread,
+        "observed split {:.1}% is not within {spread:.1} points of 10%: {split:?}",
         split.share()
     );
     assert_eq!(http_get(port, "/health").unwrap().0, 200);
