@@ -554,7 +554,6 @@ fn images_path(label: &str) -> String {
     format!("/images/json?filters={}", escape(&filters, b""))
 }
 
-/// A string's JSON escaping (without the quotes).
 /// `["a","b"]`: a JSON array of strings.
 fn json_array(items: &[String]) -> String {
     let quoted: Vec<String> = items
@@ -564,6 +563,7 @@ fn json_array(items: &[String]) -> String {
     format!("[{}]", quoted.join(","))
 }
 
+/// A string's JSON escaping (without the quotes).
 fn json_escape(text: &str) -> String {
     let mut out = String::new();
     for c in text.chars() {

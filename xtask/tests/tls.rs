@@ -318,13 +318,25 @@ fn issue(pki: &Path, name: &str, days: u32) {
 
 /// `curl` over HTTPS to 127.0.0.1, verifying against `ca` (2 s limit): its stdout.
 fn curl(ca: &Path, args: &[&str], port: u16, path: &str) -> String {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "2", "--cacert", &s(ca)])
+    let out = curl_within(ca, Duration::from_secs(2), args, port, path);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// [`curl`] with a limit of `limit`: its whole output (status and stderr included).
+fn curl_within(
+    ca: &Path,
+    limit: Duration,
+    args: &[&str],
+    port: u16,
+    path: &str,
+) -> std::process::Output {
+    Command::new("curl")
+        .args(["-sS", "--max-time", &limit.as_secs().to_string()])
+        .args(["--cacert", &s(ca)])
         .args(args)
         .arg(format!("https://127.0.0.1:{port}{path}"))
         .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        .unwrap()
 }
 
 /// The status line and headers of a plain HTTP GET.
@@ -402,24 +414,25 @@ impl TlsProbe {
                 ("/", "<title>CRM GDB Consulting</title>"),
                 ("/health", "\"status\":\"ok\""),
             ];
-            let patience = edge_probe::PATIENCE.as_secs().to_string();
             while !flag.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(600) {
                 let (path, needle) = wanted[load.requests % wanted.len()];
                 load.requests += 1;
                 let sent = Instant::now();
-                let out = Command::new("curl")
-                    .args(["-sS", "--max-time", &patience, "--cacert", &s(&ca)])
-                    .args(["-w", "\n%{http_code}"])
-                    .arg(format!("https://127.0.0.1:{port}{path}"))
-                    .output()
-                    .unwrap();
+                let out = curl_within(
+                    &ca,
+                    edge_probe::PATIENCE,
+                    &["-w", "\n%{http_code}"],
+                    port,
+                    path,
+                );
                 load.slowest = load.slowest.max(sent.elapsed());
                 let body = String::from_utf8_lossy(&out.stdout);
                 if !(body.ends_with("\n200") && body.contains(needle)) {
                     load.failed += 1;
-                    let status = body.rsplit('\n').next().unwrap_or_default();
+                    let (page, status) = body.rsplit_once('\n').unwrap_or(("", &body));
+                    let tail = &page[page.floor_char_boundary(page.len().saturating_sub(80))..];
                     load.failures.push(format!(
-                        "{path} at {:.1}s (took {:.1?}): HTTP {status}, curl {}: {} [{}]",
+                        "{path} at {:.1}s (took {:.1?}): HTTP {status} {tail:?}, curl {}: {} [{}]",
                         sent.duration_since(start).as_secs_f64(),
                         sent.elapsed(),
                         out.status,
