@@ -65,6 +65,13 @@ fn up_runs_the_app_with_only_a_docker_engine() {
         .expect("the page names a hashed asset");
     let (status, _) = http_get(port, &format!("/build/{css}")).unwrap();
     assert_eq!(status, 200, "hashed asset {css} not served");
+    // php, worker and nginx take compose.yaml's deploy.restart_policy (which Compose prefers to
+    // `restart`): unless-stopped, as Compose needs.
+    let policies = restart_policies(PROJECT);
+    assert!(
+        policies.len() >= 3 && policies.iter().all(|p| p.ends_with(" unless-stopped")),
+        "{policies:?}"
+    );
 
     // The secret: made on this first run, private, outside the tree and the images.
     let env_file = state.path().join("xtask").join(PROJECT).join(".env");
@@ -225,6 +232,33 @@ fn a_failed_up_leaves_no_container_running() {
 }
 
 /// The APP_SECRET line of `up`'s env file.
+/// "NAME POLICY" of each running container of the Compose project.
+fn restart_policies(project: &str) -> Vec<String> {
+    let label = format!("label=com.docker.compose.project={project}");
+    let ids = Command::new("docker")
+        .args(["ps", "-q", "--filter", &label])
+        .output()
+        .unwrap();
+    let ids = String::from_utf8_lossy(&ids.stdout).into_owned();
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let out = Command::new("docker")
+        .args([
+            "inspect",
+            "--format",
+            "{{.Name}} {{.HostConfig.RestartPolicy.Name}}",
+        ])
+        .args(&ids)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 fn app_secret(env_file: &Path) -> String {
     let text = std::fs::read_to_string(env_file)
         .unwrap_or_else(|e| panic!("no env file {}: {e}", env_file.display()));

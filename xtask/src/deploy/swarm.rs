@@ -43,7 +43,7 @@ pub const STACK_FILE: &str = "compose.yaml";
 /// compose.yaml's variables on a swarm (unset, each one is what Compose needs; the file's
 /// header says what each does). The stack's name, the release and the secrets' names come
 /// with them ([`stack_deploy`]).
-pub const SWARM_ENV: [(&str, &str); 10] = [
+pub const SWARM_ENV: [(&str, &str); 11] = [
     ("CRM_SWARM", "true"),
     ("CRM_APP_SECRET_FILE", "/run/secrets/app_secret"),
     // Never APP_SECRET itself on a swarm (it would show in `docker inspect`): empty.
@@ -55,6 +55,7 @@ pub const SWARM_ENV: [(&str, &str); 10] = [
     ("CRM_DRAIN_SIGNAL", "SIGWINCH"),
     ("CRM_DRAIN_GRACE", "20s"),
     ("CRM_HEALTH_INTERVAL", "3s"),
+    ("CRM_RESTART_CONDITION", "any"),
 ];
 
 /// Where APP_SECRET and the database password come from for a swarm deploy when no env file
@@ -935,7 +936,7 @@ mod tests {
             "{remote}"
         );
         assert!(
-            remote.ends_with(" CRM_DRAIN_GRACE=20s CRM_HEALTH_INTERVAL=3s HTTP_PORT=8080 docker stack deploy --compose-file - --prune --with-registry-auth crm"),
+            remote.ends_with(" CRM_DRAIN_GRACE=20s CRM_HEALTH_INTERVAL=3s CRM_RESTART_CONDITION=any HTTP_PORT=8080 docker stack deploy --compose-file - --prune --with-registry-auth crm"),
             "{remote}"
         );
         // Every variable set here is one the file reads.
