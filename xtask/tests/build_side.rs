@@ -210,6 +210,7 @@ fn publish_then_build_app_from_a_developers_tree() {
     push_failure(&sh, root, tmp.path(), &prefix);
     cold_runner(&sh, root, tmp.path(), &registry);
     past_assets(&sh, root, tmp.path(), &prefix);
+    cold_runner_php_change(&sh, root, tmp.path(), &registry);
 }
 
 /// Each nginx image carries the hashed assets of the release before it (a swarm has no shared
@@ -318,23 +319,7 @@ fn cold_runner(sh: &Shell, root: &Path, tmp: &Path, registry: &Registry) {
     let prefix = registry.prefix();
     // The images this file tagged under its registry, removed when it ends.
     let _images = common::faults::ImagesUnder(prefix.clone());
-    let format = "{{.Repository}}:{{.Tag}}";
-    let listed = cmd!(sh, "docker image ls --format {format}")
-        .read()
-        .unwrap();
-    let releases: Vec<&str> = listed
-        .lines()
-        .filter(|i| {
-            i.starts_with(&format!("{prefix}/crm-gdb_php:"))
-                || i.starts_with(&format!("{prefix}/crm-gdb_nginx:"))
-        })
-        .collect();
-    assert!(!releases.is_empty());
-    cmd!(sh, "docker image rm --force {releases...}")
-        .quiet()
-        .ignore_stdout()
-        .run()
-        .unwrap();
+    remove_release_images(sh, &prefix);
     let out = xtask(root, tmp, &prefix, &["build-app", "--tag", "1.4.2"]);
     assert!(out.status.success(), "build-app 1.4.2 failed");
     let log = stderr(&out);
@@ -360,6 +345,104 @@ fn cold_runner(sh: &Shell, root: &Path, tmp: &Path, registry: &Registry) {
             .contains("crm-gdb_php:1.4.2"),
         "compose.yaml points at the new release"
     );
+}
+
+/// A CI runner's empty engine and empty dependency cache after a one-line PHP change: the
+/// assets' inputs are those of the previous release, so its compiled assets come from its nginx
+/// image's last layer in the registry, and npm does not run.
+fn cold_runner_php_change(sh: &Shell, root: &Path, tmp: &Path, registry: &Registry) {
+    let prefix = registry.prefix();
+    let _images = common::faults::ImagesUnder(prefix.clone());
+    let previous = "1.6.1";
+    let label = |image: &str, key: &str| {
+        let format = format!("{{{{index .Config.Labels \"{key}\"}}}}");
+        cmd!(
+            sh,
+            "docker image inspect --format {format} {prefix}/{image}"
+        )
+        .read()
+        .unwrap()
+    };
+    let in_image = |image: &str, program: &str, args: &[&str]| {
+        cmd!(
+            sh,
+            "docker run --rm --entrypoint {program} {prefix}/{image} {args...}"
+        )
+        .read()
+        .unwrap()
+    };
+    let nginx = |tag: &str| format!("crm-gdb_nginx:{tag}");
+    let (key, files) = (
+        label(&nginx(previous), "org.kiora.assets-key"),
+        in_image(&nginx(previous), "ls", &["/var/www/app/public/build"]),
+    );
+    assert!(!key.is_empty(), "{previous} has no assets key");
+    remove_release_images(sh, &prefix);
+    std::fs::remove_dir_all(cache_dir(root)).unwrap();
+    let view = root.join("app/src/View.php");
+    let text = std::fs::read_to_string(&view).unwrap();
+    std::fs::write(&view, format!("{text}// changed on a CI runner\n")).unwrap();
+    cmd!(
+        sh,
+        "git -C {root} -c user.name=dev -c user.email=dev@example.com commit -q -am View"
+    )
+    .run()
+    .unwrap();
+
+    let out = xtask(root, tmp, &prefix, &["build-app", "--tag", "1.7.0"]);
+    let log = stderr(&out);
+    assert!(out.status.success(), "build-app 1.7.0: {log}");
+    assert!(
+        log.contains("its assets have the same inputs, npm skipped") && !log.contains("npm ci"),
+        "{log}"
+    );
+    let code = in_image("crm-gdb_php:1.7.0", "cat", &["/var/www/app/src/View.php"]);
+    assert!(
+        code.contains("changed on a CI runner"),
+        "php was not rebuilt"
+    );
+    assert_eq!(label(&nginx("1.7.0"), "org.kiora.assets-key"), key);
+    let served = in_image(&nginx("1.7.0"), "ls", &["/var/www/app/public/build"]);
+    assert_eq!(served, files);
+    // php renders the page from the same manifest.
+    let manifest = in_image(
+        "crm-gdb_php:1.7.0",
+        "cat",
+        &["/var/www/app/public/build/manifest.json"],
+    );
+    let own = label(&nginx("1.7.0"), "org.kiora.assets");
+    let own = own
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .strip_prefix("1.7.0=");
+    let css = own.and_then(|files| files.split(',').find(|f| f.ends_with(".css")));
+    assert!(
+        css.is_some_and(|css| manifest.contains(css)),
+        "{own:?}: {manifest}"
+    );
+    assert!(is_empty_dir(tmp), "staging left behind");
+}
+
+/// Removes every release image (php and nginx) under `prefix` from the engine: a CI runner's.
+fn remove_release_images(sh: &Shell, prefix: &str) {
+    let format = "{{.Repository}}:{{.Tag}}";
+    let listed = cmd!(sh, "docker image ls --format {format}")
+        .read()
+        .unwrap();
+    let releases: Vec<&str> = listed
+        .lines()
+        .filter(|i| {
+            i.starts_with(&format!("{prefix}/crm-gdb_php:"))
+                || i.starts_with(&format!("{prefix}/crm-gdb_nginx:"))
+        })
+        .collect();
+    assert!(!releases.is_empty());
+    cmd!(sh, "docker image rm --force {releases...}")
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .unwrap();
 }
 
 /// What must and must not be inside the release images.

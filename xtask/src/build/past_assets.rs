@@ -7,22 +7,31 @@
 //! engine or pulled) into `past-assets/build/` of the staging directory, which
 //! docker/nginx/Dockerfile puts under the web root's `build/`, below the release's own files.
 //!
+//! A runner whose dependency cache lacks the compiled assets (a CI runner starts empty) takes the
+//! previous release's own ones when they were made from the same inputs ([`ASSETS_KEY_LABEL`]),
+//! instead of running npm: from the local engine, or from the image's last layer in the
+//! registry (the web root, a few KB), not from the whole image ([`take_compiled`]).
+//!
 //! Bounded: the label [`ASSETS_LABEL`] of each nginx image lists, newest first, the releases
 //! whose assets it holds and their files (`TAG=FILE,FILE TAG=FILE`); a new image keeps its own and
 //! those of the last [`KEEP_PAST`] releases with other assets. Reuse of an image of the same
 //! inputs key is allowed only when it carries the previous release's assets ([`covers`]).
 
 use std::collections::BTreeSet;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::build::registry_api::Registry;
+use crate::build::registry_api::{self, Registry};
 use crate::cmd::{Cmd, Runner};
 use crate::reference::ImageRef;
 
 /// Label of the nginx image: the releases whose hashed assets it holds, newest (its own) first.
 pub const ASSETS_LABEL: &str = "org.kiora.assets";
+/// Label of the nginx image: the cache key of the inputs its own compiled assets were made from
+/// (`build_cache::ASSETS_INPUTS` and the build image).
+pub const ASSETS_KEY_LABEL: &str = "org.kiora.assets-key";
 /// Past releases (with assets of their own) whose files a new nginx image keeps.
 pub const KEEP_PAST: usize = 3;
 /// In the staging directory: the past files, as `past-assets/build/...`.
@@ -45,8 +54,12 @@ pub struct Previous {
     pub image: ImageRef,
     /// Its label, parsed; `None`: an image made before the label existed.
     pub history: Option<Vec<Entry>>,
+    /// Its [`ASSETS_KEY_LABEL`] (`None`: an image made before the label existed).
+    pub assets_key: Option<String>,
     /// In the local engine (else in the registry: pulled before its files are copied).
     pub local: bool,
+    /// In the registry: its layers' digests, bottom first (the last one holds the web root).
+    pub layers: Vec<String>,
 }
 
 /// The entries of a label value; a malformed one is an error (the label is ours).
@@ -160,25 +173,45 @@ pub fn find_previous(
     registry: Option<&Registry>,
 ) -> Result<Option<Previous>> {
     let reference = image.to_string();
-    let with = |label: Option<String>, local: bool| -> Result<Option<Previous>> {
+    let with = |label: Option<String>, assets_key: Option<String>, layers: Option<Vec<String>>| {
         let history = label
             .filter(|l| !l.is_empty())
             .map(|l| parse(&l))
             .transpose()?;
-        Ok(Some(Previous {
+        anyhow::Ok(Some(Previous {
             image: image.clone(),
             history,
-            local,
+            assets_key: assets_key.filter(|k| !k.is_empty()),
+            local: layers.is_none(),
+            layers: layers.unwrap_or_default(),
         }))
     };
     if let Some(label) = crate::docker::image_label(runner, &reference, ASSETS_LABEL)? {
-        return with(label, true);
+        let key = crate::docker::image_label(runner, &reference, ASSETS_KEY_LABEL)?.flatten();
+        return with(label, key, None);
     }
     let Some(registry) = registry else {
         return Ok(None);
     };
-    match registry.manifest(image) {
-        Ok(Some(manifest)) => with(registry.label(image, &manifest, ASSETS_LABEL)?, false),
+    // The config blob is read once for both labels (`None` for a multi-platform list).
+    let found = registry
+        .manifest(image)
+        .and_then(|manifest| match manifest {
+            Some(manifest) => Ok(Some((
+                registry.config(image, &manifest)?,
+                manifest.layers(),
+            ))),
+            None => Ok(None),
+        });
+    match found {
+        Ok(Some((config, layers))) => {
+            let label = |key| {
+                config
+                    .as_deref()
+                    .and_then(|c| registry_api::config_label(c, key))
+            };
+            with(label(ASSETS_LABEL), label(ASSETS_KEY_LABEL), Some(layers))
+        }
         Ok(None) => Ok(None),
         Err(err) if err.is::<crate::interrupt::Interrupted>() => Err(err),
         Err(_) => Ok(None),
@@ -291,6 +324,95 @@ pub fn stage(
     Ok(render(&entries))
 }
 
+/// Puts the previous release's own compiled assets (its hashed files and manifest) into `dest`
+/// (the staging's `app/public/build`, absent) when its [`ASSETS_KEY_LABEL`] is `key`: they are
+/// what npm would make. Read from the local engine, else from the image's last layer in the
+/// registry. `false`: other inputs, or they could not be read (then `dest` is left absent and
+/// npm runs); `scratch` is a directory of the staging where they are unpacked first.
+pub fn take_compiled(
+    runner: &Runner,
+    previous: &Previous,
+    registry: Option<&Registry>,
+    key: &str,
+    dest: &Path,
+    scratch: &Path,
+) -> Result<bool> {
+    let own = previous.history.as_ref().and_then(|h| h.first());
+    let (Some(own), true) = (own, previous.assets_key.as_deref() == Some(key)) else {
+        return Ok(false);
+    };
+    std::fs::create_dir_all(scratch)
+        .with_context(|| format!("cannot create {}", scratch.display()))?;
+    let read = match (previous.local, registry, previous.layers.last()) {
+        (true, _, _) => copy_from_image(runner, previous, scratch),
+        (false, Some(registry), Some(layer)) => {
+            from_layer(runner, registry, &previous.image, layer, scratch)
+        }
+        _ => Ok(()),
+    };
+    let wanted: Vec<&str> = own
+        .files
+        .iter()
+        .map(String::as_str)
+        .chain([MANIFEST])
+        .collect();
+    let complete = match read {
+        Ok(()) => wanted.iter().all(|f| scratch.join(f).is_file()),
+        Err(err) if err.is::<crate::interrupt::Interrupted>() => return Err(err),
+        Err(err) => {
+            runner.trace(&format!("  {}: {err:#}", previous.image));
+            false
+        }
+    };
+    if complete {
+        for file in &wanted {
+            let target = dest.join(file);
+            // rwxr-xr-x, as npm makes it, whatever this process's umask.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(target.parent().unwrap_or(dest))
+                .with_context(|| format!("cannot create {}", dest.display()))?;
+            std::fs::rename(scratch.join(file), &target)
+                .with_context(|| format!("cannot move {file} into {}", dest.display()))?;
+        }
+        runner.say(format!(
+            "  public/build/ from {}: its assets have the same inputs, npm skipped",
+            previous.image
+        ));
+    }
+    if scratch.exists() {
+        std::fs::remove_dir_all(scratch)
+            .with_context(|| format!("cannot remove {}", scratch.display()))?;
+    }
+    Ok(complete)
+}
+
+/// Unpacks the hashed-assets directory of `image`'s layer `layer` (its web root) into `dest`.
+fn from_layer(
+    runner: &Runner,
+    registry: &Registry,
+    image: &ImageRef,
+    layer: &str,
+    dest: &Path,
+) -> Result<()> {
+    runner.trace(&format!(
+        "$ GET /v2/.../blobs/{layer} ({image}'s last layer)"
+    ));
+    let blob = registry.blob(image, layer)?;
+    runner.query(&layer_untar(dest).stdin(blob)).map(drop)
+}
+
+/// `tar` unpacking [`BUILD_DIR`] of a layer (a gzip tar on stdin) into `dest`, as its contents.
+fn layer_untar(dest: &Path) -> Cmd {
+    let member = BUILD_DIR.trim_start_matches('/');
+    Cmd::new("tar")
+        .args(["-xz", "-C"])
+        .arg(dest.display().to_string())
+        .arg(format!("--strip-components={}", member.split('/').count()))
+        .arg(member)
+}
+
 /// Copies the build/ files of the previous release's image into `dest` (pulled first when it
 /// is only in the registry), through a container that is created, read and removed.
 fn copy_from_image(runner: &Runner, previous: &Previous, dest: &Path) -> Result<()> {
@@ -382,7 +504,9 @@ mod tests {
                 tag: "1.1.0".into(),
             },
             history: label.map(|l| parse(l).unwrap()),
+            assets_key: None,
             local: true,
+            layers: Vec::new(),
         }
     }
 

@@ -45,6 +45,25 @@ impl Manifest {
         let config = text.find("\"config\"")?;
         json_string_after(&text[config..], "digest")
     }
+
+    /// The layer digests of a single-platform manifest, bottom first (none for a list).
+    pub fn layers(&self) -> Vec<String> {
+        let Some(json) = std::str::from_utf8(&self.bytes)
+            .ok()
+            .and_then(|text| crate::json::parse(text).ok())
+        else {
+            return Vec::new();
+        };
+        json.get("layers")
+            .map(|layers| {
+                layers
+                    .items()
+                    .iter()
+                    .filter_map(|layer| layer.get("digest")?.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 impl Registry {
@@ -126,13 +145,9 @@ impl Registry {
         manifest: &Manifest,
         label: &str,
     ) -> Result<Option<String>> {
-        let Some(config) = self.config(image, manifest)? else {
-            return Ok(None);
-        };
-        let Some(labels) = config.find("\"Labels\"") else {
-            return Ok(None);
-        };
-        Ok(json_string_after(&config[labels..], label))
+        Ok(self
+            .config(image, manifest)?
+            .and_then(|config| config_label(&config, label)))
     }
 
     /// The config blob (JSON) of a single-platform `manifest` of `image` (`None`: a list).
@@ -150,6 +165,18 @@ impl Registry {
         Ok(Some(answer.body))
     }
 
+    /// A blob of `image`'s repository, whole (a layer: its compressed tar).
+    pub fn blob(&self, image: &ImageRef, digest: &str) -> Result<Vec<u8>> {
+        let answer = self.send(Request::get(&format!(
+            "/v2/{}/blobs/{digest}",
+            repository(image)
+        )))?;
+        if answer.status != 200 {
+            bail!("GET blob {digest} of {image}: HTTP {}", answer.status);
+        }
+        Ok(answer.bytes)
+    }
+
     /// The tags of `image`'s repository, as the registry lists them.
     pub fn tags(&self, image: &ImageRef) -> Result<Vec<String>> {
         let answer = self.send(Request::get(&format!(
@@ -162,6 +189,12 @@ impl Registry {
             status => bail!("GET tags of {image}: HTTP {status}"),
         }
     }
+}
+
+/// The value of `label` in an image config blob (JSON), if it has one.
+pub fn config_label(config: &str, label: &str) -> Option<String> {
+    let labels = config.find("\"Labels\"")?;
+    json_string_after(&config[labels..], label)
 }
 
 /// `kiora/crm-gdb_php` of `127.0.0.1:5000/kiora/crm-gdb_php:1.4.0`.
@@ -329,13 +362,14 @@ mod tests {
             digest: String::new(),
         };
         assert_eq!(manifest.config_digest().as_deref(), Some("sha256:c0"));
+        assert_eq!(manifest.layers(), ["sha256:l1"]);
         let config = r#"{"config":{"Labels":{"a":"b","org.kiora.build.inputs": "k\"1"}}}"#;
-        let labels = &config[config.find("\"Labels\"").unwrap()..];
         assert_eq!(
-            json_string_after(labels, "org.kiora.build.inputs").as_deref(),
+            config_label(config, "org.kiora.build.inputs").as_deref(),
             Some("k\"1")
         );
-        assert_eq!(json_string_after(labels, "missing"), None);
+        assert_eq!(config_label(config, "missing"), None);
+        assert_eq!(config_label(r#"{"config":{}}"#, "a"), None);
         assert_eq!(
             json_strings_after(
                 r#"{"name":"kiora/x","tags":["1.0", "1.0-supervisor"]}"#,

@@ -130,20 +130,23 @@ impl Tools {
     }
 
     /// `npm ci && npm run build`, or nothing but a copy when the cache has the public/build/ of
-    /// the same package files, build script and assets/.
+    /// the same package files, build script and assets/, or when `from_previous(KEY, OUTPUT)`
+    /// put the previous release's there (made from the same inputs). Returns the inputs' cache
+    /// key (`None` without a cache).
     pub fn compile_assets(
         &self,
         runner: &Runner,
         app_dir: &Path,
         cache: Option<&Path>,
         tool_id: &str,
-    ) -> Result<()> {
+        from_previous: &dyn Fn(&str, &Path) -> Result<bool>,
+    ) -> Result<Option<String>> {
         let npm = || {
             self.run(runner, app_dir, &NPM_CI)?;
             self.run(runner, app_dir, &NPM_BUILD)
         };
         let Some(cache) = cache else {
-            return npm();
+            return npm().map(|()| None);
         };
         let key =
             build_cache::dependency_key(runner, app_dir, &build_cache::ASSETS_INPUTS, tool_id)?;
@@ -157,12 +160,17 @@ impl Tools {
             if output.exists() {
                 std::fs::remove_dir_all(&output)?;
             }
-            return entry.restore(runner, &output);
+            entry.restore(runner, &output)?;
+            return Ok(Some(key));
         }
-        npm()?;
+        let taken = !output.exists() && from_previous(&key, &output)?;
+        if !taken {
+            npm()?;
+        }
         // node_modules/ is never part of a release: the build context's .dockerignore drops it,
         // and the staging directory goes away with it.
-        entry.store(runner, &output)
+        entry.store(runner, &output)?;
+        Ok(Some(key))
     }
 
     /// Runs [`Tools::command`]; when it fails (Ctrl-C included) its container is removed, because

@@ -10,7 +10,7 @@
 //! 6. only after every push succeeded, point compose.yaml at TAG;
 //! 7. remove the staging directory (also on failure and Ctrl-C).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
@@ -313,15 +313,35 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
             steps.step("Installing production dependencies", || {
                 tools.install_vendor(runner, &app_dir, cache.as_deref(), &tool_id)
             })?;
-            let assets = steps.step("Compiling assets", || {
-                tools.compile_assets(runner, &app_dir, cache.as_deref(), &tool_id)?;
-                past_assets::stage(
+            let (assets, assets_key) = steps.step("Compiling assets", || {
+                let from_previous = |key: &str, output: &Path| {
+                    let scratch = staging.path().join(".previous-assets");
+                    previous_nginx.as_ref().map_or(Ok(false), |previous| {
+                        past_assets::take_compiled(
+                            runner,
+                            previous,
+                            api.as_ref(),
+                            key,
+                            output,
+                            &scratch,
+                        )
+                    })
+                };
+                let key = tools.compile_assets(
+                    runner,
+                    &app_dir,
+                    cache.as_deref(),
+                    &tool_id,
+                    &from_previous,
+                )?;
+                let label = past_assets::stage(
                     runner,
                     staging.path(),
                     opts.tag.as_str(),
                     previous_nginx.as_ref(),
                     cache.as_deref(),
-                )
+                )?;
+                Ok((label, key))
             })?;
 
             // Computed before the lookups unless a base image was missing then (or --rebuild).
@@ -338,7 +358,7 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
                 if build.image.name == crate::config::NGINX {
                     build
                         .labels
-                        .push((past_assets::ASSETS_LABEL.to_string(), assets.clone()));
+                        .extend(nginx_labels(&assets, assets_key.as_deref()));
                 }
                 add_base_digest(runner, build)?;
                 if builder == Builder::Buildx && opts.platform.len() <= 1 {
@@ -638,16 +658,32 @@ fn run_per_platform(
                 "Installing production dependencies (once, for every platform)",
                 || tools.install_vendor(runner, &app_dir, cache.as_deref(), &tool_id),
             )?;
-            let assets = steps.step("Compiling assets (once, for every platform)", || {
-                tools.compile_assets(runner, &app_dir, cache.as_deref(), &tool_id)?;
-                past_assets::stage(
-                    runner,
-                    staging.path(),
-                    tag,
-                    previous_nginx.as_ref(),
-                    cache.as_deref(),
-                )
-            })?;
+            let (assets, assets_key) =
+                steps.step("Compiling assets (once, for every platform)", || {
+                    let from_previous = |key: &str, output: &Path| {
+                        let scratch = staging.path().join(".previous-assets");
+                        previous_nginx.as_ref().map_or(Ok(false), |previous| {
+                            past_assets::take_compiled(
+                                runner, previous, None, key, output, &scratch,
+                            )
+                        })
+                    };
+                    let key = tools.compile_assets(
+                        runner,
+                        &app_dir,
+                        cache.as_deref(),
+                        &tool_id,
+                        &from_previous,
+                    )?;
+                    let label = past_assets::stage(
+                        runner,
+                        staging.path(),
+                        tag,
+                        previous_nginx.as_ref(),
+                        cache.as_deref(),
+                    )?;
+                    Ok((label, key))
+                })?;
             let labels = docker::oci_labels(tag, release.revision, &project::now_rfc3339());
             let mut chains = Vec::new();
             let mut retags = Vec::new();
@@ -687,7 +723,7 @@ fn run_per_platform(
                     if build.image.name == crate::config::NGINX {
                         build
                             .labels
-                            .push((past_assets::ASSETS_LABEL.to_string(), assets.clone()));
+                            .extend(nginx_labels(&assets, assets_key.as_deref()));
                     }
                     add_base_digest(runner, build)?;
                 }
@@ -755,6 +791,16 @@ fn summarize(files: &[String]) -> String {
         n if n > 3 => format!("{} and {} more", shown.join(", "), n - 3),
         _ => shown.join(", "),
     }
+}
+
+/// The nginx image's own labels: the hashed assets it carries, and the key of the inputs its
+/// own were compiled from (none without a dependency cache).
+fn nginx_labels(assets: &str, assets_key: Option<&str>) -> Vec<(String, String)> {
+    let mut labels = vec![(past_assets::ASSETS_LABEL.to_string(), assets.to_string())];
+    if let Some(key) = assets_key {
+        labels.push((past_assets::ASSETS_KEY_LABEL.to_string(), key.to_string()));
+    }
+    labels
 }
 
 #[cfg(test)]
