@@ -362,7 +362,7 @@ fn measure_all(
             Ok(took)
         })?;
         rows.push(Row {
-            note: "vs our cold build; the previous release is the cache source".into(),
+            note: "vs our cold build; the previous release is the cache source and gives its compiled assets".into(),
             ..row(
                 "CI cold runner, one-line PHP change",
                 Some(Value::Time(cold_ours)),
