@@ -27,7 +27,7 @@ use crate::build::reuse::{self, find_reusable, inputs_key};
 use crate::build::staging::{self, Source};
 use crate::build::tools::Tools;
 use crate::build::{past_assets, platform, summary, tree_lock};
-use crate::cmd::Cmd;
+use crate::cmd::{Cmd, Runner};
 use crate::compose_file;
 use crate::config::APP_IMAGES;
 use crate::ctx::Ctx;
@@ -314,34 +314,14 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
                 tools.install_vendor(runner, &app_dir, cache.as_deref(), &tool_id)
             })?;
             let (assets, assets_key) = steps.step("Compiling assets", || {
-                let from_previous = |key: &str, output: &Path| {
-                    let scratch = staging.path().join(".previous-assets");
-                    previous_nginx.as_ref().map_or(Ok(false), |previous| {
-                        past_assets::take_compiled(
-                            runner,
-                            previous,
-                            api.as_ref(),
-                            key,
-                            output,
-                            &scratch,
-                        )
-                    })
-                };
-                let key = tools.compile_assets(
+                compile_assets(
                     runner,
-                    &app_dir,
-                    cache.as_deref(),
-                    &tool_id,
-                    &from_previous,
-                )?;
-                let label = past_assets::stage(
-                    runner,
+                    (&tools, &tool_id),
                     staging.path(),
                     opts.tag.as_str(),
                     previous_nginx.as_ref(),
-                    cache.as_deref(),
-                )?;
-                Ok((label, key))
+                    (api.as_ref(), cache.as_deref()),
+                )
             })?;
 
             // Computed before the lookups unless a base image was missing then (or --rebuild).
@@ -660,29 +640,14 @@ fn run_per_platform(
             )?;
             let (assets, assets_key) =
                 steps.step("Compiling assets (once, for every platform)", || {
-                    let from_previous = |key: &str, output: &Path| {
-                        let scratch = staging.path().join(".previous-assets");
-                        previous_nginx.as_ref().map_or(Ok(false), |previous| {
-                            past_assets::take_compiled(
-                                runner, previous, None, key, output, &scratch,
-                            )
-                        })
-                    };
-                    let key = tools.compile_assets(
+                    compile_assets(
                         runner,
-                        &app_dir,
-                        cache.as_deref(),
-                        &tool_id,
-                        &from_previous,
-                    )?;
-                    let label = past_assets::stage(
-                        runner,
+                        (tools, &tool_id),
                         staging.path(),
                         tag,
                         previous_nginx.as_ref(),
-                        cache.as_deref(),
-                    )?;
-                    Ok((label, key))
+                        (None, cache.as_deref()),
+                    )
                 })?;
             let labels = docker::oci_labels(tag, release.revision, &project::now_rfc3339());
             let mut chains = Vec::new();
@@ -791,6 +756,30 @@ fn summarize(files: &[String]) -> String {
         n if n > 3 => format!("{} and {} more", shown.join(", "), n - 3),
         _ => shown.join(", "),
     }
+}
+
+/// Step [4/7]: the release's compiled assets (npm, else the dependency cache's or the previous
+/// release's of the same inputs), then the past releases' files beside them. Returns the nginx
+/// image's assets label and the key of the assets' inputs.
+fn compile_assets(
+    runner: &Runner,
+    (tools, tool_id): (&Tools, &str),
+    staging: &Path,
+    tag: &str,
+    previous: Option<&past_assets::Previous>,
+    (registry, cache): (Option<&Registry>, Option<&Path>),
+) -> Result<(String, Option<String>)> {
+    let from_previous = |key: &str, output: &Path| match previous {
+        Some(previous) => {
+            let scratch = staging.join(".previous-assets");
+            past_assets::take_compiled(runner, previous, registry, key, output, &scratch)
+        }
+        None => Ok(false),
+    };
+    let app_dir = staging.join("app");
+    let key = tools.compile_assets(runner, &app_dir, cache, tool_id, &from_previous)?;
+    let label = past_assets::stage(runner, staging, tag, previous, cache)?;
+    Ok((label, key))
 }
 
 /// The nginx image's own labels: the hashed assets it carries, and the key of the inputs its
