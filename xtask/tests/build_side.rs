@@ -377,18 +377,21 @@ fn cold_runner_php_change(sh: &Shell, root: &Path, tmp: &Path, registry: &Regist
         in_image(&nginx(previous), "ls", &["/var/www/app/public/build"]),
     );
     assert!(!key.is_empty(), "{previous} has no assets key");
-    remove_release_images(sh, &prefix);
-    std::fs::remove_dir_all(cache_dir(root)).unwrap();
-    let view = root.join("app/src/View.php");
-    let text = std::fs::read_to_string(&view).unwrap();
-    std::fs::write(&view, format!("{text}// changed on a CI runner\n")).unwrap();
-    cmd!(
-        sh,
-        "git -C {root} -c user.name=dev -c user.email=dev@example.com commit -q -am View"
-    )
-    .run()
-    .unwrap();
-
+    // An empty engine and cache, then a one-line PHP change, committed.
+    let cold_change = |line: &str| {
+        remove_release_images(sh, &prefix);
+        std::fs::remove_dir_all(cache_dir(root)).unwrap();
+        let view = root.join("app/src/View.php");
+        let text = std::fs::read_to_string(&view).unwrap();
+        std::fs::write(&view, format!("{text}// {line}\n")).unwrap();
+        cmd!(
+            sh,
+            "git -C {root} -c user.name=dev -c user.email=dev@example.com commit -q -am View"
+        )
+        .run()
+        .unwrap();
+    };
+    cold_change("changed on a CI runner");
     let out = xtask(root, tmp, &prefix, &["build-app", "--tag", "1.7.0"]);
     let log = stderr(&out);
     assert!(out.status.success(), "build-app 1.7.0: {log}");
@@ -420,6 +423,24 @@ fn cold_runner_php_change(sh: &Shell, root: &Path, tmp: &Path, registry: &Regist
     assert!(
         css.is_some_and(|css| manifest.contains(css)),
         "{own:?}: {manifest}"
+    );
+    assert!(is_empty_dir(tmp), "staging left behind");
+
+    // A registry spoken to through the docker CLI only (as one behind TLS is): the previous
+    // nginx image is pulled, so its compiled assets and its past releases' files come along.
+    cold_change("changed again");
+    let args = ["build-app", "--tag", "1.7.1", "--no-registry-api"];
+    let out = xtask(root, tmp, &prefix, &args);
+    let log = stderr(&out);
+    assert!(out.status.success(), "build-app 1.7.1: {log}");
+    assert!(
+        log.contains("its assets have the same inputs, npm skipped") && !log.contains("npm ci"),
+        "{log}"
+    );
+    let again = in_image(&nginx("1.7.1"), "ls", &["/var/www/app/public/build"]);
+    assert_eq!(
+        again, served,
+        "1.7.1 serves what 1.7.0 did, past releases' files too"
     );
     assert!(is_empty_dir(tmp), "staging left behind");
 }

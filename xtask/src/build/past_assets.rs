@@ -166,11 +166,13 @@ pub fn files_under(dir: &Path) -> Result<Vec<String>> {
 }
 
 /// The label of the previous release's nginx image: in the local engine, else in the registry
-/// (where one can be spoken to). `None`: no such image anywhere we look (a first release).
+/// (read through its API where one can be spoken to, else pulled when `pull`). `None`: no such
+/// image anywhere we look (a first release).
 pub fn find_previous(
     runner: &Runner,
     image: &ImageRef,
     registry: Option<&Registry>,
+    pull: bool,
 ) -> Result<Option<Previous>> {
     let reference = image.to_string();
     let with = |label: Option<String>, assets_key: Option<String>, layers: Option<Vec<String>>| {
@@ -186,12 +188,33 @@ pub fn find_previous(
             layers: layers.unwrap_or_default(),
         }))
     };
-    if let Some(label) = crate::docker::image_label(runner, &reference, ASSETS_LABEL)? {
-        let key = crate::docker::image_label(runner, &reference, ASSETS_KEY_LABEL)?.flatten();
-        return with(label, key, None);
+    let local = || -> Result<_> {
+        match crate::docker::image_label(runner, &reference, ASSETS_LABEL)? {
+            Some(label) => {
+                let key = crate::docker::image_label(runner, &reference, ASSETS_KEY_LABEL)?;
+                with(label, key.flatten(), None)
+            }
+            None => Ok(None),
+        }
+    };
+    if let Some(found) = local()? {
+        return Ok(Some(found));
     }
     let Some(registry) = registry else {
-        return Ok(None);
+        if !pull || runner.dry_run {
+            return Ok(None);
+        }
+        // A registry the docker CLI speaks to (TLS, tokens): the image comes into the engine.
+        return match runner.query(&crate::docker::pull(image)) {
+            Ok(_) => local(),
+            Err(err) if err.is::<crate::interrupt::Interrupted>() => Err(err),
+            Err(_) => {
+                runner.say(format!(
+                    "  previous release {image}: not in the engine, not pulled: no past assets carried"
+                ));
+                Ok(None)
+            }
+        };
     };
     // The config blob is read once for both labels (`None` for a multi-platform list).
     let found = registry

@@ -72,6 +72,7 @@ pub fn run(ctx: &Ctx, args: &Args) -> Result<()> {
         compose_file: "compose.yaml".into(),
         platform: Vec::new(),
         rebuild: false,
+        no_registry_api: false,
         cache_dir: None,
     };
     build_app::run(&quiet, &build)?;

@@ -59,6 +59,10 @@ pub struct Args {
     /// Build even when local images were built from exactly the same inputs (default: re-tag them).
     #[arg(long)]
     pub rebuild: bool,
+    /// Speak to the registry through the docker CLI only (pull, tag, push), even on loopback,
+    /// where its HTTP API otherwise re-tags and reads labels without pulls.
+    #[arg(long)]
+    pub no_registry_api: bool,
     /// Where the dependency cache lives; None: the default (see `build_cache::cache_dir`).
     #[arg(skip)]
     pub cache_dir: Option<PathBuf>,
@@ -118,7 +122,7 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
     let new_images = config.app_images(&opts.tag);
     let images: Vec<&ImageRef> = new_images.iter().collect();
     // The registry's own API, where it can be spoken to (loopback): re-tags without pushes.
-    let api = if push && opts.platform.len() <= 1 {
+    let api = if push && opts.platform.len() <= 1 && !opts.no_registry_api {
         Registry::for_image(&new_images[0])
     } else {
         None
@@ -126,7 +130,9 @@ pub fn run(ctx: &Ctx, opts: &Args) -> Result<()> {
     let previous = previous_release(&compose_path);
     // The previous release's nginx image: its hashed assets go into the new one (past_assets).
     let previous_nginx = match previous.as_deref().filter(|p| *p != opts.tag.as_str()) {
-        Some(p) => past_assets::find_previous(runner, &config.app_images(p)[2], api.as_ref())?,
+        Some(p) => {
+            past_assets::find_previous(runner, &config.app_images(p)[2], api.as_ref(), push)?
+        }
         None => None,
     };
     let nginx_ok = |label: Option<&str>| past_assets::covers(label, previous_nginx.as_ref());
@@ -489,7 +495,7 @@ fn run_per_platform(
     // hashed assets are the same on every platform): they go into the new ones (past_assets).
     let previous = previous_release(release.compose_path);
     let previous_nginx = match previous.as_deref().filter(|p| *p != tag) {
-        Some(p) => past_assets::find_previous(runner, &config.app_images(p)[2], None)?,
+        Some(p) => past_assets::find_previous(runner, &config.app_images(p)[2], None, push)?,
         None => None,
     };
     let nginx_ok = |id: &str| -> Result<bool> {
