@@ -364,14 +364,17 @@ pub fn take_compiled(
     let (Some(own), true) = (own, previous.assets_key.as_deref() == Some(key)) else {
         return Ok(false);
     };
+    let layer = match (previous.local, registry, previous.layers.last()) {
+        (true, _, _) => None,
+        (false, Some(registry), Some(layer)) => Some((registry, layer)),
+        // Not readable here (a multi-platform list in the registry): npm runs.
+        _ => return Ok(false),
+    };
     std::fs::create_dir_all(scratch)
         .with_context(|| format!("cannot create {}", scratch.display()))?;
-    let read = match (previous.local, registry, previous.layers.last()) {
-        (true, _, _) => copy_from_image(runner, previous, scratch),
-        (false, Some(registry), Some(layer)) => {
-            from_layer(runner, registry, &previous.image, layer, scratch)
-        }
-        _ => Ok(()),
+    let read = match layer {
+        None => copy_from_image(runner, previous, scratch),
+        Some((registry, layer)) => from_layer(runner, registry, &previous.image, layer, scratch),
     };
     let wanted: Vec<&str> = own
         .files
@@ -531,6 +534,40 @@ mod tests {
             local: true,
             layers: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_layer_gives_its_hashed_assets_directory_as_its_contents() {
+        assert_eq!(
+            layer_untar(Path::new("/s/.previous-assets")).argv(),
+            [
+                "tar",
+                "-xz",
+                "-C",
+                "/s/.previous-assets",
+                "--strip-components=5",
+                "var/www/app/public/build"
+            ]
+        );
+    }
+
+    #[test]
+    fn compiled_assets_are_taken_only_from_the_same_inputs() {
+        let runner = Runner::new(false, crate::progress::Verbosity::Quiet);
+        let dir = tempfile::tempdir().unwrap();
+        let (dest, scratch) = (dir.path().join("build"), dir.path().join("scratch"));
+        let mut before = previous(Some("1.1.0=app-a.css"));
+        // Unlabelled (an older image), then labelled with other inputs: nothing read, npm runs.
+        for key in [None, Some("other".to_string())] {
+            before.assets_key = key;
+            let taken = take_compiled(&runner, &before, None, "k1", &dest, &scratch).unwrap();
+            assert!(!taken && !dest.exists() && !scratch.exists());
+        }
+        // In the registry, with no API to read its layer: npm runs too.
+        before.assets_key = Some("k1".into());
+        before.local = false;
+        let taken = take_compiled(&runner, &before, None, "k1", &dest, &scratch).unwrap();
+        assert!(!taken && !dest.exists() && !scratch.exists());
     }
 
     #[test]
