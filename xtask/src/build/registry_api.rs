@@ -155,14 +155,10 @@ impl Registry {
         let Some(config) = manifest.config_digest() else {
             return Ok(None);
         };
-        let answer = self.send(Request::get(&format!(
-            "/v2/{}/blobs/{config}",
-            repository(image)
-        )))?;
-        if answer.status != 200 {
-            bail!("GET config of {image}: HTTP {}", answer.status);
-        }
-        Ok(Some(answer.body))
+        let bytes = self
+            .blob(image, &config)
+            .with_context(|| format!("reading the config of {image}"))?;
+        Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
     }
 
     /// A blob of `image`'s repository, whole (a layer: its compressed tar).
